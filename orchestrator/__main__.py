@@ -1,0 +1,94 @@
+"""The command line: `python -m orchestrator sweep|list ...` (also installed as `orchestrator`).
+
+A mistake the user can fix (a `UserError`) is printed as one line with a non-zero exit and no
+traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from trainables.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestrator", description="Face-analysis sweeps on Ray Tune + Ray Train, recorded in MLflow."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    listing = commands.add_parser("list", help="show the named sweeps and the question each answers")
+    listing.add_argument("--keys", action="store_true", help="also list every config key with its default")
+
+    sweep = commands.add_parser("sweep", help="run a named sweep", description="Run a named sweep.")
+    sweep.add_argument("name", help="the sweep to run (see `orchestrator list`)")
+    sweep.add_argument("--data", metavar="PATH",
+                       help="dataset root (e.g. the CelebA folder holding list_attr_celeba.txt); "
+                            "without it, a synthetic demo set in the same format is built and used")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set optim.lr=0.01 or --set model.name=resnet18,seresnet18 "
+                            "(a comma list becomes a grid); repeatable")
+    sweep.add_argument("--smoke", action="store_true", help="the smallest run that exercises every part (minutes)")
+    sweep.add_argument("--num-workers", type=int, metavar="N", help="DDP workers per trial (default: the sweep's, usually 2)")
+    sweep.add_argument("--gpus-per-worker", type=float, metavar="G",
+                       help="GPUs per worker (default: 1 when the cluster has GPUs, else 0); NCCL is used on GPUs")
+    sweep.add_argument("--max-concurrent", type=int, metavar="K",
+                       help="trials at once (default: as many as the cluster's resources fit)")
+    sweep.add_argument("--storage", default="runs", metavar="PATH",
+                       help="where Tune state and checkpoints go (default: ./runs)")
+    sweep.add_argument("--tracking-uri", metavar="URI",
+                       help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here)")
+    sweep.add_argument("--address", metavar="ADDR",
+                       help="Ray cluster to attach to (default: $RAY_ADDRESS, else a local Ray)")
+    sweep.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this name and storage")
+    sweep.add_argument("--name", dest="run_name", metavar="NAME",
+                       help="name of this sweep run under --storage (default: the sweep's name)")
+    sweep.add_argument("--max-failures", type=int, default=1, metavar="N",
+                       help="times a failed trial is retried from its last checkpoint (default: 1)")
+    return parser
+
+
+def cmd_list(args) -> int:
+    import search_spaces
+
+    for name in search_spaces.names():
+        print(f"{name:<24} {search_spaces.question(name)}")
+    if args.keys:
+        from trainables.config import TrainConfig
+
+        print("\nconfig keys (use with --set KEY=VALUE):")
+        for key, value in TrainConfig().to_flat_dict().items():
+            print(f"  {key:<24} {value!r}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from orchestrator.sweep import SweepOptions, run_sweep
+
+    options = SweepOptions(**{k: v for k, v in vars(args).items() if k != "command"})
+    summary = run_sweep(options)
+    return 1 if summary.get("trials") and summary.get("failed") == summary.get("trials") else 0
+
+
+COMMANDS = {"list": cmd_list, "sweep": cmd_sweep}
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `orchestrator list | head` ends quietly
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: continue later with the same command and --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

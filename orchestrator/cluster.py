@@ -1,0 +1,118 @@
+"""Connecting to Ray, and turning the cluster's resources into the shape of one trial.
+
+`plan_resources` is a pure function of the resources Ray reports, so the arithmetic that keeps a
+2-CPU laptop from hanging and fills an 8-GPU node is tested without a cluster.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from trainables.errors import UserError
+
+DRIVER_CPUS = 0.01  # a trial's driver only builds a TorchTrainer and waits
+# Trials whose workers cannot be placed fail after this long instead of waiting forever.
+os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
+os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # worker prints would appear twice
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0 the legacy reporter prints nothing; we print progress
+
+
+@dataclass(frozen=True)
+class TrialResources:
+    num_workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+    max_concurrent: int
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpus_per_worker > 0
+
+    def describe(self) -> str:
+        unit = f"{self.gpus_per_worker:g} GPU + {self.cpus_per_worker:g} CPU" if self.use_gpu else f"{self.cpus_per_worker:g} CPU"
+        return f"{self.num_workers} DDP workers x ({unit}) per trial, up to {self.max_concurrent} trials at once"
+
+
+def plan_resources(
+    total: dict[str, float],
+    num_workers: int | None = None,
+    gpus_per_worker: float | None = None,
+    max_concurrent: int | None = None,
+    default_workers: int = 2,
+    largest_node: dict[str, float] | None = None,
+) -> TrialResources:
+    """Shape each trial from the cluster's totals (as `ray.cluster_resources()` reports them)."""
+    cpus, gpus = float(total.get("CPU", 0)), float(total.get("GPU", 0))
+    if num_workers is not None and num_workers < 1:
+        raise UserError(f"--num-workers must be at least 1, got {num_workers}")
+    if max_concurrent is not None and max_concurrent < 1:
+        raise UserError(f"--max-concurrent must be at least 1, got {max_concurrent}")
+    if gpus_per_worker is not None and gpus_per_worker < 0:
+        raise UserError(f"--gpus-per-worker cannot be negative, got {gpus_per_worker}")
+    gpw = (1.0 if gpus >= 1 else 0.0) if gpus_per_worker is None else float(gpus_per_worker)
+    if gpw > 0:
+        workers = num_workers or (max(1, min(default_workers, int(gpus // gpw))) if gpus >= gpw else default_workers)
+        need = workers * gpw
+        if need > gpus + 1e-9:
+            raise UserError(
+                f"one trial needs {need:g} GPUs ({workers} workers x {gpw:g}) but the cluster has {gpus:g}: "
+                "lower --num-workers or --gpus-per-worker"
+            )
+        fit = int(gpus // need)
+    else:
+        workers = num_workers or default_workers
+        fit = max(1, int(cpus // workers))
+    concurrent = min(max_concurrent or fit, fit)
+    # Every worker gets an equal share of what the concurrent trials' drivers leave over.
+    cpw = (cpus - DRIVER_CPUS * concurrent) / (workers * concurrent)
+    if gpw > 0:
+        cpw = max(1.0, min(8.0, math.floor(cpw)))
+    cpw = round(cpw, 3)
+    if cpw <= 0 or workers * concurrent * cpw + DRIVER_CPUS * concurrent > cpus + 1e-9:
+        raise UserError(
+            f"the cluster has {cpus:g} CPUs, too few for {concurrent} trial(s) of {workers} workers: "
+            "lower --num-workers or --max-concurrent"
+        )
+    if largest_node is not None and gpw > float(largest_node.get("GPU", 0)) + 1e-9:
+        raise UserError(f"no node has {gpw:g} GPUs for one worker: lower --gpus-per-worker")
+    return TrialResources(workers, cpw, gpw, concurrent)
+
+
+def connect(address: str | None) -> None:
+    """Start a local Ray (address None) or attach to a running cluster, with a one-line error."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    target = address or os.environ.get("RAY_ADDRESS")
+    kwargs = dict(logging_level="ERROR", log_to_driver=True, configure_logging=True)
+    try:
+        if target:
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
+            ray.init(address=target, **kwargs)
+        else:
+            ray.init(address="local", include_dashboard=True, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        where = target or "a local Ray"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"cannot connect to Ray at {where}: {first}; start one with `ray start --head` or fix --address "
+            "(token auth needs RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token)"
+        ) from None
+
+
+def cluster_totals() -> tuple[dict[str, float], dict[str, float]]:
+    """(total resources, the largest node's resources) of the connected cluster."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    largest = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
+    return dict(ray.cluster_resources()), largest
+
+
+def node_count() -> int:
+    import ray
+
+    return sum(1 for n in ray.nodes() if n.get("Alive"))

@@ -1,0 +1,75 @@
+"""Console progress of a sweep: one line per trial event, with the current best.
+
+Tune's own tables are switched off (verbose=0); these lines say which trial, which epoch, its
+metric, and the best so far, and read the same in a terminal and in `ray job logs`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable
+
+from ray import tune
+
+
+class ProgressPrinter(tune.Callback):
+    def __init__(self, metric: str, mode: str, total_trials: int, epochs: int, describe: Callable[[dict], str],
+                 stream=None):
+        self.metric, self.mode, self.total, self.epochs = metric, mode, total_trials, epochs
+        self.describe, self.stream = describe, stream  # None: sys.stdout at print time (picklable)
+        self.order: dict[str, int] = {}
+        self.started: dict[str, float] = {}
+        self.best: tuple[float, str] | None = None
+
+    def _say(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.stream or sys.stdout, flush=True)
+
+    def _label(self, trial) -> str:
+        number = self.order.setdefault(trial.trial_id, len(self.order) + 1)
+        return f"trial {number}/{self.total} {self.describe(trial.config)}"
+
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best[0] if self.mode == "max" else value < self.best[0]
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.started[trial.trial_id] = time.time()
+        self._say(f"start  {self._label(trial)}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        value = result.get(self.metric)
+        if value is None:
+            return
+        label = self._label(trial)
+        if self._better(value):
+            self.best = (value, label.split(" ", 2)[2])
+        best = f"best {self.best[0]:.4f} ({self.best[1]})" if self.best else ""
+        speed = result.get("train/images_per_sec")
+        speed_text = f"  {speed:.0f} img/s" if speed else ""
+        self._say(f"       {label}  epoch {result.get('epoch', '?')}/{self.epochs}  "
+                  f"{self.metric} {value:.4f}{speed_text}  | {best}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trial.last_result or {}
+        seconds = time.time() - self.started.get(trial.trial_id, time.time())
+        epochs = result.get("epoch", 0)
+        how = "done" if epochs >= self.epochs else f"stopped early by ASHA after epoch {epochs}"
+        value = result.get(self.metric)
+        shown = f"{self.metric} {value:.4f}" if value is not None else "no result"
+        self._say(f"{'done':<6} {self._label(trial)}: {shown}, {how}, {seconds:.0f}s")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._say(f"FAILED {self._label(trial)}: {first_error_line(trial)}")
+
+
+def first_error_line(trial) -> str:
+    """The last line of the trial's error (the exception message), for one-line reporting."""
+    error = getattr(trial, "error_file", None) or ""
+    try:
+        with open(error) as handle:
+            lines = [line.strip() for line in handle if line.strip()]
+        return lines[-1][:300] if lines else "unknown error"
+    except OSError:
+        return "see the trial's error file in the storage folder"

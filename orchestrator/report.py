@@ -1,0 +1,113 @@
+"""What a finished trial and a finished sweep leave behind: files in MLflow and the final table.
+
+Workers write data (thresholds, per-attribute table, scores) beside their checkpoint; the driver
+renders plots from that data once per trial, so no worker spends time in matplotlib.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from ray import tune
+
+from orchestrator.tracking import Tracking, is_metric
+
+TRIAL_FILES = ["thresholds.json", "per_attribute.csv", "predictions"]
+
+
+def log_trial_files(tracking: Tracking, run_id: str, result: dict, checkpoint_path: str | None) -> None:
+    """Copy the trial's result files from its last checkpoint into its MLflow run, with a PR plot."""
+    if not checkpoint_path:
+        return
+    import ray.train
+
+    with ray.train.Checkpoint(checkpoint_path).as_directory() as folder:
+        folder = Path(folder)
+        tracking.log_files(run_id, folder, TRIAL_FILES)
+        tracking.log(run_id, tags={"checkpoint": checkpoint_path})
+        test = folder / "predictions" / "test.parquet"
+        if test.is_file():
+            with tempfile.TemporaryDirectory() as tmp:
+                png = Path(tmp) / "pr_curves.png"
+                plot_pr_curves(pd.read_parquet(test), png)
+                tracking.log_files(run_id, Path(tmp), ["pr_curves.png"])
+
+
+def plot_pr_curves(predictions: pd.DataFrame, out: Path) -> None:
+    """One small precision-recall panel per attribute, with its average precision."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    names = [c.split("/", 1)[1] for c in predictions.columns if c.startswith("score/")]
+    cols = 8
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.0, rows * 2.0), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        y, s = predictions[f"label/{name}"].to_numpy(), predictions[f"score/{name}"].to_numpy()
+        if 0 < y.sum() < len(y):
+            precision, recall, _ = precision_recall_curve(y, s)
+            ax.plot(recall, precision, lw=1)
+            ax.set_title(f"{name[:18]}\nAP {average_precision_score(y, s):.2f}", fontsize=7)
+        else:
+            ax.set_title(f"{name[:18]}\n(one class)", fontsize=7)
+        ax.set_xlim(0, 1), ax.set_ylim(0, 1.02), ax.tick_params(labelsize=5)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def results_table(results: tune.ResultGrid, metric: str, mode: str, describe) -> pd.DataFrame:
+    rows = []
+    for result in results:
+        metrics = result.metrics or {}
+        rows.append({
+            "trial": metrics.get("trial_id", ""),
+            "config": describe(result.config or {}),
+            "status": "failed" if result.error else "done",
+            "epochs": metrics.get("epoch", 0),
+            metric: metrics.get(metric, np.nan),
+            "val/macro_f1": metrics.get("val/macro_f1", np.nan),
+            "img/s": metrics.get("train/images_per_sec", np.nan),
+        })
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table = table.sort_values(metric, ascending=(mode == "min"), na_position="last").reset_index(drop=True)
+    table.insert(0, "best", ["*" if i == 0 and pd.notna(table.loc[0, metric]) else "" for i in range(len(table))])
+    return table
+
+
+def finish_sweep(results: tune.ResultGrid, sweep, tracking: Tracking, parent_id: str, baseline: float,
+                 describe, started: float) -> dict:
+    """Print the table, log `best/*` and the table to the parent run, and close it."""
+    table = results_table(results, sweep.metric, sweep.mode, describe)
+    failed = int((table["status"] == "failed").sum()) if not table.empty else 0
+    print("\n" + (table.to_string(index=False, float_format=lambda v: f"{v:.4f}") if not table.empty else "no trials ran"))
+    summary: dict = {"trials": len(table), "failed": failed, "baseline": baseline}
+    try:
+        best = results.get_best_result(metric=sweep.metric, mode=sweep.mode, scope="last")
+    except RuntimeError:
+        best = None
+    if best is not None and best.metrics:
+        best_metrics = {f"best/{k}": v for k, v in best.metrics.items() if is_metric(k, v)}
+        tracking.log(parent_id, metrics=best_metrics, tags={"best_trial": describe(best.config)})
+        summary.update(best=describe(best.config), best_value=best.metrics.get(sweep.metric))
+        print(f"\nbest: {summary['best']}  {sweep.metric} {summary['best_value']:.4f}  "
+              f"(majority baseline {baseline:.4f})")
+    with tempfile.TemporaryDirectory() as tmp:
+        table.to_csv(Path(tmp) / "trials.csv", index=False)
+        tracking.log_files(parent_id, Path(tmp), ["trials.csv"])
+    tracking.log(parent_id, metrics={"sweep/minutes": (time.time() - started) / 60, "sweep/failed_trials": failed})
+    tracking.client.set_terminated(parent_id, status="FAILED" if failed == len(table) else "FINISHED")
+    print(f"{len(table)} trials in {(time.time() - started) / 60:.1f} min; compare them with `mlflow ui` "
+          f"(backend {tracking.uri}), experiment '{sweep.name}'.")
+    return summary

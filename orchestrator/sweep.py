@@ -1,0 +1,170 @@
+"""`run_sweep()`: a named sweep, through Ray Tune and Ray Train DDP workers, into MLflow.
+
+Ray Train V2 cannot be tuned directly (`Tuner(TorchTrainer)` fails), so each Tune trial runs
+`train_driver_fn`, a tiny function that builds and fits one `TorchTrainer`; Train's
+`TuneReportCallback` forwards rank 0's (already all-reduced) metrics to Tune.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+import ray.train
+from ray import tune
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler
+
+import search_spaces
+from orchestrator import cluster, report, state
+from orchestrator.space import apply_overrides, check_space, count_trials, describe, is_domain, max_epochs, varying_keys
+from orchestrator.tracking import MlflowTrialCallback, Tracking
+from orchestrator.progress import ProgressPrinter
+from trainables.config import TrainConfig
+from trainables.data.sources import demo_root, load_index
+from trainables.metrics import majority_accuracy
+from trainables.train import train_fn_per_worker
+
+
+@dataclass
+class SweepOptions:
+    name: str
+    data: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    smoke: bool = False
+    num_workers: int | None = None
+    gpus_per_worker: float | None = None
+    max_concurrent: int | None = None
+    storage: str = "runs"
+    tracking_uri: str | None = None
+    address: str | None = None
+    resume: bool = False
+    run_name: str | None = None
+    max_failures: int = 1
+
+
+def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: str, mode: str) -> None:
+    """One Tune trial: fit one TorchTrainer whose workers run `train_fn_per_worker(config)`."""
+    context = tune.get_context()
+    worker = {"CPU": resources.cpus_per_worker}
+    if resources.use_gpu:
+        worker["GPU"] = resources.gpus_per_worker
+    trainer = TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config=config,
+        torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=resources.num_workers, use_gpu=resources.use_gpu, resources_per_worker=worker
+        ),
+        run_config=ray.train.RunConfig(
+            # Same name and storage on a restart: Train resumes from the trial's last checkpoint.
+            name=f"train-{context.get_trial_id()}",
+            storage_path=str(Path(context.get_trial_dir()).parent),
+            callbacks=[TuneReportCallback()],
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order=mode
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=0),  # Tune retries the whole trial
+            logging_config=ray.LoggingConfig(log_level="WARNING"),  # per-report INFO lines drown progress
+        ),
+    )
+    trainer.fit()
+
+
+def run_sweep(opts: SweepOptions) -> dict:
+    started = time.time()
+    sweep = search_spaces.get(opts.name)(real_data=bool(opts.data), smoke=opts.smoke)
+    space = apply_overrides(sweep.param_space, opts.overrides)
+    if opts.data:
+        space["data.root"] = opts.data
+    check_space(space)
+    base = TrainConfig.from_dict({k: v for k, v in space.items() if not is_domain(v)})
+
+    tracking = Tracking(opts.tracking_uri)
+    data_root, baseline = _prepare_data(base)
+    cluster.connect(opts.address)
+    totals, largest = cluster.cluster_totals()
+    resources = cluster.plan_resources(
+        totals, opts.num_workers, opts.gpus_per_worker, opts.max_concurrent, sweep.workers_per_trial, largest
+    )
+    run = state.locate(opts, sweep.name)
+    epochs = max_epochs(space)
+    name_of = functools.partial(describe, keys=varying_keys(space))
+    total = count_trials(space, sweep.num_samples)
+
+    experiment_id = tracking.experiment_id(sweep.name)
+    parent_id = run.parent_run_id or tracking.find_or_create_run(
+        experiment_id, {"orchestrator.sweep_path": run.path, "orchestrator.kind": "sweep"},
+        run_name=run.name, tags={"sweep": sweep.name, "smoke": str(opts.smoke)},
+    )[0]
+    run.save(parent_run_id=parent_id, status="running")
+    tracking.log(parent_id, metrics={sweep.baseline_metric: baseline}, params={
+        "sweep": sweep.name, "data.root": str(data_root), "smoke": opts.smoke, "trials": total,
+        "resources": resources.describe(), "storage": run.path, **{f"override.{o.split('=')[0]}": o.split("=", 1)[-1] for o in opts.overrides},
+    })
+    print(f"Sweep {sweep.name}: {sweep.question}\n  {total} trials, {epochs} epochs each; {resources.describe()}\n"
+          f"  storage {run.path}; MLflow {tracking.uri} (experiment '{sweep.name}', parent run {parent_id})", flush=True)
+
+    trainable = tune.with_resources(
+        tune.with_parameters(train_driver_fn, resources=resources, metric=sweep.metric, mode=sweep.mode),
+        {"CPU": cluster.DRIVER_CPUS},
+    )
+    callbacks = [
+        ProgressPrinter(sweep.metric, sweep.mode, total, epochs, name_of),
+        MlflowTrialCallback(tracking, experiment_id, parent_id, run.path, name_of,
+                            params_of=lambda config: TrainConfig.from_dict(config).to_flat_dict(),
+                            on_finish=functools.partial(report.log_trial_files, tracking)),
+    ]
+    run_config = tune.RunConfig(
+        name=run.name, storage_path=str(Path(run.path).parent), callbacks=callbacks, verbose=0,
+        failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+    )
+    if opts.resume:
+        tuner = tune.Tuner.restore(run.path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=space)
+    else:
+        scheduler = None
+        if sweep.grace_period:
+            scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs + 1, grace_period=sweep.grace_period,
+                                      reduction_factor=2)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples, scheduler=scheduler,
+                search_alg=_search_algorithm(sweep.search), max_concurrent_trials=resources.max_concurrent,
+            ),
+            run_config=run_config,
+        )
+    fit_started = time.time()
+    results = tuner.fit()
+    summary = report.finish_sweep(results, sweep, tracking, parent_id, baseline, name_of, started)
+    summary.update(fit_started=fit_started, results=results)
+    run.save(parent_run_id=parent_id, status="finished")
+    return summary
+
+
+def _search_algorithm(name: str):
+    if not name:
+        return None
+    if name == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch()
+    raise ValueError(f"sweep declares unknown search '{name}'")
+
+
+def _prepare_data(base: TrainConfig) -> tuple[Path, float]:
+    """Build the demo set if needed (saying so), validate the label files, and compute the baseline."""
+    if not base.data.root:
+        started = time.time()
+        root, built = demo_root(base.data)
+        verb = f"Built it in {time.time() - started:.0f}s" if built else "Using the cached copy"
+        print(f"No --data given: training on the synthetic CelebA-format demo set ({base.data.demo_images} images) "
+              f"at {root}. {verb}; pass --data /path/to/celeba for the real dataset.", flush=True)
+    index = load_index(base.data)
+    return index.root, majority_accuracy(index.attributes[index.indices("val")])

@@ -1,0 +1,68 @@
+"""Named sweeps: one file per question, each a function returning a `Sweep`, found by name here.
+
+A sweep file registers itself with `@register`; its docstring's first line is the question it
+answers (shown by `python -m orchestrator list`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from trainables.errors import UserError
+
+
+@dataclass
+class Sweep:
+    name: str
+    question: str
+    param_space: dict[str, Any]          # dotted config keys -> fixed values or Tune domains
+    metric: str = "val/mean_accuracy"
+    mode: str = "max"
+    num_samples: int = 1                 # samples per grid point
+    grace_period: int = 1                # ASHA: epochs before a trial can be stopped; 0 disables ASHA
+    search: str = ""                     # "" (Tune's basic variant generator) or "optuna"
+    workers_per_trial: int = 2           # DDP workers of one trial, unless --num-workers says otherwise
+    baseline_metric: str = "val/majority_accuracy"
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+SweepFactory = Callable[..., Sweep]
+_REGISTRY: dict[str, SweepFactory] = {}
+
+
+def register(name: str) -> Callable[[SweepFactory], SweepFactory]:
+    def add(factory: SweepFactory) -> SweepFactory:
+        _REGISTRY[name] = factory
+        return factory
+
+    return add
+
+
+def _load_all() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+def names() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def question(name: str) -> str:
+    _load_all()
+    return (_REGISTRY[name].__doc__ or "").strip().splitlines()[0]
+
+
+def get(name: str) -> SweepFactory:
+    """The factory of sweep `name`; call it as `factory(real_data=..., smoke=...)`."""
+    _load_all()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise UserError(f"unknown sweep '{name}': {hint}known sweeps: {', '.join(sorted(_REGISTRY))} (see `python -m orchestrator list`)")
+    return _REGISTRY[name]

@@ -1,0 +1,46 @@
+"""Shared fixtures: one local Ray per session for tests marked `ray`, a shared demo-data cache,
+and skipping of `gpu` tests where there is no CUDA device."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory):
+    """One demo-data cache for the whole session (the demo set is deterministic)."""
+    path = os.environ.get("FACE_ORCHESTRATOR_TEST_CACHE") or str(tmp_path_factory.mktemp("demo-cache"))
+    os.environ["FACE_ORCHESTRATOR_CACHE"] = path
+    return path
+
+
+@pytest.fixture(scope="session")
+def local_ray(demo_cache):
+    """A local Ray of 2 CPUs shared by every `ray` test; never attaches to a running cluster."""
+    import ray
+
+    from orchestrator import cluster
+
+    os.environ.pop("RAY_ADDRESS", None)
+    ray.init(address="local", num_cpus=2, include_dashboard=True, logging_level="ERROR")
+    assert ray.is_initialized()
+    cluster.connect(None)  # a no-op now: run_sweep finds this Ray
+    yield ray
+    ray.shutdown()
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = False
+    if has_gpu:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

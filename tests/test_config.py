@@ -1,0 +1,43 @@
+"""TrainConfig: dotted keys, defaults in one place, type coercion and one-line errors."""
+
+import pytest
+
+from trainables.config import TrainConfig, coerce, key_type, known_keys
+from trainables.errors import UserError
+
+
+def test_flat_and_nested_forms_agree():
+    flat = TrainConfig.from_dict({"model.name": "seresnet18", "optim.lr": 0.01, "seed": 3})
+    nested = TrainConfig.from_dict({"model": {"name": "seresnet18"}, "optim": {"lr": 0.01}, "seed": 3})
+    assert flat == nested
+    assert flat.model.name == "seresnet18" and flat.optim.lr == 0.01 and flat.seed == 3
+    assert flat.loss.name == TrainConfig().loss.name  # untouched keys keep the dataclass default
+
+
+def test_round_trip_through_flat_dict():
+    cfg = TrainConfig.from_dict({"data.augment": ["hflip", "cutout"], "loss.gamma": 1.5})
+    assert TrainConfig.from_dict(cfg.to_flat_dict()) == cfg
+    assert set(cfg.to_flat_dict()) == set(known_keys())
+
+
+@pytest.mark.parametrize("key,text,expected", [
+    ("optim.lr", "0.01", 0.01), ("optim.epochs", "7", 7), ("model.pretrained", "false", False),
+    ("model.pretrained", "1", True), ("data.augment", "hflip,cutout", ["hflip", "cutout"]),
+    ("data.augment", '["hflip"]', ["hflip"]), ("model.name", "resnet18", "resnet18"),
+])
+def test_strings_from_the_command_line_are_coerced(key, text, expected):
+    assert coerce(key, text, key_type(key)) == expected
+
+
+@pytest.mark.parametrize("config,fragment", [
+    ({"optim.lr": "fast"}, "optim.lr' expects float"),
+    ({"optim.epochs": 2.5}, "optim.epochs' expects int"),
+    ({"model.pretrained": "maybe"}, "expects bool"),
+    ({"model.nme": "x"}, "did you mean model.name"),
+    ({"nosuch.key": 1}, "unknown config key 'nosuch.key'"),
+    ({"epochs": 3}, "unknown config key 'epochs'"),
+])
+def test_bad_values_and_keys_are_one_line_user_errors(config, fragment):
+    with pytest.raises(UserError) as err:
+        TrainConfig.from_dict(config)
+    assert fragment in str(err.value) and "\n" not in str(err.value)

@@ -1,0 +1,64 @@
+"""The plain-torch loop and the DDP work split, without Ray."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from trainables.data.loading import eval_share, train_share
+from trainables.distributed import all_gather_rows
+from trainables.loop import DivergedError, InputPipe, evaluate, train_one_epoch
+from trainables.optim import build_optimizer
+from trainables.config import OptimConfig
+
+
+@pytest.mark.parametrize("n,world", [(10, 2), (11, 2), (1001, 3), (5, 4)])
+def test_eval_shares_cover_every_example_exactly_once(n, world):
+    shares = [eval_share(n, rank, world) for rank in range(world)]
+    assert sorted(np.concatenate(shares).tolist()) == list(range(n))
+
+
+@pytest.mark.parametrize("n,world", [(10, 2), (11, 2), (1001, 3)])
+def test_train_shares_are_equal_disjoint_and_reshuffled_each_epoch(n, world):
+    shares = [train_share(n, rank, world, epoch=0, seed=1) for rank in range(world)]
+    assert len({len(s) for s in shares}) == 1 and len(shares[0]) == n // world
+    assert len(set(np.concatenate(shares).tolist())) == (n // world) * world
+    assert not np.array_equal(shares[0], train_share(n, 0, world, epoch=1, seed=1))
+    assert np.array_equal(shares[0], train_share(n, 0, world, epoch=0, seed=1))
+
+
+def test_gather_is_identity_in_one_process():
+    a, b = np.ones((3, 2)), np.zeros((3, 2))
+    assert all_gather_rows(a, b)[0] is a
+
+
+def _batches(n=64, attrs=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8)
+    labels = (images.float().mean(dim=(1, 2, 3)) > 127).long().unsqueeze(1).repeat(1, attrs)
+    return [(images[i:i + 16], labels[i:i + 16]) for i in range(0, n, 16)]
+
+
+def test_training_reduces_the_loss_and_evaluate_returns_scores():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
+    pipe = InputPipe(torch.device("cpu"), (0.5,) * 3, (0.25,) * 3)
+    loss_fn = nn.BCEWithLogitsLoss()
+    data = _batches()
+    optimizer, scheduler = build_optimizer(OptimConfig(lr=0.05, epochs=5), model, updates_per_epoch=len(data))
+    before, _, _ = evaluate(model, data, loss_fn, pipe)
+    for epoch in range(5):
+        stats = train_one_epoch(model, data, loss_fn, optimizer, pipe, scheduler, epoch * len(data))
+        assert stats.examples == 64 and stats.first_step_time is not None
+    after, scores, labels = evaluate(model, data, loss_fn, pipe)
+    assert after < before
+    assert scores.shape == (64, 3) and ((scores >= 0) & (scores <= 1)).all() and labels.shape == (64, 3)
+    assert optimizer.param_groups[0]["lr"] < 0.05  # the cosine schedule stepped per update
+
+
+def test_a_nan_loss_fails_the_epoch_with_a_reason():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
+    pipe = InputPipe(torch.device("cpu"), (0.5,) * 3, (0.25,) * 3)
+    optimizer, _ = build_optimizer(OptimConfig(), model, 4)
+    with pytest.raises(DivergedError, match="nan"):
+        train_one_epoch(model, _batches(), lambda logits, y: logits.sum() * float("nan"), optimizer, pipe)

@@ -1,0 +1,1 @@
+"""Dataset readers of the real file formats, the synthetic demo sets, and the loaders."""

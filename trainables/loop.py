@@ -1,0 +1,107 @@
+"""One training epoch and one evaluation pass, in plain PyTorch (testable without Ray).
+
+Batches arrive as uint8 images; `InputPipe` moves them to the device, converts and normalises
+them there (and switches to channels_last on GPU), so that loader workers only decode.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class DivergedError(RuntimeError):
+    """The loss became NaN or infinite: the trial fails itself with this reason."""
+
+
+@dataclass
+class InputPipe:
+    device: torch.device
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channels_last: bool = False
+
+    def __post_init__(self):
+        shape = (1, -1, 1, 1)
+        self._mean = torch.tensor(self.mean, device=self.device).view(shape) * 255
+        self._std = torch.tensor(self.std, device=self.device).view(shape) * 255
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(self.device, non_blocking=True).float()
+        x = (x - self._mean) / self._std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (no loss scaler needed); full precision on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@dataclass
+class EpochStats:
+    loss_sum: float
+    examples: int
+    seconds: float
+    first_step_time: float | None  # wall-clock time when the first optimizer step finished
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader,
+    loss_fn: Callable,
+    optimizer: torch.optim.Optimizer,
+    pipe: InputPipe,
+    scheduler=None,
+    first_update: int = 0,
+    grad_clip: float = 0.0,
+) -> EpochStats:
+    """`scheduler` is a timm scheduler stepped per update, counting from `first_update`."""
+    model.train()
+    loss_sum, examples, first_step = 0.0, 0, None
+    start = time.perf_counter()
+    for images, targets in loader:
+        x = pipe(images)
+        y = targets.to(pipe.device, non_blocking=True).float()
+        with autocast(pipe.device):
+            loss = loss_fn(model(x).float(), y)
+        if not math.isfinite(loss.item()):
+            raise DivergedError(f"loss became {loss.item()} after {examples} examples this epoch")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        first_update += 1
+        if scheduler is not None:
+            scheduler.step_update(num_updates=first_update)
+        if first_step is None:
+            first_step = time.time()
+        loss_sum += loss.item() * len(y)
+        examples += len(y)
+    return EpochStats(loss_sum, examples, time.perf_counter() - start, first_step)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, loss_fn: Callable, pipe: InputPipe) -> tuple[float, np.ndarray, np.ndarray]:
+    """Returns (loss summed over examples, sigmoid scores (n, A), labels (n, A)) for this rank's share."""
+    model.eval()
+    loss_sum, scores, labels = 0.0, [], []
+    for images, targets in loader:
+        y = targets.to(pipe.device).float()
+        with autocast(pipe.device):
+            logits = model(pipe(images)).float()
+        loss_sum += loss_fn(logits, y).item() * len(y)
+        scores.append(torch.sigmoid(logits).cpu().numpy())
+        labels.append(targets.numpy())
+    if not scores:
+        return 0.0, np.zeros((0, 0), np.float32), np.zeros((0, 0), np.uint8)
+    return loss_sum, np.concatenate(scores), np.concatenate(labels)
