@@ -22,30 +22,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def bare_loop(config: dict, threads: int) -> float:
-    """Steady-state images/s of the last epoch of a single-process loop on the same pieces."""
+    """Steady-state images/s of the last epoch of a single-process loop on the trial's own pieces."""
     import torch
 
-    from trainables.attributes import build_attribute_data
     from trainables.config import TrainConfig
     from trainables.data.loading import make_loader, train_share
-    from trainables.data.sources import load_index
-    from trainables.loop import InputPipe, train_one_epoch
-    from trainables.losses import build_loss
-    from trainables.models import build_model, input_normalization
+    from trainables.loop import InputPipe, TrainModule, train_one_epoch
+    from trainables.models import input_normalization
     from trainables.optim import build_optimizer
+    from trainables.tasks import build_task
 
     torch.set_num_threads(threads)
     cfg = TrainConfig.from_dict(config)
-    data = build_attribute_data(load_index(cfg.data), cfg)
-    model = build_model(cfg.model, len(data.names))
-    pipe = InputPipe(torch.device("cpu"), *input_normalization(model))
-    loss_fn = build_loss("bce")
-    steps = len(data.train) // cfg.optim.batch_size
-    optimizer, scheduler = build_optimizer(cfg.optim, model, steps)
+    task = build_task(cfg)
+    module = TrainModule(task.model, task.criterion)
+    pipe = InputPipe(torch.device("cpu"), *input_normalization(task.model))
+    steps = len(task.train_set) // cfg.optim.batch_size
+    optimizer, scheduler = build_optimizer(cfg.optim, module, steps, task.param_groups)
     speed = 0.0
     for epoch in range(cfg.optim.epochs):
-        loader = make_loader(data.train, train_share(len(data.train), 0, 1, epoch, cfg.seed), cfg.optim.batch_size, 0, True)
-        stats = train_one_epoch(model, loader, loss_fn, optimizer, pipe, scheduler, epoch * steps)
+        share = train_share(len(task.train_set), 0, 1, epoch, cfg.seed)
+        loader = make_loader(task.train_set, share, cfg.optim.batch_size, 0, train=True)
+        stats = train_one_epoch(module, loader, optimizer, pipe, scheduler, epoch * steps)
         speed = stats.examples / stats.seconds
         print(f"  bare loop      epoch {epoch + 1}: {speed:.1f} img/s", flush=True)
     return speed

@@ -76,6 +76,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    task: str = "celeba_attributes"  # see trainables/tasks
     seed: int = 0
 
     @classmethod

@@ -46,6 +46,18 @@ def autocast(device: torch.device):
     return nullcontext()
 
 
+class TrainModule(nn.Module):
+    """The model and its criterion as one module, so that DDP synchronises the criterion's own
+    parameters too (ArcFace class weights, centers, learned task weights)."""
+
+    def __init__(self, model: nn.Module, criterion: nn.Module):
+        super().__init__()
+        self.model, self.criterion = model, criterion
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.criterion(self.model(images).float(), targets)
+
+
 @dataclass
 class EpochStats:
     loss_sum: float
@@ -55,53 +67,48 @@ class EpochStats:
 
 
 def train_one_epoch(
-    model: nn.Module,
+    module: nn.Module,
     loader,
-    loss_fn: Callable,
     optimizer: torch.optim.Optimizer,
     pipe: InputPipe,
     scheduler=None,
     first_update: int = 0,
     grad_clip: float = 0.0,
 ) -> EpochStats:
-    """`scheduler` is a timm scheduler stepped per update, counting from `first_update`."""
-    model.train()
+    """`module(images, targets) -> loss` (a TrainModule, maybe DDP-wrapped); `scheduler` is a timm
+    scheduler stepped per update, counting from `first_update`."""
+    module.train()
     loss_sum, examples, first_step = 0.0, 0, None
     start = time.perf_counter()
     for images, targets in loader:
-        x = pipe(images)
-        y = targets.to(pipe.device, non_blocking=True).float()
         with autocast(pipe.device):
-            loss = loss_fn(model(x).float(), y)
+            loss = module(pipe(images), targets.to(pipe.device, non_blocking=True))
         if not math.isfinite(loss.item()):
             raise DivergedError(f"loss became {loss.item()} after {examples} examples this epoch")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
         optimizer.step()
         first_update += 1
         if scheduler is not None:
             scheduler.step_update(num_updates=first_update)
         if first_step is None:
             first_step = time.time()
-        loss_sum += loss.item() * len(y)
-        examples += len(y)
+        loss_sum += loss.item() * len(targets)
+        examples += len(targets)
     return EpochStats(loss_sum, examples, time.perf_counter() - start, first_step)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, loss_fn: Callable, pipe: InputPipe) -> tuple[float, np.ndarray, np.ndarray]:
-    """Returns (loss summed over examples, sigmoid scores (n, A), labels (n, A)) for this rank's share."""
+def predict(model: nn.Module, loader, pipe: InputPipe) -> tuple[np.ndarray, np.ndarray]:
+    """(raw model outputs, targets) for every example of `loader`, in order."""
     model.eval()
-    loss_sum, scores, labels = 0.0, [], []
-    for images, targets in loader:
-        y = targets.to(pipe.device).float()
+    outputs, targets = [], []
+    for images, target in loader:
         with autocast(pipe.device):
-            logits = model(pipe(images)).float()
-        loss_sum += loss_fn(logits, y).item() * len(y)
-        scores.append(torch.sigmoid(logits).cpu().numpy())
-        labels.append(targets.numpy())
-    if not scores:
-        return 0.0, np.zeros((0, 0), np.float32), np.zeros((0, 0), np.uint8)
-    return loss_sum, np.concatenate(scores), np.concatenate(labels)
+            outputs.append(model(pipe(images)).float().cpu().numpy())
+        targets.append(target.numpy())
+    if not outputs:
+        return np.zeros((0,), np.float32), np.zeros((0,), np.float32)
+    return np.concatenate(outputs), np.concatenate(targets)

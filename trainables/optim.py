@@ -19,11 +19,18 @@ def check_optim_names(cfg: OptimConfig) -> None:
         raise UserError(f"unknown scheduler '{cfg.scheduler}' (optim.scheduler); known: {', '.join(SCHEDULERS)}")
 
 
-def build_optimizer(cfg: OptimConfig, params: nn.Module | list, updates_per_epoch: int):
-    """(optimizer, scheduler or None). The schedule steps per update, so short runs still anneal smoothly."""
+def build_optimizer(cfg: OptimConfig, module: nn.Module, updates_per_epoch: int, extra_groups: list[dict] = ()):
+    """(optimizer, scheduler or None). The schedule steps per update, so short runs still anneal smoothly.
+
+    `extra_groups` are param groups with their own settings (e.g. center-loss centers with their own
+    learning rate); their parameters are left out of the main groups.
+    """
     check_optim_names(cfg)
     kwargs = {"momentum": cfg.momentum} if cfg.name in ("sgd", "nesterov", "momentum") else {}
-    optimizer = create_optimizer_v2(params, opt=cfg.name, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
+    special = {id(p) for group in extra_groups for p in group["params"]}
+    main = [(n, p) for n, p in module.named_parameters() if p.requires_grad and id(p) not in special]
+    groups = _decay_groups(main, cfg.weight_decay) + [dict(g) for g in extra_groups]
+    optimizer = create_optimizer_v2(groups, opt=cfg.name, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
     if cfg.scheduler == "none":
         return optimizer, None
     scheduler, _ = create_scheduler_v2(
@@ -35,3 +42,11 @@ def build_optimizer(cfg: OptimConfig, params: nn.Module | list, updates_per_epoc
         updates_per_epoch=max(1, updates_per_epoch),
     )
     return optimizer, scheduler
+
+
+def _decay_groups(named: list, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and norm weights (1-d tensors), as timm does for a whole model."""
+    decay = [p for _, p in named if p.ndim > 1]
+    no_decay = [p for _, p in named if p.ndim <= 1]
+    return [g for g in ({"params": decay, "weight_decay": weight_decay},
+                        {"params": no_decay, "weight_decay": 0.0}) if g["params"]]

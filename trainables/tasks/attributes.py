@@ -1,4 +1,4 @@
-"""The CelebA attribute task: its datasets, its per-epoch metrics and its result files.
+"""The CelebA attribute task: 40 binary attributes, one sigmoid output each.
 
 Each epoch, validation scores give the `val/*` metrics at the fixed threshold; the thresholds of
 every calibration strategy are derived from those validation scores and reported on the test
@@ -9,35 +9,28 @@ table, scores of both splits) let anyone recompute every number without the mode
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from trainables.config import TrainConfig
-from trainables.data.celeba import CelebAIndex
-from trainables.data.loading import ImageLabelDataset
+from trainables.data.loading import ImageLabelDataset, eval_share, make_loader
+from trainables.data.sources import load_index
 from trainables.data.transforms import build_augment
+from trainables.distributed import all_gather_rows
 from trainables.errors import UserError
-from trainables.metrics import (
-    THRESHOLD_STRATEGIES,
-    attribute_metrics,
-    calibrate_thresholds,
-    per_attribute_metrics,
-)
+from trainables.loop import predict
+from trainables.losses import build_loss, loss_arguments
+from trainables.metrics import THRESHOLD_STRATEGIES, attribute_metrics, calibrate_thresholds, per_attribute_metrics
+from trainables.models import build_model
+from trainables.tasks import EvalContext, EvalResult, TaskSetup, register_task
 
 
-@dataclass
-class AttributeData:
-    names: list[str]
-    train: ImageLabelDataset
-    val: ImageLabelDataset
-    test: ImageLabelDataset
-    train_prior: np.ndarray  # positive rate of each attribute on the training split
-
-
-def build_attribute_data(index: CelebAIndex, cfg: TrainConfig) -> AttributeData:
+@register_task("celeba_attributes")
+def attribute_task(cfg: TrainConfig) -> TaskSetup:
+    index = load_index(cfg.data)
     size = cfg.data.image_size
     splits = {}
     for split in ("train", "val", "test"):
@@ -48,9 +41,32 @@ def build_attribute_data(index: CelebAIndex, cfg: TrainConfig) -> AttributeData:
             raise UserError(f"the {split} split of {index.root} is empty: check list_eval_partition.txt")
         augment = build_augment(cfg.data.augment, size) if split == "train" else None
         paths = [index.image_path(int(r)) for r in rows]
-        splits[split] = ImageLabelDataset(paths.__getitem__, index.attributes[rows], size, augment)
+        labels = index.attributes[rows].astype(np.float32)  # BCE-style losses take float targets
+        splits[split] = ImageLabelDataset(paths.__getitem__, labels, size, augment)
+    names = list(index.attribute_names)
     prior = splits["train"].labels.mean(axis=0)
-    return AttributeData(list(index.attribute_names), splits["train"], splits["val"], splits["test"], prior)
+    criterion = build_loss(cfg.loss.name, train_prior=prior,
+                           **{arg: getattr(cfg.loss, arg) for arg in loss_arguments(cfg.loss.name)})
+
+    def evaluate(model: torch.nn.Module, ctx: EvalContext) -> EvalResult:
+        scored = {}
+        for split in ("val", "test"):
+            dataset = splits[split]
+            loader = make_loader(dataset, eval_share(len(dataset), ctx.rank, ctx.world), ctx.batch_size,
+                                 ctx.loader_workers, train=False)
+            logits, labels = all_gather_rows(*predict(model, loader, ctx.pipe))
+            scored[split] = (logits, labels)
+        val_logits, val_labels = scored["val"]
+        with torch.no_grad():
+            val_loss = float(criterion(torch.from_numpy(val_logits), torch.from_numpy(val_labels).float()))
+        probabilities = {s: (torch.sigmoid(torch.from_numpy(logits)).numpy(), labels) for s, (logits, labels) in scored.items()}
+        metrics, thresholds = epoch_metrics(*probabilities["val"], *probabilities["test"], prior, cfg.eval.threshold)
+        metrics["val/loss"] = val_loss
+        return EvalResult(metrics, lambda out: write_attribute_files(out, names, thresholds, prior, probabilities))
+
+    model = build_model(cfg.model, num_outputs=len(names))
+    return TaskSetup(model=model, criterion=criterion, train_set=splits["train"], evaluate=evaluate,
+                     num_outputs=len(names))
 
 
 def epoch_metrics(
@@ -88,7 +104,7 @@ def write_attribute_files(
     test_scores, test_labels = splits["test"]
     table = pd.DataFrame({"attribute": names, "train_positive_rate": train_prior})
     for strategy, t in thresholds.items():
-        per = per_attribute_metrics(test_scores, test_labels, t, names).set_index("name")
+        per = per_attribute_metrics(test_scores, test_labels, t, names)
         if "test_positive_rate" not in table:
             table["test_positive_rate"] = per["positive_rate"].to_numpy()
         for column in ("accuracy", "precision", "recall", "f1"):
