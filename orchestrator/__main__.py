@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this name and storage")
     sweep.add_argument("--name", dest="run_name", metavar="NAME",
                        help="name of this sweep run under --storage (default: the sweep's name)")
+    sweep.add_argument("--from-run", metavar="RUN_ID",
+                       help="for celeba_thresholds: the MLflow run (a trial, or a sweep for its best trial) whose stored scores to use")
     sweep.add_argument("--max-failures", type=int, default=1, metavar="N",
                        help="times a failed trial is retried from its last checkpoint (default: 1)")
     return parser

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from ray import tune
 
+from orchestrator.leaderboard import leaderboard, write_leaderboard
 from orchestrator.tracking import Tracking, is_metric
 
 TRIAL_FILES = ["thresholds.json", "per_attribute.csv", "predictions"]
@@ -65,30 +66,31 @@ def plot_pr_curves(predictions: pd.DataFrame, out: Path) -> None:
     plt.close(fig)
 
 
+COLUMNS = ["val/mean_accuracy", "val/macro_f1", "test/fixed/macro_f1", "test/f1_opt/macro_f1", "test/macro_f1",
+           "train/images_per_sec"]
+
+
 def results_table(results: tune.ResultGrid, metric: str, mode: str, describe) -> pd.DataFrame:
+    """One row per trial, best first, with the sweep's metric and the other headline numbers it reported."""
     rows = []
     for result in results:
         metrics = result.metrics or {}
-        rows.append({
-            "trial": metrics.get("trial_id", ""),
-            "config": describe(result.config or {}),
-            "status": "failed" if result.error else "done",
-            "epochs": metrics.get("epoch", 0),
-            metric: metrics.get(metric, np.nan),
-            "val/macro_f1": metrics.get("val/macro_f1", np.nan),
-            "img/s": metrics.get("train/images_per_sec", np.nan),
-        })
+        row = {"trial": metrics.get("trial_id", ""), "config": describe(result.config or {}),
+               "status": "failed" if result.error else "done", "epochs": metrics.get("epoch", 0),
+               metric: metrics.get(metric, np.nan)}
+        row.update({c: metrics[c] for c in COLUMNS if c != metric and c in metrics})
+        rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
         return table
     table = table.sort_values(metric, ascending=(mode == "min"), na_position="last").reset_index(drop=True)
     table.insert(0, "best", ["*" if i == 0 and pd.notna(table.loc[0, metric]) else "" for i in range(len(table))])
-    return table
+    return table.rename(columns={"train/images_per_sec": "img/s"})
 
 
-def finish_sweep(results: tune.ResultGrid, sweep, tracking: Tracking, parent_id: str, baseline: float,
-                 describe, started: float) -> dict:
-    """Print the table, log `best/*` and the table to the parent run, and close it."""
+def finish_sweep(results: tune.ResultGrid, sweep, tracking: Tracking, parent_id: str, baseline: float | None,
+                 describe, started: float, child_run=lambda trial_id: None) -> dict:
+    """Print the table, log `best/*` (and which child run is best) to the parent run, and close it."""
     table = results_table(results, sweep.metric, sweep.mode, describe)
     failed = int((table["status"] == "failed").sum()) if not table.empty else 0
     print("\n" + (table.to_string(index=False, float_format=lambda v: f"{v:.4f}") if not table.empty else "no trials ran"))
@@ -97,17 +99,26 @@ def finish_sweep(results: tune.ResultGrid, sweep, tracking: Tracking, parent_id:
         best = results.get_best_result(metric=sweep.metric, mode=sweep.mode, scope="last")
     except RuntimeError:
         best = None
-    if best is not None and best.metrics:
+    if best is not None and best.metrics and sweep.metric in best.metrics:
         best_metrics = {f"best/{k}": v for k, v in best.metrics.items() if is_metric(k, v)}
-        tracking.log(parent_id, metrics=best_metrics, tags={"best_trial": describe(best.config)})
-        summary.update(best=describe(best.config), best_value=best.metrics.get(sweep.metric))
-        print(f"\nbest: {summary['best']}  {sweep.metric} {summary['best_value']:.4f}  "
-              f"(majority baseline {baseline:.4f})")
+        tags = {"best_trial": describe(best.config)}
+        best_run = child_run(best.metrics.get("trial_id", ""))
+        if best_run:
+            tags["best_run_id"] = best_run
+        tracking.log(parent_id, metrics=best_metrics, tags=tags)
+        summary.update(best=describe(best.config), best_value=best.metrics[sweep.metric], best_run_id=best_run,
+                       best_metrics=best.metrics)
+        against = f"  (majority baseline {baseline:.4f})" if baseline is not None else ""
+        print(f"\nbest: {summary['best']}  {sweep.metric} {summary['best_value']:.4f}{against}")
     with tempfile.TemporaryDirectory() as tmp:
         table.to_csv(Path(tmp) / "trials.csv", index=False)
-        tracking.log_files(parent_id, Path(tmp), ["trials.csv"])
+        files = ["trials.csv"]
+        board = leaderboard([(describe(r.config or {}), r.metrics or {}) for r in results if r.metrics])
+        if board is not None:
+            files += write_leaderboard(board, Path(tmp))
+        tracking.log_files(parent_id, Path(tmp), files)
     tracking.log(parent_id, metrics={"sweep/minutes": (time.time() - started) / 60, "sweep/failed_trials": failed})
     tracking.client.set_terminated(parent_id, status="FAILED" if failed == len(table) else "FINISHED")
     print(f"{len(table)} trials in {(time.time() - started) / 60:.1f} min; compare them with `mlflow ui` "
-          f"(backend {tracking.uri}), experiment '{sweep.name}'.")
+          f"(backend {tracking.uri}).")
     return summary

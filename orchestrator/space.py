@@ -101,3 +101,14 @@ def describe(config: dict[str, Any], keys: list[str]) -> str:
         text = f"{value:.3g}" if isinstance(value, float) else str(value)
         parts.append(text if key.endswith(".name") else f"{key.split('.')[-1]}={text}")
     return " ".join(parts) or "default"
+
+
+def search_algorithm(name: str):
+    """The Tune search algorithm a sweep declares ("" keeps Tune's grid/random variant generator)."""
+    if not name:
+        return None
+    if name == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch()
+    raise ValueError(f"sweep declares unknown search '{name}'; known: optuna")

@@ -21,8 +21,9 @@ from ray.tune.schedulers import ASHAScheduler
 
 import search_spaces
 from orchestrator import cluster, report, state
-from orchestrator.space import apply_overrides, check_space, count_trials, describe, is_domain, max_epochs, varying_keys
-from orchestrator.tracking import MlflowTrialCallback, Tracking
+from orchestrator.space import (apply_overrides, check_space, count_trials, describe, is_domain, max_epochs,
+                                search_algorithm, varying_keys)
+from orchestrator.tracking import KIND_KEY, SWEEP_KEY, TRIAL_KEY, MlflowTrialCallback, Tracking
 from orchestrator.progress import ProgressPrinter
 from trainables.config import TrainConfig
 from trainables.data.sources import demo_root, load_index
@@ -45,6 +46,7 @@ class SweepOptions:
     resume: bool = False
     run_name: str | None = None
     max_failures: int = 1
+    from_run: str | None = None
 
 
 def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: str, mode: str) -> None:
@@ -78,6 +80,10 @@ def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: 
 def run_sweep(opts: SweepOptions) -> dict:
     started = time.time()
     sweep = search_spaces.get(opts.name)(real_data=bool(opts.data), smoke=opts.smoke)
+    if sweep.runner == "thresholds":
+        from orchestrator.threshold_sweep import run_threshold_sweep
+
+        return run_threshold_sweep(opts, sweep)
     space = apply_overrides(sweep.param_space, opts.overrides)
     if opts.data:
         space["data.root"] = opts.data
@@ -98,7 +104,7 @@ def run_sweep(opts: SweepOptions) -> dict:
 
     experiment_id = tracking.experiment_id(sweep.name)
     parent_id = run.parent_run_id or tracking.find_or_create_run(
-        experiment_id, {"orchestrator.sweep_path": run.path, "orchestrator.kind": "sweep"},
+        experiment_id, {SWEEP_KEY: run.path, KIND_KEY: "sweep"},
         run_name=run.name, tags={"sweep": sweep.name, "smoke": str(opts.smoke)},
     )[0]
     run.save(parent_run_id=parent_id, status="running")
@@ -136,26 +142,19 @@ def run_sweep(opts: SweepOptions) -> dict:
             param_space=space,
             tune_config=tune.TuneConfig(
                 metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples, scheduler=scheduler,
-                search_alg=_search_algorithm(sweep.search), max_concurrent_trials=resources.max_concurrent,
+                search_alg=search_algorithm(sweep.search), max_concurrent_trials=resources.max_concurrent,
             ),
             run_config=run_config,
         )
     fit_started = time.time()
     results = tuner.fit()
-    summary = report.finish_sweep(results, sweep, tracking, parent_id, baseline, name_of, started)
+    summary = report.finish_sweep(
+        results, sweep, tracking, parent_id, baseline, name_of, started,
+        child_run=lambda trial_id: tracking.find_run(experiment_id, {SWEEP_KEY: run.path, TRIAL_KEY: trial_id}),
+    )
     summary.update(fit_started=fit_started, results=results)
     run.save(parent_run_id=parent_id, status="finished")
     return summary
-
-
-def _search_algorithm(name: str):
-    if not name:
-        return None
-    if name == "optuna":
-        from ray.tune.search.optuna import OptunaSearch
-
-        return OptunaSearch()
-    raise ValueError(f"sweep declares unknown search '{name}'")
 
 
 def _prepare_data(base: TrainConfig) -> tuple[Path, float]:

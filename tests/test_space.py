@@ -14,7 +14,8 @@ def test_every_registered_sweep_builds_and_checks_in_every_mode():
             for smoke in (False, True):
                 sweep = search_spaces.get(name)(real_data=real, smoke=smoke)
                 assert sweep.name == name and sweep.question
-                check_space(sweep.param_space)
+                if sweep.runner == "train":
+                    check_space(sweep.param_space)
 
 
 def test_celeba_backbones_covers_the_seed_families():

@@ -50,3 +50,49 @@ def test_best_trial_beats_the_majority_baseline(smoke_sweep):
     best, baseline = parent.data.metrics["best/val/mean_accuracy"], parent.data.metrics["val/majority_accuracy"]
     assert best > baseline, (best, baseline)
     assert summary["best_value"] == pytest.approx(best)
+
+
+def test_logged_macro_f1_is_recomputed_by_sklearn_from_the_run_files(smoke_sweep, tmp_path):
+    import json
+
+    import numpy as np
+    import pandas as pd
+    from mlflow.artifacts import download_artifacts
+    from sklearn.metrics import f1_score
+
+    summary, client, _ = smoke_sweep
+    run_id = summary["best_run_id"]
+    folder = download_artifacts(run_id=run_id, dst_path=str(tmp_path), tracking_uri=client.tracking_uri)
+    thresholds = json.loads(open(f"{folder}/thresholds.json").read())
+    test = pd.read_parquet(f"{folder}/predictions/test.parquet")
+    logged = client.get_run(run_id).data.metrics
+    for strategy in ("fixed", "f1_opt"):
+        names = list(thresholds[strategy])
+        scores = test[[f"score/{n}" for n in names]].to_numpy()
+        labels = test[[f"label/{n}" for n in names]].to_numpy()
+        predicted = scores >= np.array([thresholds[strategy][n] for n in names])
+        macro = np.mean([f1_score(labels[:, j], predicted[:, j], zero_division=0) for j in range(len(names))])
+        assert macro == pytest.approx(logged[f"test/{strategy}/macro_f1"], abs=1e-6)
+
+
+def test_threshold_sweep_on_the_best_trials_stored_scores(smoke_sweep, tmp_path):
+    from pathlib import Path
+
+    from mlflow.artifacts import download_artifacts
+
+    from trainables.threshold_policy import evaluate_policy, load_predictions
+
+    summary, client, tmp = smoke_sweep
+    result = run_sweep(SweepOptions("celeba_thresholds", smoke=True, from_run=summary["best_run_id"],
+                                    tracking_uri=client.tracking_uri, storage=str(tmp / "runs")))
+    assert result["trials"] == 8 and result["failed"] == 0
+    parent = client.get_run(client.get_run(result["best_run_id"]).data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["source_run"] == summary["best_run_id"]
+    assert "best/test/macro_f1" in parent.data.metrics and "best/val/macro_f1" in parent.data.metrics
+    # The logged best policy's numbers are recomputed from the source trial's stored files.
+    folder = Path(download_artifacts(run_id=summary["best_run_id"], dst_path=str(tmp_path), tracking_uri=client.tracking_uri))
+    config = result["best_metrics"]["config"]
+    again = evaluate_policy(load_predictions(folder), config["policy.strategy"], config["policy.smoothing"],
+                            config["policy.offset"])
+    assert again["val/macro_f1"] == pytest.approx(parent.data.metrics["best/val/macro_f1"], abs=1e-6)
+    assert again["test/macro_f1"] == pytest.approx(parent.data.metrics["best/test/macro_f1"], abs=1e-6)

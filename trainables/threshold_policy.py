@@ -1,0 +1,52 @@
+"""A threshold policy scored on stored predictions: no model, no training.
+
+A policy is a calibration strategy (derived on validation scores), a per-attribute smoothing toward
+0.5 and a global offset. It is chosen on validation and reported on test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trainables.errors import UserError
+from trainables.metrics import apply_policy, attribute_metrics, calibrate_thresholds
+
+
+@dataclass
+class StoredPredictions:
+    names: list[str]
+    val: tuple[np.ndarray, np.ndarray]    # (scores, labels)
+    test: tuple[np.ndarray, np.ndarray]
+    train_prior: np.ndarray
+
+
+def load_predictions(folder: Path) -> StoredPredictions:
+    """Read what an attribute trial stored: predictions/{val,test}.parquet and per_attribute.csv."""
+    try:
+        table = pd.read_csv(folder / "per_attribute.csv")
+        frames = {split: pd.read_parquet(folder / "predictions" / f"{split}.parquet") for split in ("val", "test")}
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read stored predictions in {folder} ({err}): pass a finished CelebA attribute trial") from None
+    names = list(table["attribute"])
+
+    def split(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        return frame[[f"score/{n}" for n in names]].to_numpy(), frame[[f"label/{n}" for n in names]].to_numpy()
+
+    return StoredPredictions(names, split(frames["val"]), split(frames["test"]), table["train_positive_rate"].to_numpy())
+
+
+def policy_thresholds(stored: StoredPredictions, strategy: str, smoothing: float, offset: float) -> np.ndarray:
+    base = calibrate_thresholds(strategy, *stored.val, stored.train_prior)
+    return apply_policy(base, smoothing, offset)
+
+
+def evaluate_policy(stored: StoredPredictions, strategy: str, smoothing: float, offset: float) -> dict[str, float]:
+    """`val/*` (where the policy is chosen) and `test/*` (where it is reported) metrics."""
+    thresholds = policy_thresholds(stored, strategy, smoothing, offset)
+    metrics = {f"val/{k}": v for k, v in attribute_metrics(*stored.val, thresholds).items()}
+    metrics.update({f"test/{k}": v for k, v in attribute_metrics(*stored.test, thresholds).items()})
+    return metrics
