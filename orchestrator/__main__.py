@@ -25,7 +25,17 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--keys", action="store_true", help="also list every config key with its default")
 
     sweep = commands.add_parser("sweep", help="run a named sweep", description="Run a named sweep.")
-    sweep.add_argument("name", help="the sweep to run (see `orchestrator list`)")
+    add_sweep_arguments(sweep)
+    doctor = commands.add_parser(
+        "doctor", help="check a sweep's set-up without running it",
+        description="Run the checks that `sweep` runs before any trial (names, MLflow, storage, data, Ray, "
+                    "resources) and print each with its fix.")
+    add_sweep_arguments(doctor)
+    return parser
+
+
+def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
+    sweep.add_argument("name", help="the sweep (see `orchestrator list`)")
     sweep.add_argument("--data", metavar="PATH",
                        help="dataset root (e.g. the CelebA folder holding list_attr_celeba.txt); "
                             "without it, a synthetic demo set in the same format is built and used")
@@ -39,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--max-concurrent", type=int, metavar="K",
                        help="trials at once (default: as many as the cluster's resources fit)")
     sweep.add_argument("--storage", default="runs", metavar="PATH",
-                       help="where Tune state and checkpoints go (default: ./runs)")
+                       help="where Tune state and checkpoints go: a folder or a URI such as s3://bucket/runs (default: ./runs)")
     sweep.add_argument("--tracking-uri", metavar="URI",
                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here)")
     sweep.add_argument("--address", metavar="ADDR",
@@ -51,7 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="for celeba_thresholds: the MLflow run (a trial, or a sweep for its best trial) whose stored scores to use")
     sweep.add_argument("--max-failures", type=int, default=1, metavar="N",
                        help="times a failed trial is retried from its last checkpoint (default: 1)")
-    return parser
 
 
 def cmd_list(args) -> int:
@@ -76,7 +85,17 @@ def cmd_sweep(args) -> int:
     return 1 if summary.get("trials") and summary.get("failed") == summary.get("trials") else 0
 
 
-COMMANDS = {"list": cmd_list, "sweep": cmd_sweep}
+def cmd_doctor(args) -> int:
+    from orchestrator.preflight import Preflight
+    from orchestrator.sweep import SweepOptions
+
+    options = SweepOptions(**{k: v for k, v in vars(args).items() if k != "command"})
+    ok = Preflight(options).report()
+    print("all checks passed: `sweep` would start" if ok else "fix the ✗ lines above, then run the sweep")
+    return 0 if ok else EXIT_USER_ERROR
+
+
+COMMANDS = {"list": cmd_list, "sweep": cmd_sweep, "doctor": cmd_doctor}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from dataclasses import dataclass
 
 from trainables.errors import UserError
@@ -35,6 +36,16 @@ class TrialResources:
         return f"{self.num_workers} DDP workers x ({unit}) per trial, up to {self.max_concurrent} trials at once"
 
 
+def check_shape_options(num_workers: int | None, gpus_per_worker: float | None, max_concurrent: int | None) -> None:
+    """The options' own sanity, checkable before any cluster exists."""
+    if num_workers is not None and num_workers < 1:
+        raise UserError(f"--num-workers must be at least 1, got {num_workers}")
+    if max_concurrent is not None and max_concurrent < 1:
+        raise UserError(f"--max-concurrent must be at least 1, got {max_concurrent}")
+    if gpus_per_worker is not None and gpus_per_worker < 0:
+        raise UserError(f"--gpus-per-worker cannot be negative, got {gpus_per_worker}")
+
+
 def plan_resources(
     total: dict[str, float],
     num_workers: int | None = None,
@@ -45,12 +56,7 @@ def plan_resources(
 ) -> TrialResources:
     """Shape each trial from the cluster's totals (as `ray.cluster_resources()` reports them)."""
     cpus, gpus = float(total.get("CPU", 0)), float(total.get("GPU", 0))
-    if num_workers is not None and num_workers < 1:
-        raise UserError(f"--num-workers must be at least 1, got {num_workers}")
-    if max_concurrent is not None and max_concurrent < 1:
-        raise UserError(f"--max-concurrent must be at least 1, got {max_concurrent}")
-    if gpus_per_worker is not None and gpus_per_worker < 0:
-        raise UserError(f"--gpus-per-worker cannot be negative, got {gpus_per_worker}")
+    check_shape_options(num_workers, gpus_per_worker, max_concurrent)
     gpw = (1.0 if gpus >= 1 else 0.0) if gpus_per_worker is None else float(gpus_per_worker)
     if gpw > 0:
         workers = num_workers or (max(1, min(default_workers, int(gpus // gpw))) if gpus >= gpw else default_workers)
@@ -80,6 +86,21 @@ def plan_resources(
     return TrialResources(workers, cpw, gpw, concurrent)
 
 
+def check_reachable(address: str, timeout: float = 3.0) -> None:
+    """ray.init retries an unreachable address for minutes; a TCP connect answers in seconds."""
+    if address in ("auto", "local"):
+        return
+    host_port = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"Ray address '{address}' is not host:port (or ray://host:port): fix --address or RAY_ADDRESS")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise UserError(f"no Ray cluster answers at {address} ({err.strerror or err}): start it with "
+                        "`ray start --head`, or fix --address / RAY_ADDRESS") from None
+
+
 def connect(address: str | None) -> None:
     """Start a local Ray (address None) or attach to a running cluster, with a one-line error."""
     import ray
@@ -87,6 +108,8 @@ def connect(address: str | None) -> None:
     if ray.is_initialized():
         return
     target = address or os.environ.get("RAY_ADDRESS")
+    if target:
+        check_reachable(target)
     kwargs = dict(logging_level="ERROR", log_to_driver=True, configure_logging=True)
     try:
         if target:

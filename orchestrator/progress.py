@@ -12,6 +12,8 @@ from typing import Callable
 
 from ray import tune
 
+from orchestrator.tracking import error_line
+
 
 class ProgressPrinter(tune.Callback):
     def __init__(self, metric: str, mode: str, total_trials: int, epochs: int, describe: Callable[[dict], str],
@@ -60,16 +62,8 @@ class ProgressPrinter(tune.Callback):
         shown = f"{self.metric} {value:.4f}" if value is not None else "no result"
         self._say(f"{'done':<6} {self._label(trial)}: {shown}, {how}, {seconds:.0f}s")
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._say(f"RETRY  {self._label(trial)} from its last checkpoint: {error_line(trial)}")
+
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._say(f"FAILED {self._label(trial)}: {first_error_line(trial)}")
-
-
-def first_error_line(trial) -> str:
-    """The last line of the trial's error (the exception message), for one-line reporting."""
-    error = getattr(trial, "error_file", None) or ""
-    try:
-        with open(error) as handle:
-            lines = [line.strip() for line in handle if line.strip()]
-        return lines[-1][:300] if lines else "unknown error"
-    except OSError:
-        return "see the trial's error file in the storage folder"
+        self._say(f"FAILED {self._label(trial)}: {error_line(trial)}")

@@ -17,16 +17,20 @@ from ray import tune
 from orchestrator.leaderboard import leaderboard, write_leaderboard
 from orchestrator.tracking import Tracking, is_metric
 
-TRIAL_FILES = ["thresholds.json", "per_attribute.csv", "predictions"]
+TRIAL_FILES = ["thresholds.json", "per_attribute.csv", "predictions", "per_group.csv", "group_accuracy.png",
+               "verification"]
 
 
-def log_trial_files(tracking: Tracking, run_id: str, result: dict, checkpoint_path: str | None) -> None:
+def log_trial_files(tracking: Tracking, run_id: str, result: dict, checkpoint_path: str | None,
+                    storage: str = "") -> None:
     """Copy the trial's result files from its last checkpoint into its MLflow run, with a PR plot."""
     if not checkpoint_path:
         return
+    import pyarrow.fs
     import ray.train
 
-    with ray.train.Checkpoint(checkpoint_path).as_directory() as folder:
+    filesystem = pyarrow.fs.FileSystem.from_uri(storage)[0] if "://" in storage else None
+    with ray.train.Checkpoint(checkpoint_path, filesystem=filesystem).as_directory() as folder:
         folder = Path(folder)
         tracking.log_files(run_id, folder, TRIAL_FILES)
         tracking.log(run_id, tags={"checkpoint": checkpoint_path})
@@ -88,7 +92,7 @@ def results_table(results: tune.ResultGrid, metric: str, mode: str, describe) ->
     return table.rename(columns={"train/images_per_sec": "img/s"})
 
 
-def finish_sweep(results: tune.ResultGrid, sweep, tracking: Tracking, parent_id: str, baseline: float | None,
+def finish_sweep(results: tune.ResultGrid, sweep, tracking: Tracking, parent_id: str, baseline: dict | None,
                  describe, started: float, child_run=lambda trial_id: None) -> dict:
     """Print the table, log `best/*` (and which child run is best) to the parent run, and close it."""
     table = results_table(results, sweep.metric, sweep.mode, describe)
@@ -108,7 +112,7 @@ def finish_sweep(results: tune.ResultGrid, sweep, tracking: Tracking, parent_id:
         tracking.log(parent_id, metrics=best_metrics, tags=tags)
         summary.update(best=describe(best.config), best_value=best.metrics[sweep.metric], best_run_id=best_run,
                        best_metrics=best.metrics)
-        against = f"  (majority baseline {baseline:.4f})" if baseline is not None else ""
+        against = "".join(f"  ({k} {v:.4f})" for k, v in (baseline or {}).items())
         print(f"\nbest: {summary['best']}  {sweep.metric} {summary['best_value']:.4f}{against}")
     with tempfile.TemporaryDirectory() as tmp:
         table.to_csv(Path(tmp) / "trials.csv", index=False)

@@ -8,6 +8,7 @@ becomes a grid (`--set model.name=resnet18,seresnet18`).
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -62,6 +63,9 @@ def check_space(space: dict[str, Any]) -> None:
             continue
         checked.add(names)
         check_model_name(cfg.model.name)
+        if cfg.model.weights and not Path(cfg.model.weights).expanduser().is_file():
+            raise UserError(f"model.weights file not found: {cfg.model.weights}: give the path of a local "
+                            ".safetensors or .pth file (weights cannot be downloaded here)")
         if cfg.loss.name not in LOSSES:
             raise UserError(f"unknown loss '{cfg.loss.name}' (loss.name); known: {', '.join(sorted(LOSSES))}")
         check_optim_names(cfg.optim)

@@ -2,20 +2,73 @@
 
 `<storage>/<name>/orchestrator.json` holds the parent run id and whether the sweep finished. It is
 what makes `--resume` re-attach to the same MLflow runs, and what stops a new sweep from silently
-overwriting an unfinished one.
+overwriting an unfinished one. Storage is a local path or any pyarrow filesystem URI (`s3://…`).
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.fs as pafs
 from ray import tune
 
 from trainables.errors import UserError
 
 STATE_FILE = "orchestrator.json"
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def storage_root(storage: str) -> str:
+    """The absolute storage location: a URI as given, or a resolved local path."""
+    return storage.rstrip("/") if is_uri(storage) else str(Path(storage).expanduser().resolve())
+
+
+def _fs(location: str) -> tuple[pafs.FileSystem, str]:
+    if is_uri(location):
+        try:
+            return pafs.FileSystem.from_uri(location)
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot open storage {location} ({err}): check the URI and its credentials") from None
+    return pafs.LocalFileSystem(), location
+
+
+def read_text(location: str) -> str:
+    """A small file's text, or "" when it does not exist."""
+    fs, path = _fs(location)
+    try:
+        with fs.open_input_stream(path) as handle:
+            return handle.read().decode()
+    except (FileNotFoundError, OSError):
+        return ""
+
+
+def write_text(location: str, text: str) -> None:
+    fs, path = _fs(location)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as out:
+        out.write(text.encode())
+
+
+def check_writable(storage: str) -> str:
+    """Create the storage folder and write-then-delete a probe file; returns the absolute location."""
+    root = storage_root(storage)
+    fs, path = _fs(root)
+    probe = f"{path}/.write-test-{uuid.uuid4().hex[:8]}"
+    try:
+        fs.create_dir(path, recursive=True)
+        with fs.open_output_stream(probe) as out:
+            out.write(b"ok")
+        fs.delete_file(probe)
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        raise UserError(f"storage path {root} is not writable ({reason}): pass --storage with a writable folder or URI") from None
+    return root
 
 
 @dataclass
@@ -28,49 +81,43 @@ class SweepRun:
     def save(self, **changes) -> None:
         for key, value in changes.items():
             setattr(self, key, value)
-        folder = Path(self.path)
-        folder.mkdir(parents=True, exist_ok=True)
         record = {"name": self.name, "parent_run_id": self.parent_run_id, "status": self.status}
-        (folder / STATE_FILE).write_text(json.dumps(record, indent=1))
+        write_text(f"{self.path}/{STATE_FILE}", json.dumps(record, indent=1))
 
 
-def _load(path: Path) -> dict:
+def _load(location: str) -> dict:
     try:
-        return json.loads((path / STATE_FILE).read_text())
-    except (OSError, ValueError):
+        return json.loads(read_text(f"{location}/{STATE_FILE}") or "{}")
+    except ValueError:
         return {}
 
 
-def _storage_root(storage: str) -> Path:
-    root = Path(storage).expanduser().resolve()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise UserError(f"storage path {root} is not writable ({err.strerror}): pass --storage with a writable folder") from None
-    return root
+def _exists(location: str) -> bool:
+    fs, path = _fs(location)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        return False
+    return bool(fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)))
 
 
-def locate(opts, sweep_name: str) -> SweepRun:
+def locate(storage: str, sweep_name: str, run_name: str | None, resume: bool) -> SweepRun:
     """The run folder for this invocation: resumed, new, or refused if it would overwrite one."""
-    root = _storage_root(opts.storage)
-    name = opts.run_name or sweep_name
-    path = root / name
+    root = storage_root(storage)
+    name = run_name or sweep_name
+    path = f"{root}/{name}"
     record = _load(path)
-    if opts.resume:
-        if not path.exists() or not tune.Tuner.can_restore(str(path)):
+    if resume:
+        if not _exists(path) or not tune.Tuner.can_restore(path):
             raise UserError(f"nothing to resume at {path}: run the sweep without --resume to start it "
                             "(or pass the same --storage and --name as the interrupted run)")
-        return SweepRun(name, str(path), record.get("parent_run_id"), record.get("status", "running"))
-    if path.exists() and any(path.iterdir()):
-        if record.get("status") != "finished" or opts.run_name:
+        return SweepRun(name, path, record.get("parent_run_id"), record.get("status", "running"))
+    if _exists(path):
+        if record.get("status") != "finished" or run_name:
             raise UserError(f"a sweep already exists at {path}: continue it with --resume, "
                             "or start a separate one with --name NEW_NAME")
         number = 2
-        while (root / f"{name}-{number}").exists():
+        while _exists(f"{root}/{name}-{number}"):
             number += 1
         name = f"{name}-{number}"
-        path = root / name
-    return SweepRun(name, str(path))
+        path = f"{root}/{name}"
+    return SweepRun(name, path)

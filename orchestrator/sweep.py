@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import ray
 import ray.train
@@ -19,15 +18,12 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
-import search_spaces
 from orchestrator import cluster, report, state
-from orchestrator.space import (apply_overrides, check_space, count_trials, describe, is_domain, max_epochs,
-                                search_algorithm, varying_keys)
+from orchestrator.preflight import Preflight
+from orchestrator.space import count_trials, describe, max_epochs, search_algorithm, varying_keys
 from orchestrator.tracking import KIND_KEY, SWEEP_KEY, TRIAL_KEY, MlflowTrialCallback, Tracking
 from orchestrator.progress import ProgressPrinter
 from trainables.config import TrainConfig
-from trainables.data.sources import demo_root, load_index
-from trainables.metrics import majority_accuracy
 from trainables.train import train_fn_per_worker
 
 
@@ -49,9 +45,21 @@ class SweepOptions:
     from_run: str | None = None
 
 
-def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: str, mode: str) -> None:
-    """One Tune trial: fit one TorchTrainer whose workers run `train_fn_per_worker(config)`."""
-    context = tune.get_context()
+DIVERGED_MARKER, TRAIN_RUNS = "diverged.txt", "train_runs"
+
+
+def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: str, mode: str, storage: str) -> None:
+    """One Tune trial: fit one TorchTrainer whose workers run `train_fn_per_worker(config)`.
+
+    The Train run lives in the sweep's storage (not Tune's local staging folder), under a name fixed
+    by the trial id, so a retried or resumed trial finds its checkpoints on any node.
+    """
+    name = f"train-{tune.get_context().get_trial_id()}"
+    runs = f"{storage}/{TRAIN_RUNS}"
+    marker = f"{runs}/{name}/{DIVERGED_MARKER}"
+    reason = state.read_text(marker)
+    if reason:  # retrying a diverged trial would only diverge again
+        raise RuntimeError(reason)
     worker = {"CPU": resources.cpus_per_worker}
     if resources.use_gpu:
         worker["GPU"] = resources.gpus_per_worker
@@ -64,8 +72,8 @@ def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: 
         ),
         run_config=ray.train.RunConfig(
             # Same name and storage on a restart: Train resumes from the trial's last checkpoint.
-            name=f"train-{context.get_trial_id()}",
-            storage_path=str(Path(context.get_trial_dir()).parent),
+            name=name,
+            storage_path=runs,
             callbacks=[TuneReportCallback()],
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order=mode
@@ -74,30 +82,26 @@ def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: 
             logging_config=ray.LoggingConfig(log_level="WARNING"),  # per-report INFO lines drown progress
         ),
     )
-    trainer.fit()
+    try:
+        trainer.fit()
+    except Exception as err:
+        if "DivergedError" in str(err):
+            reason = "diverged: " + str(err).split("DivergedError:", 1)[-1].strip().splitlines()[0]
+            state.write_text(marker, reason)
+            raise RuntimeError(reason) from None
+        raise
 
 
 def run_sweep(opts: SweepOptions) -> dict:
     started = time.time()
-    sweep = search_spaces.get(opts.name)(real_data=bool(opts.data), smoke=opts.smoke)
-    if sweep.runner == "thresholds":
+    pre = Preflight(opts)
+    pre.check_sweep()
+    if pre.sweep.runner == "thresholds":
         from orchestrator.threshold_sweep import run_threshold_sweep
 
-        return run_threshold_sweep(opts, sweep)
-    space = apply_overrides(sweep.param_space, opts.overrides)
-    if opts.data:
-        space["data.root"] = opts.data
-    check_space(space)
-    base = TrainConfig.from_dict({k: v for k, v in space.items() if not is_domain(v)})
-
-    tracking = Tracking(opts.tracking_uri)
-    data_root, baseline = _prepare_data(base)
-    cluster.connect(opts.address)
-    totals, largest = cluster.cluster_totals()
-    resources = cluster.plan_resources(
-        totals, opts.num_workers, opts.gpus_per_worker, opts.max_concurrent, sweep.workers_per_trial, largest
-    )
-    run = state.locate(opts, sweep.name)
+        return run_threshold_sweep(opts, pre.sweep)
+    pre.run_all()
+    sweep, space, tracking, run, data, resources = pre.sweep, pre.space, pre.tracking, pre.run, pre.data, pre.resources
     epochs = max_epochs(space)
     name_of = functools.partial(describe, keys=varying_keys(space))
     total = count_trials(space, sweep.num_samples)
@@ -108,27 +112,27 @@ def run_sweep(opts: SweepOptions) -> dict:
         run_name=run.name, tags={"sweep": sweep.name, "smoke": str(opts.smoke)},
     )[0]
     run.save(parent_run_id=parent_id, status="running")
-    tracking.log(parent_id, metrics={sweep.baseline_metric: baseline}, params={
-        "sweep": sweep.name, "data.root": str(data_root), "smoke": opts.smoke, "trials": total,
-        "resources": resources.describe(), "storage": run.path, **{f"override.{o.split('=')[0]}": o.split("=", 1)[-1] for o in opts.overrides},
+    tracking.log(parent_id, metrics=data.baseline, params={
+        "sweep": sweep.name, "data.root": data.root, "smoke": opts.smoke, "trials": total,
+        "resources": resources.describe(), "storage": run.path,
+        **{f"override.{o.split('=')[0]}": o.split("=", 1)[-1] for o in opts.overrides},
     })
     print(f"Sweep {sweep.name}: {sweep.question}\n  {total} trials, {epochs} epochs each; {resources.describe()}\n"
-          f"  storage {run.path}; MLflow {tracking.uri} (experiment '{sweep.name}', parent run {parent_id})", flush=True)
+          f"  storage {run.path}; MLflow {tracking.uri} (experiment '{sweep.name}', parent run {parent_id})"
+          + ("\n  resuming: finished trials are kept, unfinished ones continue from their last checkpoint"
+             if opts.resume else ""), flush=True)
 
     trainable = tune.with_resources(
-        tune.with_parameters(train_driver_fn, resources=resources, metric=sweep.metric, mode=sweep.mode),
+        tune.with_parameters(train_driver_fn, resources=resources, metric=sweep.metric, mode=sweep.mode,
+                             storage=run.path),
         {"CPU": cluster.DRIVER_CPUS},
     )
     callbacks = [
         ProgressPrinter(sweep.metric, sweep.mode, total, epochs, name_of),
         MlflowTrialCallback(tracking, experiment_id, parent_id, run.path, name_of,
                             params_of=lambda config: TrainConfig.from_dict(config).to_flat_dict(),
-                            on_finish=functools.partial(report.log_trial_files, tracking)),
+                            on_finish=functools.partial(report.log_trial_files, tracking, storage=run.path)),
     ]
-    run_config = tune.RunConfig(
-        name=run.name, storage_path=str(Path(run.path).parent), callbacks=callbacks, verbose=0,
-        failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-    )
     if opts.resume:
         tuner = tune.Tuner.restore(run.path, trainable=trainable, resume_unfinished=True, resume_errored=True,
                                    param_space=space)
@@ -144,26 +148,17 @@ def run_sweep(opts: SweepOptions) -> dict:
                 metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples, scheduler=scheduler,
                 search_alg=search_algorithm(sweep.search), max_concurrent_trials=resources.max_concurrent,
             ),
-            run_config=run_config,
+            run_config=tune.RunConfig(
+                name=run.name, storage_path=run.path.rsplit("/", 1)[0], callbacks=callbacks, verbose=0,
+                failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+            ),
         )
     fit_started = time.time()
     results = tuner.fit()
     summary = report.finish_sweep(
-        results, sweep, tracking, parent_id, baseline, name_of, started,
+        results, sweep, tracking, parent_id, data.baseline, name_of, started,
         child_run=lambda trial_id: tracking.find_run(experiment_id, {SWEEP_KEY: run.path, TRIAL_KEY: trial_id}),
     )
-    summary.update(fit_started=fit_started, results=results)
-    run.save(parent_run_id=parent_id, status="finished")
+    run.save(status="finished")
+    summary.update(fit_started=fit_started, results=results, parent_run_id=parent_id, storage=run.path)
     return summary
-
-
-def _prepare_data(base: TrainConfig) -> tuple[Path, float]:
-    """Build the demo set if needed (saying so), validate the label files, and compute the baseline."""
-    if not base.data.root:
-        started = time.time()
-        root, built = demo_root(base.data)
-        verb = f"Built it in {time.time() - started:.0f}s" if built else "Using the cached copy"
-        print(f"No --data given: training on the synthetic CelebA-format demo set ({base.data.demo_images} images) "
-              f"at {root}. {verb}; pass --data /path/to/celeba for the real dataset.", flush=True)
-    index = load_index(base.data)
-    return index.root, majority_accuracy(index.attributes[index.indices("val")])

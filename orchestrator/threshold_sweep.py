@@ -91,7 +91,7 @@ def run_threshold_sweep(opts, sweep) -> dict:
             run_config=tune.RunConfig(name=sweep.name, storage_path=storage, callbacks=callbacks, verbose=0),
         )
         results = tuner.fit()
-        summary = report.finish_sweep(results, sweep, tracking, parent_id, None, name_of, started,
+        summary = report.finish_sweep(results, sweep, tracking, parent_id, {}, name_of, started,
                                       child_run=lambda trial_id: tracking.find_run(
                                           experiment_id, {SWEEP_KEY: key, TRIAL_KEY: trial_id}))
     return summary

@@ -22,6 +22,7 @@ from trainables.errors import UserError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 SWEEP_KEY, TRIAL_KEY, KIND_KEY = "orchestrator.sweep_path", "orchestrator.trial_id", "orchestrator.kind"
+RETRIES_KEY = "retries"
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
 
@@ -71,6 +72,18 @@ class Tracking:
                 self.client.restore_experiment(found.experiment_id)
             return found.experiment_id
         return self.client.create_experiment(name)
+
+    def check_writable(self, experiment_name: str) -> None:
+        """Create and delete a scratch run in the sweep's experiment: proves the store accepts writes."""
+        try:
+            with _fail_fast():
+                run = self.client.create_run(self.experiment_id(experiment_name), tags={KIND_KEY: "preflight"})
+                self.client.log_param(run.info.run_id, "preflight", "ok")
+                self.client.delete_run(run.info.run_id)
+        except Exception as err:  # read-only database file, permission denied, server-side error
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            raise UserError(f"MLflow at {redact(self.uri)} does not accept writes ({first}): "
+                            "fix its permissions or pass another --tracking-uri") from None
 
     def find_run(self, experiment_id: str, tags: dict[str, str]) -> str | None:
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
@@ -158,10 +171,17 @@ class MlflowTrialCallback(tune.Callback):
             metrics["timing/first_step_s"] = first_step - self._started[trial.trial_id]
         self.tracking.log(run_id, metrics, step=step)
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """A failed trial that Tune retries from its last checkpoint: count it on the run."""
+        run_id = self.run_id(trial)
+        retries = int(self.tracking.client.get_run(run_id).data.tags.get(RETRIES_KEY, "0")) + 1
+        self.tracking.log(run_id, tags={RETRIES_KEY: retries, "last_error": error_line(trial)})
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finish(trial, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self.tracking.log(self.run_id(trial), tags={"error": error_line(trial)})
         self._finish(trial, "FAILED")
 
     def _finish(self, trial, status: str) -> None:
@@ -169,3 +189,15 @@ class MlflowTrialCallback(tune.Callback):
         result = trial.last_result or {}
         self.on_finish(run_id, result, result.get("checkpoint_path"))
         self.tracking.client.set_terminated(run_id, status=status)
+
+
+def error_line(trial) -> str:
+    """The exception message that ended a trial attempt, on one line."""
+    error = getattr(trial, "error_file", None) or ""
+    try:
+        with open(error) as handle:
+            lines = [line.strip() for line in handle if line.strip()]
+    except OSError:
+        return "unknown error (see the trial's error file in the storage folder)"
+    messages = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Failed\w*): ", line)]
+    return (messages[-1] if messages else lines[-1] if lines else "unknown error")[:500]

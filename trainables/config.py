@@ -67,6 +67,40 @@ class DataConfig:
 @dataclass
 class EvalConfig:
     threshold: float = 0.5           # the fixed decision threshold reported per epoch
+    targets: list = field(default_factory=list)  # recognition: verification sets (LFW trees, .bin files); empty: demo pairs
+
+
+@dataclass
+class MultitaskConfig:
+    """FairFace: how race, gender and age are learned together (seeds 000 and 001)."""
+    formulation: str = "multihead"   # multihead: one head per task | onehot18: one 18-way sigmoid output (seed 000)
+    weighting: str = "fixed"         # fixed: the weights below | uncertainty: learned log-variances (Kendall et al.)
+    race_weight: float = 1.0
+    gender_weight: float = 1.0
+    age_weight: float = 1.0
+
+
+@dataclass
+class AgeConfig:
+    mode: str = "bins"               # bins: 9-way cross-entropy | regression: L1 on the bin midpoint / scale
+    scale: float = 80.0              # seed 001 divides ages by 80
+
+
+@dataclass
+class HeadConfig:
+    """Face recognition: the margin head over L2-normalised embeddings (seed 004)."""
+    name: str = "arcface"            # softmax | arcface | cosface | combined
+    s: float = 64.0
+    m: float = 0.5
+    m1: float = 1.0                  # combined margin cos(m1*theta + m2) - m3
+    m2: float = 0.3
+    m3: float = 0.2
+    easy_margin: bool = False
+    embedding_size: int = 128
+    label_smoothing: float = 0.0
+    focal_gamma: float = 0.0         # 0 disables focal
+    center_lambda: float = 0.0       # 0 disables center loss
+    center_lr: float = 0.5
 
 
 @dataclass
@@ -76,7 +110,10 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    task: str = "celeba_attributes"  # see trainables/tasks
+    multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
+    age: AgeConfig = field(default_factory=AgeConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    task: str = "celeba_attributes"  # celeba_attributes | fairface | face_recognition
     seed: int = 0
 
     @classmethod

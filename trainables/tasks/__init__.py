@@ -46,26 +46,52 @@ class TaskSetup:
     num_outputs: int = 0
 
 
-TaskBuilder = Callable[[TrainConfig], TaskSetup]
-TASKS: dict[str, TaskBuilder] = {}
+@dataclass
+class DataSummary:
+    """What the driver learns once, before any trial: where the data is, and the baseline to beat."""
+    root: str
+    baseline: dict[str, float]  # logged on the sweep's parent run, e.g. {"val/majority_accuracy": 0.81}
 
 
-def register_task(name: str) -> Callable[[TaskBuilder], TaskBuilder]:
-    def add(builder: TaskBuilder) -> TaskBuilder:
-        TASKS[name] = builder
-        return builder
+@dataclass
+class TaskSpec:
+    build: Callable[[TrainConfig], TaskSetup]       # on every worker
+    prepare: Callable[[TrainConfig], DataSummary]   # once in the driver: data built/validated, baseline
+
+
+TASKS: dict[str, TaskSpec] = {}
+
+
+def register_task(name: str, prepare: Callable[[TrainConfig], DataSummary]):
+    """Decorator for a task's build function; `prepare` runs once in the driver before any trial."""
+    def add(build: Callable[[TrainConfig], TaskSetup]):
+        TASKS[name] = TaskSpec(build, prepare)
+        return build
 
     return add
 
 
-def build_task(cfg: TrainConfig) -> TaskSetup:
+def task_spec(name: str) -> TaskSpec:
     _load_all()
-    if cfg.task not in TASKS:
-        close = difflib.get_close_matches(cfg.task, TASKS, n=1)
+    if name not in TASKS:
+        close = difflib.get_close_matches(name, TASKS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise UserError(f"unknown task '{cfg.task}'{hint}; known: {', '.join(sorted(TASKS))}")
-    return TASKS[cfg.task](cfg)
+        raise UserError(f"unknown task '{name}'{hint}; known: {', '.join(sorted(TASKS))}")
+    return TASKS[name]
+
+
+def build_task(cfg: TrainConfig) -> TaskSetup:
+    return task_spec(cfg.task).build(cfg)
+
+
+def prepare_task_data(cfg: TrainConfig) -> DataSummary:
+    return task_spec(cfg.task).prepare(cfg)
 
 
 def _load_all() -> None:
-    from trainables.tasks import attributes  # noqa: F401  (each task module registers itself)
+    """Import every task module once; each registers itself."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")

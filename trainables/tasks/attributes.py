@@ -9,6 +9,7 @@ table, scores of both splits) let anyone recompute every number without the mode
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +18,31 @@ import torch
 
 from trainables.config import TrainConfig
 from trainables.data.loading import ImageLabelDataset, eval_share, make_loader
-from trainables.data.sources import load_index
+from trainables.data.sources import demo_root, load_index
 from trainables.data.transforms import build_augment
 from trainables.distributed import all_gather_rows
 from trainables.errors import UserError
 from trainables.loop import predict
 from trainables.losses import build_loss, loss_arguments
-from trainables.metrics import THRESHOLD_STRATEGIES, attribute_metrics, calibrate_thresholds, per_attribute_metrics
+from trainables.metrics import (THRESHOLD_STRATEGIES, attribute_metrics, calibrate_thresholds, majority_accuracy,
+                                per_attribute_metrics)
 from trainables.models import build_model
-from trainables.tasks import EvalContext, EvalResult, TaskSetup, register_task
+from trainables.tasks import DataSummary, EvalContext, EvalResult, TaskSetup, register_task
 
 
-@register_task("celeba_attributes")
+def prepare_attributes(cfg: TrainConfig) -> DataSummary:
+    """Driver side: build the demo set if needed (saying so), validate the label files, baseline."""
+    if not cfg.data.root:
+        started = time.time()
+        root, built = demo_root(cfg.data)
+        verb = f"Built it in {time.time() - started:.0f}s" if built else "Using the cached copy"
+        print(f"No --data given: training on the synthetic CelebA-format demo set ({cfg.data.demo_images} images) "
+              f"at {root}. {verb}; pass --data /path/to/celeba for the real dataset.", flush=True)
+    index = load_index(cfg.data)
+    return DataSummary(str(index.root), {"val/majority_accuracy": majority_accuracy(index.attributes[index.indices("val")])})
+
+
+@register_task("celeba_attributes", prepare=prepare_attributes)
 def attribute_task(cfg: TrainConfig) -> TaskSetup:
     index = load_index(cfg.data)
     size = cfg.data.image_size

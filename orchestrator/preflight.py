@@ -1,0 +1,107 @@
+"""The checks that run before any trial spends compute: `sweep` stops at the first failure,
+`doctor` runs them all and prints each with ✓ or ✗ and the fix.
+
+Cheap checks come first (names and values, then MLflow, storage and data), Ray last, so a typo
+never waits for a cluster. Each check records what later steps need (the sweep, the tracking
+store, the run folder, the data summary, the trial resources).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import search_spaces
+from orchestrator import cluster, state
+from orchestrator.space import apply_overrides, check_space, is_domain
+from orchestrator.tracking import Tracking
+from trainables.config import TrainConfig
+from trainables.errors import UserError
+from trainables.tasks import DataSummary, prepare_task_data
+
+
+@dataclass
+class Preflight:
+    opts: object
+    sweep: search_spaces.Sweep | None = None
+    space: dict = field(default_factory=dict)
+    base: TrainConfig | None = None
+    tracking: Tracking | None = None
+    run: state.SweepRun | None = None
+    data: DataSummary | None = None
+    resources: cluster.TrialResources | None = None
+
+    def check_sweep(self) -> str:
+        opts = self.opts
+        cluster.check_shape_options(opts.num_workers, opts.gpus_per_worker, opts.max_concurrent)
+        if opts.max_failures < 0:
+            raise UserError(f"--max-failures cannot be negative, got {opts.max_failures}")
+        self.sweep = search_spaces.get(opts.name)(real_data=bool(opts.data), smoke=opts.smoke)
+        if self.sweep.runner != "train":
+            return f"sweep {self.sweep.name} ({self.sweep.runner} runner)"
+        self.space = apply_overrides(self.sweep.param_space, opts.overrides)
+        if opts.data:
+            self.space["data.root"] = opts.data
+        check_space(self.space)
+        self.base = TrainConfig.from_dict({k: v for k, v in self.space.items() if not is_domain(v)})
+        return f"sweep {self.sweep.name}: every backbone, loss, optimizer and key is known"
+
+    def check_tracking(self) -> str:
+        self.tracking = Tracking(self.opts.tracking_uri)
+        self.tracking.check_writable(self.sweep.name)
+        return f"MLflow at {self.tracking.uri} is reachable and writable"
+
+    def check_storage(self) -> str:
+        root = state.check_writable(self.opts.storage)
+        self.run = state.locate(root, self.sweep.name, self.opts.run_name, self.opts.resume)
+        verb = "resumes" if self.opts.resume else "will write"
+        return f"storage {root} is writable; this sweep {verb} {self.run.path}"
+
+    def check_data(self) -> str:
+        self.data = prepare_task_data(self.base)
+        return f"data at {self.data.root} is present and readable ({self.base.task})"
+
+    def check_ray(self) -> str:
+        cluster.connect(self.opts.address)
+        nodes = cluster.node_count()
+        if nodes > 1 and self.run is not None and not state.is_uri(self.run.path):
+            raise UserError(f"a {nodes}-node cluster needs shared storage, but --storage is the local path "
+                            f"{self.run.path}: pass s3://…, gs://…, or file:///path on a filesystem every node mounts")
+        return f"Ray is reachable ({nodes} node{'s' if nodes > 1 else ''})"
+
+    def check_resources(self) -> str:
+        totals, largest = cluster.cluster_totals()
+        self.resources = cluster.plan_resources(totals, self.opts.num_workers, self.opts.gpus_per_worker,
+                                                self.opts.max_concurrent, self.sweep.workers_per_trial, largest)
+        return f"resources fit: {self.resources.describe()}"
+
+    def checks(self) -> list[tuple[str, Callable[[], str], tuple[str, ...]]]:
+        """(name, check, the checks it needs) in the order they run."""
+        needs_sweep = ("sweep and settings",)
+        if self.sweep is not None and self.sweep.runner != "train":
+            return [("MLflow", self.check_tracking, needs_sweep), ("Ray", self.check_ray, ())]
+        return [("MLflow", self.check_tracking, needs_sweep), ("storage", self.check_storage, needs_sweep),
+                ("data", self.check_data, needs_sweep), ("Ray", self.check_ray, ()),
+                ("resources", self.check_resources, needs_sweep + ("Ray",))]
+
+    def run_all(self) -> None:
+        """For `sweep`: every check, raising the first failure."""
+        self.check_sweep()
+        for _, check, _ in self.checks():
+            check()
+
+    def report(self, out=print) -> bool:
+        """For `doctor`: every check, each printed with ✓ or ✗ and its fix; a check that needs a failed
+        one is skipped. Returns whether all passed."""
+        failed: set[str] = set()
+        for name, check, needs in [("sweep and settings", self.check_sweep, ())] + self.checks():
+            if failed & set(needs):
+                out(f"- {name}: skipped until the failure above is fixed")
+                failed.add(name)
+                continue
+            try:
+                out(f"✓ {check()}")
+            except UserError as err:
+                out(f"✗ {name}: {err}")
+                failed.add(name)
+        return not failed

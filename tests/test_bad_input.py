@@ -1,0 +1,107 @@
+"""Every mistake a user can make gets one line naming the thing and the fix, exit status 2, and no
+traceback. Each row runs the real command line (`orchestrator.__main__.main`)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from orchestrator.__main__ import main
+from trainables.data.synthetic_celeba import write_demo_celeba
+
+
+@pytest.fixture(scope="module")
+def celeba(tmp_path_factory):
+    return write_demo_celeba(tmp_path_factory.mktemp("celeba"), num_images=60, seed=1)
+
+
+def _broken_copy(celeba, tmp_path, name, edit):
+    root = tmp_path / name
+    shutil.copytree(celeba, root)
+    edit(root)
+    return root
+
+
+def _drop_a_column(root):
+    path = root / "list_attr_celeba.txt"
+    lines = path.read_text().splitlines()
+    lines[5] = lines[5].rsplit(" ", 1)[0]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _bad_value(root):
+    path = root / "list_attr_celeba.txt"
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3].replace(" 1", " 7", 1) if " 1" in lines[3] else lines[3].replace("-1", " 7", 1)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _bad_partition(root):
+    path = root / "list_eval_partition.txt"
+    lines = path.read_text().splitlines()
+    lines[0] = lines[0].split()[0] + " 9"
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _no_partition(root):
+    (root / "list_eval_partition.txt").unlink()
+
+
+# (id, argv after `sweep`/`doctor` defaults, expected fragment of the one-line error)
+ROWS = [
+    ("unknown sweep", ["sweep", "celeba_backbonez"], "unknown sweep 'celeba_backbonez'"),
+    ("unknown backbone", ["sweep", "celeba_backbones", "--set", "model.name=resnet1999"], "unknown backbone 'resnet1999'"),
+    ("unknown key", ["sweep", "celeba_backbones", "--set", "model.nam=resnet18"], "did you mean model.name"),
+    ("wrong --set type", ["sweep", "celeba_backbones", "--set", "optim.lr=fast"], "optim.lr' expects float"),
+    ("--set without =", ["sweep", "celeba_backbones", "--set", "optim.lr"], "--set expects key=value"),
+    ("unknown loss", ["sweep", "celeba_backbones", "--set", "loss.name=hinge"], "unknown loss 'hinge'"),
+    ("unknown augmentation", ["sweep", "celeba_backbones", "--set", "data.augment=hflip,mixupp"], "unknown augmentation 'mixupp'"),
+    ("zero epochs", ["sweep", "celeba_backbones", "--set", "optim.epochs=0"], "at least 1"),
+    ("--num-workers 0", ["sweep", "celeba_backbones", "--num-workers", "0"], "--num-workers must be at least 1"),
+    ("--max-concurrent 0", ["sweep", "celeba_backbones", "--max-concurrent", "0"], "--max-concurrent must be at least 1"),
+    ("negative GPUs", ["sweep", "celeba_backbones", "--gpus-per-worker", "-1"], "cannot be negative"),
+    ("missing data folder", ["sweep", "celeba_backbones", "--data", "{tmp}/nowhere"], "data folder not found"),
+    ("empty data folder", ["sweep", "celeba_backbones", "--data", "{empty}"], "list_attr_celeba.txt"),
+    ("wrong column count", ["sweep", "celeba_backbones", "--data", "{drop_column}"], "list_attr_celeba.txt"),
+    ("value not in {1,-1}", ["sweep", "celeba_backbones", "--data", "{bad_value}"], "list_attr_celeba.txt"),
+    ("bad split value", ["sweep", "celeba_backbones", "--data", "{bad_partition}"], "list_eval_partition.txt"),
+    ("missing partition file", ["sweep", "celeba_backbones", "--data", "{no_partition}"], "list_eval_partition.txt"),
+    ("unreachable tracking server", ["sweep", "celeba_backbones", "--tracking-uri", "http://127.0.0.1:9"], "not reachable"),
+    ("unwritable storage", ["sweep", "celeba_backbones", "--storage", "/proc/no-such-dir/runs"], "not writable"),
+    ("--resume with nothing to resume", ["sweep", "celeba_backbones", "--resume"], "nothing to resume"),
+    ("unreachable Ray", ["sweep", "celeba_backbones", "--address", "127.0.0.1:1"], "no Ray cluster answers"),
+    ("thresholds without a run", ["sweep", "celeba_thresholds"], "pass --from-run"),
+    ("thresholds from an unknown run", ["sweep", "celeba_thresholds", "--from-run", "0123abc"], "no MLflow run '0123abc'"),
+    ("missing weights file", ["sweep", "celeba_backbones", "--set", "model.weights=/nowhere/w.safetensors"], "weights"),
+]
+
+
+@pytest.fixture(scope="module")
+def broken(celeba, tmp_path_factory):
+    """Each kind of broken dataset, made once."""
+    base = tmp_path_factory.mktemp("broken")
+    (base / "empty").mkdir()
+    edits = {"drop_column": _drop_a_column, "bad_value": _bad_value, "bad_partition": _bad_partition,
+             "no_partition": _no_partition}
+    return {"empty": base / "empty", **{name: _broken_copy(celeba, base, name, edit) for name, edit in edits.items()}}
+
+
+@pytest.mark.parametrize("argv,fragment", [pytest.param(a, f, id=i) for i, a, f in ROWS])
+def test_bad_input_is_one_line_and_exit_2(argv, fragment, broken, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [a.format(tmp=tmp_path, **broken) for a in argv]
+    if "--storage" not in argv:
+        argv += ["--storage", str(tmp_path / "runs")]
+    if "--tracking-uri" not in argv:
+        argv += ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and fragment in lines[0], err
+
+
+def test_the_table_has_at_least_fifteen_kinds():
+    assert len(ROWS) >= 15
