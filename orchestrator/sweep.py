@@ -127,11 +127,11 @@ def run_sweep(opts: SweepOptions) -> dict:
                              storage=run.path),
         {"CPU": cluster.DRIVER_CPUS},
     )
-    callbacks = [
-        ProgressPrinter(sweep.metric, sweep.mode, total, epochs, name_of),
+    callbacks = [  # record in MLflow first, then announce: a line on screen means it is stored
         MlflowTrialCallback(tracking, experiment_id, parent_id, run.path, name_of,
                             params_of=lambda config: TrainConfig.from_dict(config).to_flat_dict(),
                             on_finish=functools.partial(report.log_trial_files, tracking, storage=run.path)),
+        ProgressPrinter(sweep.metric, sweep.mode, total, epochs, name_of),
     ]
     if opts.resume:
         tuner = tune.Tuner.restore(run.path, trainable=trainable, resume_unfinished=True, resume_errored=True,

@@ -78,9 +78,9 @@ def run_threshold_sweep(opts, sweep) -> dict:
           f"{source.info.run_id} ({source.info.run_name}); MLflow parent run {parent_id}", flush=True)
 
     callbacks = [
-        ProgressPrinter(sweep.metric, sweep.mode, total, 1, name_of),
         MlflowTrialCallback(tracking, experiment_id, parent_id, key, name_of, params_of=dict,
                             on_finish=lambda *args: None),
+        ProgressPrinter(sweep.metric, sweep.mode, total, 1, name_of),
     ]
     with tempfile.TemporaryDirectory() as storage:
         tuner = tune.Tuner(
