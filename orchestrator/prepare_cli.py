@@ -7,7 +7,6 @@ CLI's main prints as one line.
 
 from __future__ import annotations
 
-import sys
 import time
 
 FORMATS = ("celeba", "fairface", "faces", "insightface_rec", "lfw_pairs", "insightface_bin", "auto")
@@ -22,31 +21,16 @@ def add_prepare_parser(subparsers) -> None:
     parser.add_argument("--src", required=True, metavar="PATH", help="the dataset folder (or .bin file) as distributed")
     parser.add_argument("--out", required=True, metavar="PATH",
                         help="output folder: a local path or a pyarrow URI (s3://bucket/x, gs://..., file:///...)")
-    parser.add_argument("--strict", action="store_true", help="stop at the first missing or corrupt image instead of skipping it")
-    parser.add_argument("--row-group-rows", type=int, default=1000, metavar="N", help="rows per Parquet row group (default 1000)")
-    parser.add_argument("--max-file-mib", type=int, default=64, metavar="MIB", help="largest shard file (default 64 MiB)")
-
-
-class _Progress:
-    """A single stderr line, rewritten at most every 0.2 s."""
-
-    def __init__(self, stream=sys.stderr):
-        self.stream, self.last = stream, 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self.last < 0.2:
-            return
-        self.last = now
-        pct = 100.0 * done / total if total else 100.0
-        self.stream.write(f"\rprepare: {done}/{total} images ({pct:.0f}%)")
-        if done >= total:
-            self.stream.write("\n")
-        self.stream.flush()
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first missing or corrupt image instead of skipping it")
+    parser.add_argument("--row-group-rows", type=int, default=1000, metavar="N",
+                        help="rows per Parquet row group (default 1000)")
+    parser.add_argument("--max-file-mib", type=int, default=64, metavar="MIB",
+                        help="largest shard file (default 64 MiB)")
 
 
 def cmd_prepare(args) -> int:
-    from trainables.data.prepare import detect_format, prepare
+    from trainables.data.prepare import StderrProgress, detect_format, prepare
 
     from trainables.errors import UserError
 
@@ -54,7 +38,7 @@ def cmd_prepare(args) -> int:
     if fmt == "prepared":
         raise UserError(f"{args.src} is already a prepared dataset; train from it directly (--data {args.src})")
     start = time.monotonic()
-    info = prepare(fmt, args.src, args.out, strict=args.strict, progress=_Progress(),
+    info = prepare(fmt, args.src, args.out, strict=args.strict, progress=StderrProgress(),
                    row_group_rows=args.row_group_rows, max_file_bytes=args.max_file_mib << 20)
     if info.already_prepared:
         print(f"already prepared: {args.out} ({fmt}, fingerprint {info.fingerprint[:12]}); nothing to do")
