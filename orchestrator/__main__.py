@@ -10,6 +10,9 @@ import argparse
 import signal
 import sys
 
+from orchestrator.export import add_export_parser, cmd_export
+from orchestrator.predict import add_predict_parser, cmd_predict
+from orchestrator.prepare_cli import add_prepare_parser, cmd_prepare
 from trainables.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -31,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the checks that `sweep` runs before any trial (names, MLflow, storage, data, Ray, "
                     "resources) and print each with its fix.")
     add_sweep_arguments(doctor)
+    add_prepare_parser(commands)
+    add_export_parser(commands)
+    add_predict_parser(commands)
     return parser
 
 
@@ -95,7 +101,8 @@ def cmd_doctor(args) -> int:
     return 0 if ok else EXIT_USER_ERROR
 
 
-COMMANDS = {"list": cmd_list, "sweep": cmd_sweep, "doctor": cmd_doctor}
+COMMANDS = {"list": cmd_list, "sweep": cmd_sweep, "doctor": cmd_doctor, "prepare": cmd_prepare,
+            "export": cmd_export, "predict": cmd_predict}
 
 
 def main(argv: list[str] | None = None) -> int:

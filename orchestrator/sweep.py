@@ -102,6 +102,7 @@ def run_sweep(opts: SweepOptions) -> dict:
         return run_threshold_sweep(opts, pre.sweep)
     pre.run_all()
     sweep, space, tracking, run, data, resources = pre.sweep, pre.space, pre.tracking, pre.run, pre.data, pre.resources
+    space["data.root"] = data.root  # trials read the prepared shards, never the raw files
     epochs = max_epochs(space)
     name_of = functools.partial(describe, keys=varying_keys(space))
     total = count_trials(space, sweep.num_samples)
@@ -113,7 +114,8 @@ def run_sweep(opts: SweepOptions) -> dict:
     )[0]
     run.save(parent_run_id=parent_id, status="running")
     tracking.log(parent_id, metrics=data.baseline, params={
-        "sweep": sweep.name, "data.root": data.root, "smoke": opts.smoke, "trials": total,
+        "sweep": sweep.name, "data.root": data.root, "data.source": opts.data or "synthetic demo set",
+        "smoke": opts.smoke, "trials": total,
         "resources": resources.describe(), "storage": run.path,
         **{f"override.{o.split('=')[0]}": o.split("=", 1)[-1] for o in opts.overrides},
     })

@@ -8,6 +8,18 @@ import os
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Unit tests train tiny models: one thread each, because multi-threaded kernels collapse
+    (10-20x slower) when the 2 cores are shared with Ray workers or other processes."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory):
     """One demo-data cache for the whole session (the demo set is deterministic)."""

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from trainables.config import TrainConfig
-from trainables.data.loading import make_loader, train_share
 from trainables.data.synthetic_celeba import write_demo_celeba
 from trainables.loop import InputPipe, TrainModule, train_one_epoch
 from trainables.metrics import METRIC_NAMES, THRESHOLD_STRATEGIES, attribute_metrics
@@ -24,14 +23,14 @@ def tiny_celeba(tmp_path_factory):
 
 def test_one_epoch_then_evaluation_writes_consistent_files(tiny_celeba, tmp_path):
     cfg = TrainConfig.from_dict({"data.root": str(tiny_celeba), "data.image_size": 32, "model.name": "resnet18",
-                                 "optim.batch_size": 16, "optim.epochs": 1})
-    task = build_task(cfg)
+                                 "optim.batch_size": 16, "optim.epochs": 1, "data.cache_dir": str(tmp_path / "cache")})
+    task = build_task(cfg)  # packs the raw files into shards in the cache, then reads those
+    assert list((tmp_path / "cache" / "prepared").iterdir())
     module = TrainModule(task.model, task.criterion)
     pipe = InputPipe(torch.device("cpu"), *input_normalization(task.model))
-    steps = len(task.train_set) // 16
+    steps = task.rows_per_rank(1) // 16
     optimizer, scheduler = build_optimizer(cfg.optim, module, steps)
-    loader = make_loader(task.train_set, train_share(len(task.train_set), 0, 1, 0, 0), 16, 0, train=True)
-    stats = train_one_epoch(module, loader, optimizer, pipe, scheduler)
+    stats = train_one_epoch(module, task.loader(0, 0, 1, 16, 0, cfg.seed), optimizer, pipe, scheduler)
     assert stats.examples == steps * 16
 
     result = task.evaluate(task.model, EvalContext(pipe, rank=0, world=1, batch_size=32, loader_workers=0))

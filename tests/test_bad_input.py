@@ -48,6 +48,11 @@ def _no_partition(root):
     (root / "list_eval_partition.txt").unlink()
 
 
+def _truncated_jpeg(root):
+    image = sorted((root / "img_align_celeba").iterdir())[3]
+    image.write_bytes(image.read_bytes()[: image.stat().st_size // 3])
+
+
 # (id, argv after `sweep`/`doctor` defaults, expected fragment of the one-line error)
 ROWS = [
     ("unknown sweep", ["sweep", "celeba_backbonez"], "unknown sweep 'celeba_backbonez'"),
@@ -73,6 +78,8 @@ ROWS = [
     ("unreachable Ray", ["sweep", "celeba_backbones", "--address", "127.0.0.1:1"], "no Ray cluster answers"),
     ("thresholds without a run", ["sweep", "celeba_thresholds"], "pass --from-run"),
     ("thresholds from an unknown run", ["sweep", "celeba_thresholds", "--from-run", "0123abc"], "no MLflow run '0123abc'"),
+    ("truncated JPEG under --strict", ["prepare", "celeba", "--src", "{truncated}", "--out", "{tmp}/shards", "--strict"], "000004.jpg"),
+    ("prepare from a missing folder", ["prepare", "celeba", "--src", "{tmp}/nowhere", "--out", "{tmp}/shards"], "does not exist"),
     ("missing weights file", ["sweep", "celeba_backbones", "--set", "model.weights=/nowhere/w.safetensors"], "weights"),
 ]
 
@@ -83,7 +90,7 @@ def broken(celeba, tmp_path_factory):
     base = tmp_path_factory.mktemp("broken")
     (base / "empty").mkdir()
     edits = {"drop_column": _drop_a_column, "bad_value": _bad_value, "bad_partition": _bad_partition,
-             "no_partition": _no_partition}
+             "no_partition": _no_partition, "truncated": _truncated_jpeg}
     return {"empty": base / "empty", **{name: _broken_copy(celeba, base, name, edit) for name, edit in edits.items()}}
 
 
@@ -91,9 +98,9 @@ def broken(celeba, tmp_path_factory):
 def test_bad_input_is_one_line_and_exit_2(argv, fragment, broken, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     argv = [a.format(tmp=tmp_path, **broken) for a in argv]
-    if "--storage" not in argv:
+    if argv[0] in ("sweep", "doctor") and "--storage" not in argv:
         argv += ["--storage", str(tmp_path / "runs")]
-    if "--tracking-uri" not in argv:
+    if argv[0] in ("sweep", "doctor") and "--tracking-uri" not in argv:
         argv += ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
     code = main(argv)
     err = capsys.readouterr().err.strip()

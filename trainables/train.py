@@ -20,7 +20,6 @@ import ray.train.torch
 import torch
 
 from trainables.config import TrainConfig
-from trainables.data.loading import make_loader, train_share
 from trainables.distributed import all_reduce_max, all_reduce_sum
 from trainables.loop import InputPipe, TrainModule, train_one_epoch
 from trainables.models import input_normalization
@@ -53,14 +52,13 @@ def train_fn_per_worker(config: dict) -> None:
     pipe = InputPipe(device, mean, std, channels_last=on_gpu and cfg.model.channels_last)
     workers = int(os.environ.get("FACE_ORCHESTRATOR_LOADER_WORKERS", "0"))
     batch = cfg.optim.batch_size
-    steps_per_epoch = (len(task.train_set) // world) // batch
+    steps_per_epoch = task.rows_per_rank(world) // batch
     optimizer, scheduler = build_optimizer(cfg.optim, module, steps_per_epoch, task.param_groups)
     start_epoch = _restore(task.model, task.criterion, optimizer, scheduler)
     eval_ctx = EvalContext(pipe, rank, world, batch, workers)
 
     for epoch in range(start_epoch, cfg.optim.epochs):
-        loader = make_loader(task.train_set, train_share(len(task.train_set), rank, world, epoch, cfg.seed),
-                             batch, workers, train=True)
+        loader = task.loader(epoch, rank, world, batch, workers, cfg.seed)
         stats = train_one_epoch(module, loader, optimizer, pipe, scheduler, epoch * steps_per_epoch,
                                 cfg.optim.grad_clip)
         evaluation = task.evaluate(task.model, eval_ctx)

@@ -1,20 +1,23 @@
-"""Where a trial's images come from: the real dataset at `data.root`, or the embedded demo set.
+"""Where a trial's images come from: always Parquet shards, prepared once.
 
-The demo set is deterministic, so every node can build its own copy into its cache folder (the
-driver builds it first, so trials on the driver's node find it ready).
+`data.root` may be a prepared folder (local or a pyarrow URI such as s3://…), used as is; or a raw
+dataset folder in its distributed layout, packed into the cache on first use; or empty, for the
+task's synthetic demo set, which goes through the same packing. The driver resolves this once and
+hands the prepared root to the trials, so workers only ever read shards.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 from trainables.config import DataConfig
-from trainables.data.celeba import CelebAIndex, read_celeba
-from trainables.data.synthetic_celeba import ensure_demo_celeba
+from trainables.data.prepare import StderrProgress, is_prepared, prepare
 from trainables.errors import UserError
-
-DEMO_SEED = 0
 
 
 def cache_dir(cfg: DataConfig) -> Path:
@@ -23,21 +26,31 @@ def cache_dir(cfg: DataConfig) -> Path:
     return Path(chosen).expanduser()
 
 
-def demo_root(cfg: DataConfig) -> tuple[Path, bool]:
-    """Build the demo set if needed; returns (its root, whether it was built just now)."""
-    return ensure_demo_celeba(cache_dir(cfg), num_images=cfg.demo_images, seed=DEMO_SEED)
-
-
-def dataset_root(cfg: DataConfig) -> Path:
+def prepared_root(cfg: DataConfig, fmt: str, build_demo: Callable[[Path], tuple[Path, bool]],
+                  real_hint: str, say: Callable[[str], None] = lambda text: None) -> str:
+    """The shards root a task reads. `build_demo(cache) -> (raw demo root, built now)` makes the demo
+    set; `real_hint` tells the user how to point at real data instead."""
+    if cfg.root and is_prepared(cfg.root):
+        return cfg.root
     if not cfg.root:
-        return demo_root(cfg)[0]
-    root = Path(cfg.root).expanduser()
-    if not root.exists():
-        raise UserError(f"data folder not found: {root}: pass --data with the CelebA root (the folder holding list_attr_celeba.txt)")
-    return root
-
-
-def load_index(cfg: DataConfig) -> CelebAIndex:
-    if cfg.format != "celeba":
-        raise UserError(f"unknown data.format '{cfg.format}'; known: celeba")
-    return read_celeba(dataset_root(cfg))
+        started = time.time()
+        raw, built = build_demo(cache_dir(cfg))
+        verb = f"built it in {time.time() - started:.0f}s" if built else "using the cached copy"
+        say(f"No --data given: the synthetic {fmt} demo set at {raw} ({verb}); {real_hint}.")
+    else:
+        raw = Path(cfg.root).expanduser()
+        if "://" in cfg.root:
+            raise UserError(f"{cfg.root} is not a prepared dataset: run `python -m orchestrator prepare {fmt} "
+                            f"--src LOCAL_FOLDER --out {cfg.root}` first")
+        if not raw.exists():
+            raise UserError(f"data folder not found: {raw}: pass --data with the dataset's root folder ({real_hint})")
+    raw = raw.resolve()
+    key = hashlib.sha1(str(raw).encode()).hexdigest()[:12]
+    out = cache_dir(cfg) / "prepared" / f"{fmt}-{raw.name}-{key}"
+    started = time.time()
+    info = prepare(fmt, raw, str(out), progress=StderrProgress() if sys.stderr.isatty() else None)
+    if not info.already_prepared:
+        skipped = f", {len(info.skipped)} unreadable images skipped (listed in metadata.json)" if info.skipped else ""
+        say(f"Packed {raw} into Parquet shards at {out} in {time.time() - started:.0f}s "
+            f"({sum(info.counts.values())} images{skipped}); later runs reuse them.")
+    return str(out)

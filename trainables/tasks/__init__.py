@@ -11,12 +11,13 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from torch import nn
 from torch.utils.data import Dataset
 
 from trainables.config import TrainConfig
+from trainables.data.loading import make_loader, train_share
 from trainables.errors import UserError
 from trainables.loop import InputPipe
 
@@ -38,12 +39,26 @@ class EvalResult:
 
 @dataclass
 class TaskSetup:
+    """What a worker runs. Training data comes either as a map-style `train_set` (split by rank with
+    `loading.train_share`) or as `train_loader(epoch, rank, world, batch, workers)` with `train_rows`
+    rows per rank per epoch (e.g. streamed from Parquet shards)."""
     model: nn.Module                  # what is checkpointed, exported and used for prediction
     criterion: nn.Module              # forward(model outputs, targets) -> scalar loss
-    train_set: Dataset
     evaluate: Callable[[nn.Module, EvalContext], EvalResult]
+    train_set: Dataset | None = None
+    train_loader: Callable[[int, int, int, int, int], Iterable] | None = None
+    train_rows: Callable[[int], int] | None = None
     param_groups: list[dict] = field(default_factory=list)  # extra optimizer groups (e.g. centers)
     num_outputs: int = 0
+
+    def rows_per_rank(self, world: int) -> int:
+        return self.train_rows(world) if self.train_rows else len(self.train_set) // world
+
+    def loader(self, epoch: int, rank: int, world: int, batch: int, workers: int, seed: int) -> Iterable:
+        if self.train_loader is not None:
+            return self.train_loader(epoch, rank, world, batch, workers)
+        share = train_share(len(self.train_set), rank, world, epoch, seed)
+        return make_loader(self.train_set, share, batch, workers, train=True)
 
 
 @dataclass

@@ -9,16 +9,18 @@ table, scores of both splits) let anyone recompute every number without the mode
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import DataLoader
 
 from trainables.config import TrainConfig
-from trainables.data.loading import ImageLabelDataset, eval_share, make_loader
-from trainables.data.sources import demo_root, load_index
+from trainables.data.celeba import ATTRIBUTE_NAMES
+from trainables.data.shards import ShardDataset, ShardSplit
+from trainables.data.sources import prepared_root
+from trainables.data.synthetic_celeba import ensure_demo_celeba
 from trainables.data.transforms import build_augment
 from trainables.distributed import all_gather_rows
 from trainables.errors import UserError
@@ -29,47 +31,54 @@ from trainables.metrics import (THRESHOLD_STRATEGIES, attribute_metrics, calibra
 from trainables.models import build_model
 from trainables.tasks import DataSummary, EvalContext, EvalResult, TaskSetup, register_task
 
+DEMO_SEED = 0
+
+
+REAL_HINT = "pass --data /path/to/celeba (the folder holding list_attr_celeba.txt) for the real dataset"
+
+
+def _shards(cfg: TrainConfig, say=lambda text: None) -> str:
+    build = lambda cache: ensure_demo_celeba(cache, num_images=cfg.data.demo_images, seed=DEMO_SEED)  # noqa: E731
+    return prepared_root(cfg.data, "celeba", build, REAL_HINT, say)
+
 
 def prepare_attributes(cfg: TrainConfig) -> DataSummary:
-    """Driver side: build the demo set if needed (saying so), validate the label files, baseline."""
-    if not cfg.data.root:
-        started = time.time()
-        root, built = demo_root(cfg.data)
-        verb = f"Built it in {time.time() - started:.0f}s" if built else "Using the cached copy"
-        print(f"No --data given: training on the synthetic CelebA-format demo set ({cfg.data.demo_images} images) "
-              f"at {root}. {verb}; pass --data /path/to/celeba for the real dataset.", flush=True)
-    index = load_index(cfg.data)
-    return DataSummary(str(index.root), {"val/majority_accuracy": majority_accuracy(index.attributes[index.indices("val")])})
+    """Driver side, once: demo set or real files packed into shards, labels checked, the baseline."""
+    root = _shards(cfg, say=lambda text: print(text, flush=True))
+    val = ShardSplit(root, "val", label_columns=list(ATTRIBUTE_NAMES)).labels().to_numpy()
+    return DataSummary(root, {"val/majority_accuracy": majority_accuracy(val)})
 
 
 @register_task("celeba_attributes", prepare=prepare_attributes)
 def attribute_task(cfg: TrainConfig) -> TaskSetup:
-    index = load_index(cfg.data)
-    size = cfg.data.image_size
-    splits = {}
-    for split in ("train", "val", "test"):
-        rows = index.indices(split)
-        if split == "train" and cfg.data.max_train_images:
-            rows = rows[: cfg.data.max_train_images]
-        if len(rows) == 0:
-            raise UserError(f"the {split} split of {index.root} is empty: check list_eval_partition.txt")
-        augment = build_augment(cfg.data.augment, size) if split == "train" else None
-        paths = [index.image_path(int(r)) for r in rows]
-        labels = index.attributes[rows].astype(np.float32)  # BCE-style losses take float targets
-        splits[split] = ImageLabelDataset(paths.__getitem__, labels, size, augment)
-    names = list(index.attribute_names)
-    prior = splits["train"].labels.mean(axis=0)
+    root = _shards(cfg)
+    names, size = list(ATTRIBUTE_NAMES), cfg.data.image_size
+    splits = {name: ShardSplit(root, name, label_columns=names) for name in ("train", "val", "test")}
+    for name, split in splits.items():
+        if split.num_rows == 0:
+            raise UserError(f"the {name} split of {root} is empty: check list_eval_partition.txt")
+    prior = splits["train"].labels().to_numpy().mean(axis=0)
+    augment = build_augment(cfg.data.augment, size)
+    train_rows = lambda world: min(splits["train"].num_rows, cfg.data.max_train_images or 10**12) // world  # noqa: E731
+
+    def train_loader(epoch: int, rank: int, world: int, batch: int, workers: int) -> DataLoader:
+        split = splits["train"]
+        dataset = ShardDataset(split, split.train_row_groups(rank, world, epoch, cfg.seed), size, names,
+                               augment=augment, shuffle_seed=(cfg.seed, epoch), limit=train_rows(world),
+                               label_dtype=torch.float32)
+        return DataLoader(dataset, batch_size=batch, num_workers=workers, drop_last=True)
+
     criterion = build_loss(cfg.loss.name, train_prior=prior,
                            **{arg: getattr(cfg.loss, arg) for arg in loss_arguments(cfg.loss.name)})
 
     def evaluate(model: torch.nn.Module, ctx: EvalContext) -> EvalResult:
         scored = {}
-        for split in ("val", "test"):
-            dataset = splits[split]
-            loader = make_loader(dataset, eval_share(len(dataset), ctx.rank, ctx.world), ctx.batch_size,
-                                 ctx.loader_workers, train=False)
-            logits, labels = all_gather_rows(*predict(model, loader, ctx.pipe))
-            scored[split] = (logits, labels)
+        for name in ("val", "test"):
+            split = splits[name]
+            dataset = ShardDataset(split, split.eval_row_groups(ctx.rank, ctx.world), size, names,
+                                   label_dtype=torch.float32)
+            loader = DataLoader(dataset, batch_size=ctx.batch_size, num_workers=ctx.loader_workers)
+            scored[name] = all_gather_rows(*predict(model, loader, ctx.pipe))
         val_logits, val_labels = scored["val"]
         with torch.no_grad():
             val_loss = float(criterion(torch.from_numpy(val_logits), torch.from_numpy(val_labels).float()))
@@ -79,8 +88,8 @@ def attribute_task(cfg: TrainConfig) -> TaskSetup:
         return EvalResult(metrics, lambda out: write_attribute_files(out, names, thresholds, prior, probabilities))
 
     model = build_model(cfg.model, num_outputs=len(names))
-    return TaskSetup(model=model, criterion=criterion, train_set=splits["train"], evaluate=evaluate,
-                     num_outputs=len(names))
+    return TaskSetup(model=model, criterion=criterion, evaluate=evaluate, train_loader=train_loader,
+                     train_rows=train_rows, num_outputs=len(names))
 
 
 def epoch_metrics(
