@@ -1,0 +1,81 @@
+"""`sweep fairface_multitask --smoke` on a local Ray: Tune -> Train DDP -> MLflow, with group metrics."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from orchestrator.sweep import SweepOptions, run_sweep
+
+pytestmark = pytest.mark.ray
+
+TASKS = ("race", "gender", "age")
+EPOCH_METRICS = ["train/loss", "val/loss", "val/mean_task_accuracy", "val/age/mae_years",
+                 *(f"val/{t}/{k}" for t in TASKS for k in ("accuracy", "balanced_accuracy", "worst_group_accuracy",
+                                                           "group_gap")),
+                 "val/race/group_accuracy/race/White", "val/age/group_accuracy/gender/Female",
+                 *(f"train/weight/{t}" for t in TASKS)]
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(local_ray, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fairface-smoke")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    summary = run_sweep(SweepOptions("fairface_multitask", smoke=True, storage=str(tmp / "runs"), tracking_uri=uri))
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("fairface_multitask").experiment_id])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return summary, client, parent, children
+
+
+def test_child_runs_record_group_metrics_every_epoch(smoke_sweep):
+    summary, client, parent, children = smoke_sweep
+    assert summary["trials"] == 2 and summary["failed"] == 0
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.params["multitask.formulation"] for c in children} == {"multihead", "onehot18"}
+    assert {c.data.params["task"] for c in children} == {"fairface"}
+    for child in children:
+        epochs = int(child.data.metrics["epoch"])
+        for key in EPOCH_METRICS:
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]
+            assert steps == list(range(1, epochs + 1)), (key, steps)
+        files = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert "predictions" in files
+        # The result files beside the trial's checkpoint.
+        checkpoint = Path(child.data.tags["checkpoint"])
+        table = pd.read_csv(checkpoint / "per_group.csv")
+        assert list(table.columns) == ["kind", "group", "n", "race_accuracy", "gender_accuracy", "age_accuracy"]
+        assert table.loc[table["kind"] == "race", "n"].sum() == 600
+        assert (checkpoint / "group_accuracy.png").is_file()
+        assert len(pd.read_parquet(checkpoint / "predictions" / "val.parquet")) == 600
+
+
+def test_best_trial_beats_the_majority_baseline(smoke_sweep):
+    summary, client, parent, _ = smoke_sweep
+    baseline = parent.data.metrics["val/majority_task_accuracy"]
+    best = parent.data.metrics["best/val/mean_task_accuracy"]
+    assert best > baseline + 0.05, (best, baseline)
+    assert summary["best_value"] == pytest.approx(best)
+    assert "best/val/race/group_gap" in parent.data.metrics
+
+
+def test_logged_accuracies_are_recomputed_from_the_best_runs_predictions(smoke_sweep, tmp_path):
+    from mlflow.artifacts import download_artifacts
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    summary, client, _, _ = smoke_sweep
+    run_id = summary["best_run_id"]
+    folder = download_artifacts(run_id=run_id, artifact_path="predictions", dst_path=str(tmp_path),
+                                tracking_uri=client.tracking_uri)
+    val = pd.read_parquet(Path(folder) / "val.parquet")
+    logged = client.get_run(run_id).data.metrics
+    accuracies = []
+    for task, column in zip(TASKS, ("race", "gender", "age_bin")):
+        accuracies.append(accuracy_score(val[f"true_{column}"], val[f"pred_{column}"]))
+        assert logged[f"val/{task}/accuracy"] == pytest.approx(accuracies[-1], abs=1e-9)
+        assert logged[f"val/{task}/balanced_accuracy"] == pytest.approx(
+            balanced_accuracy_score(val[f"true_{column}"], val[f"pred_{column}"]), abs=1e-9)
+    assert logged["val/mean_task_accuracy"] == pytest.approx(np.mean(accuracies), abs=1e-9)
