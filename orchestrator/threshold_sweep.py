@@ -30,21 +30,6 @@ def policy_trial(config: dict, stored: StoredPredictions) -> None:
     tune.report({**metrics, "epoch": 1})
 
 
-def source_trial(tracking: Tracking, run_id: str):
-    """The trial run to take scores from; a sweep's parent run stands for its best trial."""
-    try:
-        run = tracking.client.get_run(run_id)
-    except Exception:  # MLflow raises its own exception types for a missing id
-        raise UserError(f"no MLflow run '{run_id}' at {tracking.uri}: copy a trial's run id from the MLflow UI "
-                        "(or pass --tracking-uri)") from None
-    if run.data.tags.get(KIND_KEY) == "sweep":
-        best = run.data.tags.get("best_run_id")
-        if not best:
-            raise UserError(f"sweep run {run_id} has no best trial yet: pass a finished trial's run id")
-        run = tracking.client.get_run(best)
-    return run
-
-
 def run_threshold_sweep(opts, sweep) -> dict:
     started = time.time()
     if not getattr(opts, "from_run", None):
@@ -52,7 +37,7 @@ def run_threshold_sweep(opts, sweep) -> dict:
     if opts.overrides:
         raise UserError(f"sweep {sweep.name} takes no --set overrides; its policy space is fixed in the sweep file")
     tracking = Tracking(opts.tracking_uri)
-    source = source_trial(tracking, opts.from_run)
+    source = tracking.trial_run(opts.from_run)
     with tempfile.TemporaryDirectory() as tmp:
         for path in ("predictions", "per_attribute.csv"):
             try:

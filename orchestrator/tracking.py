@@ -85,6 +85,20 @@ class Tracking:
             raise UserError(f"MLflow at {redact(self.uri)} does not accept writes ({first}): "
                             "fix its permissions or pass another --tracking-uri") from None
 
+    def trial_run(self, run_id: str):
+        """The trial run behind `run_id`; a sweep's parent run stands for its best trial."""
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:  # MLflow raises its own exception types for a missing id
+            raise UserError(f"no MLflow run '{run_id}' at {redact(self.uri)}: copy a trial's run id from the MLflow UI "
+                            "(or pass --tracking-uri)") from None
+        if run.data.tags.get(KIND_KEY) == "sweep":
+            best = run.data.tags.get("best_run_id")
+            if not best:
+                raise UserError(f"sweep run {run_id} has no best trial yet: pass a finished trial's run id")
+            run = self.client.get_run(best)
+        return run
+
     def find_run(self, experiment_id: str, tags: dict[str, str]) -> str | None:
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
         runs = self.client.search_runs([experiment_id], filter_string=query, max_results=1)

@@ -1,0 +1,265 @@
+"""`orchestrator export --run RUN_ID --out DIR`: a trial's best checkpoint as a self-contained model folder.
+
+The trial's MLflow run names (tag `checkpoint`) the checkpoint of its last report; that folder's
+parent is the trial's Ray Train run, which keeps the best checkpoint by the sweep's metric and the
+latest one. Each checkpoint's meta.json gives its epoch, and the run's metric history gives that
+epoch's value, so the best can be chosen without asking Ray. The folder written holds only safe,
+portable files: model.safetensors, config.json, labels.json, thresholds.json and MODEL_CARD.md;
+`orchestrator predict` reads exactly these.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from trainables.errors import UserError
+
+LOWER_IS_BETTER = ("loss", "mae", "error", "gap")  # metric name parts for which the minimum is best
+STRATEGY_MEANING = {
+    "fixed": "eval.threshold for every attribute",
+    "prior": "each attribute's positive rate in training",
+    "f1_opt": "per attribute, the threshold that maximised F1 on the validation split",
+    "acc_opt": "per attribute, the threshold that maximised accuracy on the validation split",
+}
+
+
+def add_export_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="write a trial's best checkpoint as a model folder for `predict`",
+        description="Pick a trial's best checkpoint by a metric's per-epoch history in MLflow and write "
+                    "model.safetensors, config.json, labels.json, thresholds.json and MODEL_CARD.md to --out.")
+    parser.add_argument("--run", required=True, metavar="RUN_ID",
+                        help="an MLflow trial run id, or a sweep's parent run id (its best trial is exported)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write (created if needed)")
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here)")
+    parser.add_argument("--metric", metavar="NAME",
+                        help="choose the checkpoint by this metric (default: val/mean_accuracy for CelebA "
+                             "attributes, val/mean_task_accuracy for FairFace)")
+    parser.add_argument("--mode", choices=("max", "min"),
+                        help="whether the metric's maximum or minimum is best (default: min for losses, errors "
+                             "and gaps, else max)")
+
+
+def cmd_export(args) -> int:
+    summary = export_run(args.run, args.out, tracking_uri=args.tracking_uri, metric=args.metric, mode=args.mode)
+    print(f"exported run {summary['run_id']} epoch {summary['epoch']} ({summary['metric']} "
+          f"{summary['value']:.4f}, best of epochs {summary['epochs']}) to {summary['out']}\n"
+          f"predict with: python -m orchestrator predict --model {summary['out']} --images PATH --out DIR")
+    return 0
+
+
+@dataclass
+class Checkpoint:
+    path: str
+    epoch: int
+    config: dict
+
+
+def export_run(run_id: str, out, tracking_uri: str | None = None, metric: str | None = None,
+               mode: str | None = None) -> dict:
+    """Write the export folder; returns what was chosen (run_id, epoch, metric, value, epochs, out, checkpoint)."""
+    from orchestrator.tracking import SWEEP_KEY, Tracking
+    from trainables.config import TrainConfig
+    from trainables.inference import task_outputs
+
+    tracking = Tracking(tracking_uri)
+    run = tracking.trial_run(run_id)  # a sweep's parent run stands for its best trial
+    run_id = run.info.run_id
+    tag = run.data.tags.get("checkpoint")
+    if not tag:
+        raise UserError(f"run {run_id} has no 'checkpoint' tag (it is set when a trial finishes): pass a finished "
+                        "trial's run id, or its sweep's parent run id")
+    fs, checkpoint_path = filesystem(tag, run.data.tags.get(SWEEP_KEY, ""))
+    checkpoints = list_checkpoints(fs, checkpoint_path.rstrip("/").rsplit("/", 1)[0])
+    outputs = task_outputs(TrainConfig.from_dict(checkpoints[-1].config).task, "export")
+    metric = metric or outputs.metric
+    mode = mode or ("min" if any(part in metric.rsplit("/", 1)[-1] for part in LOWER_IS_BETTER) else "max")
+    history = metric_by_epoch(tracking, run_id, metric)
+    scored = [(history[c.epoch], c) for c in checkpoints if c.epoch in history]
+    if not scored:
+        known = sorted(k for k in run.data.metrics if "/" in k)[:12]
+        raise UserError(f"run {run_id} has no '{metric}' for the epochs {[c.epoch for c in checkpoints]} of its "
+                        f"checkpoints: pass --metric, one of {', '.join(known) or 'none logged'}")
+    sign = 1 if mode == "max" else -1
+    value, best = max(scored, key=lambda vc: (sign * vc[0], vc[1].epoch))  # a tie goes to the later epoch
+    out = Path(out).expanduser()
+    check_writable(out)
+    chosen = {"run_id": run_id, "epoch": best.epoch, "metric": metric, "mode": mode, "value": value,
+              "epochs": [c.epoch for c in checkpoints], "out": str(out), "checkpoint": best.path}
+    write_export(fs, best, outputs, tracking, run, chosen, out)
+    return chosen
+
+
+def write_export(fs: pafs.FileSystem, best: Checkpoint, outputs, tracking, run, chosen: dict, out: Path) -> None:
+    """model.safetensors, config.json, labels.json, thresholds.json (attribute models) and MODEL_CARD.md."""
+    import torch
+    from safetensors.torch import save_file
+
+    from trainables.config import TrainConfig
+    from trainables.inference import (CONFIG_FILE, LABELS_FILE, MODEL_FILE, THRESHOLDS_FILE, model_from_state,
+                                      pick_default_strategy)
+
+    def read(name: str) -> bytes | None:
+        return read_bytes(fs, f"{best.path}/{name}")
+
+    cfg = TrainConfig.from_dict(best.config)
+    weights = read("model.pt")
+    if weights is None:
+        raise UserError(f"checkpoint {best.path} has no model.pt: the storage copy is incomplete; "
+                        "export another run or restore the folder")
+    state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    # channels_last (GPU) tensors are strided; safetensors stores plain contiguous ones
+    state = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in state.items()}
+    model = model_from_state(cfg, state)  # proves predict can rebuild it before anything is written
+    labels = outputs.output_names(cfg, read)
+
+    save_file(state, str(out / MODEL_FILE), metadata={"run_id": chosen["run_id"], "epoch": str(best.epoch)})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(out / MODEL_FILE, 0o666 & ~umask)  # safetensors writes 0600; the folder is meant to be shared
+    (out / CONFIG_FILE).write_text(json.dumps(cfg.to_flat_dict(), indent=1))
+    (out / LABELS_FILE).write_text(json.dumps(labels, indent=1))
+    thresholds = read(THRESHOLDS_FILE)
+    strategies = list(json.loads(thresholds)) if thresholds is not None else []
+    if thresholds is not None:
+        (out / THRESHOLDS_FILE).write_bytes(thresholds)
+    else:  # a previous export into the same folder must not lend its thresholds to this model
+        (out / THRESHOLDS_FILE).unlink(missing_ok=True)
+    strategy = pick_default_strategy(strategies)
+    run_id, metric = chosen["run_id"], chosen["metric"]
+    card_values = {m: v for m in dict.fromkeys([metric] + outputs.card_metrics(strategy or "fixed"))
+                   if (v := metric_by_epoch(tracking, run_id, m).get(best.epoch)) is not None}
+    (out / "MODEL_CARD.md").write_text(model_card(
+        cfg=cfg, title=outputs.title, model=model, run=run, tracking_uri=tracking.uri, chosen=chosen,
+        metrics=card_values, strategy=strategy, strategies=strategies, num_outputs=len(labels["outputs"])))
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"cannot write to {out} ({err.strerror or err}): pass --out a writable folder") from None
+
+
+def filesystem(checkpoint: str, sweep_path: str) -> tuple[pafs.FileSystem, str]:
+    """The checkpoint's filesystem and path in it. Ray records a remote checkpoint without its scheme
+    (`bucket/runs/...`), so the sweep's storage URI says which filesystem it lives on."""
+    try:
+        if "://" in checkpoint:
+            return pafs.FileSystem.from_uri(checkpoint)
+        if "://" in sweep_path:
+            return pafs.FileSystem.from_uri(sweep_path)[0], checkpoint
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot open the storage of checkpoint {checkpoint} ({err}): check the URI and its "
+                        "credentials") from None
+    return pafs.LocalFileSystem(), checkpoint
+
+
+def read_bytes(fs: pafs.FileSystem, path: str) -> bytes | None:
+    try:
+        with fs.open_input_stream(path) as handle:
+            return handle.read()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    except OSError as err:
+        if fs.get_file_info(path).type == pafs.FileType.NotFound:
+            return None
+        raise UserError(f"cannot read {path} ({err}): check the storage's permissions and credentials") from None
+
+
+def list_checkpoints(fs: pafs.FileSystem, train_run: str) -> list[Checkpoint]:
+    """The Train run's checkpoint_* folders that have a meta.json, by epoch."""
+    if fs.get_file_info(train_run).type != pafs.FileType.Directory:
+        raise UserError(f"checkpoint folder {train_run} not found (was the sweep's storage deleted or moved?): "
+                        "restore it, or export another run")
+    found = []
+    for info in fs.get_file_info(pafs.FileSelector(train_run)):
+        if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
+            continue
+        meta = read_bytes(fs, f"{info.path}/meta.json")
+        if meta is not None:  # a checkpoint Ray was still writing when the trial stopped has none
+            record = json.loads(meta)
+            found.append(Checkpoint(info.path, int(record["epoch"]), record["config"]))
+    if not found:
+        raise UserError(f"no checkpoints (checkpoint_*/meta.json) in {train_run}: the storage copy is incomplete; "
+                        "export another run")
+    return sorted(found, key=lambda c: c.epoch)
+
+
+def metric_by_epoch(tracking, run_id: str, metric: str) -> dict[int, float]:
+    """{epoch: value}; a resumed trial may have logged an epoch twice, and its last value counts."""
+    history = sorted(tracking.client.get_metric_history(run_id, metric), key=lambda m: m.timestamp)
+    return {int(m.step): float(m.value) for m in history}
+
+
+def model_card(*, cfg, title: str, model, run, tracking_uri: str, chosen: dict, metrics: dict[str, float],
+               strategy: str, strategies: list[str], num_outputs: int) -> str:
+    """A short, honest MODEL_CARD.md: what it predicts, from what input, how good, and where it came from."""
+    from orchestrator.tracking import redact
+    from trainables.models import input_normalization
+
+    epoch, out = chosen["epoch"], chosen["out"]
+    mean, std = input_normalization(model)
+    size = cfg.data.image_size
+    if cfg.data.root:
+        data = f"`{cfg.data.root}` (format {cfg.data.format})"
+    else:
+        data = (f"**synthetic demo data** ({cfg.data.demo_images} generated {cfg.data.format}-format images; "
+                "data.root was empty). The numbers below say nothing about real faces.")
+    params = sum(p.numel() for p in model.parameters())
+    attention = f" (attn_layer {cfg.model.attn_layer})" if cfg.model.attn_layer else ""
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items())
+    lines = [
+        f"# {cfg.model.name} for {cfg.task}",
+        "",
+        f"- **Task:** {title}.",
+        f"- **Backbone:** timm `{cfg.model.name}`{attention}, {params / 1e6:.1f} M parameters, {num_outputs} outputs "
+        "(names in labels.json).",
+        f"- **Input:** an RGB image resized (bilinear) to {size}x{size} px, scaled to [0, 1] and normalised with "
+        f"mean {tuple(round(m, 4) for m in mean)}, std {tuple(round(s, 4) for s in std)}. Faces should be aligned "
+        "and cropped as in the training data.",
+        f"- **Training data:** {data}",
+        f"- **Checkpoint:** epoch {epoch} of {cfg.optim.epochs}, chosen by `{chosen['metric']}` ({chosen['mode']}) "
+        f"among the kept epochs {chosen['epochs']}.",
+    ]
+    if strategy:
+        lines.append(f"- **Decision thresholds:** `predict` labels a score 1 when it reaches `{strategy}`'s threshold "
+                     f"({STRATEGY_MEANING.get(strategy, 'see thresholds.json')}); thresholds.json has "
+                     f"{', '.join(strategies)} (choose with --threshold-strategy).")
+    lines += [
+        f"- **Source:** MLflow run `{run.info.run_id}` ({run.info.run_name}), tracking URI `{redact(tracking_uri)}`; "
+        f"checkpoint `{redact(chosen['checkpoint'])}`.",
+        "",
+        f"## Metrics at epoch {epoch}",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        rows or "| (none logged) | |",
+        "",
+        "## Predict",
+        "",
+        "```",
+        f"python -m orchestrator predict --model {out} --images PATH --out DIR"
+        + (" [--threshold-strategy NAME]" if strategy else "") + " [--explain OUTPUT_NAME]",
+        "```",
+        "",
+        "## Limitations",
+        "",
+        "- Scores are only as good as the match between your images and the training data (alignment, crop, "
+        "resolution); validation and test splits came from the same source as training.",
+        "- Labels such as perceived attributes, gender or race are annotators' judgements, not facts about a "
+        "person. Do not use this model to make decisions about people.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,192 @@
+"""`orchestrator predict --model DIR --images PATH --out DIR`: labels for new faces from an exported model.
+
+Writes `predictions.csv` (one row per decodable image, in sorted file order), `grid.png` (the
+first --limit faces with their predicted labels written under each) and, with `--explain NAME`,
+Grad-CAM overlays for that output under `explain/<NAME>/`. The model side (loading, preprocessing,
+Grad-CAM) is `trainables.inference`; this file only chooses, writes and draws. An undecodable image
+is skipped with a warning line, unless every image is.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from trainables.errors import UserError
+
+TILE, PAD, FONT_SIZE, LINE_HEIGHT, MAX_LINES = 128, 6, 11, 13, 9
+
+
+def add_predict_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="label face images with an exported model",
+        description="Run an exported model (see `orchestrator export`) on an image or a folder of images "
+                    "(.jpg/.jpeg/.png), preprocessed exactly as in the trial's evaluation. Writes predictions.csv "
+                    "and grid.png to --out, and Grad-CAM overlays with --explain.")
+    parser.add_argument("--model", required=True, metavar="DIR", help="a folder written by `orchestrator export`")
+    parser.add_argument("--images", required=True, metavar="PATH", help="an image file, or a folder of images")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write (created if needed)")
+    parser.add_argument("--threshold-strategy", metavar="NAME",
+                        help="attribute models: which thresholds.json strategy labels a score 0/1 "
+                             "(default: f1_opt if present, else fixed)")
+    parser.add_argument("--explain", metavar="NAME",
+                        help="Grad-CAM for this output (a CelebA attribute such as Smiling; any name in labels.json)")
+    parser.add_argument("--limit", type=int, default=16, metavar="N",
+                        help="faces drawn in the grids and explained (default 16); predictions.csv has every image")
+    parser.add_argument("--device", metavar="DEVICE", help="torch device (default: cuda when available, else cpu)")
+
+
+def cmd_predict(args) -> int:
+    summary = run_predict(args.model, args.images, args.out, threshold_strategy=args.threshold_strategy,
+                          explain=args.explain, limit=args.limit, device=args.device)
+    skipped = f"; skipped {len(summary['skipped'])} undecodable" if summary["skipped"] else ""
+    print(f"{summary['images']} images -> {summary['out']}/predictions.csv and grid.png{skipped}"
+          + (f"; Grad-CAM of {args.explain} in {summary['explain_dir']}" if args.explain else ""))
+    return 0
+
+
+def run_predict(model_dir, images, out, threshold_strategy: str | None = None, explain: str | None = None,
+                limit: int = 16, device: str | None = None, batch_size: int = 64) -> dict:
+    """Predict every image at `images`; returns {images, skipped, out, strategy, explain_dir}."""
+    from trainables import inference
+
+    if limit < 1:
+        raise UserError(f"--limit must be at least 1, got {limit}")
+    exported = inference.load_exported(model_dir, device=device)
+    strategy = inference.pick_strategy(exported, threshold_strategy)
+    column = output_column(exported.output_names, explain) if explain else None
+    paths = inference.find_images(images)
+    out = Path(out).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create {out} ({err.strerror or err}): pass --out a writable folder") from None
+
+    outputs, kept, failed = inference.run_model(exported, paths, batch_size)
+    for path, reason in failed.items():
+        print(f"warning: skipped {path}: {reason}", file=sys.stderr)
+    if not kept:
+        raise UserError(f"none of the {len(paths)} images at {images} could be decoded: pass JPEG or PNG face images")
+    table = exported.outputs.describe(outputs, exported, strategy)
+    table.insert(0, "file", [display_name(p, images) for p in kept])
+    table.to_csv(out / "predictions.csv", index=False, float_format="%.6g")
+
+    shown = kept[:limit]
+    faces = inference.load_faces(exported, shown)
+    captions = [[row["file"], *(exported.outputs.captions(row) or ["(none)"])]
+                for _, row in table.head(limit).iterrows()]
+    draw_grid([to_image(f) for f in faces], captions, out / "grid.png")
+
+    explain_dir = None
+    if column is not None:
+        explain_dir = write_explanations(exported, column, shown, faces, outputs[:limit, column], table.head(limit),
+                                         out)
+    return {"images": len(kept), "skipped": list(failed), "out": str(out), "strategy": strategy,
+            "explain_dir": str(explain_dir) if explain_dir else None}
+
+
+def write_explanations(exported, column: int, paths: list[Path], faces, raw: np.ndarray, table, out: Path) -> Path:
+    """explain/<name>/<stem>.png Grad-CAM overlays and their grid.png, captioned with score and label."""
+    from trainables import inference
+
+    name = exported.output_names[column]
+    folder = out / "explain" / name.replace("/", "_")
+    folder.mkdir(parents=True, exist_ok=True)
+    cams, (height, width) = inference.grad_cam(exported, faces, column)
+    if height * width < 9:
+        print(f"warning: the last feature map is only {height}x{width} at {exported.cfg.data.image_size} px "
+              "input, so the Grad-CAM maps are that coarse; a model trained at a larger data.image_size "
+              "gives finer ones", file=sys.stderr)
+    overlays, notes = [], []
+    for stem, face, cam, (_, row), value in zip(unique_stems(paths), faces, cams, table.iterrows(), raw):
+        image = overlay(face, cam)
+        image.save(folder / f"{stem}.png")
+        overlays.append(image)
+        value = row.get(f"score/{name}", value)  # the probability where the table has one
+        verdict = {0: " (no)", 1: " (yes)"}.get(row.get(f"label/{name}"), "")
+        notes.append([row["file"], f"{name} {float(value):.2f}{verdict}"])
+    draw_grid(overlays, notes, folder / "grid.png")
+    return folder
+
+
+def output_column(names: list[str], wanted: str) -> int:
+    if wanted in names:
+        return names.index(wanted)
+    lowered = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(wanted.lower(), list(lowered), n=4, cutoff=0.5)
+    hint = f"did you mean {', '.join(lowered[c] for c in close)}?" if close else f"known: {', '.join(names[:8])}, ..."
+    raise UserError(f"unknown output '{wanted}' for --explain: {hint}")
+
+
+def display_name(path: Path, images) -> str:
+    """The file's name relative to the --images folder (its own name for a single file)."""
+    root = Path(images).expanduser()
+    return path.name if root.is_file() else str(path.relative_to(root))
+
+
+def unique_stems(paths: list[Path]) -> list[str]:
+    """File stems, with the suffix kept where two files share a stem (a.jpg and a.png)."""
+    stems = [p.stem for p in paths]
+    return [p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_") for p in paths]
+
+
+def to_image(face) -> Image.Image:
+    """A (3, H, W) uint8 tensor as a PIL image."""
+    return Image.fromarray(face.permute(1, 2, 0).cpu().numpy())
+
+
+def overlay(face, cam: np.ndarray, size: int = TILE, alpha: float = 0.45) -> Image.Image:
+    """The face with the heat map (jet, red = most evidence) blended over it, at display size."""
+    from matplotlib import colormaps
+
+    base = np.asarray(to_image(face).resize((size, size), Image.BICUBIC), dtype=np.float32)
+    heat = Image.fromarray((np.clip(cam, 0, 1) * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR)
+    colored = colormaps["jet"](np.asarray(heat, dtype=np.float32) / 255.0)[..., :3] * 255.0
+    return Image.fromarray(((1 - alpha) * base + alpha * colored).clip(0, 255).astype(np.uint8))
+
+
+def wrap(items: list[str], font, width: int) -> list[str]:
+    """The first item on its own line, the rest packed comma-separated; at most MAX_LINES lines."""
+    def fit(text: str) -> str:
+        while len(text) > 1 and font.getlength(text) > width:
+            text = text[:-2] + "…"
+        return text
+
+    lines = [fit(items[0])]
+    current = ""
+    for item in items[1:]:
+        candidate = f"{current}, {item}" if current else item
+        if font.getlength(candidate) <= width:
+            current = candidate
+        else:
+            if current:
+                lines.append(current + ",")
+            current = fit(item)
+    if current:
+        lines.append(current)
+    if len(lines) > MAX_LINES:
+        lines = lines[:MAX_LINES - 1] + ["…"]
+    return lines
+
+
+def draw_grid(faces: list[Image.Image], captions: list[list[str]], path: Path, tile: int = TILE) -> None:
+    """Faces in a near-square grid, each with its caption lines written underneath."""
+    font = ImageFont.load_default(size=FONT_SIZE)
+    wrapped = [wrap(c, font, tile) for c in captions]
+    text_height = max(len(w) for w in wrapped) * LINE_HEIGHT + 4
+    cols = max(1, math.ceil(math.sqrt(len(faces))))
+    rows = math.ceil(len(faces) / cols)
+    canvas = Image.new("RGB", (PAD + cols * (tile + PAD), PAD + rows * (tile + text_height + PAD)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (face, lines) in enumerate(zip(faces, wrapped)):
+        row, col = divmod(i, cols)
+        x, y = PAD + col * (tile + PAD), PAD + row * (tile + text_height + PAD)
+        canvas.paste(face.resize((tile, tile), Image.BICUBIC), (x, y))
+        for k, line in enumerate(lines):
+            draw.text((x, y + tile + 2 + k * LINE_HEIGHT), line, fill="black", font=font)
+    canvas.save(path)
