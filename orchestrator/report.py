@@ -74,7 +74,7 @@ COLUMNS = ["val/mean_accuracy", "val/macro_f1", "test/fixed/macro_f1", "test/f1_
            "train/images_per_sec"]
 
 
-def results_table(results: tune.ResultGrid, metric: str, mode: str, describe) -> pd.DataFrame:
+def results_table(results: tune.ResultGrid, metric: str, mode: str, describe, extra: list[str] = ()) -> pd.DataFrame:
     """One row per trial, best first, with the sweep's metric and the other headline numbers it reported."""
     rows = []
     for result in results:
@@ -82,7 +82,7 @@ def results_table(results: tune.ResultGrid, metric: str, mode: str, describe) ->
         row = {"trial": metrics.get("trial_id", ""), "config": describe(result.config or {}),
                "status": "failed" if result.error else "done", "epochs": metrics.get("epoch", 0),
                metric: metrics.get(metric, np.nan)}
-        row.update({c: metrics[c] for c in COLUMNS if c != metric and c in metrics})
+        row.update({c: metrics[c] for c in [*extra, *COLUMNS] if c != metric and c in metrics})
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
@@ -95,7 +95,7 @@ def results_table(results: tune.ResultGrid, metric: str, mode: str, describe) ->
 def finish_sweep(results: tune.ResultGrid, sweep, tracking: Tracking, parent_id: str, baseline: dict | None,
                  describe, started: float, child_run=lambda trial_id: None) -> dict:
     """Print the table, log `best/*` (and which child run is best) to the parent run, and close it."""
-    table = results_table(results, sweep.metric, sweep.mode, describe)
+    table = results_table(results, sweep.metric, sweep.mode, describe, sweep.report)
     failed = int((table["status"] == "failed").sum()) if not table.empty else 0
     print("\n" + (table.to_string(index=False, float_format=lambda v: f"{v:.4f}") if not table.empty else "no trials ran"))
     summary: dict = {"trials": len(table), "failed": failed, "baseline": baseline}

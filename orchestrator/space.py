@@ -17,6 +17,7 @@ from ray.tune.search.sample import Categorical, Domain
 from trainables.config import TrainConfig, coerce, key_type
 from trainables.errors import UserError
 from trainables.losses import LOSSES
+from trainables.tasks import task_spec
 from trainables.models import check_model_name
 from trainables.optim import check_optim_names
 from trainables.data.transforms import build_augment
@@ -58,6 +59,7 @@ def check_space(space: dict[str, Any]) -> None:
     checked: set[tuple] = set()
     for combo in itertools.islice(itertools.product(*(choices(space[k]) for k in keys)), 512):
         cfg = TrainConfig.from_dict(dict(zip(keys, combo)))
+        task_spec(cfg.task).check(cfg)
         names = (cfg.model.name, cfg.loss.name, cfg.optim.name, cfg.optim.scheduler, tuple(cfg.data.augment))
         if names in checked:
             continue
@@ -104,7 +106,7 @@ def describe(config: dict[str, Any], keys: list[str]) -> str:
         value = config.get(key)
         text = f"{value:.3g}" if isinstance(value, float) else str(value)
         parts.append(text if key.endswith(".name") else f"{key.split('.')[-1]}={text}")
-    return " ".join(parts) or "default"
+    return " ".join(parts) or str(config.get("model.name", "default"))  # nothing varies: name the backbone
 
 
 def search_algorithm(name: str):

@@ -21,7 +21,7 @@ from ray.tune.schedulers import ASHAScheduler
 from orchestrator import cluster, report, state
 from orchestrator.preflight import Preflight
 from orchestrator.space import count_trials, describe, max_epochs, search_algorithm, varying_keys
-from orchestrator.tracking import KIND_KEY, SWEEP_KEY, TRIAL_KEY, MlflowTrialCallback, Tracking
+from orchestrator.tracking import KIND_KEY, SWEEP_KEY, TRIAL_KEY, MlflowTrialCallback
 from orchestrator.progress import ProgressPrinter
 from trainables.config import TrainConfig
 from trainables.train import train_fn_per_worker

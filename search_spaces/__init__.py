@@ -26,6 +26,7 @@ class Sweep:
     grace_period: int = 1                # ASHA: epochs before a trial can be stopped; 0 disables ASHA
     search: str = ""                     # "" (Tune's basic variant generator) or "optuna"
     workers_per_trial: int = 2           # DDP workers of one trial, unless --num-workers says otherwise
+    report: list[str] = field(default_factory=list)  # extra metrics shown in the final table
     runner: str = "train"                # "train": trials train models; "thresholds": trials score stored predictions
     tags: dict[str, str] = field(default_factory=dict)
 

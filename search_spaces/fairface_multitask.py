@@ -38,6 +38,8 @@ def fairface_multitask(real_data: bool, smoke: bool) -> Sweep:
             "data.max_train_images": 1500 if smoke else 0,   # smoke: a slice of the same data
         },
         metric="val/mean_task_accuracy",
+        report=["val/race/accuracy", "val/gender/accuracy", "val/age/accuracy", "val/race/group_gap",
+                "val/gender/group_gap", "val/age/mae_years"],
         num_samples=2 if real_data and not smoke else 1,
         grace_period=1 if smoke else 2,
     )

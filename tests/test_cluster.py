@@ -84,7 +84,7 @@ def test_submitted_smoke_sweep_succeeds_and_records_runs(head_node, tmp_path):
     logs = submitted.stdout + submitted.stderr
     assert "succeeded" in logs.lower() and submitted.returncode == 0, logs[-3000:]
     # The job's log shows the same progress and final table as a local run.
-    assert "start  trial 1/1 resnet18" in logs and "best: resnet18" in logs
+    assert "start  trial 1/1 resnet18" in logs and "best: resnet18" in logs, logs[-3000:]
     token = Path(head_node["env"]["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
     assert token not in logs
 

@@ -10,7 +10,7 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable
+
 
 import numpy as np
 import torch

@@ -1,11 +1,13 @@
 """Backbones of the seeds that timm has no name for, registered into timm's model registry.
 
-After this module is imported, `timm.create_model("cbam_resnet50")` works like any timm name,
+After this module is imported, `timm.create_model("cbam_resnet50")` (or "mobilefacenet") works like any timm name,
 so that sweeps list backbones by name and nothing branches on them.
 """
 
 from timm.models import register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet, _create_resnet
+
+import trainables.mobilefacenet  # noqa: F401  (registers `mobilefacenet`)
 
 _CBAM = {"attn_layer": "cbam"}
 

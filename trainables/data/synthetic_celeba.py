@@ -9,11 +9,7 @@ once into a cache folder, atomically, so the default sweep can run without any d
 from __future__ import annotations
 
 import functools
-import json
-import os
 import pathlib
-import shutil
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from scipy.special import ndtr, ndtri
 from threadpoolctl import threadpool_limits
 
+from trainables.data.build_once import build_once
 from trainables.data.celeba import (ATTR_FILE, ATTRIBUTE_NAMES, IDENTITY_FILE, IMAGE_DIR,
                                     LANDMARKS_FILE, PARTITION_FILE)
 
@@ -86,7 +83,6 @@ _A = {name: i for i, name in enumerate(ATTRIBUTE_NAMES)}
 _I, _J = (np.array([_A[pair[k]] for pair in TARGET_CORRELATIONS]) for k in (0, 1))
 _RATES = np.array([CELEBA_POSITIVE_RATES[n] for n in ATTRIBUTE_NAMES])
 FOLDER_VERSION = "v1"
-_MARKER = "DEMO_COMPLETE.json"
 _GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(64)
 
 
@@ -370,24 +366,6 @@ def ensure_demo_celeba(cache_dir, num_images: int = 4000, seed: int = 0) -> tupl
     The set is built in a temporary sibling and renamed into place, so an interrupted build or two
     racing processes never leave a half-written set behind the final name.
     """
-    cache_dir = pathlib.Path(cache_dir)
-    final = cache_dir / f"celeba_demo-n{num_images}-s{seed}-{FOLDER_VERSION}"
-    if (final / _MARKER).is_file():
-        return final, False
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=cache_dir))
-    try:
-        write_demo_celeba(tmp, num_images, seed)
-        (tmp / _MARKER).write_text(json.dumps({"num_images": num_images, "seed": seed,
-                                               "version": FOLDER_VERSION}) + "\n")
-        if final.exists() and not (final / _MARKER).is_file():
-            shutil.rmtree(final, ignore_errors=True)  # a foreign or stale folder without the marker
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if (final / _MARKER).is_file():  # another process finished first: use its set
-                return final, False
-            raise
-        return final, True
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    final = pathlib.Path(cache_dir) / f"celeba_demo-n{num_images}-s{seed}-{FOLDER_VERSION}"
+    params = {"num_images": num_images, "seed": seed, "version": FOLDER_VERSION}
+    return build_once(final, lambda folder: write_demo_celeba(folder, num_images, seed), params)

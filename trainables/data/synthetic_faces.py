@@ -16,21 +16,18 @@ under a cache folder, atomically.
 from __future__ import annotations
 
 import colorsys
-import json
 import math
-import os
 import pathlib
-import shutil
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from trainables.data.build_once import build_once
+
 SIZE = 112
 N_FOLDS = 10  # LFW's pairs.txt always has ten folds
 FOLDER_VERSION = "v1"  # bump when the renderer changes, so cached sets are rebuilt
-_MARKER = "DEMO_COMPLETE.json"
 _MARK_KINDS = ("circle", "square", "triangle", "bar")
 
 
@@ -256,24 +253,6 @@ def ensure_demo_faces(cache_dir, num_identities: int = 100, images_per_identity:
     """
     params = {"num_identities": num_identities, "images_per_identity": images_per_identity,
               "verify_identities": verify_identities, "pairs_per_fold": pairs_per_fold, "seed": seed}
-    cache_dir = pathlib.Path(cache_dir)
-    final = cache_dir / (f"faces_demo-i{num_identities}-n{images_per_identity}-v{verify_identities}"
-                         f"-p{pairs_per_fold}-s{seed}-{FOLDER_VERSION}")
-    if (final / _MARKER).is_file():
-        return final, False
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=cache_dir))
-    try:
-        write_demo_faces(tmp, **params)
-        (tmp / _MARKER).write_text(json.dumps({**params, "version": FOLDER_VERSION}) + "\n")
-        if final.exists() and not (final / _MARKER).is_file():
-            shutil.rmtree(final, ignore_errors=True)  # a stale folder without the marker
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if (final / _MARKER).is_file():  # another process finished first: use its set
-                return final, False
-            raise
-        return final, True
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    final = pathlib.Path(cache_dir) / (f"faces_demo-i{num_identities}-n{images_per_identity}-v{verify_identities}"
+                                       f"-p{pairs_per_fold}-s{seed}-{FOLDER_VERSION}")
+    return build_once(final, lambda folder: write_demo_faces(folder, **params), {**params, "version": FOLDER_VERSION})

@@ -20,20 +20,16 @@ concentrated on 20-29 and 30-39. The files use the real layout (`fairface_label_
 
 from __future__ import annotations
 
-import json
-import os
 import pathlib
-import shutil
-import tempfile
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from trainables.data.build_once import build_once
 from trainables.data.fairface import AGE_BINS, GENDERS, HEADER, LABEL_FILES, RACES
 
 SIZE = 224
 FOLDER_VERSION = "v1"
-_MARKER = "DEMO_COMPLETE.json"
 # Rough FairFace training-split frequencies (per class, in RACES / GENDERS / AGE_BINS order).
 RACE_RATES = np.array([16527, 12233, 13367, 12287, 10795, 12319, 9216], dtype=np.float64)
 GENDER_RATES = np.array([0.53, 0.47])
@@ -164,24 +160,6 @@ def ensure_demo_fairface(cache_dir, num_images: int = 3600, seed: int = 0) -> tu
     Built in a temporary sibling and renamed into place, so an interrupted build or two racing
     processes never leave a half-written set behind the final name.
     """
-    cache_dir = pathlib.Path(cache_dir)
-    final = cache_dir / f"fairface_demo-n{num_images}-s{seed}-{FOLDER_VERSION}"
-    if (final / _MARKER).is_file():
-        return final, False
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=cache_dir))
-    try:
-        write_demo_fairface(tmp, num_images, seed)
-        (tmp / _MARKER).write_text(json.dumps({"num_images": num_images, "seed": seed,
-                                               "version": FOLDER_VERSION}) + "\n")
-        if final.exists() and not (final / _MARKER).is_file():
-            shutil.rmtree(final, ignore_errors=True)  # a stale folder without the marker
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if (final / _MARKER).is_file():  # another process finished first: use its set
-                return final, False
-            raise
-        return final, True
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    final = pathlib.Path(cache_dir) / f"fairface_demo-n{num_images}-s{seed}-{FOLDER_VERSION}"
+    params = {"num_images": num_images, "seed": seed, "version": FOLDER_VERSION}
+    return build_once(final, lambda folder: write_demo_fairface(folder, num_images, seed), params)

@@ -72,15 +72,18 @@ class DataSummary:
 class TaskSpec:
     build: Callable[[TrainConfig], TaskSetup]       # on every worker
     prepare: Callable[[TrainConfig], DataSummary]   # once in the driver: data built/validated, baseline
+    check: Callable[[TrainConfig], None]            # in the driver, per config: the task's own names and values
 
 
 TASKS: dict[str, TaskSpec] = {}
 
 
-def register_task(name: str, prepare: Callable[[TrainConfig], DataSummary]):
-    """Decorator for a task's build function; `prepare` runs once in the driver before any trial."""
+def register_task(name: str, prepare: Callable[[TrainConfig], DataSummary],
+                  check: Callable[[TrainConfig], None] = lambda cfg: None):
+    """Decorator for a task's build function; `prepare` runs once in the driver before any trial, and
+    `check` raises a UserError for a config the task cannot run (before any compute is spent)."""
     def add(build: Callable[[TrainConfig], TaskSetup]):
-        TASKS[name] = TaskSpec(build, prepare)
+        TASKS[name] = TaskSpec(build, prepare, check)
         return build
 
     return add

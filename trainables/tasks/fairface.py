@@ -83,7 +83,7 @@ def majority_baseline(index: FairFaceIndex) -> dict[str, float]:
     return out
 
 
-@register_task("fairface", prepare=prepare_fairface)
+@register_task("fairface", prepare=prepare_fairface, check=build_multitask_loss)
 def fairface_task(cfg: TrainConfig) -> TaskSetup:
     criterion = build_multitask_loss(cfg)
     index = read_fairface(fairface_root(cfg.data)[0])
