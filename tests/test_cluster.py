@@ -75,13 +75,16 @@ def test_submitted_smoke_sweep_succeeds_and_records_runs(head_node, tmp_path):
     runtime_env["working_dir"] = str(REPO)
     runtime_env["env_vars"]["FACE_ORCHESTRATOR_CACHE"] = os.environ["FACE_ORCHESTRATOR_CACHE"]
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    submitted = subprocess.run(
-        ["ray", "job", "submit", "--address", head_node["dashboard"], "--runtime-env-json", json.dumps(runtime_env),
-         "--", "python", "-m", "orchestrator", "sweep", "celeba_backbones", "--smoke", "--set", "model.name=resnet18",
-         "--set", "optim.epochs=1", "--storage", f"{tmp_path}/runs", "--tracking-uri", uri],
-        env=head_node["env"], cwd=REPO, capture_output=True, text=True, timeout=600,
-    )
-    logs = submitted.stdout + submitted.stderr
+    command = ["ray", "job", "submit", "--address", head_node["dashboard"], "--runtime-env-json", json.dumps(runtime_env),
+               "--", "python", "-m", "orchestrator", "sweep", "celeba_backbones", "--smoke", "--set", "model.name=resnet18",
+               "--set", "optim.epochs=1", "--storage", f"{tmp_path}/runs", "--tracking-uri", uri]
+    deadline = time.time() + 120
+    while True:  # a fresh head accepts jobs once its dashboard agent is up
+        submitted = subprocess.run(command, env=head_node["env"], cwd=REPO, capture_output=True, text=True, timeout=600)
+        logs = submitted.stdout + submitted.stderr
+        if "No available agent to submit job" not in logs or time.time() > deadline:
+            break
+        time.sleep(2)
     assert "succeeded" in logs.lower() and submitted.returncode == 0, logs[-3000:]
     # The job's log shows the same progress and final table as a local run.
     assert "start  trial 1/1 resnet18" in logs and "best: resnet18" in logs, logs[-3000:]
