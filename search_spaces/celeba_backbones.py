@@ -27,12 +27,12 @@ def celeba_backbones(real_data: bool, smoke: bool) -> Sweep:
             "loss.name": "bce",
             "optim.name": "adamw",
             "optim.lr": 1e-3 if real_data else 3e-3,
-            "optim.epochs": 2 if smoke else 20 if real_data else 4,
+            "optim.epochs": 2 if smoke else 20 if real_data else 3,
             "optim.batch_size": 64 if real_data else 32,
             "data.image_size": 128 if real_data else 64,
             "data.augment": ["hflip"],
             "data.max_train_images": 1200 if smoke else 0,   # smoke: a slice of the same data
         },
         metric="val/mean_accuracy",
-        grace_period=1 if smoke else 2,
+        grace_period=2 if real_data else 1,
     )
