@@ -110,7 +110,9 @@ def connect(address: str | None) -> None:
     target = address or os.environ.get("RAY_ADDRESS")
     if target:
         check_reachable(target)
-    kwargs = dict(logging_level="ERROR", log_to_driver=True, configure_logging=True)
+    # Workers' own output stays in Ray's log folder unless asked for: the driver prints progress.
+    show = os.environ.get("FACE_ORCHESTRATOR_WORKER_LOGS", "0") not in ("", "0", "false")
+    kwargs = dict(logging_level="ERROR", log_to_driver=show, configure_logging=True)
     try:
         if target:
             os.environ.setdefault("RAY_AUTH_MODE", "token")

@@ -2,7 +2,8 @@
 
 One backbone per family of seed 002 (ResNet, SE, SK, GC, CBAM, DenseNet, EfficientNet), all
 through timm. Real data gets the seed's deep variants at 128 px; the demo set gets the small
-member of each family at 64 px, so the whole sweep fits in minutes on 2 CPU cores.
+member of each family at 48 px and 1,600 images an epoch, so the whole sweep fits in 10 minutes
+on 2 CPU cores.
 """
 
 from ray import tune
@@ -29,9 +30,10 @@ def celeba_backbones(real_data: bool, smoke: bool) -> Sweep:
             "optim.lr": 1e-3 if real_data else 3e-3,
             "optim.epochs": 2 if smoke else 20 if real_data else 3,
             "optim.batch_size": 64 if real_data else 32,
-            "data.image_size": 128 if real_data else 64,
+            "data.image_size": 128 if real_data else 48,
             "data.augment": ["hflip"],
-            "data.max_train_images": 1200 if smoke else 0,   # smoke: a slice of the same data
+            # Demo: 1,600 images an epoch (about 36 img/s per CPU worker for resnet18 here); smoke: fewer.
+            "data.max_train_images": 0 if real_data else 1200 if smoke else 1600,
         },
         metric="val/mean_accuracy",
         grace_period=2 if real_data else 1,

@@ -10,6 +10,7 @@ any report.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -36,6 +37,8 @@ def _threads() -> int:
 
 def train_fn_per_worker(config: dict) -> None:
     fit_started = time.time()
+    # Ray Train logs every report (with every metric) at INFO; progress is the driver's job.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     cfg = TrainConfig.from_dict(config)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
