@@ -1,0 +1,68 @@
+"""`sweep face_recognition_losses --smoke` on a local Ray: DDP recognition trials, verified and recorded in MLflow."""
+
+import time
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from orchestrator.sweep import SweepOptions, run_sweep
+from trainables.verification import recompute_accuracy
+
+pytestmark = pytest.mark.ray
+
+SWEEP = "face_recognition_losses"
+VERIFICATION = ["val/lfw/accuracy", "val/lfw/accuracy_std", "val/lfw/tar_at_far_1e-3",
+                "val/mean_verification_accuracy", "train/loss"]
+
+
+@pytest.fixture(scope="module")
+def recognition_sweep(local_ray, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("recognition")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    started = time.time()
+    summary = run_sweep(SweepOptions(SWEEP, smoke=True, storage=str(tmp / "runs"), tracking_uri=uri))
+    print(f"\n{SWEEP} --smoke: {time.time() - started:.0f}s, best {summary.get('best_value')}")
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(SWEEP).experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return summary, client, parents, children
+
+
+def test_every_trial_logs_verification_metrics_and_files(recognition_sweep):
+    summary, client, parents, children = recognition_sweep
+    assert summary["trials"] == 2 and summary["failed"] == 0
+    assert len(parents) == 1 and len(children) == 2
+    assert {c.data.params["head.center_lambda"] for c in children} == {"0.0", "0.03"}
+    for child in children:
+        assert child.info.status == "FINISHED" and child.data.params["task"] == "face_recognition"
+        epochs = int(child.data.metrics["epoch"])
+        for key in VERIFICATION:
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]
+            assert steps == list(range(1, epochs + 1)), (key, steps)
+        files = {a.path for a in client.list_artifacts(child.info.run_id, "verification")}
+        assert {"verification/lfw.parquet", "verification/roc.png"} <= files, files
+
+
+def test_logged_accuracy_is_recomputed_from_the_artifact(recognition_sweep, tmp_path):
+    from mlflow.artifacts import download_artifacts
+
+    _, client, _, children = recognition_sweep
+    for child in children:
+        path = download_artifacts(run_id=child.info.run_id, artifact_path="verification/lfw.parquet",
+                                  dst_path=str(tmp_path / child.info.run_id), tracking_uri=client.tracking_uri)
+        table = pd.read_parquet(path)
+        assert len(table) == 600 and sorted(table["fold"].unique()) == list(range(10))
+        # One epoch: the checkpoint's files and the logged numbers come from the same evaluation.
+        logged = child.data.metrics
+        assert recompute_accuracy(table) == pytest.approx(logged["val/lfw/accuracy"], abs=1e-9)
+        assert logged["val/mean_verification_accuracy"] == pytest.approx(logged["val/lfw/accuracy"], abs=1e-9)
+
+
+def test_best_trial_is_clearly_above_chance(recognition_sweep):
+    summary, _, parents, _ = recognition_sweep
+    parent = parents[0].data.metrics
+    assert parent["val/chance_accuracy"] == 0.5
+    assert parent["best/val/mean_verification_accuracy"] == pytest.approx(summary["best_value"])
+    assert summary["best_value"] > 0.6, summary["best_value"]
