@@ -33,7 +33,7 @@ def fairface_multitask(real_data: bool, smoke: bool) -> Sweep:
             "optim.lr": 1e-3 if real_data else 3e-3,
             "optim.epochs": 2 if smoke else 20 if real_data else 4,
             "optim.batch_size": 64 if real_data else 32,
-            "data.image_size": 160 if real_data else 64,
+            "data.image_size": 160 if real_data else 48 if smoke else 64,
             "data.demo_images": 3600,                        # demo: 3000 train / 600 val
             "data.max_train_images": 1500 if smoke else 0,   # smoke: a slice of the same data
         },

@@ -42,8 +42,13 @@ def head_node(demo_cache):
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     env.pop("RAY_ADDRESS", None)
     gcs, dashboard = _free_port(), _free_port()
+    # Every port of its own: a local Ray elsewhere in the session holds the defaults (e.g. the agent's 52365).
+    own_ports = [f"--{flag}={_free_port()}" for flag in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port",
+        "ray-client-server-port", "node-manager-port", "object-manager-port")]
     started = subprocess.run(
         ["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", f"--dashboard-port={dashboard}",
+         *own_ports,
          "--dashboard-host=127.0.0.1", "--num-cpus=2", f"--temp-dir={short}", "--include-dashboard=true",
          "--disable-usage-stats"],
         env=env, capture_output=True, text=True, timeout=180,
@@ -77,7 +82,8 @@ def test_submitted_smoke_sweep_succeeds_and_records_runs(head_node, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     command = ["ray", "job", "submit", "--address", head_node["dashboard"], "--runtime-env-json", json.dumps(runtime_env),
                "--", "python", "-m", "orchestrator", "sweep", "celeba_backbones", "--smoke", "--set", "model.name=resnet18",
-               "--set", "optim.epochs=1", "--storage", f"{tmp_path}/runs", "--tracking-uri", uri]
+               "--set", "optim.epochs=1", "--set", "data.max_train_images=320", "--storage", f"{tmp_path}/runs",
+               "--tracking-uri", uri]
     deadline = time.time() + 120
     while True:  # a fresh head accepts jobs once its dashboard agent is up
         submitted = subprocess.run(command, env=head_node["env"], cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -85,7 +85,8 @@ def _assert_one_value_per_epoch(client, run):
 
 def test_sigkilled_driver_resumes_without_rerunning_or_duplicating(demo_cache, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    args = ["sweep", "celeba_backbones", "--smoke", "--storage", str(tmp_path / "runs"), "--tracking-uri", uri]
+    args = ["sweep", "celeba_backbones", "--smoke", "--storage", str(tmp_path / "runs"), "--tracking-uri", uri,
+            "--set", "data.max_train_images=480"]
     first = CliRun(args, tmp_path)
     try:
         first.wait_for("done   trial 1/2", timeout=600)
@@ -116,7 +117,7 @@ def test_sigkilled_driver_resumes_without_rerunning_or_duplicating(demo_cache, t
 def test_killed_worker_is_retried_from_its_last_checkpoint(demo_cache, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     run = CliRun(["sweep", "celeba_backbones", "--storage", str(tmp_path / "runs"), "--tracking-uri", uri,
-                  "--set", "model.name=resnet18", "--set", "optim.epochs=3", "--set", "data.max_train_images=600",
+                  "--set", "model.name=resnet18", "--set", "optim.epochs=3", "--set", "data.max_train_images=480",
                   "--max-failures", "1"], tmp_path)
     try:
         run.wait_for("epoch 1/3", timeout=600)
