@@ -15,7 +15,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,7 +25,6 @@ def bare_loop(config: dict, threads: int) -> float:
     import torch
 
     from trainables.config import TrainConfig
-    from trainables.data.loading import make_loader, train_share
     from trainables.loop import InputPipe, TrainModule, train_one_epoch
     from trainables.models import input_normalization
     from trainables.optim import build_optimizer
@@ -37,12 +35,11 @@ def bare_loop(config: dict, threads: int) -> float:
     task = build_task(cfg)
     module = TrainModule(task.model, task.criterion)
     pipe = InputPipe(torch.device("cpu"), *input_normalization(task.model))
-    steps = len(task.train_set) // cfg.optim.batch_size
+    steps = task.rows_per_rank(1) // cfg.optim.batch_size
     optimizer, scheduler = build_optimizer(cfg.optim, module, steps, task.param_groups)
     speed = 0.0
     for epoch in range(cfg.optim.epochs):
-        share = train_share(len(task.train_set), 0, 1, epoch, cfg.seed)
-        loader = make_loader(task.train_set, share, cfg.optim.batch_size, 0, train=True)
+        loader = task.loader(epoch, 0, 1, cfg.optim.batch_size, 0, cfg.seed)
         stats = train_one_epoch(module, loader, optimizer, pipe, scheduler, epoch * steps)
         speed = stats.examples / stats.seconds
         print(f"  bare loop      epoch {epoch + 1}: {speed:.1f} img/s", flush=True)
