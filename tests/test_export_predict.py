@@ -27,15 +27,7 @@ from trainables.models import input_normalization
 from trainables.optim import build_optimizer
 from trainables.tasks import EvalContext, build_task
 
-SWEEP_KEY, TRIAL_KEY, KIND_KEY = "orchestrator.sweep_path", "orchestrator.trial_id", "orchestrator.kind"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+from orchestrator.tracking import KIND_KEY, SWEEP_KEY, TRIAL_KEY
 
 
 @pytest.fixture(scope="module")

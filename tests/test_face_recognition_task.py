@@ -23,15 +23,6 @@ TINY = dict(num_identities=8, images_per_identity=4, verify_identities=20, pairs
 KEYS = ("accuracy", "accuracy_std", "tar_at_far_1e-3")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Depthwise convs on a shared 2-core machine: thread hand-offs cost more than they save.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_faces(tmp_path_factory):
     root = write_demo_faces(tmp_path_factory.mktemp("faces"), **TINY)

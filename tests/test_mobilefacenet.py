@@ -1,21 +1,11 @@
 """MobileFaceNet as the paper describes it, registered into timm, and the embedding network."""
 
-import pytest
 import timm
 import torch
 
 import trainables.mobilefacenet  # noqa: F401  (registers mobilefacenet into timm)
 from trainables.embedding_head import EmbeddingNet
 from trainables.mobilefacenet import Bottleneck, MobileFaceNet
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Many tiny depthwise convs: on a shared 2-core machine, thread hand-offs cost more than they save.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_timm_name_and_embedding_shape():
