@@ -43,7 +43,7 @@ def prepared_root(cfg: DataConfig, fmt: str, build_demo: Callable[[Path], tuple[
             raise UserError(f"{cfg.root} is not a prepared dataset: run `python -m orchestrator prepare {fmt} "
                             f"--src LOCAL_FOLDER --out {cfg.root}` first")
         if not raw.exists():
-            raise UserError(f"data folder not found: {raw}: pass --data with the dataset's root folder ({real_hint})")
+            raise UserError(f"data folder not found: {raw}: {real_hint}")
     raw = raw.resolve()
     key = hashlib.sha1(str(raw).encode()).hexdigest()[:12]
     out = cache_dir(cfg) / "prepared" / f"{fmt}-{raw.name}-{key}"
