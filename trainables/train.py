@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -57,8 +58,13 @@ def train_fn_per_worker(config: dict) -> None:
     batch = cfg.optim.batch_size
     steps_per_epoch = task.rows_per_rank(world) // batch
     optimizer, scheduler = build_optimizer(cfg.optim, module, steps_per_epoch, task.param_groups)
-    start_epoch = _restore(task.model, task.criterion, optimizer, scheduler)
+    start_epoch, last_metrics = _restore(task.model, task.criterion, optimizer, scheduler)
     eval_ctx = EvalContext(pipe, rank, world, batch, workers)
+    if start_epoch >= cfg.optim.epochs and last_metrics:
+        # The Train run had already finished when its trial was restarted (a driver killed after a
+        # trial ended but before Tune saved that): hand Tune the final result again, not nothing.
+        _report_again(rank, last_metrics)
+        return
 
     for epoch in range(start_epoch, cfg.optim.epochs):
         loader = task.loader(epoch, rank, world, batch, workers, cfg.seed)
@@ -83,25 +89,40 @@ def train_fn_per_worker(config: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
-                _save(Path(tmp), task.model, task.criterion, optimizer, scheduler, epoch, cfg)
+                _save(Path(tmp), task.model, task.criterion, optimizer, scheduler, epoch, cfg, metrics)
                 evaluation.write_files(Path(tmp))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def _save(out: Path, model, criterion, optimizer, scheduler, epoch: int, cfg: TrainConfig) -> None:
+def _save(out: Path, model, criterion, optimizer, scheduler, epoch: int, cfg: TrainConfig, metrics: dict) -> None:
     torch.save(model.state_dict(), out / MODEL_FILE)
     state = {"criterion": criterion.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict() if scheduler else None}
     torch.save(state, out / STATE_FILE)
-    (out / META_FILE).write_text(json.dumps({"epoch": epoch + 1, "config": cfg.to_flat_dict()}, indent=1))
+    meta = {"epoch": epoch + 1, "config": cfg.to_flat_dict(), "metrics": metrics}
+    (out / META_FILE).write_text(json.dumps(meta, indent=1, default=float))
 
 
-def _restore(model, criterion, optimizer, scheduler) -> int:
-    """Resume from Ray Train's latest checkpoint if this trial is restarting; returns the first epoch to run."""
+def _report_again(rank: int, metrics: dict) -> None:
+    """Report a finished run's last metrics once more, with a copy of its last checkpoint (rank 0)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            with ray.train.get_checkpoint().as_directory() as folder:
+                shutil.copytree(folder, tmp, dirs_exist_ok=True)
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _restore(model, criterion, optimizer, scheduler) -> tuple[int, dict]:
+    """Resume from Ray Train's latest checkpoint if this trial is restarting.
+
+    Returns the first epoch to run and the metrics reported with that checkpoint.
+    """
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return 0
+        return 0, {}
     with checkpoint.as_directory() as folder:
         folder = Path(folder)
         model.load_state_dict(torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True))
@@ -110,4 +131,5 @@ def _restore(model, criterion, optimizer, scheduler) -> int:
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state["scheduler"] is not None:
             scheduler.load_state_dict(state["scheduler"])
-        return int(json.loads((folder / META_FILE).read_text())["epoch"])
+        meta = json.loads((folder / META_FILE).read_text())
+        return int(meta["epoch"]), meta.get("metrics", {})

@@ -1,0 +1,81 @@
+"""`train_fn_per_worker` restarted on its own checkpoints, in one process with `ray.train` stood in
+for: a run restarted mid-way trains only the missing epochs, and a run restarted after its last
+epoch (a driver killed after a trial ended but before Tune saved that) reports its final result
+again instead of ending with no result, which Tune rejects."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from trainables import train
+from trainables.data.synthetic_celeba import write_demo_celeba
+
+
+class FakeSession:
+    """What `train_fn_per_worker` uses of `ray.train` for one rank-0, world-1 worker."""
+
+    def __init__(self, keep, checkpoint_folder=None):
+        self.keep, self.checkpoint_folder, self.reports = keep, checkpoint_folder, []
+
+    def install(self, monkeypatch):
+        import ray.train
+        import ray.train.torch
+
+        context = SimpleNamespace(get_world_rank=lambda: 0, get_world_size=lambda: 1)
+        monkeypatch.setattr(ray.train, "get_context", lambda: context)
+        monkeypatch.setattr(ray.train, "get_checkpoint", self.get_checkpoint)
+        monkeypatch.setattr(ray.train, "report", self.report)
+        monkeypatch.setattr(ray.train.torch, "prepare_model", lambda model: model)
+        monkeypatch.setattr(ray.train.torch, "get_device", lambda: torch.device("cpu"))
+
+    def get_checkpoint(self):
+        import ray.train
+
+        return ray.train.Checkpoint.from_directory(str(self.checkpoint_folder)) if self.checkpoint_folder else None
+
+    def report(self, metrics, checkpoint=None):
+        kept = None
+        if checkpoint is not None:  # the temporary folder goes away after report(): keep a copy
+            kept = self.keep / f"checkpoint_{len(self.reports)}"
+            shutil.copytree(checkpoint.path, kept)
+        self.reports.append((dict(metrics), kept))
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    root = write_demo_celeba(tmp_path_factory.mktemp("celeba"), num_images=160, seed=5)
+    return {"data.root": str(root), "data.image_size": 32, "model.name": "resnet18", "optim.batch_size": 16,
+            "optim.epochs": 2, "data.max_train_images": 64,
+            "data.cache_dir": str(tmp_path_factory.mktemp("cache"))}
+
+
+def _run(monkeypatch, config, keep, checkpoint=None) -> FakeSession:
+    session = FakeSession(keep, checkpoint)
+    with monkeypatch.context() as patch:
+        session.install(patch)
+        train.train_fn_per_worker(config)
+    return session
+
+
+def test_restart_mid_run_trains_only_the_missing_epochs(monkeypatch, config, tmp_path):
+    first = _run(monkeypatch, config, tmp_path / "a")
+    assert [m["epoch"] for m, _ in first.reports] == [1, 2]
+    resumed = _run(monkeypatch, config, tmp_path / "b", checkpoint=first.reports[0][1])
+    assert [m["epoch"] for m, _ in resumed.reports] == [2]
+
+
+def test_restart_after_the_last_epoch_reports_the_final_result_again(monkeypatch, config, tmp_path):
+    first = _run(monkeypatch, config, tmp_path / "a")
+    final_metrics, final_checkpoint = first.reports[-1]
+    again = _run(monkeypatch, config, tmp_path / "b", checkpoint=final_checkpoint)
+    assert len(again.reports) == 1
+    metrics, checkpoint = again.reports[0]
+    assert metrics == pytest.approx(final_metrics) and metrics["epoch"] == 2
+    assert "val/mean_accuracy" in metrics  # the sweep's metric: Tune fails a trial whose last result lacks it
+    assert checkpoint is not None and (checkpoint / train.MODEL_FILE).is_file()
+    assert json.loads((checkpoint / train.META_FILE).read_text())["epoch"] == 2
