@@ -1,5 +1,5 @@
-"""Shared fixtures: one local Ray per session for tests marked `ray`, a shared demo-data cache,
-and skipping of `gpu` tests where there is no CUDA device."""
+"""Shared fixtures: one local Ray per session for tests marked `ray`, a shared demo-data cache, the
+one CLI smoke sweep that crashes and resumes, and skipping of `gpu` tests where there is no CUDA device."""
 
 from __future__ import annotations
 
@@ -41,6 +41,19 @@ def local_ray(demo_cache):
     cluster.connect(None)  # a no-op now: run_sweep finds this Ray
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def crashed_smoke_sweep(demo_cache, tmp_path_factory):
+    """`sweep celeba_backbones --smoke` through the CLI, crashed twice and resumed (tests/crash_story.py).
+
+    Every trial start costs Ray Train about 15 s here, so one sweep serves two kinds of test: the
+    fault-tolerance tests judge what the crashes left, and the sweep tests judge the finished sweep,
+    which must be as complete as one that never crashed.
+    """
+    from crash_story import crash_and_resume
+
+    return crash_and_resume(tmp_path_factory.mktemp("crashed-smoke"))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -23,7 +23,10 @@ EPOCH_METRICS = ["train/loss", "val/loss", "val/mean_task_accuracy", "val/age/ma
 def smoke_sweep(local_ray, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fairface-smoke")
     uri = f"sqlite:///{tmp}/mlflow.db"
-    summary = run_sweep(SweepOptions("fairface_multitask", smoke=True, storage=str(tmp / "runs"), tracking_uri=uri))
+    # One worker per trial, both trials at once: the two Ray Train start-ups overlap (the CelebA smoke
+    # sweep covers two-worker DDP).
+    summary = run_sweep(SweepOptions("fairface_multitask", smoke=True, storage=str(tmp / "runs"), tracking_uri=uri,
+                                     num_workers=1))
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("fairface_multitask").experiment_id])
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)

@@ -1,7 +1,11 @@
-"""The whole path on a local Ray: `sweep celeba_backbones --smoke` -> Tune -> Train DDP -> MLflow."""
+"""The whole path: `sweep celeba_backbones --smoke` -> Tune -> Train DDP -> MLflow, from the CLI.
+
+The sweep is the session's `crashed_smoke_sweep` (see conftest): once resumed, a sweep that lost a
+worker and its driver must be as complete as one that never crashed. The threshold sweep then runs
+in-process on the local Ray, from that sweep's best trial.
+"""
 
 import pytest
-from mlflow import MlflowClient
 
 from orchestrator.sweep import SweepOptions, run_sweep
 
@@ -12,11 +16,15 @@ EPOCH_METRICS = ["train/loss", "val/loss", "val/mean_accuracy", "val/macro_f1", 
 
 
 @pytest.fixture(scope="module")
-def smoke_sweep(local_ray, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("smoke")
-    uri = f"sqlite:///{tmp}/mlflow.db"
-    summary = run_sweep(SweepOptions("celeba_backbones", smoke=True, storage=str(tmp / "runs"), tracking_uri=uri))
-    return summary, MlflowClient(uri), tmp
+def smoke_sweep(crashed_smoke_sweep):
+    """(summary, client, folder): what run_sweep would have returned, read back from MLflow."""
+    story = crashed_smoke_sweep
+    assert story.resumed[0] == 0, "\n".join(story.resumed[1][-30:])
+    parent = story.runs()[0][0]
+    summary = {"trials": int(parent.data.params["trials"]), "best_run_id": parent.data.tags["best_run_id"],
+               "best_value": parent.data.metrics["best/val/mean_accuracy"],
+               "failed": int(parent.data.metrics["sweep/failed_trials"])}
+    return summary, story.client, story.storage.parent
 
 
 def test_smoke_sweep_records_parent_and_child_runs(smoke_sweep):
@@ -50,6 +58,8 @@ def test_best_trial_beats_the_majority_baseline(smoke_sweep):
     best, baseline = parent.data.metrics["best/val/mean_accuracy"], parent.data.metrics["val/majority_accuracy"]
     assert best > baseline, (best, baseline)
     assert summary["best_value"] == pytest.approx(best)
+    trials = {r.info.run_id: r for r in client.search_runs([experiment.experiment_id])}
+    assert trials[summary["best_run_id"]].data.metrics["val/mean_accuracy"] == pytest.approx(best)
 
 
 def test_logged_macro_f1_is_recomputed_by_sklearn_from_the_run_files(smoke_sweep, tmp_path):
@@ -75,7 +85,7 @@ def test_logged_macro_f1_is_recomputed_by_sklearn_from_the_run_files(smoke_sweep
         assert macro == pytest.approx(logged[f"test/{strategy}/macro_f1"], abs=1e-6)
 
 
-def test_threshold_sweep_on_the_best_trials_stored_scores(smoke_sweep, tmp_path):
+def test_threshold_sweep_on_the_best_trials_stored_scores(local_ray, smoke_sweep, tmp_path):
     from pathlib import Path
 
     from mlflow.artifacts import download_artifacts
