@@ -5,8 +5,10 @@ weight in {0, 0.005, 0.03} x focal (gamma 0 or 2) x label smoothing (0 or 0.1), 
 does (SGD, momentum 0.9, weight decay 5e-4, cosine annealing) with hflip, Cutout and half-face
 occlusion. Real data runs the full 2x3x2x2 = 24-trial grid. The demo set grids m and lambda and draws
 focal and smoothing at random (tune.choice): 6 trials of 4 epochs. --smoke: lambda 0 vs 0.03 with
-focal and smoothing on, 1 epoch on 320 images. The objective is the mean 10-fold verification accuracy
-over eval.targets (the demo's LFW-format pairs, where an untrained net already scores about 0.89).
+focal and smoothing on, 1 epoch on 192 images. The objective is the mean 10-fold verification accuracy
+over eval.targets. On the demo's LFW-format pairs an untrained MobileFaceNet already scores about 0.88
+(each demo identity keeps its colours); the 6-trial demo sweep took 27 min on 2 CPUs and its trials
+reached 0.955-0.980, i.e. training cut the verification error from about 12% to 2-4.5%.
 """
 
 from ray import tune
@@ -40,7 +42,7 @@ def face_recognition_losses(real_data: bool, smoke: bool) -> Sweep:
             "data.format": "faces",                      # --set data.format=insightface_rec | celeba_identities
             "data.image_size": 112,                      # MobileFaceNet's only input size
             "data.augment": ["hflip", "cutout", "half_face"],
-            "data.max_train_images": 320 if smoke else 0,   # smoke: a slice of the same data
+            "data.max_train_images": 192 if smoke else 0,   # smoke: a slice of the same data
         },
         metric="val/mean_verification_accuracy",
         grace_period=1 if smoke else 2,
