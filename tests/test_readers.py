@@ -4,13 +4,11 @@ LFWPairs) and InsightFace .bin pickles. Malformed input gives a one-line UserErr
 
 from __future__ import annotations
 
-import io
 import pickle
 import struct
 
 import numpy as np
 import pytest
-from PIL import Image
 from sklearn.model_selection import KFold
 
 from trainables.data.faces import read_face_folders
@@ -20,12 +18,7 @@ from trainables.data.insightface_rec import (MAGIC, read_insightface_rec, read_r
 from trainables.data.lfw_pairs import read_lfw_pairs
 from trainables.errors import UserError
 
-
-def jpeg(seed: int, size=(24, 24)) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=80)
-    return buf.getvalue()
+from fake_images import jpeg
 
 
 def one_line_error(excinfo, *needles):

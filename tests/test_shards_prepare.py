@@ -24,12 +24,7 @@ from trainables.data.shards import (PairShardDataset, ShardDataset, ShardSplit, 
 from trainables.data.synthetic_celeba import write_demo_celeba
 from trainables.errors import UserError
 
-
-def jpeg(seed: int, size=(20, 24)) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=75)
-    return buf.getvalue()
+from fake_images import jpeg
 
 
 def read_split(out: str, split: str):
