@@ -95,10 +95,10 @@ def main() -> None:
     parser.add_argument("--row-group-rows", type=int, default=1000)
     args = parser.parse_args()
 
-    from trainables.data.celeba import ATTRIBUTE_NAMES, read_celeba
+    from trainables.data.formats.celeba import ATTRIBUTE_NAMES, read_celeba
     from trainables.data.prepare import prepare
     from trainables.data.shards import ShardDataset, ShardSplit
-    from trainables.data.synthetic_celeba import write_demo_celeba
+    from trainables.data.demo.celeba import write_demo_celeba
     from trainables.data.transforms import build_augment
 
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from ray import tune
 
-from orchestrator.leaderboard import leaderboard, write_leaderboard
+from trainables.tasks.attributes.leaderboard import leaderboard, write_leaderboard
 from orchestrator.tracking import Tracking, is_metric
 
 TRIAL_FILES = ["thresholds.json", "per_attribute.csv", "predictions", "per_group.csv", "group_accuracy.png",

@@ -16,7 +16,7 @@ from ray.tune.search.sample import Categorical, Domain
 
 from trainables.config import TrainConfig, coerce, key_type
 from trainables.errors import UserError
-from trainables.losses import LOSSES
+from trainables.tasks.attributes.losses import LOSSES
 from trainables.tasks import task_spec
 from trainables.models import check_model_name
 from trainables.optim import check_optim_names

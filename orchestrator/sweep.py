@@ -24,7 +24,7 @@ from orchestrator.space import count_trials, describe, max_epochs, search_algori
 from orchestrator.tracking import KIND_KEY, SWEEP_KEY, TRIAL_KEY, MlflowTrialCallback
 from orchestrator.progress import ProgressPrinter
 from trainables.config import TrainConfig
-from trainables.train import train_fn_per_worker
+from trainables.worker import train_fn_per_worker
 
 
 @dataclass

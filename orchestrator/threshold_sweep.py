@@ -20,7 +20,7 @@ from orchestrator.space import count_trials, describe, search_algorithm, varying
 from orchestrator.tracking import KIND_KEY, SWEEP_KEY, TRIAL_KEY, MlflowTrialCallback, Tracking
 from orchestrator.progress import ProgressPrinter
 from trainables.errors import UserError
-from trainables.threshold_policy import StoredPredictions, evaluate_policy, load_predictions
+from trainables.tasks.attributes.thresholds import StoredPredictions, evaluate_policy, load_predictions
 
 TRIAL_CPUS = 0.25  # a trial is a few numpy passes over the scores
 

@@ -8,7 +8,7 @@ the chosen policy is reported on test. Each trial takes milliseconds.
 from ray import tune
 
 from search_spaces import Sweep, register
-from trainables.metrics import THRESHOLD_STRATEGIES
+from trainables.tasks.attributes.metrics import THRESHOLD_STRATEGIES
 
 
 @register("celeba_thresholds")

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from trainables.config import TrainConfig
-from trainables.data.synthetic_celeba import write_demo_celeba
+from trainables.data.demo.celeba import write_demo_celeba
 from trainables.loop import InputPipe, TrainModule, train_one_epoch
-from trainables.metrics import METRIC_NAMES, THRESHOLD_STRATEGIES, attribute_metrics
+from trainables.tasks.attributes.metrics import METRIC_NAMES, THRESHOLD_STRATEGIES, attribute_metrics
 from trainables.models import input_normalization
 from trainables.optim import build_optimizer
 from trainables.tasks import EvalContext, build_task

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from orchestrator.__main__ import main
-from trainables.data.synthetic_celeba import write_demo_celeba
+from trainables.data.demo.celeba import write_demo_celeba
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainables.data.celeba import ATTRIBUTE_NAMES, SPLITS, is_celeba_root, read_celeba
-from trainables.data.synthetic_celeba import write_demo_celeba
+from trainables.data.formats.celeba import ATTRIBUTE_NAMES, SPLITS, is_celeba_root, read_celeba
+from trainables.data.demo.celeba import write_demo_celeba
 from trainables.errors import UserError
 
 # Rows in the distributed layout: one space after the name, then values right-aligned to width 3.

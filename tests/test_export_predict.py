@@ -19,8 +19,8 @@ from mlflow.entities import Metric
 from PIL import Image
 
 from trainables.config import TrainConfig
-from trainables.data.celeba import ATTRIBUTE_NAMES, read_celeba
-from trainables.data.synthetic_celeba import write_demo_celeba
+from trainables.data.formats.celeba import ATTRIBUTE_NAMES, read_celeba
+from trainables.data.demo.celeba import write_demo_celeba
 from trainables.errors import UserError
 from trainables.loop import InputPipe, TrainModule, train_one_epoch
 from trainables.models import input_normalization
@@ -304,7 +304,7 @@ def test_fairface_export_and_predict_match_the_trial(tmp_path, mlflow_uri, formu
     pytest.importorskip("trainables.tasks.fairface")
     from orchestrator.export import export_run
     from orchestrator.predict import run_predict
-    from trainables.data.synthetic_fairface import write_demo_fairface
+    from trainables.data.demo.fairface import write_demo_fairface
 
     root = write_demo_fairface(tmp_path / "fairface", num_images=60, seed=5)
     trial = fake_trial(tmp_path, mlflow_uri, {"task": "fairface", "data.format": "fairface", "data.root": str(root),

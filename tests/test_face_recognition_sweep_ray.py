@@ -7,7 +7,7 @@ import pytest
 from mlflow import MlflowClient
 
 from orchestrator.sweep import SweepOptions, run_sweep
-from trainables.verification import recompute_accuracy
+from trainables.tasks.recognition.verification import recompute_accuracy
 
 pytestmark = pytest.mark.ray
 

@@ -6,18 +6,18 @@ import pytest
 import torch
 
 from trainables.config import TrainConfig
-from trainables.data.insightface_bin import write_insightface_bin
-from trainables.data.insightface_rec import write_insightface_rec
-from trainables.data.lfw_pairs import read_lfw_pairs
-from trainables.data.loading import make_loader, train_share
-from trainables.data.synthetic_celeba import write_demo_celeba
-from trainables.data.synthetic_faces import write_demo_faces
+from trainables.data.formats.insightface_bin import write_insightface_bin
+from trainables.data.formats.insightface_rec import write_insightface_rec
+from trainables.data.formats.lfw_pairs import read_lfw_pairs
+from trainables.data.decode import make_loader, train_share
+from trainables.data.demo.celeba import write_demo_celeba
+from trainables.data.demo.faces import write_demo_faces
 from trainables.errors import UserError
 from trainables.loop import InputPipe, TrainModule, train_one_epoch
 from trainables.models import input_normalization
 from trainables.optim import build_optimizer
 from trainables.tasks import EvalContext, build_task, prepare_task_data
-from trainables.verification import recompute_accuracy
+from trainables.tasks.recognition.verification import recompute_accuracy
 
 TINY = dict(num_identities=8, images_per_identity=4, verify_identities=20, pairs_per_fold=2, seed=5)
 KEYS = ("accuracy", "accuracy_std", "tar_at_far_1e-3")
@@ -81,7 +81,7 @@ def test_one_epoch_then_verification_writes_recomputable_files(tiny_faces, tmp_p
 
 def test_split_over_ranks_counts_each_pair_once(tiny_faces):
     """Shares of a 3-rank evaluation, concatenated, are the one-rank distances (the gather is a concat)."""
-    from trainables.tasks.face_recognition import pair_distances_gathered, read_targets
+    from trainables.tasks.recognition import pair_distances_gathered, read_targets
 
     cfg = config(tiny_faces, **{"eval.targets": [str(tiny_faces / "lfw")]})
     task = build_task(cfg)
@@ -133,7 +133,7 @@ def test_insightface_rec_training_data(tiny_faces, tmp_path):
 
 
 def test_celeba_identities_use_the_train_split_and_a_square_crop(tiny_faces, tmp_path):
-    from trainables.data.celeba import read_celeba
+    from trainables.data.formats.celeba import read_celeba
 
     root = write_demo_celeba(tmp_path / "celeba", num_images=60, seed=1)
     index = read_celeba(root)

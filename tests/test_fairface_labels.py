@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from sklearn.preprocessing import LabelEncoder, OneHotEncoder
 
 from trainables.config import TrainConfig
-from trainables.data.fairface import AGE_BINS, GENDERS, RACES
+from trainables.data.formats.fairface import AGE_BINS, GENDERS, RACES
 from trainables.errors import UserError
-from trainables.fairface_labels import (AGE_MIDPOINTS, ONEHOT18_COLUMNS, decode_multihead, decode_onehot18,
+from trainables.tasks.fairface.labels import (AGE_MIDPOINTS, ONEHOT18_COLUMNS, decode_multihead, decode_onehot18,
                                         encode_multihead, encode_onehot18, years_to_bin)
-from trainables.multitask import MultitaskLoss, build_multitask_loss
+from trainables.tasks.fairface.multitask import MultitaskLoss, build_multitask_loss
 
 # Seed 000's first ten training rows and the encoding it printed for them.
 SEED_ROWS = """train/1.jpg,50-59,Male,East Asian,True

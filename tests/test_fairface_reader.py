@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainables.data.fairface import AGE_BINS, GENDERS, LABEL_FILES, RACES, is_fairface_root, read_fairface
-from trainables.data.synthetic_fairface import (AGE_RATES, RACE_RATES, ensure_demo_fairface, sample_labels,
+from trainables.data.formats.fairface import AGE_BINS, GENDERS, LABEL_FILES, RACES, is_fairface_root, read_fairface
+from trainables.data.demo.fairface import (AGE_RATES, RACE_RATES, ensure_demo_fairface, sample_labels,
                                                 write_demo_fairface)
 from trainables.errors import UserError
 

@@ -8,11 +8,11 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, mean_absolute_error
 
 from trainables.config import TrainConfig
-from trainables.data.fairface import GENDERS, RACES, read_fairface
-from trainables.data.loading import eval_share, make_loader, train_share
-from trainables.data.synthetic_fairface import write_demo_fairface
+from trainables.data.formats.fairface import GENDERS, RACES, read_fairface
+from trainables.data.decode import eval_share, make_loader, train_share
+from trainables.data.demo.fairface import write_demo_fairface
 from trainables.errors import UserError
-from trainables.group_metrics import group_metrics, group_table, slug
+from trainables.tasks.fairface.group_metrics import group_metrics, group_table, slug
 from trainables.loop import InputPipe, TrainModule, predict, train_one_epoch
 from trainables.models import input_normalization
 from trainables.optim import build_optimizer
@@ -97,8 +97,8 @@ def test_one_epoch_then_evaluation_agrees_with_sklearn(tiny_fairface, tmp_path, 
 
 def _val_set(cfg):
     """The val dataset, rebuilt the way the task builds it (the task keeps its own private)."""
-    from trainables.data.loading import ImageLabelDataset
-    from trainables.fairface_labels import encode_multihead
+    from trainables.data.decode import ImageLabelDataset
+    from trainables.tasks.fairface.labels import encode_multihead
 
     index = read_fairface(cfg.data.root)
     rows = index.indices("val")

@@ -9,8 +9,8 @@ import struct
 
 import pytest
 
-from trainables.data import insightface_bin
-from trainables.data.insightface_bin import read_insightface_bin, safe_loads
+from trainables.data.formats import insightface_bin
+from trainables.data.formats.insightface_bin import read_insightface_bin, safe_loads
 from trainables.errors import UserError
 
 

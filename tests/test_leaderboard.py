@@ -2,7 +2,7 @@
 
 import pytest
 
-from orchestrator.leaderboard import PUBLISHED, leaderboard, to_markdown
+from trainables.tasks.attributes.leaderboard import PUBLISHED, leaderboard, to_markdown
 
 
 def _metrics(acc, f1_fixed, f1_opt):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.data.loading import eval_share, train_share
+from trainables.data.decode import eval_share, train_share
 from trainables.distributed import all_gather_rows
 from trainables.loop import DivergedError, InputPipe, TrainModule, predict, train_one_epoch
 from trainables.optim import build_optimizer

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from trainables.errors import UserError
-from trainables.losses import LOSSES, build_loss, loss_arguments, register_loss
+from trainables.tasks.attributes.losses import LOSSES, build_loss, loss_arguments, register_loss
 
 PRIOR = np.linspace(0.02, 0.9, 5)
 

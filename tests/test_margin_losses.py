@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from trainables.errors import UserError
-from trainables.margin_losses import (MARGIN_HEADS, CenterLoss, RecognitionCriterion, build_margin_head,
+from trainables.tasks.recognition.margin_losses import (MARGIN_HEADS, CenterLoss, RecognitionCriterion, build_margin_head,
                                       build_recognition_criterion, center_param_group, margin_cross_entropy)
 
 S = 64.0

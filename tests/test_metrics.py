@@ -14,7 +14,7 @@ from sklearn.metrics import (
 )
 
 from trainables.errors import UserError
-from trainables.metrics import (
+from trainables.tasks.attributes.metrics import (
     METRIC_NAMES,
     THRESHOLD_STRATEGIES,
     apply_policy,

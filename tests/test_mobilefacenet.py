@@ -3,9 +3,9 @@
 import timm
 import torch
 
-import trainables.mobilefacenet  # noqa: F401  (registers mobilefacenet into timm)
-from trainables.embedding_head import EmbeddingNet
-from trainables.mobilefacenet import Bottleneck, MobileFaceNet
+import trainables.models.mobilefacenet  # noqa: F401  (registers mobilefacenet into timm)
+from trainables.models.embedding import EmbeddingNet
+from trainables.models.mobilefacenet import Bottleneck, MobileFaceNet
 
 
 def test_timm_name_and_embedding_shape():

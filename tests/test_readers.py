@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from sklearn.model_selection import KFold
 
-from trainables.data.faces import read_face_folders
-from trainables.data.insightface_bin import read_insightface_bin, write_insightface_bin
-from trainables.data.insightface_rec import (MAGIC, read_insightface_rec, read_record_image,
+from trainables.data.formats.faces import read_face_folders
+from trainables.data.formats.insightface_bin import read_insightface_bin, write_insightface_bin
+from trainables.data.formats.insightface_rec import (MAGIC, read_insightface_rec, read_record_image,
                                              write_insightface_rec)
-from trainables.data.lfw_pairs import read_lfw_pairs
+from trainables.data.formats.lfw_pairs import read_lfw_pairs
 from trainables.errors import UserError
 
 from fake_images import jpeg

@@ -15,13 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from trainables.data.celeba import ATTRIBUTE_NAMES, read_celeba
-from trainables.data.insightface_bin import write_insightface_bin
-from trainables.data.insightface_rec import write_insightface_rec
+from trainables.data.formats.celeba import ATTRIBUTE_NAMES, read_celeba
+from trainables.data.formats.insightface_bin import write_insightface_bin
+from trainables.data.formats.insightface_rec import write_insightface_rec
 from trainables.data.prepare import detect_format, is_prepared, prepare
 from trainables.data.shards import (PairShardDataset, ShardDataset, ShardSplit, equal_train_rows,
                                     load_metadata)
-from trainables.data.synthetic_celeba import write_demo_celeba
+from trainables.data.demo.celeba import write_demo_celeba
 from trainables.errors import UserError
 
 from fake_images import jpeg
@@ -197,7 +197,7 @@ def test_lfw_pairs_and_bins(tmp_path):
 
 
 def test_fairface(tmp_path):
-    pytest.importorskip("trainables.data.fairface")
+    pytest.importorskip("trainables.data.formats.fairface")
     rows = {"train": [("train/1.jpg", "50-59", "Male", "East Asian", "True"),
                       ("train/2.jpg", "0-2", "Female", "Latino_Hispanic", "False"),
                       ("train/3.jpg", "more than 70", "Female", "Middle Eastern", "False")],
@@ -280,7 +280,7 @@ def test_cli(tmp_path, capsys):
 
 
 def test_shard_decoder_matches_pil_decoder(celeba_src):
-    from trainables.data.loading import decode_image
+    from trainables.data.decode import decode_image
     from trainables.data.shards import decode_shard_image
 
     data = (celeba_src / "img_align_celeba" / "000001.jpg").read_bytes()

@@ -90,7 +90,7 @@ def test_threshold_sweep_on_the_best_trials_stored_scores(local_ray, smoke_sweep
 
     from mlflow.artifacts import download_artifacts
 
-    from trainables.threshold_policy import evaluate_policy, load_predictions
+    from trainables.tasks.attributes.thresholds import evaluate_policy, load_predictions
 
     summary, client, tmp = smoke_sweep
     result = run_sweep(SweepOptions("celeba_thresholds", smoke=True, from_run=summary["best_run_id"],

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
-from trainables.data import synthetic_celeba as synthetic
-from trainables.data.celeba import ATTRIBUTE_NAMES, read_celeba
-from trainables.data.synthetic_celeba import (CELEBA_POSITIVE_RATES, NO_CUE_ATTRIBUTES, TARGET_CORRELATIONS,
+from trainables.data.demo import celeba as synthetic
+from trainables.data.formats.celeba import ATTRIBUTE_NAMES, read_celeba
+from trainables.data.demo.celeba import (CELEBA_POSITIVE_RATES, NO_CUE_ATTRIBUTES, TARGET_CORRELATIONS,
                                               ensure_demo_celeba, reachable_correlations, sample_attributes,
                                               write_demo_celeba)
 

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 from sklearn.decomposition import PCA
 
-from trainables.data.synthetic_faces import ensure_demo_faces, identity_params, write_demo_faces
-from trainables.verification import pair_distances, ten_fold_accuracy
+from trainables.data.demo.faces import ensure_demo_faces, identity_params, write_demo_faces
+from trainables.tasks.recognition.verification import pair_distances, ten_fold_accuracy
 
 SMALL = dict(num_identities=12, images_per_identity=5, verify_identities=20, pairs_per_fold=6)
 MATCHED = re.compile(r"^([A-Za-z0-9_]+)\t(\d+)\t(\d+)$")

@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.model_selection import KFold
 
-from trainables.verification import (_threshold_at_far, embed_with_flip, pair_distances, plot_roc,
+from trainables.tasks.recognition.verification import (_threshold_at_far, embed_with_flip, pair_distances, plot_roc,
                                      recompute_accuracy, tar_at_far, ten_fold_accuracy, verification_table)
 
 THRESHOLDS = np.arange(0, 4, 0.01)

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from trainables import train
-from trainables.data.synthetic_celeba import write_demo_celeba
+from trainables import worker as train
+from trainables.data.demo.celeba import write_demo_celeba
 
 
 class FakeSession:

@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from trainables.config import TrainConfig
-from trainables.data.loading import decode_image, make_loader
+from trainables.data.decode import decode_image, make_loader
 from trainables.data.shards import decode_shard_image
 from trainables.errors import UserError
 from trainables.loop import InputPipe, predict
@@ -90,7 +90,7 @@ def _positive_attributes(row: pd.Series) -> list[str]:
 
 
 def _fairface_names(cfg: TrainConfig, read: Reader) -> dict:
-    from trainables.fairface_labels import CLASSES, ONEHOT18_POSITION, TASKS
+    from trainables.tasks.fairface.labels import CLASSES, ONEHOT18_POSITION, TASKS
 
     def onehot18() -> list[str]:
         names = [""] * sum(len(CLASSES[t]) for t in TASKS)

@@ -82,7 +82,7 @@ def _by_split(split_of, codes: dict[str, int], names, paths, labels) -> dict[str
 
 
 def _celeba(src: Path) -> Plan:
-    from trainables.data.celeba import ATTR_FILE, IDENTITY_FILE, PARTITION_FILE, SPLITS, read_celeba
+    from trainables.data.formats.celeba import ATTR_FILE, IDENTITY_FILE, PARTITION_FILE, SPLITS, read_celeba
 
     index = read_celeba(src)
     labels = {name: index.attributes[:, j] for j, name in enumerate(index.attribute_names)}
@@ -96,7 +96,7 @@ def _celeba(src: Path) -> Plan:
 
 
 def _fairface(src: Path) -> Plan:
-    from trainables.data.fairface import AGE_BINS, GENDERS, RACES, SPLITS, read_fairface
+    from trainables.data.formats.fairface import AGE_BINS, GENDERS, RACES, SPLITS, read_fairface
 
     index = read_fairface(src)  # it has checked every value against these classes
     classes = {"age": list(AGE_BINS), "gender": list(GENDERS), "race": list(RACES)}
@@ -109,7 +109,7 @@ def _fairface(src: Path) -> Plan:
 
 
 def _faces(src: Path) -> Plan:
-    from trainables.data.faces import read_face_folders
+    from trainables.data.formats.faces import read_face_folders
 
     index = read_face_folders(src)
     split = SplitPlan([index.relative(i) for i in range(len(index.files))], _files(index.files),
@@ -127,13 +127,13 @@ def _pair_split(pairs) -> SplitPlan:
 
 
 def _bins(paths: list[Path]) -> dict[str, SplitPlan]:
-    from trainables.data.insightface_bin import read_insightface_bin
+    from trainables.data.formats.insightface_bin import read_insightface_bin
 
     return {p.stem: _pair_split(read_insightface_bin(p)) for p in paths}
 
 
 def _insightface_rec(src: Path) -> Plan:
-    from trainables.data.insightface_rec import IDX_FILE, PROPERTY_FILE, read_insightface_rec, read_record_image
+    from trainables.data.formats.insightface_rec import IDX_FILE, PROPERTY_FILE, read_insightface_rec, read_record_image
 
     index = read_insightface_rec(src)
 
@@ -150,7 +150,7 @@ def _insightface_rec(src: Path) -> Plan:
 
 
 def _lfw_pairs(src: Path) -> Plan:
-    from trainables.data.lfw_pairs import find_pairs_file, read_lfw_pairs
+    from trainables.data.formats.lfw_pairs import find_pairs_file, read_lfw_pairs
 
     pairs = read_lfw_pairs(src)
     return Plan({"lfw": _pair_split(pairs)}, [find_pairs_file(src)], sorted(set(pairs.left) | set(pairs.right)))
@@ -196,17 +196,17 @@ def is_prepared(path) -> bool:
 
 
 def _is_fairface_root(root: Path) -> bool:
-    from trainables.data.fairface import is_fairface_root
+    from trainables.data.formats.fairface import is_fairface_root
 
     return is_fairface_root(root)
 
 
 def detect_format(path) -> str:
     """The format of a dataset folder (or .bin file): the first whose files are there."""
-    from trainables.data.celeba import is_celeba_root
-    from trainables.data.faces import is_face_folder_root
-    from trainables.data.insightface_rec import is_insightface_rec_root
-    from trainables.data.lfw_pairs import is_lfw_pairs_root
+    from trainables.data.formats.celeba import is_celeba_root
+    from trainables.data.formats.faces import is_face_folder_root
+    from trainables.data.formats.insightface_rec import is_insightface_rec_root
+    from trainables.data.formats.lfw_pairs import is_lfw_pairs_root
 
     if is_prepared(path):
         return "prepared"

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from trainables.data.loading import decode_image
+from trainables.data.decode import decode_image
 from trainables.errors import UserError
 
 METADATA_FILE = "metadata.json"

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from trainables.config import TrainConfig
-from trainables.data.loading import make_loader, train_share
+from trainables.data.decode import make_loader, train_share
 from trainables.errors import UserError
 from trainables.loop import InputPipe
 

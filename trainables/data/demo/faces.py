@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from trainables.data.build_once import build_once
+from trainables.data.demo.build_once import build_once
 
 SIZE = 112
 N_FOLDS = 10  # LFW's pairs.txt always has ten folds

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.data.verification_pairs import VerificationPairs
+from trainables.data.formats.verification_pairs import VerificationPairs
 from trainables.errors import UserError
 
 PAIRS_FILE = "pairs.txt"

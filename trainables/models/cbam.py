@@ -7,7 +7,7 @@ so that sweeps list backbones by name and nothing branches on them.
 from timm.models import register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet, _create_resnet
 
-import trainables.mobilefacenet  # noqa: F401  (registers `mobilefacenet`)
+import trainables.models.mobilefacenet  # noqa: F401  (registers `mobilefacenet`)
 
 _CBAM = {"attn_layer": "cbam"}
 

@@ -13,7 +13,7 @@ import timm
 import torch
 from torch import nn
 
-import trainables.mobilefacenet  # noqa: F401  (registers mobilefacenet into timm)
+import trainables.models.mobilefacenet  # noqa: F401  (registers mobilefacenet into timm)
 from trainables.errors import UserError
 
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.errors import UserError
-from trainables.fairface_labels import AGE_MIDPOINTS, CLASSES, ONEHOT18_COLUMNS, ONEHOT18_POSITION, TASKS, years_to_bin
+from trainables.tasks.fairface.labels import AGE_MIDPOINTS, CLASSES, ONEHOT18_COLUMNS, ONEHOT18_POSITION, TASKS, years_to_bin
 
 _TARGET = {task: k for k, task in enumerate(TASKS)}  # column of each task's class index in the targets
 _YEARS = len(TASKS)                                   # column of the age in years

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainables.metrics import THRESHOLD_STRATEGIES
+from trainables.tasks.attributes.metrics import THRESHOLD_STRATEGIES
 
 COLUMNS = ["mean_accuracy", "macro_precision", "macro_recall", "macro_f1"]
 

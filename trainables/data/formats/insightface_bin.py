@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.data.verification_pairs import VerificationPairs, contiguous_folds
+from trainables.data.formats.verification_pairs import VerificationPairs, contiguous_folds
 from trainables.errors import UserError
 
 _LATIN1 = ("latin1", "latin-1", "iso-8859-1", "iso8859-1")

@@ -27,18 +27,18 @@ import torch
 from sklearn.metrics import mean_absolute_error
 
 from trainables.config import DataConfig, TrainConfig
-from trainables.data.fairface import GENDERS, RACES, FairFaceIndex, read_fairface
-from trainables.data.loading import ImageLabelDataset, eval_share, make_loader
+from trainables.data.formats.fairface import GENDERS, RACES, FairFaceIndex, read_fairface
+from trainables.data.decode import ImageLabelDataset, eval_share, make_loader
 from trainables.data.sources import cache_dir
-from trainables.data.synthetic_fairface import ensure_demo_fairface
+from trainables.data.demo.fairface import ensure_demo_fairface
 from trainables.data.transforms import build_augment
 from trainables.distributed import all_gather_rows
 from trainables.errors import UserError
-from trainables.fairface_labels import AGE_MIDPOINTS, TASKS, decode_multihead, encode_multihead, names
-from trainables.group_metrics import group_metrics, group_table, plot_group_accuracy, task_accuracies
+from trainables.tasks.fairface.labels import AGE_MIDPOINTS, TASKS, decode_multihead, encode_multihead, names
+from trainables.tasks.fairface.group_metrics import group_metrics, group_table, plot_group_accuracy, task_accuracies
 from trainables.loop import predict
 from trainables.models import build_model
-from trainables.multitask import Decoded, MultitaskLoss, build_multitask_loss
+from trainables.tasks.fairface.multitask import Decoded, MultitaskLoss, build_multitask_loss
 from trainables.tasks import DataSummary, EvalContext, EvalResult, TaskSetup, register_task
 
 DEMO_SEED = 0

@@ -17,8 +17,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from scipy.special import ndtr, ndtri
 from threadpoolctl import threadpool_limits
 
-from trainables.data.build_once import build_once
-from trainables.data.celeba import (ATTR_FILE, ATTRIBUTE_NAMES, IDENTITY_FILE, IMAGE_DIR,
+from trainables.data.demo.build_once import build_once
+from trainables.data.formats.celeba import (ATTR_FILE, ATTRIBUTE_NAMES, IDENTITY_FILE, IMAGE_DIR,
                                     LANDMARKS_FILE, PARTITION_FILE)
 
 # The published CelebA training-set positive rates (fraction of images labelled 1), approximate.

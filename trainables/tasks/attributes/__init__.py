@@ -17,16 +17,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from trainables.config import TrainConfig
-from trainables.data.celeba import ATTRIBUTE_NAMES
+from trainables.data.formats.celeba import ATTRIBUTE_NAMES
 from trainables.data.shards import ShardDataset, ShardSplit
 from trainables.data.sources import prepared_root
-from trainables.data.synthetic_celeba import ensure_demo_celeba
+from trainables.data.demo.celeba import ensure_demo_celeba
 from trainables.data.transforms import build_augment
 from trainables.distributed import all_gather_rows
 from trainables.errors import UserError
 from trainables.loop import predict
-from trainables.losses import build_loss, loss_arguments
-from trainables.metrics import (THRESHOLD_STRATEGIES, attribute_metrics, calibrate_thresholds, majority_accuracy,
+from trainables.tasks.attributes.losses import build_loss, loss_arguments
+from trainables.tasks.attributes.metrics import (THRESHOLD_STRATEGIES, attribute_metrics, calibrate_thresholds, majority_accuracy,
                                 per_attribute_metrics)
 from trainables.models import build_model
 from trainables.tasks import DataSummary, EvalContext, EvalResult, TaskSetup, register_task

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainables.data.fairface import AGE_BINS, GENDERS, RACES
+from trainables.data.formats.fairface import AGE_BINS, GENDERS, RACES
 
 TASKS: tuple[str, ...] = ("race", "gender", "age")
 CLASSES: dict[str, tuple[str, ...]] = {"race": RACES, "gender": GENDERS, "age": AGE_BINS}

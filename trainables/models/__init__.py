@@ -16,7 +16,7 @@ from torch import nn
 
 from trainables.config import ModelConfig
 from trainables.errors import UserError
-import trainables.registered_models  # noqa: F401  (registers our backbones into timm)
+import trainables.models.cbam  # noqa: F401  (registers our backbones into timm)
 
 
 def check_model_name(name: str) -> None:

@@ -25,8 +25,8 @@ import pathlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from trainables.data.build_once import build_once
-from trainables.data.fairface import AGE_BINS, GENDERS, HEADER, LABEL_FILES, RACES
+from trainables.data.demo.build_once import build_once
+from trainables.data.formats.fairface import AGE_BINS, GENDERS, HEADER, LABEL_FILES, RACES
 
 SIZE = 224
 FOLDER_VERSION = "v1"

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from trainables.errors import UserError
-from trainables.metrics import apply_policy, attribute_metrics, calibrate_thresholds
+from trainables.tasks.attributes.metrics import apply_policy, attribute_metrics, calibrate_thresholds
 
 
 @dataclass

@@ -31,24 +31,24 @@ from PIL import Image
 from torch import nn
 
 from trainables.config import DataConfig, TrainConfig
-from trainables.data.celeba import read_celeba
-from trainables.data.faces import read_face_folders
-from trainables.data.insightface_bin import read_insightface_bin
-from trainables.data.insightface_rec import read_insightface_rec, read_record_image
-from trainables.data.lfw_pairs import read_lfw_pairs
-from trainables.data.loading import ImageLabelDataset, eval_share, make_loader
+from trainables.data.formats.celeba import read_celeba
+from trainables.data.formats.faces import read_face_folders
+from trainables.data.formats.insightface_bin import read_insightface_bin
+from trainables.data.formats.insightface_rec import read_insightface_rec, read_record_image
+from trainables.data.formats.lfw_pairs import read_lfw_pairs
+from trainables.data.decode import ImageLabelDataset, eval_share, make_loader
 from trainables.data.sources import cache_dir
-from trainables.data.synthetic_faces import ensure_demo_faces
+from trainables.data.demo.faces import ensure_demo_faces
 from trainables.data.transforms import build_augment
-from trainables.data.verification_pairs import VerificationPairs
+from trainables.data.formats.verification_pairs import VerificationPairs
 from trainables.distributed import all_gather_rows
-from trainables.embedding_head import EmbeddingNet
+from trainables.models.embedding import EmbeddingNet
 from trainables.errors import UserError
-from trainables.margin_losses import (RecognitionCriterion, build_recognition_criterion, center_param_group,
+from trainables.tasks.recognition.margin_losses import (RecognitionCriterion, build_recognition_criterion, center_param_group,
                                       margin_head_arguments)
 from trainables.models import check_model_name, load_backbone_weights
 from trainables.tasks import DataSummary, EvalContext, EvalResult, TaskSetup, register_task
-from trainables.verification import embed_with_flip, pair_distances, plot_roc, tar_at_far, ten_fold_accuracy, verification_table
+from trainables.tasks.recognition.verification import embed_with_flip, pair_distances, plot_roc, tar_at_far, ten_fold_accuracy, verification_table
 
 DEMO_SEED = 0
 FAR = 1e-3

@@ -1,0 +1,1 @@
+"""The synthetic demo sets, in the real formats, built once into the cache."""
