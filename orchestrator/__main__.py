@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument("name", help="the sweep (see `orchestrator list`)")
     sweep.add_argument("--data", metavar="PATH",
-                       help="dataset root (e.g. the CelebA folder holding list_attr_celeba.txt); "
-                            "without it, a synthetic demo set in the same format is built and used")
+                       help="the dataset: a folder in its distributed layout, a `prepare`d folder, or a URI of one "
+                            "(s3://, gs://, file://); without it, a synthetic demo set in the same format is used")
     sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set optim.lr=0.01 or --set model.name=resnet18,seresnet18 "
                             "(a comma list becomes a grid); repeatable")
@@ -64,22 +64,27 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument("--name", dest="run_name", metavar="NAME",
                        help="name of this sweep run under --storage (default: the sweep's name)")
     sweep.add_argument("--from-run", metavar="RUN_ID",
-                       help="for celeba_thresholds: the MLflow run (a trial, or a sweep for its best trial) whose stored scores to use")
+                       help="for a threshold-policy sweep: the MLflow run (a trial, or a sweep for its best trial) whose stored scores to use")
     sweep.add_argument("--max-failures", type=int, default=1, metavar="N",
                        help="times a failed trial is retried from its last checkpoint (default: 1)")
 
 
 def cmd_list(args) -> int:
     import search_spaces
+    from trainables.data.prepare import FORMATS
+    from trainables.tasks import TASKS
 
     for name in search_spaces.names():
         print(f"{name:<24} {search_spaces.question(name)}")
+    print(f"\ndataset layouts (for --data and prepare): {', '.join(FORMATS.names())}")
     if args.keys:
         from trainables.config import TrainConfig
 
-        print("\nconfig keys (use with --set KEY=VALUE):")
-        for key, value in TrainConfig().to_flat_dict().items():
-            print(f"  {key:<24} {value!r}")
+        for task_name, task in TASKS.items():
+            print(f"\nconfig keys of task '{task_name}' ({task.title}); use with --set KEY=VALUE:")
+            for key, value in TrainConfig(task_name).to_flat_dict().items():
+                if key != "task":
+                    print(f"  {key:<24} {value!r}")
     return 0
 
 

@@ -4,8 +4,8 @@ The trial's MLflow run names (tag `checkpoint`) the checkpoint of its last repor
 parent is the trial's Ray Train run, which keeps the best checkpoint by the sweep's metric and the
 latest one. Each checkpoint's meta.json gives its epoch, and the run's metric history gives that
 epoch's value, so the best can be chosen without asking Ray. The folder written holds only safe,
-portable files: model.safetensors, config.json, labels.json, thresholds.json and MODEL_CARD.md;
-`orchestrator predict` reads exactly these.
+portable files: model.safetensors, config.json, labels.json, MODEL_CARD.md and the files the task
+declares for its outputs (such as decision thresholds); `orchestrator predict` reads exactly these.
 """
 
 from __future__ import annotations
@@ -22,27 +22,20 @@ import pyarrow.fs as pafs
 from trainables.errors import UserError
 
 LOWER_IS_BETTER = ("loss", "mae", "error", "gap")  # metric name parts for which the minimum is best
-STRATEGY_MEANING = {
-    "fixed": "eval.threshold for every attribute",
-    "prior": "each attribute's positive rate in training",
-    "f1_opt": "per attribute, the threshold that maximised F1 on the validation split",
-    "acc_opt": "per attribute, the threshold that maximised accuracy on the validation split",
-}
 
 
 def add_export_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "export", help="write a trial's best checkpoint as a model folder for `predict`",
         description="Pick a trial's best checkpoint by a metric's per-epoch history in MLflow and write "
-                    "model.safetensors, config.json, labels.json, thresholds.json and MODEL_CARD.md to --out.")
+                    "model.safetensors, config.json, labels.json, MODEL_CARD.md and the task's decision files to --out.")
     parser.add_argument("--run", required=True, metavar="RUN_ID",
                         help="an MLflow trial run id, or a sweep's parent run id (its best trial is exported)")
     parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write (created if needed)")
     parser.add_argument("--tracking-uri", metavar="URI",
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here)")
     parser.add_argument("--metric", metavar="NAME",
-                        help="choose the checkpoint by this metric (default: val/mean_accuracy for CelebA "
-                             "attributes, val/mean_task_accuracy for FairFace)")
+                        help="choose the checkpoint by this metric (default: the trial's task's usual objective)")
     parser.add_argument("--mode", choices=("max", "min"),
                         help="whether the metric's maximum or minimum is best (default: min for losses, errors "
                              "and gaps, else max)")
@@ -69,6 +62,7 @@ def export_run(run_id: str, out, tracking_uri: str | None = None, metric: str | 
     from orchestrator.tracking import SWEEP_KEY, Tracking
     from trainables.config import TrainConfig
     from trainables.inference import task_outputs
+    from trainables.tasks import get_task
 
     tracking = Tracking(tracking_uri)
     run = tracking.trial_run(run_id)  # a sweep's parent run stands for its best trial
@@ -79,8 +73,9 @@ def export_run(run_id: str, out, tracking_uri: str | None = None, metric: str | 
                         "trial's run id, or its sweep's parent run id")
     fs, checkpoint_path = filesystem(tag, run.data.tags.get(SWEEP_KEY, ""))
     checkpoints = list_checkpoints(fs, checkpoint_path.rstrip("/").rsplit("/", 1)[0])
-    outputs = task_outputs(TrainConfig.from_dict(checkpoints[-1].config).task, "export")
-    metric = metric or outputs.metric
+    task = TrainConfig.from_dict(checkpoints[-1].config).task
+    outputs = task_outputs(task, "export")
+    metric = metric or get_task(task).metric
     mode = mode or ("min" if any(part in metric.rsplit("/", 1)[-1] for part in LOWER_IS_BETTER) else "max")
     history = metric_by_epoch(tracking, run_id, metric)
     scored = [(history[c.epoch], c) for c in checkpoints if c.epoch in history]
@@ -99,21 +94,23 @@ def export_run(run_id: str, out, tracking_uri: str | None = None, metric: str | 
 
 
 def write_export(fs: pafs.FileSystem, best: Checkpoint, outputs, tracking, run, chosen: dict, out: Path) -> None:
-    """model.safetensors, config.json, labels.json, thresholds.json (attribute models) and MODEL_CARD.md."""
+    """model.safetensors, config.json, labels.json, the task's export files and MODEL_CARD.md."""
     import torch
     from safetensors.torch import save_file
 
+    from trainables.artifacts import CHECKPOINT_META, MODEL_CARD, MODEL_WEIGHTS
     from trainables.config import TrainConfig
     from trainables.inference import (CONFIG_FILE, LABELS_FILE, MODEL_FILE, THRESHOLDS_FILE, model_from_state,
                                       pick_default_strategy)
+    from trainables.tasks import get_task
 
     def read(name: str) -> bytes | None:
         return read_bytes(fs, f"{best.path}/{name}")
 
     cfg = TrainConfig.from_dict(best.config)
-    weights = read("model.pt")
+    weights = read(MODEL_WEIGHTS)
     if weights is None:
-        raise UserError(f"checkpoint {best.path} has no model.pt: the storage copy is incomplete; "
+        raise UserError(f"checkpoint {best.path} has no {MODEL_WEIGHTS}: the storage copy is incomplete; "
                         "export another run or restore the folder")
     state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
     # channels_last (GPU) tensors are strided; safetensors stores plain contiguous ones
@@ -127,19 +124,23 @@ def write_export(fs: pafs.FileSystem, best: Checkpoint, outputs, tracking, run, 
     os.chmod(out / MODEL_FILE, 0o666 & ~umask)  # safetensors writes 0600; the folder is meant to be shared
     (out / CONFIG_FILE).write_text(json.dumps(cfg.to_flat_dict(), indent=1))
     (out / LABELS_FILE).write_text(json.dumps(labels, indent=1))
-    thresholds = read(THRESHOLDS_FILE)
-    strategies = list(json.loads(thresholds)) if thresholds is not None else []
-    if thresholds is not None:
-        (out / THRESHOLDS_FILE).write_bytes(thresholds)
-    else:  # a previous export into the same folder must not lend its thresholds to this model
-        (out / THRESHOLDS_FILE).unlink(missing_ok=True)
+    strategies: list[str] = []
+    for name in outputs.export_files:  # e.g. the decision thresholds predict labels with
+        data = read(name)
+        if data is not None:
+            (out / name).write_bytes(data)
+            if name == THRESHOLDS_FILE:
+                strategies = list(json.loads(data))
+        else:  # a previous export into the same folder must not lend its files to this model
+            (out / name).unlink(missing_ok=True)
     strategy = pick_default_strategy(strategies)
     run_id, metric = chosen["run_id"], chosen["metric"]
     card_values = {m: v for m in dict.fromkeys([metric] + outputs.card_metrics(strategy or "fixed"))
                    if (v := metric_by_epoch(tracking, run_id, m).get(best.epoch)) is not None}
-    (out / "MODEL_CARD.md").write_text(model_card(
-        cfg=cfg, title=outputs.title, model=model, run=run, tracking_uri=tracking.uri, chosen=chosen,
-        metrics=card_values, strategy=strategy, strategies=strategies, num_outputs=len(labels["outputs"])))
+    (out / MODEL_CARD).write_text(model_card(
+        cfg=cfg, title=get_task(cfg.task).title, card_lines=outputs.card_lines(strategies, strategy), model=model, run=run,
+        tracking_uri=tracking.uri, chosen=chosen,
+        metrics=card_values, strategy=strategy, num_outputs=len(labels["outputs"])))
 
 
 def check_writable(out: Path) -> None:
@@ -180,6 +181,8 @@ def read_bytes(fs: pafs.FileSystem, path: str) -> bytes | None:
 
 def list_checkpoints(fs: pafs.FileSystem, train_run: str) -> list[Checkpoint]:
     """The Train run's checkpoint_* folders that have a meta.json, by epoch."""
+    from trainables.artifacts import CHECKPOINT_META
+
     if fs.get_file_info(train_run).type != pafs.FileType.Directory:
         raise UserError(f"checkpoint folder {train_run} not found (was the sweep's storage deleted or moved?): "
                         "restore it, or export another run")
@@ -187,7 +190,7 @@ def list_checkpoints(fs: pafs.FileSystem, train_run: str) -> list[Checkpoint]:
     for info in fs.get_file_info(pafs.FileSelector(train_run)):
         if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
             continue
-        meta = read_bytes(fs, f"{info.path}/meta.json")
+        meta = read_bytes(fs, f"{info.path}/{CHECKPOINT_META}")
         if meta is not None:  # a checkpoint Ray was still writing when the trial stopped has none
             record = json.loads(meta)
             found.append(Checkpoint(info.path, int(record["epoch"]), record["config"]))
@@ -203,8 +206,8 @@ def metric_by_epoch(tracking, run_id: str, metric: str) -> dict[int, float]:
     return {int(m.step): float(m.value) for m in history}
 
 
-def model_card(*, cfg, title: str, model, run, tracking_uri: str, chosen: dict, metrics: dict[str, float],
-               strategy: str, strategies: list[str], num_outputs: int) -> str:
+def model_card(*, cfg, title: str, card_lines: list[str], model, run, tracking_uri: str, chosen: dict,
+               metrics: dict[str, float], strategy: str, num_outputs: int) -> str:
     """A short, honest MODEL_CARD.md: what it predicts, from what input, how good, and where it came from."""
     from orchestrator.tracking import redact
     from trainables.models import input_normalization
@@ -233,10 +236,7 @@ def model_card(*, cfg, title: str, model, run, tracking_uri: str, chosen: dict, 
         f"- **Checkpoint:** epoch {epoch} of {cfg.optim.epochs}, chosen by `{chosen['metric']}` ({chosen['mode']}) "
         f"among the kept epochs {chosen['epochs']}.",
     ]
-    if strategy:
-        lines.append(f"- **Decision thresholds:** `predict` labels a score 1 when it reaches `{strategy}`'s threshold "
-                     f"({STRATEGY_MEANING.get(strategy, 'see thresholds.json')}); thresholds.json has "
-                     f"{', '.join(strategies)} (choose with --threshold-strategy).")
+    lines += card_lines
     lines += [
         f"- **Source:** MLflow run `{run.info.run_id}` ({run.info.run_name}), tracking URI `{redact(tracking_uri)}`; "
         f"checkpoint `{redact(chosen['checkpoint'])}`.",

@@ -32,10 +32,10 @@ def add_predict_parser(subparsers) -> None:
     parser.add_argument("--images", required=True, metavar="PATH", help="an image file, or a folder of images")
     parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write (created if needed)")
     parser.add_argument("--threshold-strategy", metavar="NAME",
-                        help="attribute models: which thresholds.json strategy labels a score 0/1 "
+                        help="models exported with decision thresholds: which strategy labels a score 0/1 "
                              "(default: f1_opt if present, else fixed)")
     parser.add_argument("--explain", metavar="NAME",
-                        help="Grad-CAM for this output (a CelebA attribute such as Smiling; any name in labels.json)")
+                        help="Grad-CAM for this output (any name in labels.json, such as Smiling)")
     parser.add_argument("--limit", type=int, default=16, metavar="N",
                         help="faces drawn in the grids and explained (default 16); predictions.csv has every image")
     parser.add_argument("--device", metavar="DEVICE", help="torch device (default: cuda when available, else cpu)")

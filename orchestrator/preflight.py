@@ -13,11 +13,11 @@ from typing import Callable
 
 import search_spaces
 from orchestrator import cluster, state
-from orchestrator.space import apply_overrides, check_space, is_domain
+from orchestrator.space import apply_overrides, batch_sizes, check_space, is_domain
 from orchestrator.tracking import Tracking
 from trainables.config import TrainConfig
 from trainables.errors import UserError
-from trainables.tasks import DataSummary, prepare_task_data
+from trainables.tasks import DataSummary, get_task
 
 
 @dataclass
@@ -39,9 +39,10 @@ class Preflight:
         self.sweep = search_spaces.get(opts.name)(real_data=bool(opts.data), smoke=opts.smoke)
         if self.sweep.runner != "train":
             return f"sweep {self.sweep.name} ({self.sweep.runner} runner)"
-        self.space = apply_overrides(self.sweep.param_space, opts.overrides)
+        space = dict(self.sweep.param_space)
         if opts.data:
-            self.space["data.root"] = opts.data
+            space["data.root"] = opts.data
+        self.space = apply_overrides(space, opts.overrides)  # paths made absolute here, once
         check_space(self.space)
         self.base = TrainConfig.from_dict({k: v for k, v in self.space.items() if not is_domain(v)})
         return f"sweep {self.sweep.name}: every backbone, loss, optimizer and key is known"
@@ -58,8 +59,9 @@ class Preflight:
         return f"storage {root} is writable; this sweep {verb} {self.run.path}"
 
     def check_data(self) -> str:
-        self.data = prepare_task_data(self.base)
-        return f"data at {self.data.root} is present and readable ({self.base.task})"
+        self.data = get_task(self.base.task).prepare(self.base, lambda text: print(text, flush=True))
+        sizes = ", ".join(f"{name} {rows}" for name, rows in self.data.splits.items())
+        return f"data at {self.data.root} is present and readable ({sizes})"
 
     def check_ray(self) -> str:
         cluster.connect(self.opts.address)
@@ -73,7 +75,19 @@ class Preflight:
         totals, largest = cluster.cluster_totals()
         self.resources = cluster.plan_resources(totals, self.opts.num_workers, self.opts.gpus_per_worker,
                                                 self.opts.max_concurrent, self.sweep.workers_per_trial, largest)
+        if self.data is not None:
+            self.check_batch(self.data.train_rows, self.resources.num_workers)
         return f"resources fit: {self.resources.describe()}"
+
+    def check_batch(self, train_rows: int, workers: int) -> None:
+        """A batch larger than a worker's share of the training rows would run no step at all."""
+        share = train_rows // workers
+        too_big = [b for b in batch_sizes(self.space) if b > share]
+        if too_big:
+            raise UserError(f"optim.batch_size={max(too_big)} is larger than a worker's share of the training data "
+                            f"({train_rows} rows over {workers} workers = {share} each), so no training step would "
+                            f"run: the largest batch that fits is {share}; pass --set optim.batch_size={share} "
+                            f"(or less), or fewer --num-workers")
 
     def checks(self) -> list[tuple[str, Callable[[], str], tuple[str, ...]]]:
         """(name, check, the checks it needs) in the order they run."""
@@ -82,7 +96,7 @@ class Preflight:
             return [("MLflow", self.check_tracking, needs_sweep), ("Ray", self.check_ray, ())]
         return [("MLflow", self.check_tracking, needs_sweep), ("storage", self.check_storage, needs_sweep),
                 ("data", self.check_data, needs_sweep), ("Ray", self.check_ray, ()),
-                ("resources", self.check_resources, needs_sweep + ("Ray",))]
+                ("resources", self.check_resources, needs_sweep + ("Ray", "data"))]
 
     def run_all(self) -> None:
         """For `sweep`: every check, raising the first failure."""

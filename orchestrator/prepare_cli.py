@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 
-FORMATS = ("celeba", "fairface", "faces", "insightface_rec", "lfw_pairs", "insightface_bin", "auto")
 
 
 def add_prepare_parser(subparsers) -> None:
@@ -17,7 +16,8 @@ def add_prepare_parser(subparsers) -> None:
         "prepare", help="pack a dataset into Parquet shards for training",
         description="Read a dataset in its distributed layout, check every image, and write Parquet shards "
                     "(OUT/<split>/part-*.parquet) plus OUT/metadata.json. A re-run on unchanged inputs is skipped.")
-    parser.add_argument("format", choices=FORMATS, help="the layout of --src ('auto' detects it)")
+    parser.add_argument("format", metavar="FORMAT",
+                        help="the layout of --src, or 'auto' to detect it (`python -m orchestrator list` names the layouts)")
     parser.add_argument("--src", required=True, metavar="PATH", help="the dataset folder (or .bin file) as distributed")
     parser.add_argument("--out", required=True, metavar="PATH",
                         help="output folder: a local path or a pyarrow URI (s3://bucket/x, gs://..., file:///...)")
@@ -30,11 +30,13 @@ def add_prepare_parser(subparsers) -> None:
 
 
 def cmd_prepare(args) -> int:
-    from trainables.data.prepare import StderrProgress, detect_format, prepare
-
+    from trainables.data.prepare import FORMATS, StderrProgress, detect_format, prepare
     from trainables.errors import UserError
 
     fmt = detect_format(args.src) if args.format == "auto" else args.format
+    FORMATS.get(fmt)  # an unknown layout: one line with the known ones
+    if args.row_group_rows < 1 or args.max_file_mib < 1:
+        raise UserError("--row-group-rows and --max-file-mib must be at least 1 (nothing was changed)")
     if fmt == "prepared":
         raise UserError(f"{args.src} is already a prepared dataset; train from it directly (--data {args.src})")
     start = time.monotonic()

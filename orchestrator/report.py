@@ -1,7 +1,8 @@
 """What a finished trial and a finished sweep leave behind: files in MLflow and the final table.
 
-Workers write data (thresholds, per-attribute table, scores) beside their checkpoint; the driver
-renders plots from that data once per trial, so no worker spends time in matplotlib.
+Workers write data (the files their task declares) beside their checkpoint; the driver renders the
+task's plots from that data once per trial, so no worker spends time in matplotlib. Which files,
+plots, columns and leaderboard there are is the task's to say: this module names none of them.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ import numpy as np
 import pandas as pd
 from ray import tune
 
-from trainables.tasks.attributes.leaderboard import leaderboard, write_leaderboard
 from orchestrator.tracking import Tracking, is_metric
+from trainables.artifacts import TRIALS_TABLE
+from trainables.tasks import Task
 
-TRIAL_FILES = ["thresholds.json", "per_attribute.csv", "predictions", "per_group.csv", "group_accuracy.png",
-               "verification"]
+COLUMNS = ["train/images_per_sec"]  # shown for every task, after the task's own
 
 
-def log_trial_files(tracking: Tracking, run_id: str, result: dict, checkpoint_path: str | None,
+def log_trial_files(tracking: Tracking, task: Task, run_id: str, result: dict, checkpoint_path: str | None,
                     storage: str = "") -> None:
-    """Copy the trial's result files from its last checkpoint into its MLflow run, with a PR plot."""
+    """Copy the trial's result files from its last checkpoint into its MLflow run, with the task's plots."""
     if not checkpoint_path:
         return
     import pyarrow.fs
@@ -32,49 +33,15 @@ def log_trial_files(tracking: Tracking, run_id: str, result: dict, checkpoint_pa
     filesystem = pyarrow.fs.FileSystem.from_uri(storage)[0] if "://" in storage else None
     with ray.train.Checkpoint(checkpoint_path, filesystem=filesystem).as_directory() as folder:
         folder = Path(folder)
-        tracking.log_files(run_id, folder, TRIAL_FILES)
+        tracking.log_files(run_id, folder, list(task.trial_files))
         tracking.log(run_id, tags={"checkpoint": checkpoint_path})
-        test = folder / "predictions" / "test.parquet"
-        if test.is_file():
+        if task.render is not None:
             with tempfile.TemporaryDirectory() as tmp:
-                png = Path(tmp) / "pr_curves.png"
-                plot_pr_curves(pd.read_parquet(test), png)
-                tracking.log_files(run_id, Path(tmp), ["pr_curves.png"])
+                tracking.log_files(run_id, Path(tmp), task.render(folder, Path(tmp)))
 
 
-def plot_pr_curves(predictions: pd.DataFrame, out: Path) -> None:
-    """One small precision-recall panel per attribute, with its average precision."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import average_precision_score, precision_recall_curve
-
-    names = [c.split("/", 1)[1] for c in predictions.columns if c.startswith("score/")]
-    cols = 8
-    rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.0, rows * 2.0), squeeze=False)
-    for ax, name in zip(axes.flat, names):
-        y, s = predictions[f"label/{name}"].to_numpy(), predictions[f"score/{name}"].to_numpy()
-        if 0 < y.sum() < len(y):
-            precision, recall, _ = precision_recall_curve(y, s)
-            ax.plot(recall, precision, lw=1)
-            ax.set_title(f"{name[:18]}\nAP {average_precision_score(y, s):.2f}", fontsize=7)
-        else:
-            ax.set_title(f"{name[:18]}\n(one class)", fontsize=7)
-        ax.set_xlim(0, 1), ax.set_ylim(0, 1.02), ax.tick_params(labelsize=5)
-    for ax in list(axes.flat)[len(names):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-
-
-COLUMNS = ["val/mean_accuracy", "val/macro_f1", "test/fixed/macro_f1", "test/f1_opt/macro_f1", "test/macro_f1",
-           "train/images_per_sec"]
-
-
-def results_table(results: tune.ResultGrid, metric: str, mode: str, describe, extra: list[str] = ()) -> pd.DataFrame:
+def results_table(results: tune.ResultGrid, metric: str, mode: str, describe, extra: list[str] = (),
+                  columns: tuple[str, ...] = ()) -> pd.DataFrame:
     """One row per trial, best first, with the sweep's metric and the other headline numbers it reported."""
     rows = []
     for result in results:
@@ -82,7 +49,7 @@ def results_table(results: tune.ResultGrid, metric: str, mode: str, describe, ex
         row = {"trial": metrics.get("trial_id", ""), "config": describe(result.config or {}),
                "status": "failed" if result.error else "done", "epochs": metrics.get("epoch", 0),
                metric: metrics.get(metric, np.nan)}
-        row.update({c: metrics[c] for c in [*extra, *COLUMNS] if c != metric and c in metrics})
+        row.update({c: metrics[c] for c in [*extra, *columns, *COLUMNS] if c != metric and c in metrics})
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
@@ -92,10 +59,10 @@ def results_table(results: tune.ResultGrid, metric: str, mode: str, describe, ex
     return table.rename(columns={"train/images_per_sec": "img/s"})
 
 
-def finish_sweep(results: tune.ResultGrid, sweep, tracking: Tracking, parent_id: str, baseline: dict | None,
-                 describe, started: float, child_run=lambda trial_id: None) -> dict:
+def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking, parent_id: str,
+                 baseline: dict | None, describe, started: float, child_run=lambda trial_id: None) -> dict:
     """Print the table, log `best/*` (and which child run is best) to the parent run, and close it."""
-    table = results_table(results, sweep.metric, sweep.mode, describe, sweep.report)
+    table = results_table(results, sweep.metric, sweep.mode, describe, sweep.report, task.report_columns)
     failed = int((table["status"] == "failed").sum()) if not table.empty else 0
     print("\n" + (table.to_string(index=False, float_format=lambda v: f"{v:.4f}") if not table.empty else "no trials ran"))
     summary: dict = {"trials": len(table), "failed": failed, "baseline": baseline}
@@ -115,11 +82,11 @@ def finish_sweep(results: tune.ResultGrid, sweep, tracking: Tracking, parent_id:
         against = "".join(f"  ({k} {v:.4f})" for k, v in (baseline or {}).items())
         print(f"\nbest: {summary['best']}  {sweep.metric} {summary['best_value']:.4f}{against}")
     with tempfile.TemporaryDirectory() as tmp:
-        table.to_csv(Path(tmp) / "trials.csv", index=False)
-        files = ["trials.csv"]
-        board = leaderboard([(describe(r.config or {}), r.metrics or {}) for r in results if r.metrics])
-        if board is not None:
-            files += write_leaderboard(board, Path(tmp))
+        table.to_csv(Path(tmp) / TRIALS_TABLE, index=False)
+        files = [TRIALS_TABLE]
+        if task.leaderboard is not None:
+            rows = [(describe(r.config or {}), r.metrics or {}) for r in results if r.metrics]
+            files += task.leaderboard(rows, Path(tmp))
         tracking.log_files(parent_id, Path(tmp), files)
     tracking.log(parent_id, metrics={"sweep/minutes": (time.time() - started) / 60, "sweep/failed_trials": failed})
     tracking.client.set_terminated(parent_id, status="FAILED" if failed == len(table) else "FINISHED")

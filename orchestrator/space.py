@@ -1,8 +1,9 @@
 """A sweep's param space: applying `--set` overrides, and checking every name before any trial runs.
 
-Keys are the config's dotted keys. An override replaces that key's value or Tune domain with a
-fixed value, parsed to the key's declared type; a comma-separated value for a non-list key
-becomes a grid (`--set model.name=resnet18,seresnet18`).
+Keys are the config's dotted keys, for the sweep's task (a key of a section the task does not read is
+an error). An override replaces that key's value or Tune domain with a fixed value, parsed to the key's
+declared type; a comma-separated value for a non-list key becomes a grid
+(`--set model.name=resnet18,seresnet18`). Path values are made absolute here, once, in the driver.
 """
 
 from __future__ import annotations
@@ -14,37 +15,56 @@ from typing import Any
 from ray import tune
 from ray.tune.search.sample import Categorical, Domain
 
-from trainables.config import TrainConfig, coerce, key_type
+from trainables.config import DEFAULT_TASK, TrainConfig, absolute, coerce, key_type, path_keys
+from trainables.data.transforms import build_augment
 from trainables.errors import UserError
-from trainables.tasks.attributes.losses import LOSSES
-from trainables.tasks import task_spec
 from trainables.models import check_model_name
 from trainables.optim import check_optim_names
-from trainables.data.transforms import build_augment
+from trainables.tasks import get_task
 
 
-def parse_override(text: str) -> tuple[str, Any]:
+def task_of(space: dict[str, Any]) -> str:
+    task = space.get("task", DEFAULT_TASK)
+    if is_domain(task):
+        raise UserError("`task` cannot vary within one sweep: run one sweep per task")
+    get_task(task)
+    return task
+
+
+def parse_override(text: str, task: str = DEFAULT_TASK) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise UserError(f"--set expects key=value (e.g. --set optim.lr=0.01), got '{text}'")
-    typ = key_type(key)
+    if key == "task":
+        raise UserError("--set task=... is not allowed: a sweep's task is part of the sweep; run a sweep of that task")
+    typ = key_type(key, task)
     if typ is not list and "," in raw:
         return key, tune.grid_search([coerce(key, part.strip(), typ) for part in raw.split(",")])
     return key, coerce(key, raw, typ)
 
 
 def apply_overrides(space: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """The space with each `--set` applied, and every path value made absolute."""
     out = dict(space)
+    task = task_of(out)
     for text in overrides:
-        key, value = parse_override(text)
+        key, value = parse_override(text, task)
         out[key] = value
+    for key in path_keys(task):
+        if key in out:
+            value = out[key]
+            out[key] = tune.grid_search(absolute(value["grid_search"])) if is_grid(value) else absolute(value)
     return out
+
+
+def is_grid(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"grid_search"}
 
 
 def choices(value: Any) -> list[Any]:
     """Every value a param-space entry can take (a fixed value, a grid, or a categorical domain)."""
-    if isinstance(value, dict) and set(value) == {"grid_search"}:
+    if is_grid(value):
         return list(value["grid_search"])
     if isinstance(value, Categorical):
         return list(value.categories)
@@ -59,8 +79,8 @@ def check_space(space: dict[str, Any]) -> None:
     checked: set[tuple] = set()
     for combo in itertools.islice(itertools.product(*(choices(space[k]) for k in keys)), 512):
         cfg = TrainConfig.from_dict(dict(zip(keys, combo)))
-        task_spec(cfg.task).check(cfg)
-        names = (cfg.model.name, cfg.loss.name, cfg.optim.name, cfg.optim.scheduler, tuple(cfg.data.augment))
+        get_task(cfg.task).check(cfg)
+        names = (cfg.model.name, cfg.model.weights, cfg.optim.name, cfg.optim.scheduler, tuple(cfg.data.augment))
         if names in checked:
             continue
         checked.add(names)
@@ -68,16 +88,18 @@ def check_space(space: dict[str, Any]) -> None:
         if cfg.model.weights and not Path(cfg.model.weights).expanduser().is_file():
             raise UserError(f"model.weights file not found: {cfg.model.weights}: give the path of a local "
                             ".safetensors or .pth file (weights cannot be downloaded here)")
-        if cfg.loss.name not in LOSSES:
-            raise UserError(f"unknown loss '{cfg.loss.name}' (loss.name); known: {', '.join(sorted(LOSSES))}")
         check_optim_names(cfg.optim)
         build_augment(cfg.data.augment, cfg.data.image_size)
         if cfg.optim.epochs < 1 or cfg.optim.batch_size < 1 or cfg.data.image_size < 16:
             raise UserError("optim.epochs and optim.batch_size must be at least 1, and data.image_size at least 16")
 
 
+def batch_sizes(space: dict[str, Any]) -> list[int]:
+    return [int(v) for v in choices(space.get("optim.batch_size", TrainConfig(task_of(space)).optim.batch_size))]
+
+
 def max_epochs(space: dict[str, Any]) -> int:
-    values = choices(space.get("optim.epochs", TrainConfig().optim.epochs))
+    values = choices(space.get("optim.epochs", TrainConfig(task_of(space)).optim.epochs))
     return max(int(v) for v in values)
 
 

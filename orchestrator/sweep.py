@@ -23,7 +23,10 @@ from orchestrator.preflight import Preflight
 from orchestrator.space import count_trials, describe, max_epochs, search_algorithm, varying_keys
 from orchestrator.tracking import KIND_KEY, SWEEP_KEY, TRIAL_KEY, MlflowTrialCallback
 from orchestrator.progress import ProgressPrinter
+from trainables.artifacts import DIVERGED_MARKER, TRAIN_RUNS
 from trainables.config import TrainConfig
+from trainables.errors import UserError
+from trainables.tasks import get_task
 from trainables.worker import train_fn_per_worker
 
 
@@ -45,7 +48,7 @@ class SweepOptions:
     from_run: str | None = None
 
 
-DIVERGED_MARKER, TRAIN_RUNS = "diverged.txt", "train_runs"
+USER_ERROR = "UserError: "
 
 
 def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: str, mode: str, storage: str) -> None:
@@ -85,10 +88,13 @@ def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: 
     try:
         trainer.fit()
     except Exception as err:
-        if "DivergedError" in str(err):
-            reason = "diverged: " + str(err).split("DivergedError:", 1)[-1].strip().splitlines()[0]
+        text = str(err)
+        if "DivergedError" in text:
+            reason = "diverged: " + text.split("DivergedError:", 1)[-1].strip().splitlines()[0]
             state.write_text(marker, reason)
             raise RuntimeError(reason) from None
+        if USER_ERROR in text:  # a user's mistake found on a worker: its one line, not every worker's traceback
+            raise UserError(text.rsplit(USER_ERROR, 1)[-1].strip().splitlines()[0]) from None
         raise
 
 
@@ -102,7 +108,8 @@ def run_sweep(opts: SweepOptions) -> dict:
         return run_threshold_sweep(opts, pre.sweep)
     pre.run_all()
     sweep, space, tracking, run, data, resources = pre.sweep, pre.space, pre.tracking, pre.run, pre.data, pre.resources
-    space["data.root"] = data.root  # trials read the prepared shards, never the raw files
+    task = get_task(pre.base.task)
+    space.update(data.settings)  # trials read the prepared shards, never the raw files
     epochs = max_epochs(space)
     name_of = functools.partial(describe, keys=varying_keys(space))
     total = count_trials(space, sweep.num_samples)
@@ -132,7 +139,7 @@ def run_sweep(opts: SweepOptions) -> dict:
     callbacks = [  # record in MLflow first, then announce: a line on screen means it is stored
         MlflowTrialCallback(tracking, experiment_id, parent_id, run.path, name_of,
                             params_of=lambda config: TrainConfig.from_dict(config).to_flat_dict(),
-                            on_finish=functools.partial(report.log_trial_files, tracking, storage=run.path)),
+                            on_finish=functools.partial(report.log_trial_files, tracking, task, storage=run.path)),
         ProgressPrinter(sweep.metric, sweep.mode, total, epochs, name_of),
     ]
     if opts.resume:
@@ -158,7 +165,7 @@ def run_sweep(opts: SweepOptions) -> dict:
     fit_started = time.time()
     results = tuner.fit()
     summary = report.finish_sweep(
-        results, sweep, tracking, parent_id, data.baseline, name_of, started,
+        results, sweep, task, tracking, parent_id, data.baseline, name_of, started,
         child_run=lambda trial_id: tracking.find_run(experiment_id, {SWEEP_KEY: run.path, TRIAL_KEY: trial_id}),
     )
     run.save(status="finished")

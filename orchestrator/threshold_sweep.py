@@ -1,7 +1,8 @@
-"""A threshold-policy sweep on a finished trial's stored scores (`sweep celeba_thresholds --from-run`).
+"""A policy sweep on a finished trial's stored scores (a sweep with `runner="thresholds"`, `--from-run`).
 
-No model is loaded: each Tune trial scores one policy on the stored validation and test
-predictions, which travel to the trials once through Ray's object store. The trials become child
+No model is loaded: the source trial's task says which of its stored files it needs and how a
+policy is scored on them (`Task.policy`); each Tune trial scores one policy, and the stored data
+travels to the trials once through Ray's object store. The trials become child
 runs of a new run nested under the source trial's sweep, so the UI shows them together.
 """
 
@@ -20,14 +21,13 @@ from orchestrator.space import count_trials, describe, search_algorithm, varying
 from orchestrator.tracking import KIND_KEY, SWEEP_KEY, TRIAL_KEY, MlflowTrialCallback, Tracking
 from orchestrator.progress import ProgressPrinter
 from trainables.errors import UserError
-from trainables.tasks.attributes.thresholds import StoredPredictions, evaluate_policy, load_predictions
+from trainables.tasks import PolicySearch, get_task
 
 TRIAL_CPUS = 0.25  # a trial is a few numpy passes over the scores
 
 
-def policy_trial(config: dict, stored: StoredPredictions) -> None:
-    metrics = evaluate_policy(stored, config["policy.strategy"], config["policy.smoothing"], config["policy.offset"])
-    tune.report({**metrics, "epoch": 1})
+def policy_trial(config: dict, stored: object, policy: PolicySearch) -> None:
+    tune.report({**policy.evaluate(stored, config), "epoch": 1})
 
 
 def run_threshold_sweep(opts, sweep) -> dict:
@@ -38,15 +38,20 @@ def run_threshold_sweep(opts, sweep) -> dict:
         raise UserError(f"sweep {sweep.name} takes no --set overrides; its policy space is fixed in the sweep file")
     tracking = Tracking(opts.tracking_uri)
     source = tracking.trial_run(opts.from_run)
+    task = get_task(source.data.params.get("task", ""))
+    policy = task.policy
+    if policy is None:
+        raise UserError(f"run {source.info.run_id} is a {task.name} trial, whose stored files no policy sweep "
+                        f"reads: pass a trial of a task with one")
     with tempfile.TemporaryDirectory() as tmp:
-        for path in ("predictions", "per_attribute.csv"):
+        for path in policy.files:
             try:
                 download_artifacts(run_id=source.info.run_id, artifact_path=path, dst_path=tmp,
                                    tracking_uri=tracking.uri)
             except Exception:
-                raise UserError(f"run {source.info.run_id} has no stored '{path}': pass a finished CelebA "
-                                "attribute trial (its run has predictions/ and per_attribute.csv)") from None
-        stored = load_predictions(Path(tmp))
+                raise UserError(f"run {source.info.run_id} has no stored '{path}': pass a finished {task.name} "
+                                f"trial (its run has {', '.join(policy.files)})") from None
+        stored = policy.load(Path(tmp))
 
     cluster.connect(opts.address)
     total = count_trials(sweep.param_space, sweep.num_samples)
@@ -69,14 +74,14 @@ def run_threshold_sweep(opts, sweep) -> dict:
     ]
     with tempfile.TemporaryDirectory() as storage:
         tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(policy_trial, stored=stored), {"CPU": TRIAL_CPUS}),
+            tune.with_resources(tune.with_parameters(policy_trial, stored=stored, policy=policy), {"CPU": TRIAL_CPUS}),
             param_space=sweep.param_space,
             tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
                                         search_alg=search_algorithm(sweep.search), reuse_actors=True),
             run_config=tune.RunConfig(name=sweep.name, storage_path=storage, callbacks=callbacks, verbose=0),
         )
         results = tuner.fit()
-        summary = report.finish_sweep(results, sweep, tracking, parent_id, {}, name_of, started,
+        summary = report.finish_sweep(results, sweep, task, tracking, parent_id, {}, name_of, started,
                                       child_run=lambda trial_id: tracking.find_run(
                                           experiment_id, {SWEEP_KEY: key, TRIAL_KEY: trial_id}))
     return summary

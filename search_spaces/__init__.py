@@ -6,13 +6,13 @@ answers (shown by `python -m orchestrator list`).
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from trainables.errors import UserError
+from trainables.registry import Registry
 
 
 @dataclass
@@ -32,15 +32,6 @@ class Sweep:
 
 
 SweepFactory = Callable[..., Sweep]
-_REGISTRY: dict[str, SweepFactory] = {}
-
-
-def register(name: str) -> Callable[[SweepFactory], SweepFactory]:
-    def add(factory: SweepFactory) -> SweepFactory:
-        _REGISTRY[name] = factory
-        return factory
-
-    return add
 
 
 def _load_all() -> None:
@@ -49,21 +40,20 @@ def _load_all() -> None:
             importlib.import_module(f"{__name__}.{module.name}")
 
 
-def names() -> list[str]:
-    _load_all()
-    return sorted(_REGISTRY)
+class _Sweeps(Registry[SweepFactory]):
+    def unknown(self, name: str) -> UserError:
+        return UserError(f"{super().unknown(name)} (see `python -m orchestrator list`)")
+
+
+SWEEPS = _Sweeps("sweep", loader=_load_all)
+register = SWEEPS.register
+names = SWEEPS.names
 
 
 def question(name: str) -> str:
-    _load_all()
-    return (_REGISTRY[name].__doc__ or "").strip().splitlines()[0]
+    return (SWEEPS.get(name).__doc__ or "").strip().splitlines()[0]
 
 
 def get(name: str) -> SweepFactory:
     """The factory of sweep `name`; call it as `factory(real_data=..., smoke=...)`."""
-    _load_all()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise UserError(f"unknown sweep '{name}': {hint}known sweeps: {', '.join(sorted(_REGISTRY))} (see `python -m orchestrator list`)")
-    return _REGISTRY[name]
+    return SWEEPS.get(name)

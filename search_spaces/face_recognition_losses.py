@@ -24,7 +24,7 @@ def face_recognition_losses(real_data: bool, smoke: bool) -> Sweep:
         name="face_recognition_losses",
         question=face_recognition_losses.__doc__,
         param_space={
-            "task": "face_recognition",
+            "task": "recognition",
             "model.name": "mobilefacenet",
             "head.name": "arcface",
             "head.s": 64.0,
@@ -39,7 +39,6 @@ def face_recognition_losses(real_data: bool, smoke: bool) -> Sweep:
             "optim.lr": 0.1 if real_data else 0.01,      # demo: 0.05 and 0.1 fell below the untrained net
             "optim.epochs": 1 if smoke else 15 if real_data else 4,
             "optim.batch_size": 128 if real_data else 16,  # per worker
-            "data.format": "faces",                      # --set data.format=insightface_rec | celeba_identities
             "data.image_size": 112,                      # MobileFaceNet's only input size
             "data.augment": ["hflip", "cutout", "half_face"],
             "data.max_train_images": 192 if smoke else 0,   # smoke: a slice of the same data

@@ -25,7 +25,6 @@ def fairface_multitask(real_data: bool, smoke: bool) -> Sweep:
         question=fairface_multitask.__doc__,
         param_space={
             "task": "fairface",
-            "data.format": "fairface",
             "model.name": tune.grid_search(SMOKE if smoke else REAL if real_data else DEMO),
             "multitask.formulation": tune.grid_search(["multihead", "onehot18"]),
             "age.mode": tune.choice(["bins", "regression"]),

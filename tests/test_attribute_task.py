@@ -5,15 +5,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from trainables.config import TrainConfig
 from trainables.data.demo.celeba import write_demo_celeba
-from trainables.loop import InputPipe, TrainModule, train_one_epoch
 from trainables.tasks.attributes.metrics import METRIC_NAMES, THRESHOLD_STRATEGIES, attribute_metrics
-from trainables.models import input_normalization
-from trainables.optim import build_optimizer
-from trainables.tasks import EvalContext, build_task
+from task_harness import build, evaluate, one_epoch
 
 
 @pytest.fixture(scope="module")
@@ -24,16 +20,10 @@ def tiny_celeba(tmp_path_factory):
 def test_one_epoch_then_evaluation_writes_consistent_files(tiny_celeba, tmp_path):
     cfg = TrainConfig.from_dict({"data.root": str(tiny_celeba), "data.image_size": 32, "model.name": "resnet18",
                                  "optim.batch_size": 16, "optim.epochs": 1, "data.cache_dir": str(tmp_path / "cache")})
-    task = build_task(cfg)  # packs the raw files into shards in the cache, then reads those
+    task = build(cfg)  # packs the raw files into shards in the cache, then reads those
     assert list((tmp_path / "cache" / "prepared").iterdir())
-    module = TrainModule(task.model, task.criterion)
-    pipe = InputPipe(torch.device("cpu"), *input_normalization(task.model))
-    steps = task.rows_per_rank(1) // 16
-    optimizer, scheduler = build_optimizer(cfg.optim, module, steps)
-    stats = train_one_epoch(module, task.loader(0, 0, 1, 16, 0, cfg.seed), optimizer, pipe, scheduler)
-    assert stats.examples == steps * 16
-
-    result = task.evaluate(task.model, EvalContext(pipe, rank=0, world=1, batch_size=32, loader_workers=0))
+    one_epoch(task, cfg, 16)
+    result = evaluate(task)
     for name in METRIC_NAMES:
         assert 0 <= result.metrics[f"val/{name}"] <= 1
         for strategy in THRESHOLD_STRATEGIES:

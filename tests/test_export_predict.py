@@ -22,10 +22,9 @@ from trainables.config import TrainConfig
 from trainables.data.formats.celeba import ATTRIBUTE_NAMES, read_celeba
 from trainables.data.demo.celeba import write_demo_celeba
 from trainables.errors import UserError
-from trainables.loop import InputPipe, TrainModule, train_one_epoch
-from trainables.models import input_normalization
+from task_harness import build, evaluate, pipe_for
+from trainables.loop import TrainModule, train_one_epoch
 from trainables.optim import build_optimizer
-from trainables.tasks import EvalContext, build_task
 
 from orchestrator.tracking import KIND_KEY, SWEEP_KEY, TRIAL_KEY
 
@@ -44,18 +43,17 @@ def fake_trial(tmp, uri: str, config: dict, epochs: int, experiment: str) -> dic
     torch.manual_seed(0)
     cfg = TrainConfig.from_dict({**config, "optim.batch_size": 16, "optim.epochs": epochs,
                                  "data.cache_dir": str(tmp / "cache")})
-    task = build_task(cfg)
+    task = build(cfg)
     module = TrainModule(task.model, task.criterion)
-    pipe = InputPipe(torch.device("cpu"), *input_normalization(task.model))
-    steps = task.rows_per_rank(1) // 16
+    pipe = pipe_for(task)
+    steps = task.train_rows(1) // 16
     optimizer, scheduler = build_optimizer(cfg.optim, module, steps)
     storage = tmp / "runs" / experiment
     train_run = storage / "train_runs" / "train-abc_00000"
     history, folders = [], []
     for epoch in range(epochs):
-        loader = task.loader(epoch, rank=0, world=1, batch=16, workers=0, seed=cfg.seed)
-        train_one_epoch(module, loader, optimizer, pipe, scheduler, epoch * steps)
-        result = task.evaluate(task.model, EvalContext(pipe, rank=0, world=1, batch_size=32, loader_workers=0))
+        train_one_epoch(module, task.train_loader(epoch, 0, 1, 16, 0), optimizer, pipe, scheduler, epoch * steps)
+        result = evaluate(task)
         folder = train_run / f"checkpoint_2026-01-01_00-00-0{epoch}.000000"
         folder.mkdir(parents=True)
         torch.save(task.model.state_dict(), folder / "model.pt")
@@ -130,9 +128,12 @@ def test_model_card_says_when_the_data_was_synthetic():
     run = SimpleNamespace(info=SimpleNamespace(run_id="abc", run_name="calm-cat"))
     chosen = {"epoch": 2, "out": "model", "metric": "val/mean_accuracy", "mode": "max", "epochs": [2, 3],
               "checkpoint": "s3://user:secret@bucket/runs/train-1/checkpoint_x"}
-    card = model_card(cfg=cfg, title="CelebA attributes", model=model, run=run, tracking_uri="sqlite:///m.db",
-                      chosen=chosen, metrics={"val/mean_accuracy": 0.9}, strategy="f1_opt",
-                      strategies=["fixed", "f1_opt"], num_outputs=40)
+    from trainables.tasks import get_task
+
+    lines = get_task("attributes").outputs.card_lines(["fixed", "f1_opt"], "f1_opt")
+    card = model_card(cfg=cfg, title="CelebA attributes", card_lines=lines, model=model, run=run,
+                      tracking_uri="sqlite:///m.db", chosen=chosen, metrics={"val/mean_accuracy": 0.9},
+                      strategy="f1_opt", num_outputs=40)
     assert "synthetic demo data" in card and "48x48" in card and "| val/mean_accuracy | 0.9000 |" in card
     assert "secret" not in card and "maximised F1" in card
 
@@ -268,8 +269,9 @@ def test_predict_errors_are_one_line_and_corrupt_images_are_skipped(exported, ce
     recognition = tmp_path / "recognition"
     shutil.copytree(out, recognition)
     config = json.loads((recognition / "config.json").read_text())
-    (recognition / "config.json").write_text(json.dumps({**config, "task": "face_recognition"}))
-    assert "face_recognition" in one_line_error(run_predict, recognition, images, tmp_path / "o")
+    recognition_config = {k: v for k, v in config.items() if not k.startswith(("loss.", "eval."))}
+    (recognition / "config.json").write_text(json.dumps({**recognition_config, "task": "recognition"}))
+    assert "not 'recognition'" in one_line_error(run_predict, recognition, images, tmp_path / "o")
 
 
 def test_inference_needs_neither_tune_nor_mlflow():
@@ -307,7 +309,7 @@ def test_fairface_export_and_predict_match_the_trial(tmp_path, mlflow_uri, formu
     from trainables.data.demo.fairface import write_demo_fairface
 
     root = write_demo_fairface(tmp_path / "fairface", num_images=60, seed=5)
-    trial = fake_trial(tmp_path, mlflow_uri, {"task": "fairface", "data.format": "fairface", "data.root": str(root),
+    trial = fake_trial(tmp_path, mlflow_uri, {"task": "fairface", "data.root": str(root),
                                   "data.image_size": 32, "model.name": "resnet18",
                                   "multitask.formulation": formulation, "age.mode": age_mode}, 1,
                        f"fairface-{formulation}")

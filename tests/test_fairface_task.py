@@ -8,16 +8,16 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, mean_absolute_error
 
 from trainables.config import TrainConfig
-from trainables.data.formats.fairface import GENDERS, RACES, read_fairface
-from trainables.data.decode import eval_share, make_loader, train_share
+from task_harness import build, evaluate, one_epoch, pipe_for, prepare
 from trainables.data.demo.fairface import write_demo_fairface
+from trainables.data.formats.fairface import GENDERS, RACES
+from trainables.data.loaders import eval_loader
+from trainables.data.shards import ShardSplit
 from trainables.errors import UserError
+from trainables.loop import predict
+from trainables.tasks.fairface import LABEL_COLUMNS, FairFaceTargets
 from trainables.tasks.fairface.group_metrics import group_metrics, group_table, slug
-from trainables.loop import InputPipe, TrainModule, predict, train_one_epoch
-from trainables.models import input_normalization
-from trainables.optim import build_optimizer
-from trainables.tasks import EvalContext, build_task, prepare_task_data
-from trainables.tasks.fairface import describe_predictions
+from trainables.tasks.fairface.outputs import describe_predictions
 
 TASKS = ("race", "gender", "age")
 COLUMNS = {"race": "race", "gender": "gender", "age": "age_bin"}
@@ -28,30 +28,37 @@ def tiny_fairface(tmp_path_factory):
     return write_demo_fairface(tmp_path_factory.mktemp("fairface"), num_images=120, seed=3)
 
 
-def config(root, **overrides) -> TrainConfig:
-    return TrainConfig.from_dict({"task": "fairface", "data.format": "fairface", "data.root": str(root),
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("fairface-cache")
+
+
+def config(root, cache_dir, **overrides) -> TrainConfig:
+    return TrainConfig.from_dict({"task": "fairface", "data.root": str(root), "data.cache_dir": str(cache_dir),
                                   "data.image_size": 32, "model.name": "resnet18", "optim.batch_size": 16,
                                   "optim.epochs": 1, **overrides})
+
+
+def val_loader(cfg, rank=0, world=1, batch=32):
+    """The val split as the task reads it, from the shards it trains from."""
+    split = ShardSplit(prepare(cfg).root, "val", LABEL_COLUMNS)
+    return eval_loader(split, cfg.data.image_size, LABEL_COLUMNS, rank, world, batch, 0, targets=FairFaceTargets(),
+                       label_dtype=torch.float32)
 
 
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 @pytest.mark.parametrize("formulation,mode,weighting", [("multihead", "bins", "fixed"),
                                                         ("multihead", "regression", "uncertainty"),
                                                         ("onehot18", "bins", "fixed")])
-def test_one_epoch_then_evaluation_agrees_with_sklearn(tiny_fairface, tmp_path, formulation, mode, weighting):
+def test_one_epoch_then_evaluation_agrees_with_sklearn(tiny_fairface, cache, tmp_path, formulation, mode, weighting):
     torch.manual_seed(0)
-    cfg = config(tiny_fairface, **{"multitask.formulation": formulation, "age.mode": mode,
-                                   "multitask.weighting": weighting})
-    task = build_task(cfg)
-    module = TrainModule(task.model, task.criterion)
-    pipe = InputPipe(torch.device("cpu"), *input_normalization(task.model))
-    steps = len(task.train_set) // 16
-    optimizer, scheduler = build_optimizer(cfg.optim, module, steps)
-    loader = make_loader(task.train_set, train_share(len(task.train_set), 0, 1, 0, 0), 16, 0, train=True)
-    stats = train_one_epoch(module, loader, optimizer, pipe, scheduler)
-    assert stats.examples == steps * 16 and np.isfinite(stats.loss_sum)
+    cfg = config(tiny_fairface, cache, **{"multitask.formulation": formulation, "age.mode": mode,
+                                          "multitask.weighting": weighting})
+    task = build(cfg)
+    stats = one_epoch(task, cfg, 16)
+    assert np.isfinite(stats.loss_sum)
 
-    result = task.evaluate(task.model, EvalContext(pipe, rank=0, world=1, batch_size=32, loader_workers=0))
+    result = evaluate(task)
     m = result.metrics
     result.write_files(tmp_path)
     assert (tmp_path / "group_accuracy.png").stat().st_size > 1000
@@ -86,7 +93,7 @@ def test_one_epoch_then_evaluation_agrees_with_sklearn(tiny_fairface, tmp_path, 
     assert np.isfinite(m["val/loss"])
 
     # The predict helper turns raw outputs into the same labels the files hold.
-    outputs, _ = predict(task.model, make_loader(_val_set(cfg), np.arange(20), 32, 0, train=False), pipe)
+    outputs, _ = predict(task.model, val_loader(cfg), pipe_for(task))
     assert outputs.shape == (20, task.num_outputs) == (20, 18 if formulation == "onehot18" or mode == "bins" else 10)
     described = describe_predictions(outputs, cfg)
     assert list(described.columns) == ["race", "gender", "age_bin", "age_years"]
@@ -95,57 +102,47 @@ def test_one_epoch_then_evaluation_agrees_with_sklearn(tiny_fairface, tmp_path, 
     np.testing.assert_allclose(described["age_years"], val["pred_age_years"], rtol=1e-5)
 
 
-def _val_set(cfg):
-    """The val dataset, rebuilt the way the task builds it (the task keeps its own private)."""
-    from trainables.data.decode import ImageLabelDataset
-    from trainables.tasks.fairface.labels import encode_multihead
-
-    index = read_fairface(cfg.data.root)
-    rows = index.indices("val")
-    paths = [index.image_path(int(i)) for i in rows]
-    return ImageLabelDataset(paths.__getitem__, encode_multihead(index)[rows], cfg.data.image_size)
-
-
-def test_evaluation_shares_count_each_example_once(tiny_fairface):
+def test_evaluation_shares_count_each_example_once(tiny_fairface, cache):
     """What two ranks gather (contiguous shares, concatenated in rank order) is the whole val split."""
-    cfg = config(tiny_fairface)
-    task = build_task(cfg)
-    pipe = InputPipe(torch.device("cpu"), *input_normalization(task.model))
-    whole = _val_set(cfg)
-    parts = [predict(task.model, make_loader(whole, eval_share(len(whole), r, 2), 8, 0, train=False), pipe)
-             for r in range(2)]
-    labels = np.concatenate([p[1] for p in parts])
-    np.testing.assert_array_equal(labels, whole.labels)
+    cfg = config(tiny_fairface, cache)
+    task = build(cfg)
+    pipe = pipe_for(task)
+    whole = predict(task.model, val_loader(cfg), pipe)[1]
+    parts = [predict(task.model, val_loader(cfg, r, 2, 8), pipe)[1] for r in range(2)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    assert len(whole) == 20
 
 
-def test_max_train_images_slices_the_training_split(tiny_fairface):
-    assert len(build_task(config(tiny_fairface, **{"data.max_train_images": 40})).train_set) == 40
+def test_max_train_images_slices_the_training_split(tiny_fairface, cache):
+    assert build(config(tiny_fairface, cache, **{"data.max_train_images": 40})).train_rows(1) == 40
 
 
-def test_prepare_reports_the_majority_baseline(tiny_fairface, capsys):
-    summary = prepare_task_data(config(tiny_fairface))
+def test_prepare_reports_the_majority_baseline(tiny_fairface, cache, capsys):
+    summary = prepare(config(tiny_fairface, cache))
     frame = pd.read_csv(tiny_fairface / "fairface_label_val.csv")
     majority = [frame[c].value_counts().iloc[0] / len(frame) for c in ("race", "gender", "age")]
     assert summary.baseline["val/majority_task_accuracy"] == pytest.approx(np.mean(majority))
     assert summary.baseline["val/majority/gender/accuracy"] == pytest.approx(majority[1])
-    assert summary.root == str(tiny_fairface)
-    assert capsys.readouterr().out == ""  # real data: nothing to say
+    assert summary.settings["data.root"] == summary.root and summary.root.startswith(str(cache))
+    assert summary.splits == {"train": 100, "val": 20}
+    capsys.readouterr()
+    assert prepare(config(summary.root, cache)).root == summary.root  # a prepared root is used as it is
+    assert capsys.readouterr().out == ""
 
 
 def test_prepare_builds_the_demo_set_when_no_root_is_given(tmp_path, capsys):
-    cfg = TrainConfig.from_dict({"task": "fairface", "data.format": "fairface", "data.cache_dir": str(tmp_path),
-                                 "data.demo_images": 18})
-    summary = prepare_task_data(cfg)
-    assert "synthetic FairFace-format demo set" in capsys.readouterr().out
-    assert len(read_fairface(summary.root).files) == 18
+    cfg = TrainConfig.from_dict({"task": "fairface", "data.cache_dir": str(tmp_path), "data.demo_images": 18})
+    summary = prepare(cfg)
+    assert "synthetic fairface-format demo set" in capsys.readouterr().out
+    assert sum(summary.splits.values()) == 18
     assert 0 < summary.baseline["val/majority_task_accuracy"] <= 1
 
 
-def test_wrong_data_format_and_names_fail_before_training(tiny_fairface):
-    with pytest.raises(UserError, match="data.format"):
-        build_task(config(tiny_fairface, **{"data.format": "celeba"}))
+def test_wrong_data_format_and_names_fail_before_training(tiny_fairface, cache):
+    with pytest.raises(UserError, match="this task reads fairface"):
+        prepare(config(tiny_fairface, cache, **{"data.format": "celeba"}))
     with pytest.raises(UserError, match="multitask.weighting"):
-        prepare_task_data(config(tiny_fairface, **{"multitask.weighting": "gradnorm"}))
+        prepare(config(tiny_fairface, cache, **{"multitask.weighting": "gradnorm"}))
 
 
 def test_group_metrics_on_known_predictions():

@@ -5,26 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.data.decode import eval_share, train_share
 from trainables.distributed import all_gather_rows
 from trainables.loop import DivergedError, InputPipe, TrainModule, predict, train_one_epoch
 from trainables.optim import build_optimizer
 from trainables.config import OptimConfig
-
-
-@pytest.mark.parametrize("n,world", [(10, 2), (11, 2), (1001, 3), (5, 4)])
-def test_eval_shares_cover_every_example_exactly_once(n, world):
-    shares = [eval_share(n, rank, world) for rank in range(world)]
-    assert sorted(np.concatenate(shares).tolist()) == list(range(n))
-
-
-@pytest.mark.parametrize("n,world", [(10, 2), (11, 2), (1001, 3)])
-def test_train_shares_are_equal_disjoint_and_reshuffled_each_epoch(n, world):
-    shares = [train_share(n, rank, world, epoch=0, seed=1) for rank in range(world)]
-    assert len({len(s) for s in shares}) == 1 and len(shares[0]) == n // world
-    assert len(set(np.concatenate(shares).tolist())) == (n // world) * world
-    assert not np.array_equal(shares[0], train_share(n, 0, world, epoch=1, seed=1))
-    assert np.array_equal(shares[0], train_share(n, 0, world, epoch=0, seed=1))
 
 
 def test_gather_is_identity_in_one_process():

@@ -77,5 +77,5 @@ def test_restart_after_the_last_epoch_reports_the_final_result_again(monkeypatch
     metrics, checkpoint = again.reports[0]
     assert metrics == pytest.approx(final_metrics) and metrics["epoch"] == 2
     assert "val/mean_accuracy" in metrics  # the sweep's metric: Tune fails a trial whose last result lacks it
-    assert checkpoint is not None and (checkpoint / train.MODEL_FILE).is_file()
-    assert json.loads((checkpoint / train.META_FILE).read_text())["epoch"] == 2
+    assert checkpoint is not None and (checkpoint / train.MODEL_WEIGHTS).is_file()
+    assert json.loads((checkpoint / train.CHECKPOINT_META).read_text())["epoch"] == 2

@@ -1,9 +1,13 @@
-"""Typed trial configuration: the one place where every default lives.
+"""Typed trial configuration: the dotted-key machinery and the sections every task reads.
 
 A trial's config travels as a flat dict of dotted keys (`model.name`, `optim.lr`, ...): the same keys
-appear in sweep files, in `--set` overrides, in these dataclasses and as MLflow params. `from_dict`
-accepts that flat form (or nested dicts), rejects unknown keys, and coerces strings from the command
-line to each field's declared type.
+appear in sweep files, in `--set` overrides, in these dataclasses and as MLflow params. Every default
+lives in its dataclass. A config holds the shared sections (`model`, `optim`, `data`) and exactly the
+sections its task declares (e.g. `loss` and `eval` for attributes, `head` and `eval` for recognition),
+so a key of a section the task does not read is an error, not a silently ignored value.
+
+Fields marked `path()` hold file or folder paths; the driver makes them absolute (or URIs) once,
+before any trial sees them, because a trial's working directory is not the driver's.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,26 +23,24 @@ from typing import Any
 
 from trainables.errors import UserError
 
+DEFAULT_TASK = "attributes"
+
+
+def path(default: Any = "", **kwargs):
+    """A dataclass field that holds a path (or a list of them)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"path": True}, **kwargs)
+    return field(default=default, metadata={"path": True}, **kwargs)
+
 
 @dataclass
 class ModelConfig:
     name: str = "resnet18"           # any timm model name (or one we register, e.g. mobilefacenet)
     pretrained: bool = False         # no hub downloads on our machines; use `weights` for a local file
-    weights: str = ""                # path to a local .safetensors / .pth file of backbone weights
+    weights: str = path()            # path to a local .safetensors / .pth file of backbone weights
     drop_rate: float = 0.0
     attn_layer: str = ""             # timm block attention for ResNets, e.g. "cbam" (CBAM-ResNet)
     channels_last: bool = True       # used on GPU only
-
-
-@dataclass
-class LossConfig:
-    name: str = "bce"
-    pos_weight: bool = False         # bce: weight positives by (1-p)/p from the training priors
-    alpha: float = -1.0              # focal: negative disables alpha balancing
-    gamma: float = 2.0               # focal
-    gamma_neg: float = 4.0           # asl
-    gamma_pos: float = 0.0           # asl
-    clip: float = 0.05               # asl
 
 
 @dataclass
@@ -55,124 +58,135 @@ class OptimConfig:
 
 @dataclass
 class DataConfig:
-    root: str = ""                   # empty: the synthetic demo set; else a CelebA root folder
-    format: str = "celeba"
+    root: str = path()               # empty: the task's demo set; else a raw dataset folder, a prepared one, or a URI
+    format: str = ""                 # the raw layout of `root`; empty: detected from its files
     image_size: int = 64
     augment: list = field(default_factory=lambda: ["hflip"])
     demo_images: int = 4000          # size of the synthetic demo set
-    cache_dir: str = ""              # where the demo set is built; empty: ~/.cache/face-orchestrator
+    cache_dir: str = path()          # demo sets and prepared shards; empty: $FACE_ORCHESTRATOR_CACHE or ~/.cache/face-orchestrator
     max_train_images: int = 0        # 0: all; a cap for smoke runs on real data
 
 
-@dataclass
-class EvalConfig:
-    threshold: float = 0.5           # the fixed decision threshold reported per epoch
-    targets: list = field(default_factory=list)  # recognition: verification sets (LFW trees, .bin files); empty: demo pairs
+SHARED_SECTIONS: dict[str, type] = {"model": ModelConfig, "optim": OptimConfig, "data": DataConfig}
+SCALARS: dict[str, type] = {"task": str, "seed": int}
 
 
-@dataclass
-class MultitaskConfig:
-    """FairFace: how race, gender and age are learned together (seeds 000 and 001)."""
-    formulation: str = "multihead"   # multihead: one head per task | onehot18: one 18-way sigmoid output (seed 000)
-    weighting: str = "fixed"         # fixed: the weights below | uncertainty: learned log-variances (Kendall et al.)
-    race_weight: float = 1.0
-    gender_weight: float = 1.0
-    age_weight: float = 1.0
+def task_sections(task: str) -> dict[str, type]:
+    """Every section a config of `task` holds: the shared ones, then the task's own."""
+    from trainables.tasks import get_task  # the task registry imports this module
+
+    return {**SHARED_SECTIONS, **get_task(task).sections}
 
 
-@dataclass
-class AgeConfig:
-    mode: str = "bins"               # bins: 9-way cross-entropy | regression: L1 on the bin midpoint / scale
-    scale: float = 80.0              # seed 001 divides ages by 80
+def all_sections() -> dict[str, list[str]]:
+    """Section name -> the tasks that read it (for telling a foreign section from a typo)."""
+    from trainables.tasks import TASKS
+
+    out: dict[str, list[str]] = {name: list(TASKS.names()) for name in SHARED_SECTIONS}
+    for name, task in TASKS.items():
+        for section in task.sections:
+            out.setdefault(section, []).append(name)
+    return out
 
 
-@dataclass
-class HeadConfig:
-    """Face recognition: the margin head over L2-normalised embeddings (seed 004)."""
-    name: str = "arcface"            # softmax | arcface | cosface | combined
-    s: float = 64.0
-    m: float = 0.5
-    m1: float = 1.0                  # combined margin cos(m1*theta + m2) - m3
-    m2: float = 0.3
-    m3: float = 0.2
-    easy_margin: bool = False
-    embedding_size: int = 128
-    label_smoothing: float = 0.0
-    focal_gamma: float = 0.0         # 0 disables focal
-    center_lambda: float = 0.0       # 0 disables center loss
-    center_lr: float = 0.5
-
-
-@dataclass
 class TrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
-    age: AgeConfig = field(default_factory=AgeConfig)
-    head: HeadConfig = field(default_factory=HeadConfig)
-    task: str = "celeba_attributes"  # celeba_attributes | fairface | face_recognition
-    seed: int = 0
+    """A trial's config: its task, its seed, and exactly the sections that task reads (as attributes:
+    `cfg.model.name`, `cfg.loss.gamma`)."""
+
+    def __init__(self, task: str = DEFAULT_TASK, seed: int = 0, **sections: Any):
+        classes = task_sections(task)
+        for name in sections:
+            if name not in classes:
+                raise foreign_section_error(f"{name}.*", task, classes)
+        self.task, self.seed = task, seed
+        self.sections = {name: sections.get(name) or cls() for name, cls in classes.items()}
+
+    def __getattr__(self, name: str):
+        sections = self.__dict__.get("sections", {})
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"task {self.__dict__.get('task')!r} has no config section {name!r}")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, TrainConfig) and self.to_flat_dict() == other.to_flat_dict()
+
+    def __repr__(self) -> str:
+        return f"TrainConfig({self.to_flat_dict()!r})"
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> "TrainConfig":
-        """Build from flat dotted keys or nested dicts; unknown keys and bad types are UserErrors."""
-        sections: dict[str, dict[str, Any]] = {}
-        top: dict[str, Any] = {}
-        for key, value in flatten(config).items():
+        """Build from flat dotted keys or nested dicts; unknown keys, keys of sections the task does not
+        read, and bad types are UserErrors."""
+        flat = flatten(config)
+        task = coerce("task", flat.pop("task", DEFAULT_TASK), str)
+        classes = task_sections(task)
+        seed = coerce("seed", flat.pop("seed", 0), int)
+        values: dict[str, dict[str, Any]] = {}
+        for key, value in flat.items():
             section, _, name = key.partition(".")
-            if name:
-                sections.setdefault(section, {})[name] = value
-            else:
-                top[key] = value
-        kwargs: dict[str, Any] = {
-            name: _build(section_cls, sections.pop(name, {}), prefix=name + ".")
-            for name, section_cls in SECTIONS.items()
-        }
-        for name in [k for k in top if k not in SECTIONS and k in _scalar_fields()]:
-            kwargs[name] = coerce(name, top.pop(name), _field_type(cls, name))
-        leftovers = [f"{s}.{k}" for s, d in sections.items() for k in d] + list(top)
-        if leftovers:
-            raise unknown_key_error(leftovers[0])
-        return cls(**kwargs)
+            if not name:
+                raise unknown_key_error(key, task)
+            if section not in classes:
+                raise foreign_section_error(key, task, classes)
+            values.setdefault(section, {})[name] = value
+        built = {name: _build(section_cls, values.get(name, {}), name + ".", task)
+                 for name, section_cls in classes.items()}
+        return cls(task, seed, **built)
 
     def to_flat_dict(self) -> dict[str, Any]:
-        return flatten(dataclasses.asdict(self))
+        return {"task": self.task, "seed": self.seed,
+                **flatten({name: dataclasses.asdict(section) for name, section in self.sections.items()})}
 
 
-SECTIONS: dict[str, type] = {
-    f.name: f.default_factory for f in dataclasses.fields(TrainConfig) if dataclasses.is_dataclass(f.default_factory)
-}
+def known_keys(task: str = DEFAULT_TASK) -> list[str]:
+    """Every dotted key a config of `task` accepts, in declaration order."""
+    return list(TrainConfig(task).to_flat_dict())
 
 
-def _scalar_fields() -> set[str]:
-    return {f.name for f in dataclasses.fields(TrainConfig)} - set(SECTIONS)
-
-
-def known_keys() -> list[str]:
-    """Every dotted key a config accepts, in declaration order."""
-    return list(TrainConfig().to_flat_dict())
-
-
-def key_type(key: str) -> Any:
-    """The declared type of a dotted key (for parsing `--set`)."""
+def key_type(key: str, task: str = DEFAULT_TASK) -> Any:
+    """The declared type of a dotted key for `task` (for parsing `--set`)."""
+    if key in SCALARS:
+        return SCALARS[key]
     section, _, name = key.partition(".")
-    if not name:
-        if section not in _scalar_fields():
-            raise unknown_key_error(key)
-        return _field_type(TrainConfig, section)
-    section_cls = SECTIONS.get(section)
+    classes = task_sections(task)
+    if name and section not in classes:
+        raise foreign_section_error(key, task, classes)
+    section_cls = classes.get(section)
     if section_cls is None or name not in typing.get_type_hints(section_cls):
-        raise unknown_key_error(key)
-    return _field_type(section_cls, name)
+        raise unknown_key_error(key, task)
+    return _field_type(section_cls, name, task)
 
 
-def unknown_key_error(key: str) -> UserError:
-    close = difflib.get_close_matches(key, known_keys(), n=3)
-    hint = f"did you mean {', '.join(close)}?" if close else "run `python -m orchestrator list --keys` for all keys"
-    return UserError(f"unknown config key '{key}': {hint}")
+def path_keys(task: str = DEFAULT_TASK) -> list[str]:
+    """The dotted keys whose values are paths, which the driver makes absolute."""
+    return [f"{name}.{f.name}" for name, cls in task_sections(task).items()
+            for f in dataclasses.fields(cls) if f.metadata.get("path")]
+
+
+def absolute(value: Any) -> Any:
+    """A path made absolute against the driver's working directory; URIs and "" unchanged."""
+    if isinstance(value, (list, tuple)):
+        return [absolute(v) for v in value]
+    if not isinstance(value, str) or not value or "://" in value:
+        return value
+    return os.path.abspath(os.path.expanduser(value))
+
+
+def unknown_key_error(key: str, task: str = DEFAULT_TASK) -> UserError:
+    close = difflib.get_close_matches(key, known_keys(task), n=3)
+    hint = (f"did you mean {', '.join(close)}?" if close
+            else f"run `python -m orchestrator list --keys` for the keys of each task")
+    return UserError(f"unknown config key '{key}' for task '{task}': {hint}")
+
+
+def foreign_section_error(key: str, task: str, classes: dict[str, type]) -> UserError:
+    section = key.partition(".")[0]
+    readers = all_sections().get(section)
+    if not readers:
+        return unknown_key_error(key, task)
+    return UserError(f"config key '{key}' belongs to the '{section}' section, which task '{task}' does not read "
+                     f"(only {', '.join(readers)} do); task '{task}' reads {', '.join(classes)}: remove the key "
+                     f"or run a sweep of another task")
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -225,18 +239,18 @@ def coerce(key: str, value: Any, typ: Any) -> Any:
     raise UserError(f"config key '{key}' expects {name}, got {value!r}: fix the value (e.g. --set {key}=...)")
 
 
-def _build(section_cls: type, values: dict[str, Any], prefix: str) -> Any:
+def _build(section_cls: type, values: dict[str, Any], prefix: str, task: str) -> Any:
     names = {f.name for f in dataclasses.fields(section_cls)}
     for key in values:
         if key not in names:
-            raise unknown_key_error(prefix + key)
-    return section_cls(**{k: coerce(prefix + k, v, _field_type(section_cls, k)) for k, v in values.items()})
+            raise unknown_key_error(prefix + key, task)
+    return section_cls(**{k: coerce(prefix + k, v, _field_type(section_cls, k, task)) for k, v in values.items()})
 
 
-def _field_type(cls: type, name: str) -> Any:
+def _field_type(cls: type, name: str, task: str) -> Any:
     hints = typing.get_type_hints(cls)
     if name not in hints:
-        raise unknown_key_error(name)
+        raise unknown_key_error(name, task)
     typ = hints[name]
     if isinstance(typ, types.UnionType):
         typ = next(t for t in typing.get_args(typ) if t is not type(None))

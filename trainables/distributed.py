@@ -44,6 +44,20 @@ def all_gather_rows(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     )
 
 
+def broadcast_from_rank0(module: torch.nn.Module) -> None:
+    """Every parameter and buffer of `module` set to rank 0's values, in place."""
+    if not _active():
+        return
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.is_contiguous():
+                dist.broadcast(tensor.data, src=0)
+            else:  # channels_last weights: the collectives take contiguous tensors only
+                flat = tensor.data.contiguous()
+                dist.broadcast(flat, src=0)
+                tensor.data.copy_(flat)
+
+
 def barrier() -> None:
     if _active():
         dist.barrier()

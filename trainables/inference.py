@@ -6,9 +6,8 @@ attribute models, `thresholds.json`. Loading never unpickles anything. Images go
 decoder, `InputPipe` and `loop.predict` as the trial's evaluation, so a label here is the label the
 trial's own evaluation gave the same image.
 
-What differs between tasks (the image decoder its evaluation uses, the default metric to pick a
-checkpoint by, the output names, how raw outputs become a table and a caption) lives in one
-registry, TASK_OUTPUTS, keyed by `task`.
+What differs between tasks (the output names, how raw outputs become a table and a caption) is the
+task's to say (`Task.outputs`); this module names no task.
 """
 
 from __future__ import annotations
@@ -18,131 +17,35 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
+from trainables import artifacts
 from trainables.config import TrainConfig
-from trainables.data.decode import decode_image, make_loader
-from trainables.data.shards import decode_shard_image
+from trainables.data.decode import decode_shard_image
 from trainables.errors import UserError
 from trainables.loop import InputPipe, predict
 from trainables.models import build_model, input_normalization
+from trainables.tasks import TASKS, TaskOutputs, get_task
 
-MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
-LABELS_FILE, THRESHOLDS_FILE = "labels.json", "thresholds.json"
+MODEL_FILE, CONFIG_FILE = artifacts.EXPORT_WEIGHTS, artifacts.EXPORT_CONFIG
+LABELS_FILE, THRESHOLDS_FILE = artifacts.EXPORT_LABELS, artifacts.THRESHOLDS
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DEFAULT_STRATEGIES = ("f1_opt", "fixed")  # the first that thresholds.json has is predict's default
 
-Reader = Callable[[str], "bytes | None"]  # a checkpoint file's bytes by relative name, None if absent
-
-
-# ---- the task registry ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class TaskOutputs:
-    title: str
-    # The decoder of the task's evaluation: shards decode with torchvision, which differs from PIL's
-    # resize by up to a grey level, enough to move a score across its threshold.
-    decode: Callable[[bytes, int, str], torch.Tensor]
-    metric: str                                                   # export's default checkpoint metric
-    card_metrics: Callable[[str], list[str]]                      # headline metrics, given a strategy
-    output_names: Callable[[TrainConfig, Reader], dict]           # labels.json: {"outputs": [...], ...}
-    describe: Callable[[np.ndarray, "ExportedModel", str], pd.DataFrame]  # raw outputs -> columns
-    captions: Callable[[pd.Series], list[str]]                    # the lines under a face in a grid
-
-
-def _attribute_names(cfg: TrainConfig, read: Reader) -> dict:
-    """The model's output order is the label file's column order, which per_attribute.csv keeps."""
-    table = read("per_attribute.csv")
-    if table is not None:
-        return {"outputs": pd.read_csv(io.BytesIO(table))["attribute"].astype(str).tolist()}
-    scores = read("predictions/val.parquet")
-    if scores is not None:
-        columns = pd.read_parquet(io.BytesIO(scores)).columns
-        return {"outputs": [c.split("/", 1)[1] for c in columns if c.startswith("score/")]}
-    raise UserError("the checkpoint has neither per_attribute.csv nor predictions/val.parquet, so its attribute "
-                    "names are unknown: export a checkpoint written by a CelebA attribute trial")
-
-
-def _describe_attributes(outputs: np.ndarray, exported: "ExportedModel", strategy: str) -> pd.DataFrame:
-    # torch.sigmoid on float32, as the trial's evaluation computed its stored scores
-    scores = torch.sigmoid(torch.from_numpy(np.asarray(outputs, dtype=np.float32))).numpy()
-    if strategy not in exported.thresholds:
-        raise UserError(f"{exported.folder} has no {THRESHOLDS_FILE} with strategy '{strategy or 'f1_opt'}': "
-                        "export the model again with `orchestrator export`")
-    thresholds = exported.thresholds[strategy]
-    columns = {}
-    for k, name in enumerate(exported.output_names):
-        columns[f"score/{name}"] = scores[:, k]
-        # score >= threshold in float64, exactly as metrics.attribute_confusion counts a positive
-        columns[f"label/{name}"] = (scores[:, k].astype(np.float64) >= thresholds[name]).astype(np.uint8)
-    return pd.DataFrame(columns)
-
-
-def _positive_attributes(row: pd.Series) -> list[str]:
-    return [key.split("/", 1)[1] for key, value in row.items() if key.startswith("label/") and value == 1]
-
-
-def _fairface_names(cfg: TrainConfig, read: Reader) -> dict:
-    from trainables.tasks.fairface.labels import CLASSES, ONEHOT18_POSITION, TASKS
-
-    def onehot18() -> list[str]:
-        names = [""] * sum(len(CLASSES[t]) for t in TASKS)
-        for task in TASKS:
-            for cls, position in zip(CLASSES[task], ONEHOT18_POSITION[task]):
-                names[int(position)] = f"{task}/{cls}"
-        return names
-
-    def multihead() -> list[str]:
-        age = [f"age/{c}" for c in CLASSES["age"]] if cfg.age.mode == "bins" else ["age/years_over_scale"]
-        return [f"{t}/{c}" for t in ("race", "gender") for c in CLASSES[t]] + age
-
-    layouts = {"onehot18": onehot18, "multihead": multihead}
-    if cfg.multitask.formulation not in layouts:
-        raise UserError(f"unknown multitask.formulation '{cfg.multitask.formulation}'; known: {', '.join(layouts)}")
-    return {"outputs": layouts[cfg.multitask.formulation](), "heads": {t: list(CLASSES[t]) for t in TASKS},
-            "formulation": cfg.multitask.formulation, "age_mode": cfg.age.mode}
-
-
-def _describe_fairface(outputs: np.ndarray, exported: "ExportedModel", strategy: str) -> pd.DataFrame:
-    from trainables.tasks.fairface import describe_predictions  # another engineer's module: import lazily
-
-    return describe_predictions(outputs, exported.cfg)
-
-
-def _fairface_captions(row: pd.Series) -> list[str]:
-    return [str(row["race"]), str(row["gender"]), f"age {row['age_bin']} (~{float(row['age_years']):.0f} y)"]
-
-
-TASK_OUTPUTS: dict[str, TaskOutputs] = {
-    "celeba_attributes": TaskOutputs(
-        title="CelebA attributes: 40 binary face attributes, one sigmoid output each",
-        decode=decode_shard_image,  # evaluation reads Parquet shards
-        metric="val/mean_accuracy",
-        card_metrics=lambda s: ["val/mean_accuracy", "val/macro_f1", f"test/{s}/mean_accuracy", f"test/{s}/macro_f1",
-                                "test/fixed/mean_accuracy", "test/fixed/macro_f1"],
-        output_names=_attribute_names, describe=_describe_attributes, captions=_positive_attributes),
-    "fairface": TaskOutputs(
-        title="FairFace: race (7), gender (2) and age (9 bins or years) learned together",
-        decode=decode_image,  # evaluation reads the image files (ImageLabelDataset)
-        metric="val/mean_task_accuracy",
-        card_metrics=lambda s: ["val/mean_task_accuracy", "val/race/accuracy", "val/gender/accuracy",
-                                "val/age/accuracy", "val/age/mae_years", "val/race/worst_group_accuracy"],
-        output_names=_fairface_names, describe=_describe_fairface, captions=_fairface_captions),
-}
-
-
 def task_outputs(task: str, command: str) -> TaskOutputs:
-    if task not in TASK_OUTPUTS:
-        raise UserError(f"`{command}` supports tasks {', '.join(TASK_OUTPUTS)}, not '{task}' "
-                        "(face_recognition models produce embeddings, not labels)")
-    return TASK_OUTPUTS[task]
+    """What `command` (export or predict) needs of `task`; a task whose model outputs no labels has none."""
+    outputs = get_task(task).outputs
+    if outputs is None:
+        usable = [name for name, t in TASKS.items() if t.outputs is not None]
+        raise UserError(f"`{command}` supports the tasks {', '.join(usable)}, not '{task}' "
+                        "(its models produce embeddings, not labels)")
+    return outputs
 
 
 # ---- loading -------------------------------------------------------------------------------------
@@ -255,7 +158,7 @@ def decode_file(exported: ExportedModel, path: Path) -> torch.Tensor:
         data = path.read_bytes()
     except OSError as err:
         raise UserError(f"cannot read image {path}: {err.strerror or err}") from None
-    return exported.outputs.decode(data, exported.cfg.data.image_size, str(path))
+    return decode_shard_image(data, exported.cfg.data.image_size, str(path))  # as evaluation decodes
 
 
 class _Images(Dataset):
@@ -281,7 +184,7 @@ def run_model(exported: ExportedModel, paths: list[Path], batch_size: int = 64
     """(raw outputs of the decodable images, those images' paths, {undecodable path: reason})."""
     images = _Images(exported, paths)
     # Loader workers would keep their own `errors`; decoding in-process keeps them here.
-    loader = make_loader(images, np.arange(len(paths)), batch_size, workers=0, train=False)
+    loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=0)
     outputs, ok = predict(exported.model, loader, exported.pipe)
     ok = ok.astype(bool).reshape(-1) if len(paths) else np.zeros(0, bool)
     failed = {paths[i]: reason for i, reason in sorted(images.errors.items())}
@@ -291,7 +194,7 @@ def run_model(exported: ExportedModel, paths: list[Path], batch_size: int = 64
 def load_faces(exported: ExportedModel, paths: list[Path], size: int | None = None) -> torch.Tensor:
     """(N, 3, size, size) uint8: what the model saw (decoded at another `size` if given)."""
     size = size or exported.cfg.data.image_size
-    return torch.stack([exported.outputs.decode(p.read_bytes(), size, str(p)) for p in paths])
+    return torch.stack([decode_shard_image(p.read_bytes(), size, str(p)) for p in paths])
 
 
 # ---- Grad-CAM ------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainables.distributed import broadcast_from_rank0
+
 
 class DivergedError(RuntimeError):
     """The loss became NaN or infinite: the trial fails itself with this reason."""
@@ -98,6 +100,16 @@ def train_one_epoch(
         loss_sum += loss.item() * len(targets)
         examples += len(targets)
     return EpochStats(loss_sum, examples, time.perf_counter() - start, first_step)
+
+
+def train_and_evaluate(module: nn.Module, task, loader, optimizer: torch.optim.Optimizer, pipe: InputPipe,
+                       eval_ctx, scheduler=None, first_update: int = 0, grad_clip: float = 0.0):
+    """One epoch of `task` (a TaskSetup): train, then evaluate on every rank exactly the weights and
+    buffers rank 0 checkpoints. DDP keeps the parameters equal, but it broadcasts buffers only at the
+    start of each forward, so after the last step each rank holds its own BatchNorm statistics."""
+    stats = train_one_epoch(module, loader, optimizer, pipe, scheduler, first_update, grad_clip)
+    broadcast_from_rank0(task.model)
+    return stats, task.evaluate(task.model, eval_ctx)
 
 
 @torch.no_grad()

@@ -1,10 +1,10 @@
 """`train_fn_per_worker`: what each Ray Train DDP worker runs for one trial.
 
 This is the only module of `trainables` that talks to `ray.train`. The task (see
-`trainables/tasks`) supplies model, criterion, data and evaluation; this file runs epochs,
-reduces metrics over all ranks first (Tune only sees rank 0's report), and has rank 0 write the
-checkpoint with the task's result files every epoch, because an ASHA stop ends the trial after
-any report.
+`trainables/tasks`) supplies model, criterion, data and evaluation; `loop.train_and_evaluate` runs
+each epoch; this file reduces metrics over all ranks first (Tune only sees rank 0's report), and has
+rank 0 write the checkpoint with the task's result files every epoch, because an ASHA stop ends the
+trial after any report. A user's mistake found here (a UserError) ends the trial with its one line.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ import ray.train
 import ray.train.torch
 import torch
 
+from trainables.artifacts import CHECKPOINT_META, MODEL_WEIGHTS, TRAIN_STATE
 from trainables.config import TrainConfig
 from trainables.distributed import all_reduce_max, all_reduce_sum
-from trainables.loop import InputPipe, TrainModule, train_one_epoch
+from trainables.errors import UserError
+from trainables.loop import InputPipe, TrainModule, train_and_evaluate
 from trainables.models import input_normalization
 from trainables.optim import build_optimizer
-from trainables.tasks import EvalContext, build_task
-
-MODEL_FILE, STATE_FILE, META_FILE = "model.pt", "train_state.pt", "meta.json"
+from trainables.tasks import EvalContext, TaskSetup, get_task
 
 
 def _threads() -> int:
@@ -37,6 +37,23 @@ def _threads() -> int:
 
 
 def train_fn_per_worker(config: dict) -> None:
+    try:
+        _train(config)
+    except UserError as err:
+        # One line, not a traceback per worker: the driver shows it and tags the child run with it.
+        raise UserError(str(err)) from None
+
+
+def steps_per_epoch(task: TaskSetup, world: int, batch: int) -> int:
+    rows = task.train_rows(world)
+    if rows < batch:
+        raise UserError(f"optim.batch_size={batch} is larger than a worker's share of the training data ({rows} "
+                        f"rows each over {world} workers), so no step would run: use --set optim.batch_size={max(rows, 1)} "
+                        "or less, or fewer workers")
+    return rows // batch
+
+
+def _train(config: dict) -> None:
     fit_started = time.time()
     # Ray Train logs every report (with every metric) at INFO; progress is the driver's job.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
@@ -48,7 +65,7 @@ def train_fn_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
     on_gpu = device.type == "cuda"
 
-    task = build_task(cfg)
+    task = get_task(cfg.task).build(cfg)
     mean, std = input_normalization(task.model)
     if on_gpu and cfg.model.channels_last:
         task.model = task.model.to(memory_format=torch.channels_last)
@@ -56,8 +73,8 @@ def train_fn_per_worker(config: dict) -> None:
     pipe = InputPipe(device, mean, std, channels_last=on_gpu and cfg.model.channels_last)
     workers = int(os.environ.get("FACE_ORCHESTRATOR_LOADER_WORKERS", "0"))
     batch = cfg.optim.batch_size
-    steps_per_epoch = task.rows_per_rank(world) // batch
-    optimizer, scheduler = build_optimizer(cfg.optim, module, steps_per_epoch, task.param_groups)
+    steps = steps_per_epoch(task, world, batch)
+    optimizer, scheduler = build_optimizer(cfg.optim, module, steps, task.param_groups)
     start_epoch, last_metrics = _restore(task.model, task.criterion, optimizer, scheduler)
     eval_ctx = EvalContext(pipe, rank, world, batch, workers)
     if start_epoch >= cfg.optim.epochs and last_metrics:
@@ -67,10 +84,9 @@ def train_fn_per_worker(config: dict) -> None:
         return
 
     for epoch in range(start_epoch, cfg.optim.epochs):
-        loader = task.loader(epoch, rank, world, batch, workers, cfg.seed)
-        stats = train_one_epoch(module, loader, optimizer, pipe, scheduler, epoch * steps_per_epoch,
-                                cfg.optim.grad_clip)
-        evaluation = task.evaluate(task.model, eval_ctx)
+        loader = task.train_loader(epoch, rank, world, batch, workers)
+        stats, evaluation = train_and_evaluate(module, task, loader, optimizer, pipe, eval_ctx, scheduler,
+                                               epoch * steps, cfg.optim.grad_clip)
         train_loss, train_n = all_reduce_sum([stats.loss_sum, stats.examples])
         seconds = all_reduce_max(stats.seconds)
         metrics = {
@@ -96,12 +112,12 @@ def train_fn_per_worker(config: dict) -> None:
 
 
 def _save(out: Path, model, criterion, optimizer, scheduler, epoch: int, cfg: TrainConfig, metrics: dict) -> None:
-    torch.save(model.state_dict(), out / MODEL_FILE)
+    torch.save(model.state_dict(), out / MODEL_WEIGHTS)
     state = {"criterion": criterion.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict() if scheduler else None}
-    torch.save(state, out / STATE_FILE)
+    torch.save(state, out / TRAIN_STATE)
     meta = {"epoch": epoch + 1, "config": cfg.to_flat_dict(), "metrics": metrics}
-    (out / META_FILE).write_text(json.dumps(meta, indent=1, default=float))
+    (out / CHECKPOINT_META).write_text(json.dumps(meta, indent=1, default=float))
 
 
 def _report_again(rank: int, metrics: dict) -> None:
@@ -125,11 +141,11 @@ def _restore(model, criterion, optimizer, scheduler) -> tuple[int, dict]:
         return 0, {}
     with checkpoint.as_directory() as folder:
         folder = Path(folder)
-        model.load_state_dict(torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True))
-        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+        model.load_state_dict(torch.load(folder / MODEL_WEIGHTS, map_location="cpu", weights_only=True))
+        state = torch.load(folder / TRAIN_STATE, map_location="cpu", weights_only=True)
         criterion.load_state_dict(state["criterion"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state["scheduler"] is not None:
             scheduler.load_state_dict(state["scheduler"])
-        meta = json.loads((folder / META_FILE).read_text())
+        meta = json.loads((folder / CHECKPOINT_META).read_text())
         return int(meta["epoch"]), meta.get("metrics", {})

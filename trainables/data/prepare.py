@@ -32,6 +32,7 @@ from PIL import Image
 
 from trainables.data.shards import METADATA_FILE, PAIR_LABELS, SplitWriter, load_metadata, resolve
 from trainables.errors import UserError
+from trainables.registry import Registry
 
 PREPARE_VERSION = 1
 IN_PROGRESS = ".prepare-in-progress"
@@ -163,10 +164,10 @@ def _insightface_bin(src: Path) -> Plan:
     return Plan(_bins(paths), [], paths)
 
 
-FORMATS: dict[str, Callable[[Path], Plan]] = {
-    "celeba": _celeba, "fairface": _fairface, "faces": _faces, "insightface_rec": _insightface_rec,
-    "lfw_pairs": _lfw_pairs, "insightface_bin": _insightface_bin,
-}
+FORMATS: Registry[Callable[[Path], Plan]] = Registry("dataset format")
+for _name, _plan in {"celeba": _celeba, "fairface": _fairface, "faces": _faces, "insightface_rec": _insightface_rec,
+                     "lfw_pairs": _lfw_pairs, "insightface_bin": _insightface_bin}.items():
+    FORMATS.register(_name, _plan)
 
 
 class StderrProgress:
@@ -322,12 +323,11 @@ def _schema(plan: SplitPlan) -> pa.Schema:
 def prepare(format: str, src, out: str, strict: bool = False, progress: Callable[[int, int], None] | None = None,
             row_group_rows: int = 1000, max_file_bytes: int = 64 << 20, threads: int | None = None) -> PreparedInfo:
     """Pack `src` (read as `format`) into shards under `out` (a path or URI); see the module docstring."""
-    if format not in FORMATS:
-        raise UserError(f"unknown dataset format {format!r}; known: {', '.join(FORMATS)}")
+    read_plan = FORMATS.get(format)
     src = Path(src).expanduser().resolve()
     if not src.exists():
         raise UserError(f"source {src} does not exist; pass the dataset folder as --src")
-    plan = FORMATS[format](src)
+    plan = read_plan(src)
     settings = {"strict": strict, "row_group_rows": row_group_rows, "max_file_bytes": max_file_bytes}
     fingerprint = _fingerprint(format, plan, settings)
     if is_prepared(out):

@@ -6,7 +6,7 @@ be a local path or any pyarrow filesystem URI (`s3://`, `gs://`, `file://`).
 
 Work is dealt in row slices `(shard, row group, start, stop)`, not whole row groups, so that ranks
 get exactly equal training shares (n // world rows, seeded permutation of the row groups per epoch)
-and evaluation shares cover each row exactly once, like `loading.train_share`/`eval_share` on rows.
+and evaluation shares cover each row exactly once, so each example is counted exactly once.
 A slice costs one row-group read; at most two per rank per epoch are partial. Per epoch, a rank does:
 
     split = ShardSplit(root, "train", label_columns=[...])
@@ -17,11 +17,9 @@ A slice costs one row-group read; at most two per rank per epoch are partial. Pe
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import posixpath
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, NamedTuple, Sequence
 
@@ -33,7 +31,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from trainables.data.decode import decode_image
+from trainables.data.decode import decode_shard_image
 from trainables.errors import UserError
 
 METADATA_FILE = "metadata.json"
@@ -146,12 +144,16 @@ class ShardSplit:
         """The Arrow schema of this split's shards (one footer read), None when it has no rows."""
         return self.open(self.row_groups[0][0]).schema_arrow if self.row_groups else None
 
-    def labels(self):
+    def labels(self) -> pd.DataFrame:
         """The label columns of every row, in row-group order (no image bytes are read)."""
+        return self.columns(self.label_columns)
+
+    def columns(self, names: Sequence[str]) -> pd.DataFrame:
+        """These non-image columns of every row, in row-group order."""
         files = dict.fromkeys(rel for rel, _, _ in self.row_groups)
-        tables = [self.open(rel).read(columns=self.label_columns) for rel in files]
+        tables = [self.open(rel).read(columns=list(names)) for rel in files]
         if not tables:
-            return pd.DataFrame(columns=self.label_columns)
+            return pd.DataFrame(columns=list(names))
         return pa.concat_tables(tables).to_pandas()
 
     def _cut(self, order: Sequence[int], lo: int, hi: int) -> list[RowSlice]:
@@ -179,39 +181,6 @@ class ShardSplit:
         return self._cut(range(len(self.row_groups)), int(bounds[rank]), int(bounds[rank + 1]))
 
 
-def equal_train_rows(split: ShardSplit, world: int, epoch: int = 0, seed: int = 0) -> int:
-    """Rows every rank takes per epoch: the same for all, computed without communication."""
-    return split.num_rows // world
-
-
-@functools.cache
-def _torchvision_decoder():
-    """torchvision's decode_image and RGB mode, or None (imported on first use: it takes seconds)."""
-    try:
-        from torchvision.io import ImageReadMode, decode_image
-    except ImportError:  # a torchvision without its image decoders
-        return None
-    return decode_image, ImageReadMode.RGB
-
-
-def decode_shard_image(data: bytes, size: int, name: str = "") -> torch.Tensor:
-    """Decode to a (3, size, size) uint8 tensor, about twice as fast as `loading.decode_image` at
-    112 px from CelebA's 178x218: torchvision's libjpeg-turbo decoder and torch's uint8 antialiased
-    bilinear resize (within one grey level of PIL's). torchvision 0.29 deprecates its decoders;
-    when they are gone, or refuse an image, `decode_image` (PIL) does the work."""
-    decoder = _torchvision_decoder()
-    if decoder is not None:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                img = decoder[0](torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=decoder[1])
-            return torch.nn.functional.interpolate(img[None], size=(size, size), mode="bilinear",
-                                                   align_corners=False, antialias=True)[0]
-        except RuntimeError:
-            pass
-    return decode_image(data, size, name)
-
-
 def _share(slices: Sequence[RowSlice], lo: int, hi: int) -> list[RowSlice]:
     out, at = [], 0
     for s in slices:
@@ -229,7 +198,9 @@ class ShardDataset(IterableDataset):
     Labels are one 1-D tensor per row of `label_columns`: int64 when every column is integer or
     bool, float32 when any is floating (cast in the loss as needed, e.g. `.float()` for BCE); pass
     `label_dtype` to choose. With `shuffle_seed` (e.g. (seed, epoch)), rows are shuffled within a
-    buffer spanning several row groups. With `limit`, exactly the first `limit` rows of the slices
+    buffer spanning several row groups. `targets` maps each row group's (rows, columns) label array to
+    the task's targets (a picklable callable, e.g. class ids to contiguous ones); `square` keeps the
+    centred square of non-square images. With `limit`, exactly the first `limit` rows of the slices
     are yielded, so ranks with the same limit take the same number of steps. DataLoader workers
     split the rows between them (contiguous, equal to within one row).
     """
@@ -237,8 +208,9 @@ class ShardDataset(IterableDataset):
     def __init__(self, split: ShardSplit, row_groups: Sequence[RowSlice], size: int,
                  label_columns: Sequence[str] | None = None, augment: Callable | None = None,
                  shuffle_seed=None, limit: int | None = None, shuffle_buffer: int = 4096,
-                 label_dtype: torch.dtype | None = None):
+                 label_dtype: torch.dtype | None = None, targets: Callable | None = None, square: bool = False):
         self.split, self.size, self.augment = split, size, augment
+        self.targets, self.square = targets, square
         self.label_columns = list(label_columns if label_columns is not None else split.label_columns)
         self.shuffle_seed, self.shuffle_buffer = shuffle_seed, shuffle_buffer
         self.slices = [RowSlice(*s) for s in row_groups]
@@ -270,6 +242,8 @@ class ShardDataset(IterableDataset):
         labels = np.empty((table.num_rows, len(self.label_columns)), dtype=dtype)
         for j, c in enumerate(self.label_columns):
             labels[:, j] = table.column(c).to_numpy(zero_copy_only=False)
+        if self.targets is not None:
+            labels = self.targets(labels)
         return list(zip(*images, labels))
 
     def _rows(self, slices: list[RowSlice], rng) -> Iterator[tuple]:
@@ -297,9 +271,10 @@ class ShardDataset(IterableDataset):
         *images, labels = row
         out = []
         for data in images:
-            img = decode_shard_image(data, self.size, f"a row of {self.split.root} split {self.split.split}")
+            img = decode_shard_image(data, self.size, f"a row of {self.split.root} split {self.split.split}",
+                                     square=self.square)
             out.append(self.augment(img) if self.augment is not None else img)
-        return (*out, torch.from_numpy(labels).to(self.label_dtype))
+        return (*out, torch.as_tensor(labels).to(self.label_dtype))
 
     def __iter__(self):
         info = get_worker_info()

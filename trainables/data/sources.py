@@ -1,7 +1,7 @@
-"""Where a trial's images come from: always Parquet shards, prepared once.
+"""Where a trial's images come from: always Parquet shards, prepared once, in the driver.
 
-`data.root` may be a prepared folder (local or a pyarrow URI such as s3://…), used as is; or a raw
-dataset folder in its distributed layout, packed into the cache on first use; or empty, for the
+`data.root` may be a prepared folder (local, or a pyarrow URI such as s3://… or file://…), used as is;
+a raw dataset folder in its distributed layout, packed into the cache on first use; or empty, for the
 task's synthetic demo set, which goes through the same packing. The driver resolves this once and
 hands the prepared root to the trials, so workers only ever read shards.
 """
@@ -13,40 +13,56 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
-from trainables.config import DataConfig
-from trainables.data.prepare import StderrProgress, is_prepared, prepare
+from trainables.data.prepare import StderrProgress, detect_format, is_prepared, prepare
+from trainables.data.shards import load_metadata
 from trainables.errors import UserError
 
 
-def cache_dir(cfg: DataConfig) -> Path:
+def cache_dir(cache: str = "") -> Path:
     """`data.cache_dir`, else $FACE_ORCHESTRATOR_CACHE, else ~/.cache/face-orchestrator."""
-    chosen = cfg.cache_dir or os.environ.get("FACE_ORCHESTRATOR_CACHE") or "~/.cache/face-orchestrator"
+    chosen = cache or os.environ.get("FACE_ORCHESTRATOR_CACHE") or "~/.cache/face-orchestrator"
     return Path(chosen).expanduser()
 
 
-def prepared_root(cfg: DataConfig, fmt: str, build_demo: Callable[[Path], tuple[Path, bool]],
-                  real_hint: str, say: Callable[[str], None] = lambda text: None) -> str:
-    """The shards root a task reads. `build_demo(cache) -> (raw demo root, built now)` makes the demo
-    set; `real_hint` tells the user how to point at real data instead."""
-    if cfg.root and is_prepared(cfg.root):
-        return cfg.root
-    if not cfg.root:
+def prepared_root(source: str, formats: Sequence[str], *, what: str, cache: str = "", fmt: str = "",
+                  demo: Callable[[Path], tuple[Path, bool]] | None = None,
+                  say: Callable[[str], None] = lambda text: None) -> str:
+    """The shards root of `source` (a raw folder or file, a prepared root, a URI; empty: `demo(cache)`
+    builds the raw demo set and returns (its root, built now)). `formats` are the raw layouts the task
+    can read, and `what` says what to pass instead, for the messages."""
+    if source and is_prepared(source):
+        found = load_metadata(source).get("format")
+        if found not in formats:
+            raise UserError(f"{source} holds prepared {found} data, but this task reads {', '.join(formats)}: "
+                            f"pass {what}")
+        return source
+    if not source:
         started = time.time()
-        raw, built = build_demo(cache_dir(cfg))
+        raw, built = demo(cache_dir(cache))
         verb = f"built it in {time.time() - started:.0f}s" if built else "using the cached copy"
-        say(f"No --data given: the synthetic {fmt} demo set at {raw} ({verb}); {real_hint}.")
+        say(f"No data given: the synthetic {formats[0]}-format demo set at {raw} ({verb}); pass {what} for real data.")
     else:
-        raw = Path(cfg.root).expanduser()
-        if "://" in cfg.root:
-            raise UserError(f"{cfg.root} is not a prepared dataset: run `python -m orchestrator prepare {fmt} "
-                            f"--src LOCAL_FOLDER --out {cfg.root}` first")
+        if "://" in source:
+            raise UserError(f"{source} is not a prepared dataset: run `python -m orchestrator prepare FORMAT "
+                            f"--src LOCAL_FOLDER --out {source}` first")
+        raw = Path(source).expanduser()
         if not raw.exists():
-            raise UserError(f"data folder not found: {raw}: {real_hint}")
+            raise UserError(f"data folder not found: {raw}: pass {what}")
     raw = raw.resolve()
-    key = hashlib.sha1(str(raw).encode()).hexdigest()[:12]
-    out = cache_dir(cfg) / "prepared" / f"{fmt}-{raw.name}-{key}"
+    if not fmt and len(formats) == 1:
+        fmt = formats[0]  # its reader names the file that is missing or malformed
+    elif not fmt:
+        try:
+            fmt = detect_format(raw)
+        except UserError:
+            raise UserError(f"{raw} is in none of the layouts this task reads ({', '.join(formats)}): pass {what}, "
+                            "or name the layout with --set data.format=...") from None
+    if fmt not in formats:
+        raise UserError(f"{raw} is a {fmt} dataset, but this task reads {', '.join(formats)}: pass {what}")
+    key = hashlib.sha1(f"{fmt}:{raw}".encode()).hexdigest()[:12]
+    out = cache_dir(cache) / "prepared" / f"{fmt}-{raw.stem}-{key}"
     started = time.time()
     info = prepare(fmt, raw, str(out), progress=StderrProgress() if sys.stderr.isatty() else None)
     if not info.already_prepared:

@@ -6,13 +6,12 @@ happens once); normalisation to the backbone's mean/std happens per batch on the
 
 from __future__ import annotations
 
-import difflib
 from typing import Callable
 
 import torch
 from torchvision.transforms import v2
 
-from trainables.errors import UserError
+from trainables.registry import Registry
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -54,22 +53,17 @@ def _resize_crop(size: int) -> Transform:
     return v2.Compose([v2.Resize(round(size * 120 / 112), antialias=True), v2.RandomCrop(size)])
 
 
-AUGMENTATIONS: dict[str, Callable[[int], Transform]] = {
-    "hflip": lambda size: v2.RandomHorizontalFlip(),
-    "color_jitter": lambda size: v2.ColorJitter(brightness=0.1, contrast=0.1),
-    "resize_crop": _resize_crop,
-    "cutout": lambda size: _cutout(size, length=max(1, round(16 * size / 112))),
-    "half_face": lambda size: _half_face(p=0.1),
-}
+# Each entry maps the input size to its transform.
+AUGMENTATIONS: Registry[Callable[[int], Transform]] = Registry("augmentation", key="data.augment")
+AUGMENTATIONS.register("hflip", lambda size: v2.RandomHorizontalFlip())
+AUGMENTATIONS.register("color_jitter", lambda size: v2.ColorJitter(brightness=0.1, contrast=0.1))
+AUGMENTATIONS.register("resize_crop", _resize_crop)
+AUGMENTATIONS.register("cutout", lambda size: _cutout(size, length=max(1, round(16 * size / 112))))
+AUGMENTATIONS.register("half_face", lambda size: _half_face(p=0.1))
 
 
 def build_augment(names: list[str], size: int) -> Transform | None:
     """Compose the named augmentations in the given order; None when the list is empty."""
-    for name in names:
-        if name not in AUGMENTATIONS:
-            close = difflib.get_close_matches(name, AUGMENTATIONS, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise UserError(f"unknown augmentation '{name}' in data.augment{hint}; known: {', '.join(AUGMENTATIONS)}")
     if not names:
         return None
-    return v2.Compose([AUGMENTATIONS[name](size) for name in names])
+    return v2.Compose([AUGMENTATIONS.get(name)(size) for name in names])

@@ -1,30 +1,39 @@
-"""Tasks: what a trial learns and how it is scored, chosen by the `task` config key.
+"""The Task interface and its registry: what a trial learns and how it is scored.
 
-A task turns a TrainConfig into the pieces `train.py` runs on every worker: a model, a criterion
-(an nn.Module that may own parameters, such as ArcFace class weights or learned task weights, so
-DDP synchronises them), the training set, and an evaluation that returns already-gathered metrics
-plus the files to write beside the checkpoint.
+A task is one folder under `trainables/tasks/` that registers one `Task`. It declares the config
+sections it reads, how its data is prepared (always into Parquet shards, in the driver) and read (on
+every worker, from those shards), its model and criterion, its evaluation (already reduced over all
+ranks), the files it writes beside each checkpoint, its report columns, its plots and leaderboard, and
+what `export` and `predict` show for it. The orchestrator asks the task for each of these and names
+none of them.
 """
 
 from __future__ import annotations
 
-import difflib
+import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from torch import nn
-from torch.utils.data import Dataset
 
-from trainables.config import TrainConfig
-from trainables.data.decode import make_loader, train_share
-from trainables.errors import UserError
-from trainables.loop import InputPipe
+from trainables.registry import Registry
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from trainables.config import TrainConfig
+    from trainables.loop import InputPipe
+
+Say = Callable[[str], None]                  # one line for the user (the driver prints it)
+Reader = Callable[[str], "bytes | None"]     # a checkpoint file's bytes by relative name, None if absent
 
 
 @dataclass
 class EvalContext:
-    pipe: InputPipe
+    pipe: "InputPipe"
     rank: int
     world: int
     batch_size: int
@@ -39,77 +48,80 @@ class EvalResult:
 
 @dataclass
 class TaskSetup:
-    """What a worker runs. Training data comes either as a map-style `train_set` (split by rank with
-    `loading.train_share`) or as `train_loader(epoch, rank, world, batch, workers)` with `train_rows`
-    rows per rank per epoch (e.g. streamed from Parquet shards)."""
+    """What a worker runs: `train_loader(epoch, rank, world, batch, workers)` yields this rank's
+    batches, exactly `train_rows(world)` rows per rank per epoch."""
     model: nn.Module                  # what is checkpointed, exported and used for prediction
     criterion: nn.Module              # forward(model outputs, targets) -> scalar loss
     evaluate: Callable[[nn.Module, EvalContext], EvalResult]
-    train_set: Dataset | None = None
-    train_loader: Callable[[int, int, int, int, int], Iterable] | None = None
-    train_rows: Callable[[int], int] | None = None
+    train_loader: Callable[[int, int, int, int, int], Iterable]
+    train_rows: Callable[[int], int]
     param_groups: list[dict] = field(default_factory=list)  # extra optimizer groups (e.g. centers)
     num_outputs: int = 0
-
-    def rows_per_rank(self, world: int) -> int:
-        return self.train_rows(world) if self.train_rows else len(self.train_set) // world
-
-    def loader(self, epoch: int, rank: int, world: int, batch: int, workers: int, seed: int) -> Iterable:
-        if self.train_loader is not None:
-            return self.train_loader(epoch, rank, world, batch, workers)
-        share = train_share(len(self.train_set), rank, world, epoch, seed)
-        return make_loader(self.train_set, share, batch, workers, train=True)
 
 
 @dataclass
 class DataSummary:
-    """What the driver learns once, before any trial: where the data is, and the baseline to beat."""
-    root: str
-    baseline: dict[str, float]  # logged on the sweep's parent run, e.g. {"val/majority_accuracy": 0.81}
+    """What the driver learns once, before any trial."""
+    root: str                                # the prepared shards the trials train on
+    baseline: dict[str, float]               # logged on the sweep's parent run, e.g. {"val/majority_accuracy": 0.81}
+    train_rows: int                          # training rows per epoch, over all ranks
+    settings: dict = field(default_factory=dict)  # keys fixed for every trial: the prepared roots ({"data.root": ...})
+    splits: dict[str, int] = field(default_factory=dict)  # rows per split, for the record
 
 
-@dataclass
-class TaskSpec:
-    build: Callable[[TrainConfig], TaskSetup]       # on every worker
-    prepare: Callable[[TrainConfig], DataSummary]   # once in the driver: data built/validated, baseline
-    check: Callable[[TrainConfig], None]            # in the driver, per config: the task's own names and values
+@dataclass(frozen=True)
+class TaskOutputs:
+    """What `export` and `predict` need of a task whose model outputs labels."""
+    card_metrics: Callable[[str], list[str]]                      # headline metrics, given a strategy
+    output_names: Callable[["TrainConfig", Reader], dict]         # labels.json: {"outputs": [...], ...}
+    describe: Callable[["np.ndarray", object, str], "pd.DataFrame"]  # raw outputs -> columns
+    captions: Callable[["pd.Series"], list[str]]                  # the lines under a face in a grid
+    export_files: tuple[str, ...] = ()                            # checkpoint files copied into the export
+    card_lines: Callable[[list[str], str], list[str]] = lambda strategies, strategy: []
 
 
-TASKS: dict[str, TaskSpec] = {}
+@dataclass(frozen=True)
+class PolicySearch:
+    """A sweep over decision policies on a finished trial's stored files, without its model."""
+    files: tuple[str, ...]                         # what the trial's MLflow run must hold
+    load: Callable[[Path], object]                 # those files, downloaded into a folder -> the stored data
+    evaluate: Callable[[object, dict], dict]       # (stored data, a trial's config) -> its metrics
 
 
-def register_task(name: str, prepare: Callable[[TrainConfig], DataSummary],
-                  check: Callable[[TrainConfig], None] = lambda cfg: None):
-    """Decorator for a task's build function; `prepare` runs once in the driver before any trial, and
-    `check` raises a UserError for a config the task cannot run (before any compute is spent)."""
-    def add(build: Callable[[TrainConfig], TaskSetup]):
-        TASKS[name] = TaskSpec(build, prepare, check)
-        return build
-
-    return add
+def _no_check(cfg: "TrainConfig") -> None:
+    return None
 
 
-def task_spec(name: str) -> TaskSpec:
-    _load_all()
-    if name not in TASKS:
-        close = difflib.get_close_matches(name, TASKS, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise UserError(f"unknown task '{name}'{hint}; known: {', '.join(sorted(TASKS))}")
-    return TASKS[name]
-
-
-def build_task(cfg: TrainConfig) -> TaskSetup:
-    return task_spec(cfg.task).build(cfg)
-
-
-def prepare_task_data(cfg: TrainConfig) -> DataSummary:
-    return task_spec(cfg.task).prepare(cfg)
+@dataclass(frozen=True)
+class Task:
+    name: str
+    title: str                                              # what it learns, in a line
+    metric: str                                             # the usual objective (export's default)
+    sections: dict[str, type]                               # its own config sections, beyond model/optim/data
+    prepare: Callable[["TrainConfig", Say], DataSummary]    # once, in the driver
+    build: Callable[["TrainConfig"], TaskSetup]             # on every worker
+    check: Callable[["TrainConfig"], None] = _no_check      # in the driver, per config: its own names and values
+    trial_files: tuple[str, ...] = ()                       # files beside the checkpoint that go to MLflow
+    report_columns: tuple[str, ...] = ()                    # headline metrics of the final table
+    render: Callable[[Path, Path], list[str]] | None = None  # driver: plots from a trial's files -> names written
+    leaderboard: Callable[[list[tuple[str, dict]], Path], list[str]] | None = None  # driver: sweep table files
+    outputs: TaskOutputs | None = None                      # None: `export`/`predict` do not apply
+    policy: PolicySearch | None = None                      # None: no policy sweep on its trials
 
 
 def _load_all() -> None:
-    """Import every task module once; each registers itself."""
-    import importlib
-    import pkgutil
-
+    """Import every task folder once; each registers itself."""
     for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
+        if module.ispkg:
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+TASKS: Registry[Task] = Registry("task", key="task", loader=_load_all)
+
+
+def register_task(task: Task) -> Task:
+    return TASKS.register(task.name, task)
+
+
+def get_task(name: str) -> Task:
+    return TASKS.get(name)

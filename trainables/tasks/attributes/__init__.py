@@ -1,9 +1,14 @@
-"""The CelebA attribute task: 40 binary attributes, one sigmoid output each.
+"""The attribute task: any set of binary face attributes (CelebA's 40 by default), one sigmoid output each.
 
-Each epoch, validation scores give the `val/*` metrics at the fixed threshold; the thresholds of
-every calibration strategy are derived from those validation scores and reported on the test
-split as `test/<strategy>/*`. The files written next to the checkpoint (thresholds, per-attribute
-table, scores of both splits) let anyone recompute every number without the model.
+What it learns: a timm backbone whose classifier has one logit per attribute, trained with a
+multi-label loss (`loss.name`: bce | focal | asl). The attribute names come from the prepared data
+(CelebA's list_attr_celeba.txt header), so every metric, file and prediction uses them.
+
+How it is scored: each epoch, validation scores give the `val/*` metrics at the fixed threshold
+(`eval.threshold`): mean accuracy, macro precision, recall and F1. The thresholds of every calibration
+strategy (fixed, prior, f1_opt, acc_opt) are derived from those validation scores and reported on the
+test split as `test/<strategy>/*`. The files written beside the checkpoint (thresholds, a
+per-attribute table, the scores of both splits) let anyone recompute every number without the model.
 """
 
 from __future__ import annotations
@@ -14,82 +19,87 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
+from trainables import artifacts
 from trainables.config import TrainConfig
-from trainables.data.formats.celeba import ATTRIBUTE_NAMES
-from trainables.data.shards import ShardDataset, ShardSplit
-from trainables.data.sources import prepared_root
 from trainables.data.demo.celeba import ensure_demo_celeba
+from trainables.data.loaders import TrainStream, eval_loader, open_split
+from trainables.data.shards import load_metadata
+from trainables.data.sources import prepared_root
 from trainables.data.transforms import build_augment
 from trainables.distributed import all_gather_rows
-from trainables.errors import UserError
 from trainables.loop import predict
-from trainables.tasks.attributes.losses import build_loss, loss_arguments
-from trainables.tasks.attributes.metrics import (THRESHOLD_STRATEGIES, attribute_metrics, calibrate_thresholds, majority_accuracy,
-                                per_attribute_metrics)
 from trainables.models import build_model
-from trainables.tasks import DataSummary, EvalContext, EvalResult, TaskSetup, register_task
+from trainables.tasks import DataSummary, EvalContext, EvalResult, PolicySearch, Say, Task, TaskSetup, register_task
+from trainables.tasks.attributes.config import EvalConfig, LossConfig
+from trainables.tasks.attributes.leaderboard import write_sweep_leaderboard
+from trainables.tasks.attributes.losses import LOSSES, build_loss, loss_arguments
+from trainables.tasks.attributes.metrics import (THRESHOLD_STRATEGIES, attribute_metrics, calibrate_thresholds,
+                                                 majority_accuracy, per_attribute_metrics)
+from trainables.tasks.attributes.outputs import ATTRIBUTE_OUTPUTS
+from trainables.tasks.attributes.plots import render_trial_plots
+from trainables.tasks.attributes.thresholds import evaluate_policy, load_predictions
 
 DEMO_SEED = 0
+FORMATS = ("celeba",)
+WHAT = "--data /path/to/celeba (the folder holding list_attr_celeba.txt), or its prepared shards"
+NOT_ATTRIBUTES = ("identity",)  # label columns of an attribute file's shards that are not attributes
+SPLITS = ("train", "val", "test")
 
 
-REAL_HINT = "pass --data /path/to/celeba (the folder holding list_attr_celeba.txt) for the real dataset"
+def shards(cfg: TrainConfig, say: Say = lambda text: None) -> str:
+    demo = lambda cache: ensure_demo_celeba(cache, num_images=cfg.data.demo_images, seed=DEMO_SEED)  # noqa: E731
+    return prepared_root(cfg.data.root, FORMATS, what=WHAT, cache=cfg.data.cache_dir, fmt=cfg.data.format,
+                         demo=demo, say=say)
 
 
-def _shards(cfg: TrainConfig, say=lambda text: None) -> str:
-    build = lambda cache: ensure_demo_celeba(cache, num_images=cfg.data.demo_images, seed=DEMO_SEED)  # noqa: E731
-    return prepared_root(cfg.data, "celeba", build, REAL_HINT, say)
+def attribute_names(root: str) -> list[str]:
+    return [c for c in load_metadata(root)["label_columns"] if c not in NOT_ATTRIBUTES]
 
 
-def prepare_attributes(cfg: TrainConfig) -> DataSummary:
+def prepare(cfg: TrainConfig, say: Say) -> DataSummary:
     """Driver side, once: demo set or real files packed into shards, labels checked, the baseline."""
-    root = _shards(cfg, say=lambda text: print(text, flush=True))
-    val = ShardSplit(root, "val", label_columns=list(ATTRIBUTE_NAMES)).labels().to_numpy()
-    return DataSummary(root, {"val/majority_accuracy": majority_accuracy(val)})
+    root = shards(cfg, say)
+    names = attribute_names(root)
+    splits = {s: open_split(root, s, names, "list_eval_partition.txt") for s in SPLITS}
+    val = splits["val"].labels().to_numpy()
+    rows = min(splits["train"].num_rows, cfg.data.max_train_images or splits["train"].num_rows)
+    return DataSummary(root, {"val/majority_accuracy": majority_accuracy(val)}, rows, {"data.root": root},
+                       {s: split.num_rows for s, split in splits.items()})
 
 
-@register_task("celeba_attributes", prepare=prepare_attributes)
-def attribute_task(cfg: TrainConfig) -> TaskSetup:
-    root = _shards(cfg)
-    names, size = list(ATTRIBUTE_NAMES), cfg.data.image_size
-    splits = {name: ShardSplit(root, name, label_columns=names) for name in ("train", "val", "test")}
-    for name, split in splits.items():
-        if split.num_rows == 0:
-            raise UserError(f"the {name} split of {root} is empty: check list_eval_partition.txt")
+def check(cfg: TrainConfig) -> None:
+    LOSSES.get(cfg.loss.name)
+
+
+def build(cfg: TrainConfig) -> TaskSetup:
+    root = shards(cfg)
+    names, size = attribute_names(root), cfg.data.image_size
+    splits = {s: open_split(root, s, names, "list_eval_partition.txt") for s in SPLITS}
     prior = splits["train"].labels().to_numpy().mean(axis=0)
-    augment = build_augment(cfg.data.augment, size)
-    train_rows = lambda world: min(splits["train"].num_rows, cfg.data.max_train_images or 10**12) // world  # noqa: E731
-
-    def train_loader(epoch: int, rank: int, world: int, batch: int, workers: int) -> DataLoader:
-        split = splits["train"]
-        dataset = ShardDataset(split, split.train_row_groups(rank, world, epoch, cfg.seed), size, names,
-                               augment=augment, shuffle_seed=(cfg.seed, epoch), limit=train_rows(world),
-                               label_dtype=torch.float32)
-        return DataLoader(dataset, batch_size=batch, num_workers=workers, drop_last=True)
-
+    stream = TrainStream(splits["train"], size, names, build_augment(cfg.data.augment, size), cfg.seed,
+                         cfg.data.max_train_images, label_dtype=torch.float32)
     criterion = build_loss(cfg.loss.name, train_prior=prior,
                            **{arg: getattr(cfg.loss, arg) for arg in loss_arguments(cfg.loss.name)})
 
     def evaluate(model: torch.nn.Module, ctx: EvalContext) -> EvalResult:
         scored = {}
         for name in ("val", "test"):
-            split = splits[name]
-            dataset = ShardDataset(split, split.eval_row_groups(ctx.rank, ctx.world), size, names,
-                                   label_dtype=torch.float32)
-            loader = DataLoader(dataset, batch_size=ctx.batch_size, num_workers=ctx.loader_workers)
+            loader = eval_loader(splits[name], size, names, ctx.rank, ctx.world, ctx.batch_size,
+                                 ctx.loader_workers, label_dtype=torch.float32)
             scored[name] = all_gather_rows(*predict(model, loader, ctx.pipe))
         val_logits, val_labels = scored["val"]
         with torch.no_grad():
             val_loss = float(criterion(torch.from_numpy(val_logits), torch.from_numpy(val_labels).float()))
-        probabilities = {s: (torch.sigmoid(torch.from_numpy(logits)).numpy(), labels) for s, (logits, labels) in scored.items()}
+        probabilities = {s: (torch.sigmoid(torch.from_numpy(logits)).numpy(), labels)
+                         for s, (logits, labels) in scored.items()}
         metrics, thresholds = epoch_metrics(*probabilities["val"], *probabilities["test"], prior, cfg.eval.threshold)
         metrics["val/loss"] = val_loss
         return EvalResult(metrics, lambda out: write_attribute_files(out, names, thresholds, prior, probabilities))
 
     model = build_model(cfg.model, num_outputs=len(names))
-    return TaskSetup(model=model, criterion=criterion, evaluate=evaluate, train_loader=train_loader,
-                     train_rows=train_rows, num_outputs=len(names))
+    return TaskSetup(model=model, criterion=criterion, evaluate=evaluate, train_loader=stream,
+                     train_rows=stream.rows, num_outputs=len(names))
 
 
 def epoch_metrics(
@@ -123,7 +133,7 @@ def write_attribute_files(
     """thresholds.json, per_attribute.csv (test split) and predictions/<split>.parquet."""
     out.mkdir(parents=True, exist_ok=True)
     payload = {s: dict(zip(names, map(float, t))) for s, t in thresholds.items()}
-    (out / "thresholds.json").write_text(json.dumps(payload, indent=1))
+    (out / artifacts.THRESHOLDS).write_text(json.dumps(payload, indent=1))
     test_scores, test_labels = splits["test"]
     table = pd.DataFrame({"attribute": names, "train_positive_rate": train_prior})
     for strategy, t in thresholds.items():
@@ -133,9 +143,27 @@ def write_attribute_files(
         for column in ("accuracy", "precision", "recall", "f1"):
             table[f"{strategy}/{column}"] = per[column].to_numpy()
         table[f"{strategy}/threshold"] = t
-    table.to_csv(out / "per_attribute.csv", index=False, float_format="%.6f")
-    (out / "predictions").mkdir(exist_ok=True)
+    table.to_csv(out / artifacts.PER_ATTRIBUTE, index=False, float_format="%.6f")
+    (out / artifacts.PREDICTIONS).mkdir(exist_ok=True)
     for split, (scores, labels) in splits.items():
-        frame = pd.DataFrame(scores.astype(np.float32), columns=[f"score/{n}" for n in names])
-        frame[[f"label/{n}" for n in names]] = labels.astype(np.uint8)
-        frame.to_parquet(out / "predictions" / f"{split}.parquet", index=False)
+        frame = pd.DataFrame(scores.astype(np.float32), columns=[f"{artifacts.SCORE}{n}" for n in names])
+        frame[[f"{artifacts.LABEL}{n}" for n in names]] = labels.astype(np.uint8)
+        frame.to_parquet(out / artifacts.predictions_file(split), index=False)
+
+
+register_task(Task(
+    name="attributes",
+    title="face attributes: one sigmoid output per binary attribute",
+    metric="val/mean_accuracy",
+    sections={"loss": LossConfig, "eval": EvalConfig},
+    prepare=prepare, build=build, check=check,
+    trial_files=(artifacts.THRESHOLDS, artifacts.PER_ATTRIBUTE, artifacts.PREDICTIONS),
+    report_columns=("val/mean_accuracy", "val/macro_f1", "test/fixed/macro_f1", "test/f1_opt/macro_f1"),
+    render=render_trial_plots,
+    leaderboard=write_sweep_leaderboard,
+    outputs=ATTRIBUTE_OUTPUTS,
+    policy=PolicySearch(
+        files=(artifacts.PREDICTIONS, artifacts.PER_ATTRIBUTE), load=load_predictions,
+        evaluate=lambda stored, c: evaluate_policy(stored, c["policy.strategy"], c["policy.smoothing"],
+                                                   c["policy.offset"])),
+))

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trainables import artifacts
 from trainables.tasks.attributes.metrics import THRESHOLD_STRATEGIES
 
 COLUMNS = ["mean_accuracy", "macro_precision", "macro_recall", "macro_f1"]
@@ -70,6 +71,12 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def write_leaderboard(table: pd.DataFrame, folder: Path) -> list[str]:
-    table.to_csv(folder / "leaderboard.csv", index=False, float_format="%.2f")
-    (folder / "leaderboard.md").write_text(to_markdown(table))
-    return ["leaderboard.csv", "leaderboard.md"]
+    table.to_csv(folder / artifacts.LEADERBOARD_CSV, index=False, float_format="%.2f")
+    (folder / artifacts.LEADERBOARD_MD).write_text(to_markdown(table))
+    return [artifacts.LEADERBOARD_CSV, artifacts.LEADERBOARD_MD]
+
+
+def write_sweep_leaderboard(rows: list[tuple[str, dict]], folder: Path) -> list[str]:
+    """The Task hook: the table of a finished sweep's trials (description, last metrics) into `folder`."""
+    table = leaderboard(rows)
+    return write_leaderboard(table, folder) if table is not None else []

@@ -18,8 +18,9 @@ from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
 from trainables.errors import UserError
+from trainables.registry import Registry
 
-LOSSES: dict[str, type[nn.Module]] = {}
+LOSSES: Registry[type[nn.Module]] = Registry("loss", key="loss.name")
 
 # Bounds a positive rate away from 0 and 1 so (1-p)/p stays finite for an attribute that is
 # never (or always) positive in the training split.
@@ -28,29 +29,18 @@ _PRIOR_CLIP = (1e-4, 1.0 - 1e-4)
 
 def register_loss(name: str):
     """Class decorator that makes the loss buildable as `loss.name=<name>`."""
-
-    def add(cls: type[nn.Module]) -> type[nn.Module]:
-        LOSSES[name] = cls
-        return cls
-
-    return add
-
-
-def _lookup(name: str) -> type[nn.Module]:
-    if name not in LOSSES:
-        raise UserError(f"unknown loss {name!r}; known: {', '.join(sorted(LOSSES))}")
-    return LOSSES[name]
+    return LOSSES.register(name)
 
 
 def loss_arguments(name: str) -> list[str]:
     """The config keys the named loss takes (its constructor's arguments, without train_prior)."""
-    params = inspect.signature(_lookup(name)).parameters
+    params = inspect.signature(LOSSES.get(name)).parameters
     return [arg for arg in params if arg != "train_prior"]
 
 
 def build_loss(name: str, train_prior: np.ndarray | None = None, **kwargs) -> nn.Module:
     """The named loss built with `kwargs`; `train_prior` goes to losses that accept it."""
-    cls = _lookup(name)
+    cls = LOSSES.get(name)
     known = loss_arguments(name)
     for arg in kwargs:
         if arg not in known:

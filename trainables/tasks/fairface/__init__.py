@@ -1,16 +1,17 @@
-"""The FairFace task: race, gender and age learned together, scored overall and within groups.
+"""The FairFace task (seeds 000 and 001): race, gender and age learned together, scored overall and within groups.
 
-The formulation (`multitask.formulation`: multihead | onehot18), the age head (`age.mode`: bins |
-regression) and the loss weighting (`multitask.weighting`: fixed | uncertainty) are chosen in the
-config; see `trainables/multitask.py`. FairFace has train and val only, so every epoch is scored
-on val (each example counted once over all ranks):
-- `val/<task>/accuracy`, `val/<task>/balanced_accuracy` for race, gender, age (in regression mode
+What it learns: a timm backbone whose outputs are either one head per task (`multitask.formulation=
+multihead`, age as 9 bins or regressed in years by `age.mode`) or seed 000's 18 one-hot sigmoid outputs
+(`onehot18`), under fixed or learned (`multitask.weighting=uncertainty`) task weights; see multitask.py.
+
+How it is scored: FairFace has train and val only, so every epoch is scored on val, each example
+counted once over all ranks:
+- `val/<task>/accuracy`, `val/<task>/balanced_accuracy` for race, gender and age (in regression mode
   the predicted years are mapped back to bins first);
-- `val/age/mae_years`: against the true bin's midpoint (FairFace gives bins, not ages); in bins
-  mode and for onehot18 the prediction is the predicted bin's midpoint;
-- group accuracies, `val/<task>/worst_group_accuracy`, `val/<task>/group_gap` (group_metrics.py);
-- `val/mean_task_accuracy` (the mean of the three accuracies, the sweep objective), `val/loss`
-  (the weighted training objective), `val/<task>/loss` (unweighted), `train/weight/<task>`.
+- `val/age/mae_years`, against the true bin's midpoint (the official release gives bins, not ages);
+- group accuracies, `val/<task>/worst_group_accuracy` and `val/<task>/group_gap` (group_metrics.py);
+- `val/mean_task_accuracy` (the mean of the three accuracies, the sweep objective), `val/loss` (the
+  weighted objective), `val/<task>/loss` (unweighted) and `train/weight/<task>`.
 Rank 0 writes `per_group.csv`, `predictions/val.parquet` and `group_accuracy.png` beside the
 checkpoint, enough to recompute every number without the model.
 """
@@ -18,7 +19,6 @@ checkpoint, enough to recompute every number without the model.
 from __future__ import annotations
 
 import itertools
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,54 +26,70 @@ import pandas as pd
 import torch
 from sklearn.metrics import mean_absolute_error
 
-from trainables.config import DataConfig, TrainConfig
-from trainables.data.formats.fairface import GENDERS, RACES, FairFaceIndex, read_fairface
-from trainables.data.decode import ImageLabelDataset, eval_share, make_loader
-from trainables.data.sources import cache_dir
+from trainables import artifacts
+from trainables.config import TrainConfig
 from trainables.data.demo.fairface import ensure_demo_fairface
+from trainables.data.formats.fairface import GENDERS, RACES
+from trainables.data.loaders import TrainStream, eval_loader, open_split
+from trainables.data.shards import ShardSplit, load_metadata
+from trainables.data.sources import prepared_root
 from trainables.data.transforms import build_augment
 from trainables.distributed import all_gather_rows
 from trainables.errors import UserError
-from trainables.tasks.fairface.labels import AGE_MIDPOINTS, TASKS, decode_multihead, encode_multihead, names
-from trainables.tasks.fairface.group_metrics import group_metrics, group_table, plot_group_accuracy, task_accuracies
 from trainables.loop import predict
 from trainables.models import build_model
+from trainables.tasks import DataSummary, EvalContext, EvalResult, Say, Task, TaskSetup, register_task
+from trainables.tasks.fairface.config import AgeConfig, MultitaskConfig
+from trainables.tasks.fairface.group_metrics import group_metrics, group_table, plot_group_accuracy, task_accuracies
+from trainables.tasks.fairface.labels import AGE_MIDPOINTS, CLASSES, TASKS, decode_multihead, names
 from trainables.tasks.fairface.multitask import Decoded, MultitaskLoss, build_multitask_loss
-from trainables.tasks import DataSummary, EvalContext, EvalResult, TaskSetup, register_task
+from trainables.tasks.fairface.outputs import FAIRFACE_OUTPUTS
 
 DEMO_SEED = 0
+FORMATS = ("fairface",)
+WHAT = "--data /path/to/fairface (the folder holding fairface_label_train.csv), or its prepared shards"
 GROUP_NAMES = {"race": RACES, "gender": GENDERS}
+LABEL_COLUMNS = list(TASKS)  # the shards' class-index columns, in the order the targets start with
 
 
-def fairface_root(cfg: DataConfig) -> tuple[Path, bool]:
-    """(the release folder, whether the demo set was built just now): `data.root`, else the demo set."""
-    if cfg.format != "fairface":
-        raise UserError(f"the fairface task reads data.format=fairface, got '{cfg.format}': set data.format=fairface")
-    if not cfg.root:
-        return ensure_demo_fairface(cache_dir(cfg), num_images=cfg.demo_images, seed=DEMO_SEED)
-    return Path(cfg.root).expanduser(), False
+class FairFaceTargets:
+    """Shard label rows (race, gender, age-bin indices) -> the multi-head targets: the three indices and
+    the age in years (the bin's midpoint). Picklable, for DataLoader workers."""
+
+    def __call__(self, labels: np.ndarray) -> np.ndarray:
+        age = labels[:, 2].astype(np.int64)
+        return np.column_stack([labels[:, :3], AGE_MIDPOINTS[age]]).astype(np.float32)
 
 
-def prepare_fairface(cfg: TrainConfig) -> DataSummary:
-    """Driver side: check the multitask names, build the demo set if needed (saying so), read the
-    label files once, and compute the majority-class baseline on val."""
+def shards(cfg: TrainConfig, say: Say = lambda text: None) -> str:
+    demo = lambda cache: ensure_demo_fairface(cache, num_images=cfg.data.demo_images, seed=DEMO_SEED)  # noqa: E731
+    root = prepared_root(cfg.data.root, FORMATS, what=WHAT, cache=cfg.data.cache_dir, fmt=cfg.data.format,
+                         demo=demo, say=say)
+    stored = load_metadata(root).get("class_names", {})
+    for task in TASKS:  # the shards' class ids must mean what our heads mean
+        if list(stored.get(task, CLASSES[task])) != list(CLASSES[task]):
+            raise UserError(f"{root} stores {task} classes {stored[task]}, not FairFace's {list(CLASSES[task])}: "
+                            "prepare the dataset again with this version")
+    return root
+
+
+def splits_of(root: str) -> dict[str, ShardSplit]:
+    return {s: open_split(root, s, LABEL_COLUMNS, f"fairface_label_{s}.csv") for s in ("train", "val")}
+
+
+def prepare(cfg: TrainConfig, say: Say) -> DataSummary:
+    """Driver side: check the multitask names, pack the data once, and the majority baseline on val."""
     build_multitask_loss(cfg)
-    started = time.time()
-    root, built = fairface_root(cfg.data)
-    if not cfg.data.root:
-        verb = f"Built it in {time.time() - started:.0f}s" if built else "Using the cached copy"
-        print(f"No --data given: training on the synthetic FairFace-format demo set ({cfg.data.demo_images} images, "
-              f"labels drawn as arbitrary shape codes) at {root}. {verb}; pass --data /path/to/fairface for the "
-              f"real dataset.", flush=True)
-    index = read_fairface(root)
-    return DataSummary(str(index.root), majority_baseline(index))
+    root = shards(cfg, say)
+    splits = splits_of(root)
+    val = FairFaceTargets()(splits["val"].labels().to_numpy())
+    rows = min(splits["train"].num_rows, cfg.data.max_train_images or splits["train"].num_rows)
+    return DataSummary(root, majority_baseline(val), rows, {"data.root": root},
+                       {s: split.num_rows for s, split in splits.items()})
 
 
-def majority_baseline(index: FairFaceIndex) -> dict[str, float]:
+def majority_baseline(val: np.ndarray) -> dict[str, float]:
     """Accuracy on val of always predicting each task's most frequent val class, and their mean."""
-    val = encode_multihead(index)[index.indices("val")]
-    if not len(val):
-        raise UserError(f"the val split of {index.root} is empty: check fairface_label_val.csv")
     out = {}
     for k, task in enumerate(TASKS):
         out[f"val/majority/{task}/accuracy"] = float(np.bincount(val[:, k].astype(np.int64)).max() / len(val))
@@ -83,34 +99,24 @@ def majority_baseline(index: FairFaceIndex) -> dict[str, float]:
     return out
 
 
-@register_task("fairface", prepare=prepare_fairface, check=build_multitask_loss)
-def fairface_task(cfg: TrainConfig) -> TaskSetup:
+def build(cfg: TrainConfig) -> TaskSetup:
     criterion = build_multitask_loss(cfg)
-    index = read_fairface(fairface_root(cfg.data)[0])
-    targets = encode_multihead(index)
+    splits = splits_of(shards(cfg))
     size = cfg.data.image_size
-    rows = {split: index.indices(split) for split in ("train", "val")}
-    if cfg.data.max_train_images:
-        rows["train"] = rows["train"][: cfg.data.max_train_images]
-    sets = {}
-    for split, r in rows.items():
-        if len(r) == 0:
-            raise UserError(f"the {split} split of {index.root} is empty: check fairface_label_{split}.csv")
-        paths = [index.image_path(int(i)) for i in r]
-        augment = build_augment(cfg.data.augment, size) if split == "train" else None
-        sets[split] = ImageLabelDataset(paths.__getitem__, targets[r], size, augment)
-    val_files = [index.files[int(i)] for i in rows["val"]]
+    stream = TrainStream(splits["train"], size, LABEL_COLUMNS, build_augment(cfg.data.augment, size), cfg.seed,
+                         cfg.data.max_train_images, targets=FairFaceTargets(), label_dtype=torch.float32)
+    val_files = splits["val"].columns(["file"])["file"].astype(str).tolist()
 
     def evaluate(model: torch.nn.Module, ctx: EvalContext) -> EvalResult:
-        loader = make_loader(sets["val"], eval_share(len(sets["val"]), ctx.rank, ctx.world), ctx.batch_size,
-                             ctx.loader_workers, train=False)
+        loader = eval_loader(splits["val"], size, LABEL_COLUMNS, ctx.rank, ctx.world, ctx.batch_size,
+                             ctx.loader_workers, targets=FairFaceTargets(), label_dtype=torch.float32)
         outputs, labels = all_gather_rows(*predict(model, loader, ctx.pipe))
         metrics, decoded, table = score(criterion, outputs, labels)
         return EvalResult(metrics, lambda out: write_fairface_files(out, val_files, labels, decoded, table))
 
     model = build_model(cfg.model, num_outputs=criterion.num_outputs)
-    return TaskSetup(model=model, criterion=criterion, train_set=sets["train"], evaluate=evaluate,
-                     num_outputs=criterion.num_outputs)
+    return TaskSetup(model=model, criterion=criterion, evaluate=evaluate, train_loader=stream,
+                     train_rows=stream.rows, num_outputs=criterion.num_outputs)
 
 
 def score(criterion: MultitaskLoss, outputs: np.ndarray, labels: np.ndarray
@@ -140,7 +146,7 @@ def write_fairface_files(out: Path, files: list[str], labels: np.ndarray, decode
                          table: pd.DataFrame) -> None:
     """per_group.csv, predictions/val.parquet and the group_accuracy.png bar chart."""
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "per_group.csv", index=False, float_format="%.6f")
+    table.to_csv(out / artifacts.PER_GROUP, index=False, float_format="%.6f")
     true = decode_multihead(labels)
     frame = pd.DataFrame({"file": files})
     for task, column in (("race", "race"), ("gender", "gender"), ("age", "age_bin")):
@@ -150,16 +156,19 @@ def write_fairface_files(out: Path, files: list[str], labels: np.ndarray, decode
     frame["pred_age_years"] = decoded.age_years.astype(np.float32)
     scores = pd.DataFrame({k: np.asarray(v, dtype=np.float32) for k, v in decoded.scores.items()})
     frame = pd.concat([frame, scores], axis=1)
-    (out / "predictions").mkdir(exist_ok=True)
-    frame.to_parquet(out / "predictions" / "val.parquet", index=False)
-    plot_group_accuracy(table, TASKS, out / "group_accuracy.png")
+    (out / artifacts.PREDICTIONS).mkdir(exist_ok=True)
+    frame.to_parquet(out / artifacts.predictions_file("val"), index=False)
+    plot_group_accuracy(table, TASKS, out / artifacts.GROUP_PLOT)
 
 
-def describe_predictions(outputs: np.ndarray, cfg: TrainConfig) -> pd.DataFrame:
-    """Labels for raw model outputs of either formulation: race, gender, age_bin (class strings) and
-    age_years (regressed, else the predicted bin's midpoint). For the predict command."""
-    decoded = build_multitask_loss(cfg).decode(np.asarray(outputs, dtype=np.float32))
-    return pd.DataFrame({"race": names(decoded.indices["race"], "race"),
-                         "gender": names(decoded.indices["gender"], "gender"),
-                         "age_bin": names(decoded.indices["age"], "age"),
-                         "age_years": decoded.age_years})
+register_task(Task(
+    name="fairface",
+    title="FairFace: race (7), gender (2) and age (9 bins or years) learned together",
+    metric="val/mean_task_accuracy",
+    sections={"multitask": MultitaskConfig, "age": AgeConfig},
+    prepare=prepare, build=build, check=build_multitask_loss,
+    trial_files=(artifacts.PER_GROUP, artifacts.PREDICTIONS, artifacts.GROUP_PLOT),
+    report_columns=("val/race/accuracy", "val/gender/accuracy", "val/age/accuracy", "val/age/mae_years",
+                    "val/race/group_gap"),
+    outputs=FAIRFACE_OUTPUTS,
+))

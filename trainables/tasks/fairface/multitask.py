@@ -23,7 +23,6 @@ WEIGHTINGS (`multitask.weighting`), over the per-task losses L_i in TASKS order
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.errors import UserError
+from trainables.registry import Registry
 from trainables.tasks.fairface.labels import AGE_MIDPOINTS, CLASSES, ONEHOT18_COLUMNS, ONEHOT18_POSITION, TASKS, years_to_bin
 
 _TARGET = {task: k for k, task in enumerate(TASKS)}  # column of each task's class index in the targets
@@ -56,6 +56,10 @@ def _class_scores(task: str, probabilities: np.ndarray) -> dict[str, np.ndarray]
     return {f"score/{task}/{name}": probabilities[:, k] for k, name in enumerate(CLASSES[task])}
 
 
+AGE_MODES: Registry[type] = Registry("age mode", key="age.mode")
+
+
+@AGE_MODES.register("bins")
 class BinsAge:
     """Age as 9-way cross-entropy; its years are the predicted bin's midpoint."""
     width = len(CLASSES["age"])
@@ -71,6 +75,7 @@ class BinsAge:
         return idx, AGE_MIDPOINTS[idx].astype(np.float64), _class_scores("age", _softmax(out))
 
 
+@AGE_MODES.register("regression")
 class RegressionAge:
     """Age as one output regressing years / scale with L1 (seed 001); bins come from the years."""
     width = 1
@@ -86,15 +91,16 @@ class RegressionAge:
         return years_to_bin(years), years, {"score/age_years": years}
 
 
-AGE_MODES: dict[str, type] = {"bins": BinsAge, "regression": RegressionAge}
+FORMULATIONS: Registry[type[nn.Module]] = Registry("multitask formulation", key="multitask.formulation")
 
 
+@FORMULATIONS.register("multihead")
 class MultiHead(nn.Module):
     """Columns [race | gender | age]: cross-entropy for race and gender, the age mode's loss for age."""
 
     def __init__(self, age_mode: str, age_scale: float):
         super().__init__()
-        self.age = _lookup(AGE_MODES, age_mode, "age.mode")(age_scale)
+        self.age = AGE_MODES.get(age_mode)(age_scale)
         widths = {"race": len(CLASSES["race"]), "gender": len(CLASSES["gender"]), "age": self.age.width}
         starts = np.cumsum([0] + [widths[t] for t in TASKS])
         self.columns = {task: slice(int(starts[k]), int(starts[k + 1])) for k, task in enumerate(TASKS)}
@@ -116,13 +122,14 @@ class MultiHead(nn.Module):
         return Decoded(indices, years, {**scores, **age_scores})
 
 
+@FORMULATIONS.register("onehot18")
 class OneHot18(nn.Module):
     """Seed 000's 18 sigmoid columns; each group decoded by its argmax."""
     num_outputs = len(ONEHOT18_COLUMNS)
 
     def __init__(self, age_mode: str, age_scale: float):
         super().__init__()
-        _lookup(AGE_MODES, age_mode, "age.mode")  # still a known name, even though unused here
+        AGE_MODES.get(age_mode)  # still a known name, even though unused here
         for task in TASKS:  # non-persistent: layout, not state; follows .to(device)
             self.register_buffer(f"position_{task}", torch.as_tensor(ONEHOT18_POSITION[task]), persistent=False)
 
@@ -148,9 +155,10 @@ class OneHot18(nn.Module):
         return Decoded(indices, AGE_MIDPOINTS[indices["age"]].astype(np.float64), scores)
 
 
-FORMULATIONS: dict[str, type[nn.Module]] = {"multihead": MultiHead, "onehot18": OneHot18}
+WEIGHTINGS: Registry[type[nn.Module]] = Registry("multitask weighting", key="multitask.weighting")
 
 
+@WEIGHTINGS.register("fixed")
 class FixedWeighting(nn.Module):
     def __init__(self, weights: list[float]):
         super().__init__()
@@ -163,6 +171,7 @@ class FixedWeighting(nn.Module):
         return self.w
 
 
+@WEIGHTINGS.register("uncertainty")
 class UncertaintyWeighting(nn.Module):
     def __init__(self, weights: list[float]):  # fixed weights do not apply; the s_i are learned
         super().__init__()
@@ -175,17 +184,14 @@ class UncertaintyWeighting(nn.Module):
         return torch.exp(-self.log_vars)
 
 
-WEIGHTINGS: dict[str, type[nn.Module]] = {"fixed": FixedWeighting, "uncertainty": UncertaintyWeighting}
-
-
 class MultitaskLoss(nn.Module):
     """forward(outputs, encode_multihead targets) -> the weighted scalar loss."""
 
     def __init__(self, formulation: str = "multihead", weighting: str = "fixed", age_mode: str = "bins",
                  age_scale: float = 80.0, weights: tuple[float, float, float] = (1.0, 1.0, 1.0)):
         super().__init__()
-        self.head = _lookup(FORMULATIONS, formulation, "multitask.formulation")(age_mode, age_scale)
-        self.weighting = _lookup(WEIGHTINGS, weighting, "multitask.weighting")(list(weights))
+        self.head = FORMULATIONS.get(formulation)(age_mode, age_scale)
+        self.weighting = WEIGHTINGS.get(weighting)(list(weights))
 
     @property
     def num_outputs(self) -> int:
@@ -213,11 +219,3 @@ def build_multitask_loss(cfg) -> MultitaskLoss:
         raise UserError(f"age.scale must be positive (ages are divided by it), got {cfg.age.scale}")
     return MultitaskLoss(mt.formulation, mt.weighting, cfg.age.mode, cfg.age.scale,
                          (mt.race_weight, mt.gender_weight, mt.age_weight))
-
-
-def _lookup(registry: dict, name: str, key: str):
-    if name not in registry:
-        close = difflib.get_close_matches(name, registry, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise UserError(f"unknown {key} '{name}'{hint}; known: {', '.join(registry)}")
-    return registry[name]

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.errors import UserError
+from trainables.registry import Registry
 
 # Keeps acos / sqrt(1 - cos^2) differentiable at cos = +-1 (their derivatives are infinite there).
 _COS_EPS = 1e-7
@@ -76,6 +77,10 @@ class MarginHead(nn.Module):
         return margin_cross_entropy(logits, labels, self.label_smoothing, self.focal_gamma)
 
 
+MARGIN_HEADS: Registry[type[MarginHead]] = Registry("margin head", key="head.name")
+
+
+@MARGIN_HEADS.register("softmax")
 class SoftmaxHead(MarginHead):
     """Plain softmax. `normalized=False` (default): linear logits W f on the UN-normalised embedding
     (no bias, `s` unused), the classic softmax baseline. `normalized=True`: s * cos theta (NormFace),
@@ -92,6 +97,7 @@ class SoftmaxHead(MarginHead):
         return F.linear(embeddings, self.weight)
 
 
+@MARGIN_HEADS.register("arcface")
 class ArcFaceHead(MarginHead):
     """ArcFace: target logit s * cos(theta + m).
 
@@ -118,6 +124,7 @@ class ArcFaceHead(MarginHead):
         return torch.where(cos_target > self.th, phi, cos_target - self.mm)
 
 
+@MARGIN_HEADS.register("cosface")
 class CosFaceHead(MarginHead):
     """CosFace: target logit s * (cos theta - m)."""
 
@@ -130,6 +137,7 @@ class CosFaceHead(MarginHead):
         return cos_target - self.m
 
 
+@MARGIN_HEADS.register("combined")
 class CombinedMarginHead(MarginHead):
     """InsightFace's combined margin: target logit s * (cos(m1 * theta + m2) - m3).
 
@@ -146,19 +154,9 @@ class CombinedMarginHead(MarginHead):
         return torch.cos(self.m1 * torch.acos(cos_target) + self.m2) - self.m3
 
 
-MARGIN_HEADS: dict[str, type[MarginHead]] = {
-    "softmax": SoftmaxHead,
-    "arcface": ArcFaceHead,
-    "cosface": CosFaceHead,
-    "combined": CombinedMarginHead,
-}
-
-
 def margin_head_arguments(name: str) -> list[str]:
     """The keyword arguments the named head takes besides num_classes and embedding_size."""
-    if name not in MARGIN_HEADS:
-        raise UserError(f"unknown margin head {name!r}; known: {', '.join(sorted(MARGIN_HEADS))}")
-    params = inspect.signature(MARGIN_HEADS[name]).parameters
+    params = inspect.signature(MARGIN_HEADS.get(name)).parameters
     return [arg for arg in params if arg not in ("num_classes", "embedding_size")]
 
 
@@ -168,7 +166,7 @@ def build_margin_head(name: str, num_classes: int, embedding_size: int, **kwargs
     for arg in kwargs:
         if arg not in known:
             raise UserError(f"margin head {name!r} takes no argument {arg!r}; its arguments: {', '.join(known)}")
-    return MARGIN_HEADS[name](num_classes, embedding_size, **kwargs)
+    return MARGIN_HEADS.get(name)(num_classes, embedding_size, **kwargs)
 
 
 def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:

@@ -1,0 +1,69 @@
+"""What `export` and `predict` show for an attribute model: its attribute names, scores and labels."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import torch
+
+from trainables import artifacts
+from trainables.errors import UserError
+from trainables.tasks import Reader, TaskOutputs
+
+STRATEGY_MEANING = {
+    "fixed": "eval.threshold for every attribute",
+    "prior": "each attribute's positive rate in training",
+    "f1_opt": "per attribute, the threshold that maximised F1 on the validation split",
+    "acc_opt": "per attribute, the threshold that maximised accuracy on the validation split",
+}
+
+
+def output_names(cfg, read: Reader) -> dict:
+    """The model's output order is the label file's column order, which per_attribute.csv keeps."""
+    table = read(artifacts.PER_ATTRIBUTE)
+    if table is not None:
+        return {"outputs": pd.read_csv(io.BytesIO(table))["attribute"].astype(str).tolist()}
+    scores = read(artifacts.predictions_file("val"))
+    if scores is not None:
+        columns = pd.read_parquet(io.BytesIO(scores)).columns
+        return {"outputs": [c.split("/", 1)[1] for c in columns if c.startswith(artifacts.SCORE)]}
+    raise UserError(f"the checkpoint has neither {artifacts.PER_ATTRIBUTE} nor {artifacts.predictions_file('val')}, "
+                    "so its attribute names are unknown: export a checkpoint written by an attribute trial")
+
+
+def describe(outputs: np.ndarray, exported, strategy: str) -> pd.DataFrame:
+    # torch.sigmoid on float32, as the trial's evaluation computed its stored scores
+    scores = torch.sigmoid(torch.from_numpy(np.asarray(outputs, dtype=np.float32))).numpy()
+    if strategy not in exported.thresholds:
+        raise UserError(f"{exported.folder} has no {artifacts.THRESHOLDS} with strategy '{strategy or 'f1_opt'}': "
+                        "export the model again with `orchestrator export`")
+    thresholds = exported.thresholds[strategy]
+    columns = {}
+    for k, name in enumerate(exported.output_names):
+        columns[f"{artifacts.SCORE}{name}"] = scores[:, k]
+        # score >= threshold in float64, exactly as metrics.attribute_confusion counts a positive
+        columns[f"{artifacts.LABEL}{name}"] = (scores[:, k].astype(np.float64) >= thresholds[name]).astype(np.uint8)
+    return pd.DataFrame(columns)
+
+
+def captions(row: pd.Series) -> list[str]:
+    """The attributes predicted positive."""
+    return [key.split("/", 1)[1] for key, value in row.items() if key.startswith(artifacts.LABEL) and value == 1]
+
+
+def card_lines(strategies: list[str], strategy: str) -> list[str]:
+    if not strategy:
+        return []
+    return [f"- **Decision thresholds:** `predict` labels a score 1 when it reaches `{strategy}`'s threshold "
+            f"({STRATEGY_MEANING.get(strategy, 'see ' + artifacts.THRESHOLDS)}); {artifacts.THRESHOLDS} has "
+            f"{', '.join(strategies)} (choose with --threshold-strategy)."]
+
+
+ATTRIBUTE_OUTPUTS = TaskOutputs(
+    card_metrics=lambda s: ["val/mean_accuracy", "val/macro_f1", f"test/{s}/mean_accuracy", f"test/{s}/macro_f1",
+                            "test/fixed/mean_accuracy", "test/fixed/macro_f1"],
+    output_names=output_names, describe=describe, captions=captions,
+    export_files=(artifacts.THRESHOLDS,), card_lines=card_lines,
+)

@@ -1,0 +1,46 @@
+"""The attribute task's plots, drawn in the driver from a trial's stored scores (never on a worker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from trainables import artifacts
+
+
+def render_trial_plots(checkpoint: Path, out: Path) -> list[str]:
+    """pr_curves.png from predictions/test.parquet; returns the names written into `out`."""
+    test = checkpoint / artifacts.predictions_file("test")
+    if not test.is_file():
+        return []
+    plot_pr_curves(pd.read_parquet(test), out / artifacts.PR_PLOT)
+    return [artifacts.PR_PLOT]
+
+
+def plot_pr_curves(predictions: pd.DataFrame, out: Path) -> None:
+    """One small precision-recall panel per attribute, with its average precision."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    names = [c.split("/", 1)[1] for c in predictions.columns if c.startswith(artifacts.SCORE)]
+    cols = min(8, max(1, len(names)))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.0, rows * 2.0), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        y, s = predictions[f"{artifacts.LABEL}{name}"].to_numpy(), predictions[f"{artifacts.SCORE}{name}"].to_numpy()
+        if 0 < y.sum() < len(y):
+            precision, recall, _ = precision_recall_curve(y, s)
+            ax.plot(recall, precision, lw=1)
+            ax.set_title(f"{name[:18]}\nAP {average_precision_score(y, s):.2f}", fontsize=7)
+        else:
+            ax.set_title(f"{name[:18]}\n(one class)", fontsize=7)
+        ax.set_xlim(0, 1), ax.set_ylim(0, 1.02), ax.tick_params(labelsize=5)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
