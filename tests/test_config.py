@@ -41,3 +41,29 @@ def test_bad_values_and_keys_are_one_line_user_errors(config, fragment):
     with pytest.raises(UserError) as err:
         TrainConfig.from_dict(config)
     assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_config_holds_only_the_sections_its_task_reads():
+    recognition = TrainConfig.from_dict({"task": "recognition", "head.m": 0.3})
+    keys = recognition.to_flat_dict()
+    assert recognition.head.m == 0.3 and "eval.targets" in keys
+    assert not any(k.startswith(("loss.", "multitask.", "age.")) for k in keys)  # no BCE on an ArcFace run
+    attributes = TrainConfig.from_dict({}).to_flat_dict()
+    assert attributes["task"] == "attributes" and "loss.name" in attributes and "head.m" not in attributes
+
+
+@pytest.mark.parametrize("task,key", [("recognition", "loss.gamma"), ("attributes", "head.m"),
+                                      ("fairface", "eval.threshold")])
+def test_a_key_of_a_section_the_task_ignores_is_a_one_line_error(task, key):
+    from trainables.errors import UserError
+
+    with pytest.raises(UserError, match=f"'{key}' belongs to the '{key.split('.')[0]}' section") as err:
+        TrainConfig.from_dict({"task": task, key: 1})
+    assert "\n" not in str(err.value)
+
+
+def test_path_keys_are_declared_per_task():
+    from trainables.config import path_keys
+
+    assert set(path_keys("recognition")) == {"model.weights", "data.root", "data.cache_dir", "eval.targets"}
+    assert "eval.targets" not in path_keys("attributes")

@@ -23,7 +23,16 @@ def recognition_sweep(local_ray, tmp_path_factory):
     started = time.time()
     # One worker per trial, both trials at once: the two Ray Train start-ups overlap (the CelebA smoke
     # sweep covers two-worker DDP).
-    summary = run_sweep(SweepOptions(SWEEP, smoke=True, storage=str(tmp / "runs"), tracking_uri=uri, num_workers=1))
+    # From a prepared folder given as a file:// URI (the training set of the demo faces), as on a cluster.
+    from trainables.data.demo.faces import ensure_demo_faces
+    from trainables.data.prepare import prepare
+    from trainables.data.sources import cache_dir
+
+    raw, _ = ensure_demo_faces(cache_dir(), seed=0)
+    prepare("faces", raw / "train", str(tmp / "faces-shards"))
+    summary = run_sweep(SweepOptions(SWEEP, data=f"file://{tmp / 'faces-shards'}", smoke=True,
+                                     storage=str(tmp / "runs"), tracking_uri=uri, num_workers=1,
+                                     overrides=["optim.batch_size=16", "optim.lr=0.01"]))
     print(f"\n{SWEEP} --smoke: {time.time() - started:.0f}s, best {summary.get('best_value')}")
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name(SWEEP).experiment_id])
@@ -38,7 +47,8 @@ def test_every_trial_logs_verification_metrics_and_files(recognition_sweep):
     assert len(parents) == 1 and len(children) == 2
     assert {c.data.params["head.center_lambda"] for c in children} == {"0.0", "0.03"}
     for child in children:
-        assert child.info.status == "FINISHED" and child.data.params["task"] == "face_recognition"
+        assert child.info.status == "FINISHED" and child.data.params["task"] == "recognition"
+        assert child.data.params["data.root"].startswith("file://") and "loss.name" not in child.data.params
         epochs = int(child.data.metrics["epoch"])
         for key in VERIFICATION:
             steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]

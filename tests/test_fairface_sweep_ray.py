@@ -23,10 +23,24 @@ EPOCH_METRICS = ["train/loss", "val/loss", "val/mean_task_accuracy", "val/age/ma
 def smoke_sweep(local_ray, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fairface-smoke")
     uri = f"sqlite:///{tmp}/mlflow.db"
-    # One worker per trial, both trials at once: the two Ray Train start-ups overlap (the CelebA smoke
-    # sweep covers two-worker DDP).
-    summary = run_sweep(SweepOptions("fairface_multitask", smoke=True, storage=str(tmp / "runs"), tracking_uri=uri,
-                                     num_workers=1))
+    # The demo set, `prepare`d as a user would and given as a relative --data path: every trial must
+    # still find it (a trial's working directory is not the driver's).
+    from trainables.data.demo.fairface import ensure_demo_fairface
+    from trainables.data.prepare import prepare
+    from trainables.data.sources import cache_dir
+
+    raw, _ = ensure_demo_fairface(cache_dir(), num_images=3600, seed=0)
+    prepare("fairface", raw, str(tmp / "shards"))
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.chdir(tmp)
+    try:
+        # One worker per trial, both trials at once: the two Ray Train start-ups overlap (the CelebA smoke
+        # sweep covers two-worker DDP). The demo's settings, not those for real data.
+        summary = run_sweep(SweepOptions("fairface_multitask", data="shards", smoke=True, storage=str(tmp / "runs"),
+                                         tracking_uri=uri, num_workers=1,
+                                         overrides=["data.image_size=48", "optim.lr=3e-3", "optim.batch_size=32"]))
+    finally:
+        monkeypatch.undo()
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("fairface_multitask").experiment_id])
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
@@ -40,6 +54,10 @@ def test_child_runs_record_group_metrics_every_epoch(smoke_sweep):
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
     assert {c.data.params["multitask.formulation"] for c in children} == {"multihead", "onehot18"}
     assert {c.data.params["task"] for c in children} == {"fairface"}
+    # The relative --data reached every trial as one absolute path, and only FairFace's sections are params.
+    roots = {c.data.params["data.root"] for c in children}
+    assert len(roots) == 1 and roots.pop().endswith("/shards") and parent.data.params["data.root"].startswith("/")
+    assert not any(k.startswith(("loss.", "head.", "eval.")) for c in children for k in c.data.params)
     for child in children:
         epochs = int(child.data.metrics["epoch"])
         for key in EPOCH_METRICS:

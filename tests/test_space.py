@@ -52,3 +52,35 @@ def test_bad_overrides_are_caught_before_any_trial(override, fragment):
     space = search_spaces.get("celeba_backbones")(real_data=False, smoke=True).param_space
     with pytest.raises(UserError, match=fragment):
         check_space(apply_overrides(space, [override]))
+
+
+def test_overrides_of_a_section_the_task_ignores_are_refused():
+    import search_spaces
+
+    sweep = search_spaces.get("face_recognition_losses")(real_data=False, smoke=True)
+    with pytest.raises(UserError, match="does not read"):
+        apply_overrides(sweep.param_space, ["loss.gamma=3"])
+
+
+def test_relative_paths_become_absolute_in_the_driver(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    space = apply_overrides({"task": "recognition", "data.root": "shards"},
+                            ["eval.targets=lfw,cfp_fp.bin", "model.weights=w.safetensors"])
+    assert space["data.root"] == str(tmp_path / "shards")
+    assert space["eval.targets"] == [str(tmp_path / "lfw"), str(tmp_path / "cfp_fp.bin")]
+    assert space["model.weights"] == str(tmp_path / "w.safetensors")
+    uri = apply_overrides({"data.root": "file:///data/shards"}, ["model.name=resnet18,seresnet18"])
+    assert uri["data.root"] == "file:///data/shards"  # a URI is left as it is
+
+
+def test_a_batch_larger_than_a_workers_share_is_refused_with_the_largest_that_fits():
+    from types import SimpleNamespace
+
+    from orchestrator.preflight import Preflight
+
+    pre = Preflight(SimpleNamespace())
+    pre.space = {"optim.batch_size": tune.grid_search([16, 48])}
+    pre.check_batch(train_rows=100, workers=2)  # 50 rows each: both fit
+    pre.space = {"optim.batch_size": tune.grid_search([16, 64])}
+    with pytest.raises(UserError, match="largest batch that fits is 50"):
+        pre.check_batch(train_rows=100, workers=2)
