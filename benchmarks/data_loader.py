@@ -1,17 +1,44 @@
-"""Is the shard loader fast enough? Shards vs a folder of JPEGs vs one training step, in one run.
+"""Is each task's shard loader faster than the raw-file loader it replaced? All three tasks, side by side.
 
-All three see the same CelebA-sized images (178x218 JPEGs from the demo generator, resized to 112)
-and the same horizontal-flip augmentation, with the same DataLoader worker count:
-- shards: `prepare("celeba")` output read by `ShardDataset` (uint8 tensors; the trainer normalises
-  on the device);
-- folder: a map-style Dataset over the JPEG paths doing what the seeds do (PIL open, convert RGB,
-  resize to 112, ToTensor), no draft mode;
-- training: timm resnet18 at 112, batch 64, AdamW, BCE on 40 outputs, torch threads = cores.
-Each loader makes `--passes` full passes over the train split, alternating with the other; the
-best pass counts, timed from its first batch (worker start-up excluded). The last line is
-`shard_vs_folder=X loader_vs_train=Y`.
+For each task, on its own synthetic demo set (built by the task's demo builder into a temporary cache):
 
-    python benchmarks/data_loader.py [--images 3000] [--workers N] [--passes 3]
+- shards: the product's training loader, `get_task(name).build(cfg).train_loader(epoch, 0, 1, batch,
+  workers)`, which streams the Parquet shards that `build` prepares (the first build packs them; that
+  time is printed and not counted);
+- files (the baseline): the deleted raw-file path, re-implemented below as `RawFileDataset` and
+  `raw_file_loader`: a map-style Dataset that opens each JPEG with PIL, `draft("RGB", (size, size))`,
+  converts to RGB, resizes BILINEAR with reducing_gap=2.0 to a uint8 CHW tensor, then a DataLoader
+  over this rank's share of a seeded per-epoch permutation, drop_last.
+
+Both read the same train-split images, at the same size and with the same augmentation as the demo
+sweeps, with the same batch size (`--batch`, 64) and DataLoader worker count (`--workers`, one per core):
+
+    task         demo set                          size  augment                    as in the demo sweep
+    attributes   CelebA format (178x218 JPEGs)     64    hflip                      celeba_losses
+    fairface     FairFace format (224x224 JPEGs)   64    hflip                      fairface_multitask
+    recognition  identity folders (112x112 JPEGs)  112   hflip, cutout, half_face   face_recognition_losses
+
+Each loader makes `--passes` full passes (one epoch each), alternating shards / files within a task
+so that load from other users of a shared machine hits both alike; the best pass counts, timed from
+its first batch (worker start-up excluded). Ratios are only ever taken between loaders measured side
+by side in the same run; absolute images/s on a shared machine mean little. Beside each wall-clock
+ratio, the same ratio by CPU time (images per CPU second of the loader's processes, also best of
+the passes) is printed: other users of the machine disturb it less, if not at all. A decode profile (one
+process, per image: reading the file, the baseline's PIL decode, the product's `decode_shard_image`)
+is printed beside the throughputs, to tell read cost from decode cost.
+
+`loader_vs_train` is the attributes shard loader's images/s over one resnet18 training step's
+(64 px, the same batch, AdamW, BCE on 40 outputs, torch threads = cores): above 1, the loader keeps up.
+The last line is
+
+    attributes_shards_vs_files=A fairface_shards_vs_files=B recognition_shards_vs_files=C loader_vs_train=D
+
+Run it from the repository root (about 2 minutes on 2 cores):
+
+    python benchmarks/data_loader.py [--images 2400] [--batch 64] [--workers N] [--passes 5] [--steps 8]
+
+(the trials themselves load in-process unless FACE_ORCHESTRATOR_LOADER_WORKERS is set: `--workers 0`
+measures that).
 """
 
 from __future__ import annotations
@@ -21,56 +48,215 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-BATCH, SIZE = 64, 112
+SEED = 0
 
 
-class FolderDataset(Dataset):
-    """The seeds' loader: one JPEG file per item, decoded at full size by PIL."""
+# ---- the baseline: the deleted raw-file training path (git show HEAD~2:trainables/data/loading.py) ----
 
-    def __init__(self, paths, labels):
-        import torchvision.transforms as T
+def raw_decode(path: Path, size: int) -> torch.Tensor:
+    """The old `decode_image`: PIL with JPEG draft mode, RGB, BILINEAR resize, uint8 CHW."""
+    with Image.open(path) as img:
+        img.draft("RGB", (size, size))
+        img = img.convert("RGB").resize((size, size), Image.BILINEAR, reducing_gap=2.0)
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
 
-        self.paths, self.labels = paths, labels
-        self.transform = T.Compose([T.Resize((SIZE, SIZE)), T.RandomHorizontalFlip(), T.ToTensor()])
 
-    def __len__(self):
+class RawFileDataset(Dataset):
+    """The old `ImageLabelDataset` over image files: one JPEG opened per item."""
+
+    def __init__(self, paths: list[Path], labels: np.ndarray, size: int, augment: Callable | None):
+        self.paths, self.labels, self.size, self.augment = paths, labels, size, augment
+
+    def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i):
-        from PIL import Image
+    def __getitem__(self, i: int):
+        img = raw_decode(self.paths[i], self.size)
+        if self.augment is not None:
+            img = self.augment(img)
+        return img, torch.from_numpy(np.asarray(self.labels[i]))
 
-        with Image.open(self.paths[i]) as img:
-            img = img.convert("RGB")
-        return self.transform(img), torch.from_numpy(self.labels[i].astype(np.float32))
+
+class Subset(Dataset):
+    def __init__(self, dataset: Dataset, indices: np.ndarray):
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset[int(self.indices[i])]
 
 
-def images_per_second(make_loader) -> float:
-    """One full pass, timed from its first batch (so worker start-up is excluded)."""
-    it = iter(make_loader())
+def raw_file_loader(dataset: RawFileDataset, epoch: int, rank: int, world: int, batch: int,
+                    workers: int) -> DataLoader:
+    """The old `train_share` + `make_loader(train=True)`: this rank's n // world rows of a seeded
+    per-epoch permutation, in that order, drop_last."""
+    per_rank = len(dataset) // world
+    share = np.random.default_rng([SEED, epoch]).permutation(len(dataset))[rank * per_rank:(rank + 1) * per_rank]
+    return DataLoader(Subset(dataset, share), batch_size=batch, shuffle=False, drop_last=True,
+                      num_workers=workers, pin_memory=torch.cuda.is_available())
+
+
+# ---- the three tasks ---------------------------------------------------------------------------------
+
+@dataclass
+class Bench:
+    task: str
+    size: int
+    augment: list[str]
+    demo: Callable[[Path], Path]                              # cache -> the raw demo root
+    raw: Callable[[Path], tuple[list[Path], np.ndarray]]      # raw root -> train paths, labels
+    settings: dict                                            # extra config keys
+
+
+def celeba_demo(images: int) -> Callable[[Path], Path]:
+    from trainables.data.demo.celeba import ensure_demo_celeba
+    from trainables.tasks.attributes import DEMO_SEED
+
+    return lambda cache: ensure_demo_celeba(cache, num_images=images, seed=DEMO_SEED)[0]
+
+
+def celeba_train(root: Path) -> tuple[list[Path], np.ndarray]:
+    from trainables.data.formats.celeba import read_celeba
+
+    index = read_celeba(root)
+    rows = index.indices("train")
+    return [index.image_path(int(i)) for i in rows], index.attributes[rows].astype(np.float32)
+
+
+def fairface_demo(images: int) -> Callable[[Path], Path]:
+    from trainables.data.demo.fairface import ensure_demo_fairface
+    from trainables.tasks.fairface import DEMO_SEED
+
+    return lambda cache: ensure_demo_fairface(cache, num_images=images, seed=DEMO_SEED)[0]
+
+
+def fairface_train(root: Path) -> tuple[list[Path], np.ndarray]:
+    from trainables.data.formats.fairface import read_fairface
+    from trainables.tasks.fairface.labels import AGE_MIDPOINTS, class_indices
+
+    index = read_fairface(root)
+    rows = index.indices("train")
+    race, gender, age = (class_indices([getattr(index, t)[i] for i in rows], t) for t in ("race", "gender", "age"))
+    labels = np.column_stack([race, gender, age, AGE_MIDPOINTS[age]]).astype(np.float32)
+    return [index.image_path(int(i)) for i in rows], labels
+
+
+def faces_demo(images: int) -> Callable[[Path], Path]:
+    from trainables.data.demo.faces import ensure_demo_faces
+    from trainables.tasks.recognition import DEMO_SEED
+
+    return lambda cache: ensure_demo_faces(cache, seed=DEMO_SEED)[0] / "train"  # as the task builds it
+
+
+def faces_train(root: Path) -> tuple[list[Path], np.ndarray]:
+    from trainables.data.formats.faces import read_face_folders
+
+    index = read_face_folders(root)
+    return list(index.files), index.labels.astype(np.int64)
+
+
+def benches(images: int) -> list[Bench]:
+    return [
+        Bench("attributes", 64, ["hflip"], celeba_demo(images), celeba_train,
+              {"data.demo_images": images, "model.name": "resnet18"}),
+        Bench("fairface", 64, ["hflip"], fairface_demo(images), fairface_train,
+              {"data.demo_images": images, "model.name": "resnet18"}),
+        Bench("recognition", 112, ["hflip", "cutout", "half_face"], faces_demo(images), faces_train,
+              {"model.name": "mobilefacenet"}),
+    ]
+
+
+# ---- measuring ---------------------------------------------------------------------------------------
+
+def _worker_cpu(it) -> float:
+    """CPU seconds the iterator's live loader workers have used so far (Linux /proc; 0 elsewhere)."""
+    total = 0.0
+    for worker in getattr(it, "_workers", []):
+        try:
+            with open(f"/proc/{worker.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def _children_cpu() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def images_per_second(loader) -> tuple[float, float]:
+    """One full pass, timed from its first batch (so worker start-up is excluded): (images per
+    wall-clock second, images per CPU second of this process and its loader workers). The second is
+    what a loaded, shared machine disturbs least; workers are reaped at the end of the pass, so
+    their CPU time then shows in this process's children's."""
+    it = iter(loader)
     next(it)
+    cpu = time.process_time() + _children_cpu() - _worker_cpu(it)
     start, n = time.perf_counter(), 0
-    for images, _ in it:
-        n += len(images)
-    return n / (time.perf_counter() - start)
+    for batch in it:
+        n += len(batch[0])
+    wall = time.perf_counter() - start
+    del it  # shuts the workers down, if the pass did not
+    cpu = time.process_time() + _children_cpu() - cpu
+    return n / wall, n / max(cpu, 1e-9)
 
 
-def train_images_per_second(batch: torch.Tensor, threads: int, steps: int) -> float:
+def per_image_us(fn, items, repeat: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for item in items:
+            fn(item)
+        best = min(best, time.perf_counter() - start)
+    return best / len(items) * 1e6
+
+
+def decode_profile(paths: list[Path], size: int, square: bool, count: int = 200) -> str:
+    """Per image, in this process, one thread: read the file, the baseline's decode from the file,
+    the product's decoder from the bytes."""
+    from trainables.data.decode import decode_shard_image
+
+    paths = paths[:count]
+    data = [p.read_bytes() for p in paths]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    try:
+        read = per_image_us(lambda p: p.read_bytes(), paths)
+        raw = per_image_us(lambda p: raw_decode(p, size), paths)
+        shard = per_image_us(lambda d: decode_shard_image(d, size, square=square), data)
+    finally:
+        torch.set_num_threads(threads)
+    with Image.open(paths[0]) as img:
+        stored = "x".join(map(str, img.size))
+    kb = np.mean([len(d) for d in data]) / 1024
+    return (f"decode per image ({stored} px, {kb:.0f} KiB -> {size}): read file {read:.0f} us, "
+            f"files' PIL draft decode {raw:.0f} us, decode_shard_image {shard:.0f} us")
+
+
+def train_images_per_second(batch: torch.Tensor, outputs: int, threads: int, steps: int) -> float:
     import timm
 
     torch.set_num_threads(threads)
-    model = timm.create_model("resnet18", pretrained=False, num_classes=40)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=outputs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     criterion = torch.nn.BCEWithLogitsLoss()
     x = (batch.float() / 255 - 0.5) / 0.25
-    y = torch.randint(0, 2, (len(batch), 40)).float()
+    y = torch.randint(0, 2, (len(batch), outputs)).float()
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -87,57 +273,60 @@ def train_images_per_second(batch: torch.Tensor, threads: int, steps: int) -> fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=3000)
+    parser.add_argument("--images", type=int, default=2400,
+                        help="demo images of the CelebA and FairFace sets (about 5/6 are train); "
+                             "the identity-folder set is the task's fixed demo (2000 train images)")
     cores = len(os.sched_getaffinity(0))
     parser.add_argument("--workers", type=int, default=cores, help=f"DataLoader workers (default: cores = {cores})")
-    parser.add_argument("--passes", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=8, help="timed training steps")
-    parser.add_argument("--row-group-rows", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=64, help="batch size of both loaders")
+    parser.add_argument("--passes", type=int, default=5, help="passes per loader and task, alternating")
+    parser.add_argument("--steps", type=int, default=8, help="timed resnet18 training steps")
     args = parser.parse_args()
 
-    from trainables.data.formats.celeba import ATTRIBUTE_NAMES, read_celeba
-    from trainables.data.prepare import prepare
-    from trainables.data.shards import ShardDataset, ShardSplit
-    from trainables.data.demo.celeba import write_demo_celeba
+    from trainables.config import TrainConfig
     from trainables.data.transforms import build_augment
+    from trainables.tasks import get_task
 
+    ratios: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
-        t = time.perf_counter()
-        src = write_demo_celeba(Path(tmp) / "celeba", args.images, seed=0)
-        print(f"demo images: {args.images} in {time.perf_counter() - t:.1f} s")
-        t = time.perf_counter()
-        info = prepare("celeba", src, str(Path(tmp) / "shards"), row_group_rows=args.row_group_rows)
-        print(f"prepare: {info.counts} in {time.perf_counter() - t:.1f} s")
+        cache = Path(tmp)
+        for b in benches(args.images):
+            t = time.perf_counter()
+            raw_root = b.demo(cache)
+            built = time.perf_counter() - t
+            t = time.perf_counter()
+            cfg = TrainConfig.from_dict({"task": b.task, "seed": SEED, "data.cache_dir": str(cache),
+                                         "data.image_size": b.size, "data.augment": b.augment, **b.settings})
+            setup = get_task(b.task).build(cfg)  # packs the demo set into shards on first use
+            prepared = time.perf_counter() - t
+            paths, labels = b.raw(raw_root)
+            files = RawFileDataset(paths, labels, b.size, build_augment(b.augment, b.size))
+            rows = setup.train_rows(1)
+            if rows != len(files):
+                raise SystemExit(f"{b.task}: the shards train on {rows} rows, the files on {len(files)}")
+            print(f"{b.task}: {rows} train images at {b.size} px, augment {'+'.join(b.augment)}, batch {args.batch}, "
+                  f"{args.workers} workers (demo built in {built:.0f} s, shards prepared in {prepared:.0f} s)",
+                  flush=True)
+            print(f"  {decode_profile(paths, b.size, square=b.task == 'recognition')}", flush=True)
 
-        split = ShardSplit(str(Path(tmp) / "shards"), "train", label_columns=list(ATTRIBUTE_NAMES))
-        augment = build_augment(["hflip"], SIZE)
-        epoch = iter(range(10**6))
-
-        def shard_loader():
-            e = next(epoch)
-            ds = ShardDataset(split, split.train_row_groups(0, 1, e, seed=0), SIZE, augment=augment,
-                              shuffle_seed=(0, e), label_dtype=torch.float32)
-            return DataLoader(ds, batch_size=BATCH, num_workers=args.workers)
-
-        index = read_celeba(src)
-        rows = index.indices("train")
-        folder = FolderDataset([index.image_path(i) for i in rows], index.attributes[rows])
-
-        def folder_loader():
-            return DataLoader(folder, batch_size=BATCH, shuffle=True, num_workers=args.workers)
-
-        # Passes alternate between the loaders, so that load from other users of a shared machine
-        # hits both alike; the best pass of each counts.
-        shard = files = 0.0
-        for _ in range(args.passes):
-            shard = max(shard, images_per_second(shard_loader))
-            files = max(files, images_per_second(folder_loader))
-        print(f"shard loader: {shard:.0f} images/s ({args.workers} workers)")
-        print(f"folder loader: {files:.0f} images/s ({args.workers} workers)")
-        batch, _ = next(iter(shard_loader()))
-        train = train_images_per_second(batch, cores, args.steps)
-        print(f"resnet18 training: {train:.0f} images/s at {SIZE}x{SIZE}, batch {BATCH}, {cores} threads")
-    print(f"shard_vs_folder={shard / files:.2f} loader_vs_train={shard / train:.2f}")
+            shard = file = np.zeros(2)  # best (images/s, images per CPU second) of the passes
+            for epoch in range(args.passes):
+                loader = setup.train_loader(epoch, 0, 1, args.batch, args.workers)
+                shard = np.maximum(shard, images_per_second(loader))
+                loader = raw_file_loader(files, epoch, 0, 1, args.batch, args.workers)
+                file = np.maximum(file, images_per_second(loader))
+            ratios[b.task] = shard[0] / file[0]
+            print(f"  shards {shard[0]:.0f} images/s ({shard[1]:.0f} per CPU second), files {file[0]:.0f} images/s "
+                  f"({file[1]:.0f} per CPU second): shards_vs_files={ratios[b.task]:.3f} "
+                  f"(by CPU time {shard[1] / file[1]:.3f})", flush=True)
+            if b.task == "attributes":  # the model the attributes demo sweeps train, on a real batch
+                batch = next(iter(setup.train_loader(0, 0, 1, args.batch, 0)))[0]
+                train = train_images_per_second(batch, setup.num_outputs, cores, args.steps)
+                loader_vs_train = shard[0] / train
+                print(f"  resnet18 training: {train:.0f} images/s at {b.size} px, batch {args.batch}, "
+                      f"{cores} threads: loader_vs_train={loader_vs_train:.3f}", flush=True)
+    print(" ".join(f"{task}_shards_vs_files={r:.3f}" for task, r in ratios.items())
+          + f" loader_vs_train={loader_vs_train:.3f}")
 
 
 if __name__ == "__main__":

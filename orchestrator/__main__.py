@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="show the named sweeps and the question each answers")
     listing.add_argument("--keys", action="store_true", help="also list every config key with its default")
 
-    sweep = commands.add_parser("sweep", help="run a named sweep", description="Run a named sweep.")
+    sweep = commands.add_parser("sweep", help="run a built-in sweep or a sweep file",
+                                description="Run a built-in sweep, or a sweep file of your own (my_sweep.yaml).")
     add_sweep_arguments(sweep)
     doctor = commands.add_parser(
         "doctor", help="check a sweep's set-up without running it",
@@ -41,13 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
-    sweep.add_argument("name", help="the sweep (see `orchestrator list`)")
+    sweep.add_argument("name", metavar="NAME|FILE.yaml",
+                       help="a built-in sweep (see `orchestrator list`) or the path of a sweep file of your own")
     sweep.add_argument("--data", metavar="PATH",
                        help="the dataset: a folder in its distributed layout, a `prepare`d folder, or a URI of one "
                             "(s3://, gs://, file://); without it, a synthetic demo set in the same format is used")
     sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set optim.lr=0.01 or --set model.name=resnet18,seresnet18 "
-                            "(a comma list becomes a grid); repeatable")
+                            "(a comma list becomes a grid), or draw it: loguniform(1e-4,1e-2), uniform(0,1), "
+                            "randint(1,5) (5 excluded), choice(a,b), grid(a,b); repeatable")
     sweep.add_argument("--smoke", action="store_true", help="the smallest run that exercises every part (minutes)")
     sweep.add_argument("--num-workers", type=int, metavar="N", help="DDP workers per trial (default: the sweep's, usually 2)")
     sweep.add_argument("--gpus-per-worker", type=float, metavar="G",

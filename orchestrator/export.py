@@ -4,8 +4,11 @@ The trial's MLflow run names (tag `checkpoint`) the checkpoint of its last repor
 parent is the trial's Ray Train run, which keeps the best checkpoint by the sweep's metric and the
 latest one. Each checkpoint's meta.json gives its epoch, and the run's metric history gives that
 epoch's value, so the best can be chosen without asking Ray. The folder written holds only safe,
-portable files: model.safetensors, config.json, labels.json, MODEL_CARD.md and the files the task
-declares for its outputs (such as decision thresholds); `orchestrator predict` reads exactly these.
+portable files, in timm's own layout: model.safetensors and config.json (timm's schema, so
+`timm.create_model("local-dir:DIR", pretrained=True)` loads it), then trial_config.json, labels.json,
+MODEL_CARD.md and the files the task declares for its outputs (such as decision thresholds), which
+`orchestrator predict` reads. At the end of a sweep, `log_best_model` puts its best trial's folder
+into the parent run's artifacts.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +32,9 @@ def add_export_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "export", help="write a trial's best checkpoint as a model folder for `predict`",
         description="Pick a trial's best checkpoint by a metric's per-epoch history in MLflow and write "
-                    "model.safetensors, config.json, labels.json, MODEL_CARD.md and the task's decision files to --out.")
+                    "model.safetensors and config.json (loadable with timm.create_model('local-dir:DIR', "
+                    "pretrained=True)), trial_config.json, labels.json, MODEL_CARD.md and the task's decision "
+                    "files to --out.")
     parser.add_argument("--run", required=True, metavar="RUN_ID",
                         help="an MLflow trial run id, or a sweep's parent run id (its best trial is exported)")
     parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write (created if needed)")
@@ -45,8 +51,16 @@ def cmd_export(args) -> int:
     summary = export_run(args.run, args.out, tracking_uri=args.tracking_uri, metric=args.metric, mode=args.mode)
     print(f"exported run {summary['run_id']} epoch {summary['epoch']} ({summary['metric']} "
           f"{summary['value']:.4f}, best of epochs {summary['epochs']}) to {summary['out']}\n"
-          f"predict with: python -m orchestrator predict --model {summary['out']} --images PATH --out DIR")
+          f"predict with: python -m orchestrator predict --model {summary['out']} --images PATH --out DIR\n"
+          + timm_line(summary["timm"], summary["out"]))
     return 0
+
+
+def timm_line(timm_load, out: str) -> str:
+    if not timm_load.ok:
+        return f"timm cannot rebuild this model from a config ({timm_load.reason}); MODEL_CARD.md says how to load it"
+    after = f" after `import {timm_load.needs_import}`" if timm_load.needs_import else ""
+    return f"load with timm{after}: timm.create_model(\"local-dir:{out}\", pretrained=True)"
 
 
 @dataclass
@@ -57,14 +71,16 @@ class Checkpoint:
 
 
 def export_run(run_id: str, out, tracking_uri: str | None = None, metric: str | None = None,
-               mode: str | None = None) -> dict:
-    """Write the export folder; returns what was chosen (run_id, epoch, metric, value, epochs, out, checkpoint)."""
+               mode: str | None = None, *, tracking=None, logged_to: str | None = None) -> dict:
+    """Write the export folder; returns what was chosen (run_id, epoch, metric, value, epochs, out, checkpoint,
+    timm: a TimmLoad, whether `timm.create_model("local-dir:…")` loads it). `tracking` (an open store) stands for
+    `tracking_uri`; `logged_to` names the run whose artifacts the folder is going to, for the model card."""
     from orchestrator.tracking import SWEEP_KEY, Tracking
     from trainables.config import TrainConfig
     from trainables.inference import task_outputs
     from trainables.tasks import get_task
 
-    tracking = Tracking(tracking_uri)
+    tracking = tracking or Tracking(tracking_uri)
     run = tracking.trial_run(run_id)  # a sweep's parent run stands for its best trial
     run_id = run.info.run_id
     tag = run.data.tags.get("checkpoint")
@@ -89,16 +105,47 @@ def export_run(run_id: str, out, tracking_uri: str | None = None, metric: str | 
     check_writable(out)
     chosen = {"run_id": run_id, "epoch": best.epoch, "metric": metric, "mode": mode, "value": value,
               "epochs": [c.epoch for c in checkpoints], "out": str(out), "checkpoint": best.path}
-    write_export(fs, best, outputs, tracking, run, chosen, out)
+    chosen["timm"] = write_export(fs, best, outputs, tracking, run, chosen, out, logged_to)
     return chosen
 
 
-def write_export(fs: pafs.FileSystem, best: Checkpoint, outputs, tracking, run, chosen: dict, out: Path) -> None:
-    """model.safetensors, config.json, labels.json, the task's export files and MODEL_CARD.md."""
+def log_best_model(tracking, parent_id: str, summary: dict, task, metric: str, mode: str,
+                   completed: bool = True) -> str | None:
+    """After a train sweep: export its best trial (`summary["best_run_id"]`, by the sweep's own metric) into
+    the parent run's artifacts `model/`, so the MLflow UI links the sweep to its model. Skipped for a task
+    without outputs, an interrupted sweep (a resume finishes it) or one whose every trial failed. Returns
+    the line it printed; a failure is that one line, never an exception: the sweep's results are stored."""
+    from trainables.artifacts import SWEEP_MODEL
+
+    best_run = summary.get("best_run_id")
+    if task.outputs is None or not completed or not best_run or summary.get("failed", 0) >= summary.get("trials", 0):
+        return None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            chosen = export_run(best_run, Path(tmp) / SWEEP_MODEL, metric=metric, mode=mode, tracking=tracking,
+                                logged_to=parent_id)
+            tracking.log_files(parent_id, Path(tmp), [SWEEP_MODEL])
+        tracking.log(parent_id, tags={"model": f"{SWEEP_MODEL}/ = run {best_run} epoch {chosen['epoch']}"})
+        line = (f"model: the best trial's epoch {chosen['epoch']} is in the artifacts {SWEEP_MODEL}/ of parent run "
+                f"{parent_id}" + ("; timm loads it (see its MODEL_CARD.md)" if chosen["timm"].ok else ""))
+    except Exception as err:  # noqa: BLE001  the sweep is done and stored; the model can be exported later
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        choose = f" --metric {metric} --mode {mode}" if metric != task.metric else ""
+        line = (f"warning: the best model was not logged to MLflow ({reason}); export it with: "
+                f"python -m orchestrator export --run {parent_id} --out DIR{choose}")
+    print(line, flush=True)
+    return line
+
+
+def write_export(fs: pafs.FileSystem, best: Checkpoint, outputs, tracking, run, chosen: dict, out: Path,
+                 logged_to: str | None = None):
+    """model.safetensors, config.json, trial_config.json, labels.json, the task's export files and MODEL_CARD.md;
+    returns whether (and how) timm loads the folder, a `TimmLoad`."""
     import torch
     from safetensors.torch import save_file
 
-    from trainables.artifacts import CHECKPOINT_META, MODEL_CARD, MODEL_WEIGHTS
+    from orchestrator.timm_folder import write_timm_config
+    from trainables.artifacts import MODEL_CARD, MODEL_WEIGHTS
     from trainables.config import TrainConfig
     from trainables.inference import (CONFIG_FILE, LABELS_FILE, MODEL_FILE, THRESHOLDS_FILE, model_from_state,
                                       pick_default_strategy)
@@ -122,6 +169,7 @@ def write_export(fs: pafs.FileSystem, best: Checkpoint, outputs, tracking, run, 
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(out / MODEL_FILE, 0o666 & ~umask)  # safetensors writes 0600; the folder is meant to be shared
+    timm_load = write_timm_config(model, out, cfg.data.image_size, labels["outputs"])
     (out / CONFIG_FILE).write_text(json.dumps(cfg.to_flat_dict(), indent=1))
     (out / LABELS_FILE).write_text(json.dumps(labels, indent=1))
     strategies: list[str] = []
@@ -140,7 +188,9 @@ def write_export(fs: pafs.FileSystem, best: Checkpoint, outputs, tracking, run, 
     (out / MODEL_CARD).write_text(model_card(
         cfg=cfg, title=get_task(cfg.task).title, card_lines=outputs.card_lines(strategies, strategy), model=model, run=run,
         tracking_uri=tracking.uri, chosen=chosen,
-        metrics=card_values, strategy=strategy, num_outputs=len(labels["outputs"])))
+        metrics=card_values, strategy=strategy, num_outputs=len(labels["outputs"]), timm_load=timm_load,
+        logged_to=logged_to))
+    return timm_load
 
 
 def check_writable(out: Path) -> None:
@@ -207,12 +257,16 @@ def metric_by_epoch(tracking, run_id: str, metric: str) -> dict[int, float]:
 
 
 def model_card(*, cfg, title: str, card_lines: list[str], model, run, tracking_uri: str, chosen: dict,
-               metrics: dict[str, float], strategy: str, num_outputs: int) -> str:
-    """A short, honest MODEL_CARD.md: what it predicts, from what input, how good, and where it came from."""
+               metrics: dict[str, float], strategy: str, num_outputs: int, timm_load=None,
+               logged_to: str | None = None) -> str:
+    """A short, honest MODEL_CARD.md: what it predicts, from what input, how good, where it came from, and
+    whether timm loads it. `logged_to`: the run whose `model/` artifacts hold this folder."""
     from orchestrator.tracking import redact
+    from trainables.artifacts import SWEEP_MODEL
     from trainables.models import input_normalization
 
-    epoch, out = chosen["epoch"], chosen["out"]
+    epoch = chosen["epoch"]
+    out = SWEEP_MODEL if logged_to else chosen["out"]  # a sweep's copy is read after downloading it
     mean, std = input_normalization(model)
     size = cfg.data.image_size
     if cfg.data.root:
@@ -240,6 +294,12 @@ def model_card(*, cfg, title: str, card_lines: list[str], model, run, tracking_u
     lines += [
         f"- **Source:** MLflow run `{run.info.run_id}` ({run.info.run_name}), tracking URI `{redact(tracking_uri)}`; "
         f"checkpoint `{redact(chosen['checkpoint'])}`.",
+    ]
+    if logged_to:
+        lines.append(f"- **In MLflow:** the artifacts `{SWEEP_MODEL}/` of sweep run `{logged_to}`; download them with "
+                     f"`mlflow artifacts download --run-id {logged_to} --artifact-path {SWEEP_MODEL} --dst-path .` "
+                     f"(MLFLOW_TRACKING_URI={redact(tracking_uri)}), which writes the folder `{out}`.")
+    lines += [
         "",
         f"## Metrics at epoch {epoch}",
         "",
@@ -254,6 +314,7 @@ def model_card(*, cfg, title: str, card_lines: list[str], model, run, tracking_u
         + (" [--threshold-strategy NAME]" if strategy else "") + " [--explain OUTPUT_NAME]",
         "```",
         "",
+        *timm_section(timm_load, out, model),
         "## Limitations",
         "",
         "- Scores are only as good as the match between your images and the training data (alignment, crop, "
@@ -263,3 +324,25 @@ def model_card(*, cfg, title: str, card_lines: list[str], model, run, tracking_u
         "",
     ]
     return "\n".join(lines)
+
+
+def timm_section(timm_load, out: str, model) -> list[str]:
+    """The card's "Load with timm" section: the lines to type, or why timm cannot rebuild this model."""
+    if timm_load is None:
+        return []
+    head = ["## Load with timm", ""]
+    if not timm_load.ok:
+        return head + [
+            f"`timm.create_model(\"local-dir:{out}\")` does **not** work for this folder: timm cannot rebuild this "
+            f"model from a config ({timm_load.reason}), so the folder has no config.json. Use `orchestrator predict`, "
+            f"or `trainables.inference.load_exported(\"{out}\").model` in Python.", ""]
+    registers = ([f"import {timm_load.needs_import}  # registers `{model.pretrained_cfg.get('architecture')}`, "
+                  "which plain timm does not know"] if timm_load.needs_import else [])
+    return head + [
+        "config.json is timm's own (architecture, num_classes, label_names, and this preprocessing in "
+        "pretrained_cfg), so timm loads the same weights and gives the same raw outputs as `predict`:", "",
+        "```python", "import timm", *registers,
+        f"model = timm.create_model(\"local-dir:{out}\", pretrained=True).eval()",
+        "transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))",
+        "logits = model(transform(pil_image)[None])  # raw outputs, in the order of label_names",
+        "```", ""]

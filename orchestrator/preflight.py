@@ -13,7 +13,7 @@ from typing import Callable
 
 import search_spaces
 from orchestrator import cluster, state
-from orchestrator.space import apply_overrides, batch_sizes, check_space, is_domain
+from orchestrator.space import apply_overrides, batch_sizes, check_space, grid_note, grids_as_choices, is_domain
 from orchestrator.tracking import Tracking
 from trainables.config import TrainConfig
 from trainables.errors import UserError
@@ -40,12 +40,20 @@ class Preflight:
         if self.sweep.runner != "train":
             return f"sweep {self.sweep.name} ({self.sweep.runner} runner)"
         space = dict(self.sweep.param_space)
+        if self.sweep.source:  # the file's own names first, so its mistakes name the file
+            try:
+                check_space(space)
+            except UserError as err:
+                raise UserError(f"{opts.name}: {err}") from None
         if opts.data:
             space["data.root"] = opts.data
         self.space = apply_overrides(space, opts.overrides)  # paths made absolute here, once
         check_space(self.space)
+        self.space = grids_as_choices(self.space, self.sweep.search)
         self.base = TrainConfig.from_dict({k: v for k, v in self.space.items() if not is_domain(v)})
-        return f"sweep {self.sweep.name}: every backbone, loss, optimizer and key is known"
+        note = grid_note(self.space)
+        known = f"sweep {self.sweep.name}: every backbone, loss, optimizer and key is known"
+        return f"{known}; {note}" if note else known
 
     def check_tracking(self) -> str:
         self.tracking = Tracking(self.opts.tracking_uri)

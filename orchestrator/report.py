@@ -7,6 +7,7 @@ plots, columns and leaderboard there are is the task's to say: this module names
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +17,8 @@ import pandas as pd
 from ray import tune
 
 from orchestrator.tracking import Tracking, is_metric
-from trainables.artifacts import TRIALS_TABLE
+from trainables.artifacts import TRIALS_TABLE, WEIGHTS_REPORT
+from trainables.models.weights import report_tags
 from trainables.tasks import Task
 
 COLUMNS = ["train/images_per_sec"]  # shown for every task, after the task's own
@@ -35,6 +37,9 @@ def log_trial_files(tracking: Tracking, task: Task, run_id: str, result: dict, c
         folder = Path(folder)
         tracking.log_files(run_id, folder, list(task.trial_files))
         tracking.log(run_id, tags={"checkpoint": checkpoint_path})
+        if (folder / WEIGHTS_REPORT).is_file():  # where the trial's starting weights came from, and what was not loaded
+            tracking.log(run_id, tags=report_tags(json.loads((folder / WEIGHTS_REPORT).read_text())))
+            tracking.log_files(run_id, folder, [WEIGHTS_REPORT])
         if task.render is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 tracking.log_files(run_id, Path(tmp), task.render(folder, Path(tmp)))
@@ -85,11 +90,12 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
         table.to_csv(Path(tmp) / TRIALS_TABLE, index=False)
         files = [TRIALS_TABLE]
         if task.leaderboard is not None:
-            rows = [(describe(r.config or {}), r.metrics or {}) for r in results if r.metrics]
+            rows = [(describe(r.config or {}), r.metrics or {}, r.config or {}) for r in results if r.metrics]
             files += task.leaderboard(rows, Path(tmp))
         tracking.log_files(parent_id, Path(tmp), files)
     tracking.log(parent_id, metrics={"sweep/minutes": (time.time() - started) / 60, "sweep/failed_trials": failed})
     tracking.client.set_terminated(parent_id, status="FAILED" if failed == len(table) else "FINISHED")
-    print(f"{len(table)} trials in {(time.time() - started) / 60:.1f} min; compare them with `mlflow ui` "
-          f"(backend {tracking.uri}).")
+    experiment = tracking.client.get_run(parent_id).info.experiment_id
+    print(f"{len(table)} trials in {(time.time() - started) / 60:.1f} min; compare them in MLflow: "
+          f"{tracking.runs_url(experiment)}")
     return summary

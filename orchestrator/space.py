@@ -3,7 +3,10 @@
 Keys are the config's dotted keys, for the sweep's task (a key of a section the task does not read is
 an error). An override replaces that key's value or Tune domain with a fixed value, parsed to the key's
 declared type; a comma-separated value for a non-list key becomes a grid
-(`--set model.name=resnet18,seresnet18`). Path values are made absolute here, once, in the driver.
+(`--set model.name=resnet18,seresnet18`), and a distribution (`--set optim.lr=loguniform(1e-4,1e-2)`,
+`choice(a,b)`, `uniform(0,1)`, `randint(1,5)`, `grid(a,b)`) becomes its Tune domain. Path values are made
+absolute here, once, in the driver. Optuna samples every key itself, so on an Optuna sweep a grid
+becomes a categorical choice (`GridChoice`, which the sweep's first lines mention).
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from typing import Any
 from ray import tune
 from ray.tune.search.sample import Categorical, Domain
 
+from search_spaces.distributions import build, parse_call, show_call
 from trainables.config import DEFAULT_TASK, TrainConfig, absolute, coerce, key_type, path_keys
 from trainables.data.transforms import build_augment
 from trainables.errors import UserError
 from trainables.models import check_model_name
+from trainables.models.weights import locate as locate_weights
 from trainables.optim import check_optim_names
 from trainables.tasks import get_task
 
@@ -39,6 +44,10 @@ def parse_override(text: str, task: str = DEFAULT_TASK) -> tuple[str, Any]:
     if key == "task":
         raise UserError("--set task=... is not allowed: a sweep's task is part of the sweep; run a sweep of that task")
     typ = key_type(key, task)
+    spec = parse_call(raw)
+    if spec:
+        return key, build(*spec, key=key, typ=typ, where=f"--set {text}",
+                          show=lambda kind, args: f"--set {key}={show_call(kind, args)}")
     if typ is not list and "," in raw:
         return key, tune.grid_search([coerce(key, part.strip(), typ) for part in raw.split(",")])
     return key, coerce(key, raw, typ)
@@ -54,8 +63,41 @@ def apply_overrides(space: dict[str, Any], overrides: list[str]) -> dict[str, An
     for key in path_keys(task):
         if key in out:
             value = out[key]
-            out[key] = tune.grid_search(absolute(value["grid_search"])) if is_grid(value) else absolute(value)
+            out[key] = _absolute_value(value)
     return out
+
+
+def _absolute_value(value: Any) -> Any:
+    if is_grid(value):
+        return tune.grid_search(absolute(value["grid_search"]))
+    if isinstance(value, Categorical):  # a choice of paths
+        return tune.choice(absolute(list(value.categories)))
+    return absolute(value)
+
+
+class GridChoice(Categorical):
+    """A grid that an Optuna sweep samples as a categorical choice (Optuna cannot take a grid); it
+    remembers where it came from, so the sweep can say so."""
+
+
+def grids_as_choices(space: dict[str, Any], search: str) -> dict[str, Any]:
+    """The space a sweep's search can take: on an Optuna sweep each grid becomes a categorical choice."""
+    if search != "optuna":
+        return space
+    out = {k: GridChoice(v["grid_search"]).uniform() if is_grid(v) else v for k, v in space.items()}
+    if not any(isinstance(v, Domain) for v in out.values()):
+        raise UserError("this Optuna sweep has nothing left to search (every key is fixed): give a key a "
+                        "distribution, e.g. --set optim.lr=loguniform(1e-4,1e-2)")
+    return out
+
+
+def grid_note(space: dict[str, Any]) -> str:
+    """What the sweep's first lines say of the grids Optuna samples as choices ("" when none)."""
+    keys = [k for k, v in space.items() if isinstance(v, GridChoice)]
+    if not keys:
+        return ""
+    grids = "; ".join(f"{k} from {', '.join(map(str, space[k].categories))}" for k in keys)
+    return f"Optuna takes no grid, so each trial draws {grids} (a categorical choice)"
 
 
 def is_grid(value: Any) -> bool:
@@ -80,14 +122,13 @@ def check_space(space: dict[str, Any]) -> None:
     for combo in itertools.islice(itertools.product(*(choices(space[k]) for k in keys)), 512):
         cfg = TrainConfig.from_dict(dict(zip(keys, combo)))
         get_task(cfg.task).check(cfg)
-        names = (cfg.model.name, cfg.model.weights, cfg.optim.name, cfg.optim.scheduler, tuple(cfg.data.augment))
+        names = (cfg.model.name, cfg.model.pretrained, cfg.model.weights, cfg.optim.name, cfg.optim.scheduler,
+                 tuple(cfg.data.augment))
         if names in checked:
             continue
         checked.add(names)
         check_model_name(cfg.model.name)
-        if cfg.model.weights and not Path(cfg.model.weights).expanduser().is_file():
-            raise UserError(f"model.weights file not found: {cfg.model.weights}: give the path of a local "
-                            ".safetensors or .pth file (weights cannot be downloaded here)")
+        locate_weights(cfg.model)  # every backbone's starting weights are found before compute is spent
         check_optim_names(cfg.optim)
         build_augment(cfg.data.augment, cfg.data.image_size)
         if cfg.optim.epochs < 1 or cfg.optim.batch_size < 1 or cfg.data.image_size < 16:
@@ -139,4 +180,4 @@ def search_algorithm(name: str):
         from ray.tune.search.optuna import OptunaSearch
 
         return OptunaSearch()
-    raise ValueError(f"sweep declares unknown search '{name}'; known: optuna")
+    raise UserError(f"sweep declares unknown search '{name}': use optuna, or none for Tune's grid and random draws")

@@ -8,6 +8,7 @@ Ray Train V2 cannot be tuned directly (`Tuner(TorchTrainer)` fails), so each Tun
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -20,12 +21,14 @@ from ray.tune.schedulers import ASHAScheduler
 
 from orchestrator import cluster, report, state
 from orchestrator.preflight import Preflight
-from orchestrator.space import count_trials, describe, max_epochs, search_algorithm, varying_keys
-from orchestrator.tracking import KIND_KEY, SWEEP_KEY, TRIAL_KEY, MlflowTrialCallback
+from orchestrator.space import count_trials, describe, grid_note, max_epochs, search_algorithm, varying_keys
+from orchestrator.tracking import KIND_KEY, SWEEP_KEY, TRIAL_KEY, DatasetRecord, MlflowTrialCallback, OneLineUserErrors
 from orchestrator.progress import ProgressPrinter
 from trainables.artifacts import DIVERGED_MARKER, TRAIN_RUNS
 from trainables.config import TrainConfig
+from trainables.data.shards import load_metadata
 from trainables.errors import UserError
+from trainables.models.weights import source_of as weights_source
 from trainables.tasks import get_task
 from trainables.worker import train_fn_per_worker
 
@@ -98,8 +101,25 @@ def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: 
         raise
 
 
+def dataset_record(data) -> DatasetRecord:
+    """The prepared data of a sweep, as MLflow shows it: its root, fingerprint and split sizes."""
+    meta = load_metadata(data.root)
+    return DatasetRecord(data.root, str(meta.get("fingerprint", ""))[:16], str(meta.get("format", "")),
+                         data.splits or dict(meta.get("counts", {})))
+
+
+def trial_params(config: dict) -> dict:
+    """A child run's params: its flat config, and where its starting weights come from (`weights.source`:
+    timm:resnet18.a1_in1k, file:/abs/path, local-dir:/abs/path or scratch)."""
+    cfg = TrainConfig.from_dict(config)
+    return {**cfg.to_flat_dict(), "weights.source": weights_source(cfg.model)}
+
+
 def run_sweep(opts: SweepOptions) -> dict:
     started = time.time()
+    controller_log = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, OneLineUserErrors) for f in controller_log.filters):
+        controller_log.addFilter(OneLineUserErrors())
     pre = Preflight(opts)
     pre.check_sweep()
     if pre.sweep.runner == "thresholds":
@@ -120,14 +140,20 @@ def run_sweep(opts: SweepOptions) -> dict:
         run_name=run.name, tags={"sweep": sweep.name, "smoke": str(opts.smoke)},
     )[0]
     run.save(parent_run_id=parent_id, status="running")
+    dataset = dataset_record(data)
+    if not opts.resume:  # an input is logged once per run
+        tracking.log_dataset(parent_id, dataset)
     tracking.log(parent_id, metrics=data.baseline, params={
         "sweep": sweep.name, "data.root": data.root, "data.source": opts.data or "synthetic demo set",
         "smoke": opts.smoke, "trials": total,
         "resources": resources.describe(), "storage": run.path,
         **{f"override.{o.split('=')[0]}": o.split("=", 1)[-1] for o in opts.overrides},
     })
-    print(f"Sweep {sweep.name}: {sweep.question}\n  {total} trials, {epochs} epochs each; {resources.describe()}\n"
-          f"  storage {run.path}; MLflow {tracking.uri} (experiment '{sweep.name}', parent run {parent_id})"
+    note = grid_note(space)
+    print(f"Sweep {sweep.name}: {sweep.question}" + (f"\n  from {sweep.source}" if sweep.source else "")
+          + f"\n  {total} trials, {epochs} epochs each; {resources.describe()}"
+          + (f"\n  {note}" if note else "")
+          + f"\n  storage {run.path}; MLflow {tracking.uri} (experiment '{sweep.name}', parent run {parent_id})"
           + ("\n  resuming: finished trials are kept, unfinished ones continue from their last checkpoint"
              if opts.resume else ""), flush=True)
 
@@ -138,8 +164,9 @@ def run_sweep(opts: SweepOptions) -> dict:
     )
     callbacks = [  # record in MLflow first, then announce: a line on screen means it is stored
         MlflowTrialCallback(tracking, experiment_id, parent_id, run.path, name_of,
-                            params_of=lambda config: TrainConfig.from_dict(config).to_flat_dict(),
-                            on_finish=functools.partial(report.log_trial_files, tracking, task, storage=run.path)),
+                            params_of=trial_params,
+                            on_finish=functools.partial(report.log_trial_files, tracking, task, storage=run.path),
+                            dataset=dataset),
         ProgressPrinter(sweep.metric, sweep.mode, total, epochs, name_of),
     ]
     if opts.resume:
@@ -169,5 +196,10 @@ def run_sweep(opts: SweepOptions) -> dict:
         child_run=lambda trial_id: tracking.find_run(experiment_id, {SWEEP_KEY: run.path, TRIAL_KEY: trial_id}),
     )
     run.save(status="finished")
+    from orchestrator.export import log_best_model  # the results are stored: a failure here loses nothing
+
+    # Tune returns from an interrupt (Ctrl-C) with trials neither terminated nor errored: --resume ends it.
+    log_best_model(tracking, parent_id, summary, task, sweep.metric, sweep.mode,
+                   completed=results.num_terminated + results.num_errors == len(results))
     summary.update(fit_started=fit_started, results=results, parent_run_id=parent_id, storage=run.path)
     return summary

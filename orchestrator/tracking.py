@@ -3,19 +3,26 @@
 Only the driver talks to MLflow (trials never do), so the sqlite database is created once, before
 any trial starts. Runs are found again by tags (the sweep's storage path and the trial id), which
 is what lets a resumed sweep re-attach to the same runs instead of duplicating them.
+
+Runs look as MLflow's own `start_run` would make them: the source tags (entry point, git commit,
+user), the dataset each trained on as an MLflow input, and experiments tagged as model training, so
+that the UI opens on their runs rather than on an empty GenAI traces page.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from ray import tune
 
 from trainables.errors import UserError
@@ -23,12 +30,37 @@ from trainables.errors import UserError
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 SWEEP_KEY, TRIAL_KEY, KIND_KEY = "orchestrator.sweep_path", "orchestrator.trial_id", "orchestrator.kind"
 RETRIES_KEY = "retries"
-_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+EXPERIMENT_KIND_KEY, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+_URI = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<rest>[^\s'\"<>]*)")
+_SECRET_QUERY = re.compile(r"(?i)([?&;](?:[\w.-]*(?:token|secret|password|passwd|pwd|key|signature|sig|credential|auth)"
+                           r"[\w.-]*)=)[^&;#\s]*")
+
+
+def _strip_userinfo(match: re.Match) -> str:
+    rest = match["rest"]
+    head = re.split(r"[?#]", rest, maxsplit=1)[0]
+    at = head.rfind("@")
+    # user:pass@host, a password holding '@' or '/' (postgresql://u:pa/ss@db), or a bare token@host; not
+    # an '@' in a path (file:///a@b, https://host/x@y).
+    if at > 0 and ("/" not in head[:at] or ":" in head[:at].split("/", 1)[0]):
+        rest = rest[at + 1:]
+    return match["scheme"] + _SECRET_QUERY.sub(r"\1***", rest)
 
 
 def redact(value: Any) -> str:
-    """A param or tag value with any user:password@ of a URI removed."""
-    return _CREDENTIALS.sub("", str(value))
+    """`value` with every URI's credentials removed: the user:password@ (whatever characters the password
+    holds) and the values of secret-looking query parameters (?token=…, &X-Amz-Signature=…). The one
+    redaction for tags, params, console lines and run identity."""
+    return _URI.sub(_strip_userinfo, str(value))
+
+
+def _quoted(value: str) -> str:
+    """A value as an MLflow filter string literal, whatever quotes it holds."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise UserError(f"a name or path holding both ' and \" cannot be searched in MLflow: {value!r}; rename it")
 
 
 @contextmanager
@@ -66,12 +98,32 @@ class Tracking:
         self.client = MlflowClient(self.uri)
 
     def experiment_id(self, name: str) -> str:
+        """The experiment's id (created or restored if needed), tagged as model training: MLflow 3's UI
+        otherwise opens a fresh browser on the GenAI overview, an empty traces page."""
         found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            if found.lifecycle_stage == "deleted":
-                self.client.restore_experiment(found.experiment_id)
-            return found.experiment_id
-        return self.client.create_experiment(name)
+        if found is None:
+            return self.client.create_experiment(name, tags={EXPERIMENT_KIND_KEY: MODEL_TRAINING})
+        if found.lifecycle_stage == "deleted":
+            self.client.restore_experiment(found.experiment_id)
+        if found.tags.get(EXPERIMENT_KIND_KEY) != MODEL_TRAINING:
+            self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_KEY, MODEL_TRAINING)
+        return found.experiment_id
+
+    def runs_url(self, experiment_id: str) -> str:
+        """Where a person sees the experiment's runs: the server's runs view, or how to open it locally."""
+        view = f"#/experiments/{experiment_id}/runs"
+        if self.uri.startswith(("http://", "https://")):
+            return f"{redact(self.uri).rstrip('/')}/{view}"
+        here = self.uri == DEFAULT_TRACKING_URI  # `mlflow ui` opens this very store from the same folder
+        start = "`mlflow ui`" if here else f"`mlflow ui --backend-store-uri {redact(self.uri)}`"
+        return f"http://127.0.0.1:5000/{view} (after {start})"
+
+    def log_dataset(self, run_id: str, dataset: "DatasetRecord", context: str = "training") -> None:
+        """The prepared data a run read, as an MLflow dataset input: its root, fingerprint and split sizes."""
+        entity = Dataset(name=dataset.name, digest=dataset.digest, source_type=dataset.source_type,
+                         source=json.dumps({"uri": redact(dataset.root)}),
+                         profile=json.dumps({"splits": dataset.splits, "format": dataset.format}))
+        self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
 
     def check_writable(self, experiment_name: str) -> None:
         """Create and delete a scratch run in the sweep's experiment: proves the store accepts writes."""
@@ -100,7 +152,9 @@ class Tracking:
         return run
 
     def find_run(self, experiment_id: str, tags: dict[str, str]) -> str | None:
-        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        """The run with these identity tags. Tags are stored redacted, so they are searched redacted: a
+        run's identity never depends on a secret."""
+        query = " and ".join(f"tags.`{k}` = {_quoted(redact(v))}" for k, v in tags.items())
         runs = self.client.search_runs([experiment_id], filter_string=query, max_results=1)
         return runs[0].info.run_id if runs else None
 
@@ -110,7 +164,7 @@ class Tracking:
         if existing:
             self.client.update_run(existing, status="RUNNING")
             return existing, False
-        all_tags = {**identity, **tags}
+        all_tags = {**source_tags(), **identity, **tags}
         run = self.client.create_run(experiment_id, run_name=run_name, tags={k: redact(v) for k, v in all_tags.items()})
         return run.info.run_id, True
 
@@ -138,6 +192,33 @@ class Tracking:
                 self.client.log_artifact(run_id, str(path), artifact_path=None if parent == "." else parent)
 
 
+@dataclass(frozen=True)
+class DatasetRecord:
+    """What MLflow shows of a sweep's prepared data."""
+    root: str
+    digest: str
+    format: str
+    splits: dict
+
+    @property
+    def name(self) -> str:
+        return self.root.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def source_type(self) -> str:
+        return self.root.split("://", 1)[0] if "://" in self.root else "local"
+
+
+def source_tags() -> dict[str, str]:
+    """The tags MLflow's own start_run adds: entry point, source type, git commit, user."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    try:
+        return {k: str(v) for k, v in resolve_tags().items() if k.startswith("mlflow.")}
+    except Exception:  # a context provider that cannot resolve here (odd git state) must not stop a sweep
+        return {}
+
+
 def is_metric(key: str, value: Any) -> bool:
     """Our reported numbers are namespaced (`val/...`, `train/...`); Tune's bookkeeping is not."""
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -149,8 +230,9 @@ class MlflowTrialCallback(tune.Callback):
 
     def __init__(self, tracking: Tracking, experiment_id: str, parent_run_id: str, sweep_path: str,
                  describe: Callable[[dict], str], params_of: Callable[[dict], dict],
-                 on_finish: Callable[[str, dict, str | None], None]):
+                 on_finish: Callable[[str, dict, str | None], None], dataset: DatasetRecord | None = None):
         self.tracking, self.experiment_id, self.parent_run_id = tracking, experiment_id, parent_run_id
+        self.dataset = dataset
         self.sweep_path, self.describe, self.params_of, self.on_finish = sweep_path, describe, params_of, on_finish
         self.run_ids: dict[str, str] = {}
         self._steps: dict[str, int] = {}
@@ -165,6 +247,8 @@ class MlflowTrialCallback(tune.Callback):
             )
             if created:
                 self.tracking.log(run_id, params=self.params_of(trial.config))
+                if self.dataset is not None:
+                    self.tracking.log_dataset(run_id, self.dataset)
             self.run_ids[trial.trial_id] = run_id
             self._steps[trial.trial_id] = 0 if created else self.tracking.last_step(run_id)
         return self.run_ids[trial.trial_id]
@@ -214,4 +298,17 @@ def error_line(trial) -> str:
     except OSError:
         return "unknown error (see the trial's error file in the storage folder)"
     messages = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Failed\w*): ", line)]
-    return (messages[-1] if messages else lines[-1] if lines else "unknown error")[:500]
+    line = messages[-1] if messages else lines[-1] if lines else "unknown error"
+    return line.removeprefix(USER_ERROR_PREFIX)[:500]  # a user's mistake reads as its message alone
+
+
+USER_ERROR_PREFIX = f"{UserError.__module__}.{UserError.__name__}: "
+
+
+class OneLineUserErrors(logging.Filter):
+    """Drops Tune's traceback of a trial that failed on a user's mistake (a UserError): the progress
+    line and the child run's `error` tag already say it in one line. Other failures keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, UserError)

@@ -13,7 +13,7 @@ from ray import tune
 from search_spaces import Sweep, register
 
 REAL = ["efficientnet_b3", "resnet50", "seresnet50"]
-DEMO = ["efficientnet_b0", "resnet18", "seresnet18"]
+DEMO = ["efficientnet_b0", "resnet18", "legacy_seresnet18"]
 SMOKE = ["resnet18"]
 
 

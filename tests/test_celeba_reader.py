@@ -82,6 +82,42 @@ def test_optional_files_and_header_order(tmp_path):
     assert index.attributes[:, column].tolist() == [1, 1, 0]
 
 
+OWN_ROWS = ("000001.jpg  1 -1", "000002.jpg -1 -1", "000007.jpg 1  1")  # two attributes, the same layout
+
+
+@pytest.mark.parametrize("header,rows", [("Face Bright ", OWN_ROWS), ("Face", [r.rsplit(" ", 1)[0] for r in OWN_ROWS])])
+def test_attribute_names_come_from_line_2(tmp_path, header, rows):
+    index = read_celeba(write_root(tmp_path, attr_rows=rows, header=header))
+    names = header.split()
+    assert index.attribute_names == names and index.attributes.shape == (3, len(names))
+    assert index.attributes[:, 0].tolist() == [1, 0, 1]
+    if len(names) == 2:
+        assert index.attributes[:, 1].tolist() == [0, 0, 1]
+    assert index.split.tolist() == [0, 1, 2] and index.identity.tolist() == [2880, 2881, 2882]
+
+
+def test_own_attribute_names_with_a_wrong_row_length_name_the_line(tmp_path):
+    rows = (OWN_ROWS[0], OWN_ROWS[1] + "  1", OWN_ROWS[2])
+    with pytest.raises(UserError) as caught:
+        read_celeba(write_root(tmp_path, attr_rows=rows, header="Face Bright "))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"{tmp_path / 'list_attr_celeba.txt'} line 4: expected 3 columns (file name, 2 values of 1 or -1, one per " \
+           "name on line 2), found 4; give every row one value per attribute named on line 2" in message
+
+
+def test_own_attribute_names_agree_with_torchvision(tmp_path, monkeypatch):
+    from torchvision.datasets import CelebA
+
+    root = write_root(tmp_path / "celeba", attr_rows=OWN_ROWS, header="Face Bright ")
+    monkeypatch.setattr(CelebA, "_check_integrity", lambda self: True)
+    index = read_celeba(root)
+    dataset = CelebA(str(tmp_path), split="all", target_type=["attr", "identity"], download=False)
+    assert dataset.filename == index.files
+    assert [n for n in dataset.attr_names if n] == index.attribute_names == ["Face", "Bright"]
+    np.testing.assert_array_equal(dataset.attr.numpy(), index.attributes)
+
+
 def test_partition_rows_are_matched_by_file_name(tmp_path):
     root = write_root(tmp_path, partition=["000007.jpg 2", "000001.jpg 1", "000002.jpg 0", "999999.jpg 0"])
     assert read_celeba(root).split.tolist() == [1, 0, 2]
@@ -148,15 +184,21 @@ MALFORMED = {
     "count_mismatch": (lambda r: _corrupt(r, "list_attr_celeba.txt", "3\n", "4\n"),
                        "list_attr_celeba.txt line 1", "4"),
     "header_short": (lambda r: _corrupt(r, "list_attr_celeba.txt", "5_o_Clock_Shadow ", ""),
-                     "list_attr_celeba.txt line 2", "39 names"),
-    "header_unknown": (lambda r: _corrupt(r, "list_attr_celeba.txt", "Smiling", "Grinning"),
-                       "list_attr_celeba.txt line 2", "Grinning"),
+                     "list_attr_celeba.txt line 3", "expected 40 columns (file name, 39 values of 1 or -1, one per "
+                     "name on line 2), found 41; give every row one value per attribute named on line 2"),
+    "header_empty": (lambda r: _corrupt(r, "list_attr_celeba.txt", " ".join(ATTRIBUTE_NAMES), ""),
+                     "list_attr_celeba.txt line 2", "no attribute names"),
+    "header_twice": (lambda r: _corrupt(r, "list_attr_celeba.txt", "Smiling", "Young"),
+                     "list_attr_celeba.txt line 2", "'Young' is named twice"),
+    "header_reserved": (lambda r: _corrupt(r, "list_attr_celeba.txt", "Smiling", "split"),
+                        "list_attr_celeba.txt line 2", "'split' cannot name an attribute"),
     "row_missing_value": (lambda r: _corrupt(r, "list_attr_celeba.txt", ROW_2, ROW_2[:-3]),
-                          "list_attr_celeba.txt line 4", "expected 41 columns (file name, 40 values of 1 or -1), found 40"),
+                          "list_attr_celeba.txt line 4", "expected 41 columns (file name, 40 values of 1 or -1, one "
+                          "per name on line 2), found 40"),
     "row_extra_value": (lambda r: _corrupt(r, "list_attr_celeba.txt", ROW_7, ROW_7 + "  1"),
                         "list_attr_celeba.txt line 5", "found 42"),
     "value_zero": (lambda r: _corrupt(r, "list_attr_celeba.txt", ROW_7, ROW_7[:-3] + "  0"),
-                   "list_attr_celeba.txt line 5", "value 0 is not 1 or -1"),
+                   "list_attr_celeba.txt line 5", "value 0 is not 1 or -1 (attribute Young)"),
     "value_not_int": (lambda r: _corrupt(r, "list_attr_celeba.txt", ROW_1, ROW_1[:-3] + " y1"),
                       "list_attr_celeba.txt line 3", "'y1' is not an integer"),
     "partition_missing_file": (lambda r: _corrupt(r, "list_eval_partition.txt", "000002.jpg 1\n", ""),

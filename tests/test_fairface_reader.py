@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainables.data.formats.fairface import AGE_BINS, GENDERS, LABEL_FILES, RACES, is_fairface_root, read_fairface
+from trainables.data.formats.fairface import (AGE_BINS, GENDERS, LABEL_FILES, RACES, YEARS_LABEL_FILES,
+                                             is_fairface_root, read_fairface, years_to_bin)
 from trainables.data.demo.fairface import (AGE_RATES, RACE_RATES, ensure_demo_fairface, sample_labels,
                                                 write_demo_fairface)
 from trainables.errors import UserError
@@ -141,3 +142,85 @@ def test_demo_set_is_cached_atomically(tmp_path):
     again, built_again = ensure_demo_fairface(tmp_path, num_images=12, seed=1)
     assert again == root and not built_again
     assert [p.name for p in tmp_path.iterdir()] == [root.name]  # no temporary folder left behind
+
+
+# Seed 001's variant: the same header, `age` in years, files named fairface-labels-{train,val}.csv.
+YEARS_TRAIN = HEADER + ("train/1.jpg,59,Male,East Asian,True\n"
+                        "train/2.jpg,39,Female,Indian,False\n"
+                        "train/3.jpg,11,Female,Black,False\n")
+YEARS_VAL = HEADER + ("val/1.jpg,2,Male,Latino_Hispanic,False\n"
+                      "val/2.jpg,70,Female,Southeast Asian,True\n")
+
+
+def write_seed001(folder: Path, train: str = YEARS_TRAIN, val: str = YEARS_VAL, csv_dir: Path | None = None) -> Path:
+    """Seed 001's layout: train/ and val/ in `folder`, and fairface-labels-*.csv in it (or in `csv_dir`)."""
+    for text in (train, val):
+        for line in text.splitlines()[1:]:
+            name = line.split(",")[0]
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (224, 224), (120, 90, 60)).save(folder / name)
+    labels = csv_dir or folder
+    (labels / YEARS_LABEL_FILES["train"]).write_text(train)
+    (labels / YEARS_LABEL_FILES["val"]).write_text(val)
+    return folder
+
+
+@pytest.mark.parametrize("beside", [False, True])
+def test_reads_seed_001s_years_inside_and_beside_the_image_folder(tmp_path, beside):
+    """As the seed lays it out (the CSVs next to train/ and val/, `--data` that folder), and with the
+    image folder unpacked one level down, the CSVs left beside it."""
+    root = tmp_path / "fairface-img-margin025-trainval" if beside else tmp_path
+    root.mkdir(exist_ok=True)
+    write_seed001(root, csv_dir=tmp_path)
+    assert is_fairface_root(root)
+    index = read_fairface(root)
+    assert index.root == root and index.files[0] == "train/1.jpg" and index.image_path(4).is_file()
+    assert index.age_years.dtype == np.float32 and index.age_years.tolist() == [59, 39, 11, 2, 70]
+    assert index.age == ["50-59", "30-39", "10-19", "0-2", "more than 70"]  # DATA_FORMATS.md's bins
+    assert [p.name for p in index.label_files] == [YEARS_LABEL_FILES["train"], YEARS_LABEL_FILES["val"]]
+    assert read_fairface(write_release(tmp_path / "official")).age_years is None
+
+
+def test_years_fall_in_the_documented_bins():
+    years = [0, 2, 2.5, 3, 9, 10, 19, 20, 29, 30, 39, 40, 49, 50, 59, 60, 69, 70, 95, 120]
+    bins = ["0-2"] * 3 + ["3-9"] * 2 + ["10-19"] * 2 + ["20-29"] * 2 + ["30-39"] * 2 + ["40-49"] * 2 + \
+        ["50-59"] * 2 + ["60-69"] * 2 + ["more than 70"] * 3
+    assert [AGE_BINS[k] for k in years_to_bin(years)] == bins
+
+
+BAD_YEARS = [("-1", "negative"), ("121", "over 120"), ("nan", "not a number"), ("inf", "not a number"),
+             ("fifty", "not a number"), ("", "not a number"), ("50-59", "fairface_label_train.csv")]
+
+
+@pytest.mark.parametrize("age,problem", BAD_YEARS)
+def test_malformed_years_are_one_line_errors_naming_file_and_line(tmp_path, age, problem):
+    write_seed001(tmp_path, train=YEARS_TRAIN + f"train/4.jpg,{age},Male,White,True\n")
+    with pytest.raises(UserError) as err:
+        read_fairface(tmp_path)
+    message = str(err.value)
+    assert f"{YEARS_LABEL_FILES['train']}, line 5: age {age!r}" in message and problem in message
+    assert "fix that row" in message and "\n" not in message
+
+
+def test_years_in_the_official_file_point_at_the_variants_name(tmp_path):
+    root = write_release(tmp_path, val=VAL + "val/3.jpg,59,Male,White,True\n")
+    with pytest.raises(UserError, match=f"line 4: unknown age '59'.*{YEARS_LABEL_FILES['val']}"):
+        read_fairface(root)
+
+
+def test_a_folder_with_both_pairs_is_refused_naming_both(tmp_path):
+    root = write_release(tmp_path)
+    write_seed001(root)
+    assert is_fairface_root(root)  # detection does not raise; reading says what to do
+    with pytest.raises(UserError) as err:
+        read_fairface(root)
+    message = str(err.value)
+    assert LABEL_FILES["train"] in message and YEARS_LABEL_FILES["train"] in message
+    assert "move" in message and "\n" not in message
+
+
+def test_half_a_pair_names_the_missing_file(tmp_path):
+    write_seed001(tmp_path)
+    (tmp_path / YEARS_LABEL_FILES["val"]).unlink()
+    with pytest.raises(UserError, match=f"holds {YEARS_LABEL_FILES['train']} but not {YEARS_LABEL_FILES['val']}"):
+        read_fairface(tmp_path)

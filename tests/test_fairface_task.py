@@ -10,13 +10,14 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, mean_absolu
 from trainables.config import TrainConfig
 from task_harness import build, evaluate, one_epoch, pipe_for, prepare
 from trainables.data.demo.fairface import write_demo_fairface
-from trainables.data.formats.fairface import GENDERS, RACES
+from trainables.data.formats.fairface import AGE_BINS, GENDERS, RACES
 from trainables.data.loaders import eval_loader
-from trainables.data.shards import ShardSplit
+from trainables.data.shards import ShardSplit, load_metadata
 from trainables.errors import UserError
 from trainables.loop import predict
 from trainables.tasks.fairface import LABEL_COLUMNS, FairFaceTargets
 from trainables.tasks.fairface.group_metrics import group_metrics, group_table, slug
+from trainables.tasks.fairface.labels import AGE_MIDPOINTS
 from trainables.tasks.fairface.outputs import describe_predictions
 
 TASKS = ("race", "gender", "age")
@@ -73,6 +74,9 @@ def test_one_epoch_then_evaluation_agrees_with_sklearn(tiny_fairface, cache, tmp
         assert m[f"val/{task_name}/balanced_accuracy"] == pytest.approx(balanced_accuracy_score(true, pred), abs=1e-9)
     assert m["val/age/mae_years"] == pytest.approx(mean_absolute_error(val["true_age_years"], val["pred_age_years"]),
                                                    abs=1e-4)
+    # The official release gives bins only: a true age is its bin's midpoint.
+    midpoints = AGE_MIDPOINTS[[AGE_BINS.index(b) for b in val["true_age_bin"]]]
+    np.testing.assert_array_equal(val["true_age_years"], midpoints)
     assert m["val/mean_task_accuracy"] == pytest.approx(np.mean([m[f"val/{t}/accuracy"] for t in TASKS]))
 
     # The group table is a groupby of the predictions; worst and gap pool race and gender groups.
@@ -125,6 +129,7 @@ def test_prepare_reports_the_majority_baseline(tiny_fairface, cache, capsys):
     assert summary.baseline["val/majority/gender/accuracy"] == pytest.approx(majority[1])
     assert summary.settings["data.root"] == summary.root and summary.root.startswith(str(cache))
     assert summary.splits == {"train": 100, "val": 20}
+    assert "age_years" not in load_metadata(summary.root)["label_columns"]  # no years in the official labels
     capsys.readouterr()
     assert prepare(config(summary.root, cache)).root == summary.root  # a prepared root is used as it is
     assert capsys.readouterr().out == ""

@@ -2,6 +2,7 @@
 
 import pytest
 from ray import tune
+from ray.tune.search.sample import Categorical, Float, Integer, LogUniform, Uniform
 
 import search_spaces
 from orchestrator.space import apply_overrides, check_space, count_trials, describe, max_epochs, varying_keys
@@ -24,7 +25,7 @@ def test_celeba_backbones_covers_the_seed_families():
     for family in ("seresnet", "skresnet", "gcresne", "densenet", "efficientnet", "resnet18"):
         assert family in names
     real = search_spaces.get("celeba_backbones")(real_data=True, smoke=False).param_space["model.name"]
-    assert {"resnet101", "resnet152", "seresnet101", "densenet121", "cbam_resnet101"} <= set(real["grid_search"])
+    assert {"resnet101", "resnet152", "legacy_seresnet101", "densenet121", "cbam_resnet101"} <= set(real["grid_search"])
 
 
 def test_overrides_replace_values_and_comma_lists_become_grids():
@@ -84,3 +85,83 @@ def test_a_batch_larger_than_a_workers_share_is_refused_with_the_largest_that_fi
     pre.space = {"optim.batch_size": tune.grid_search([16, 64])}
     with pytest.raises(UserError, match="largest batch that fits is 50"):
         pre.check_batch(train_rows=100, workers=2)
+
+
+@pytest.mark.parametrize("override,domain,expect", [
+    ("optim.lr=loguniform(1e-4,1e-2)", Float, lambda d: (d.lower, d.upper) == (1e-4, 1e-2) and isinstance(d.get_sampler(), LogUniform)),
+    ("loss.gamma=uniform(0, 1)", Float, lambda d: (d.lower, d.upper) == (0.0, 1.0) and isinstance(d.get_sampler(), Uniform)),
+    ("optim.epochs=randint(1,5)", Integer, lambda d: (d.lower, d.upper) == (1, 5)),
+    ("loss.name=choice(bce,focal)", Categorical, lambda d: d.categories == ["bce", "focal"]),
+    ("optim.batch_size=choice(16,32)", Categorical, lambda d: d.categories == [16, 32]),  # parsed to the key's type
+    ("loss.gamma=choice(1,2)", Categorical, lambda d: d.categories == [1.0, 2.0] and isinstance(d.categories[0], float)),
+    ("data.augment=choice([hflip],[hflip,cutout])", Categorical, lambda d: d.categories == [["hflip"], ["hflip", "cutout"]]),
+    ("model.name=grid(resnet18,seresnet18)", dict, lambda d: d == {"grid_search": ["resnet18", "seresnet18"]}),
+])
+def test_set_takes_distributions_as_tune_domains(override, domain, expect):
+    out = apply_overrides({"optim.lr": 0.1}, [override])
+    value = out[override.split("=")[0]]
+    assert isinstance(value, domain) and expect(value), value
+    check_space(out)
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("optim.lr=loguniform(0,1)", "loguniform needs bounds above 0"),
+    ("optim.lr=uniform(0.5,0.1)", "needs low < high"),
+    ("optim.epochs=randint(3,3)", "high is excluded"),
+    ("optim.lr=uniform(1)", "two bounds"),
+    ("optim.epochs=uniform(1,5)", "use randint, e.g. --set optim.epochs=randint(1,5)"),
+    ("loss.name=loguniform(1,2)", "draws numbers, but loss.name holds text"),
+    ("optim.lr=normal(0,1)", "unknown distribution 'normal'"),
+    ("optim.lr=logunif(1e-4,1e-2)", "did you mean loguniform"),
+    ("optim.lr=choice()", "at least one value"),
+    ("optim.lr=choice(fast,slow)", "'fast' is not a number, as optim.lr needs"),
+])
+def test_bad_set_distributions_name_the_set_and_the_fix(override, fragment):
+    with pytest.raises(UserError) as err:
+        apply_overrides({}, [override])
+    assert str(err.value).startswith(f"--set {override}: ") and fragment in str(err.value), err.value
+
+
+def test_a_choice_of_paths_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = apply_overrides({}, ["model.weights=choice(a.pth,/w/b.pth)"])
+    assert out["model.weights"].categories == [str(tmp_path / "a.pth"), "/w/b.pth"]
+
+
+def test_a_grid_on_an_optuna_sweep_becomes_a_categorical_choice_that_optuna_takes():
+    from orchestrator.space import grid_note, grids_as_choices, search_algorithm
+
+    sweep = search_spaces.get("celeba_losses")(real_data=False, smoke=True)
+    space = apply_overrides(sweep.param_space, ["loss.name=bce,focal,asl"])
+    with pytest.raises(ValueError, match="Grid search parameters cannot be automatically converted"):
+        search_algorithm(sweep.search).set_search_properties(sweep.metric, sweep.mode, space)  # what Tune calls
+
+    converted = grids_as_choices(space, sweep.search)
+    assert isinstance(converted["loss.name"], Categorical) and converted["loss.name"].categories == ["bce", "focal", "asl"]
+    assert count_trials(converted, sweep.num_samples) == sweep.num_samples and "loss.name" in varying_keys(converted)
+    assert grid_note(converted) == ("Optuna takes no grid, so each trial draws loss.name from bce, focal, asl "
+                                    "(a categorical choice)")
+    search = search_algorithm(sweep.search)
+    assert search.set_search_properties(sweep.metric, sweep.mode, converted)
+    assert search.suggest("trial_1")["loss.name"] in ("bce", "focal", "asl")
+
+    basic = {"model.name": tune.grid_search(["resnet18", "seresnet18"])}
+    assert grids_as_choices(basic, "") is basic and grid_note(basic) == ""  # Tune's own grid stays a grid
+
+
+def test_the_pre_run_checks_convert_an_optuna_grid_and_say_so():
+    from orchestrator.preflight import Preflight
+    from orchestrator.sweep import SweepOptions
+
+    pre = Preflight(SweepOptions(name="celeba_losses", smoke=True, overrides=["loss.name=bce,focal,asl"]))
+    assert "each trial draws loss.name from bce, focal, asl" in pre.check_sweep()
+    everything_fixed = ["loss.name=bce", "loss.gamma=2", "optim.lr=0.001"]
+    with pytest.raises(UserError, match="nothing left to search"):
+        Preflight(SweepOptions(name="celeba_losses", smoke=True, overrides=everything_fixed)).check_sweep()
+
+
+def test_an_unknown_search_is_a_user_error():
+    from orchestrator.space import search_algorithm
+
+    with pytest.raises(UserError, match="unknown search 'hyperopt'"):
+        search_algorithm("hyperopt")

@@ -39,7 +39,7 @@ def test_smoke_sweep_records_parent_and_child_runs(smoke_sweep):
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert parent.data.params["data.root"] and "val/majority_accuracy" in parent.data.metrics
     assert all(c.info.status == "FINISHED" for c in children)
-    assert {c.data.params["model.name"] for c in children} == {"resnet18", "seresnet18"}
+    assert {c.data.params["model.name"] for c in children} == {"resnet18", "legacy_seresnet18"}
     for child in children:
         assert child.data.params["loss.name"] == "bce" and float(child.data.params["optim.lr"]) > 0
         epochs = int(child.data.metrics["epoch"])
@@ -49,6 +49,13 @@ def test_smoke_sweep_records_parent_and_child_runs(smoke_sweep):
             assert steps == list(range(1, epochs + 1)), (key, steps)  # one value per epoch, no repeats
         files = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"thresholds.json", "per_attribute.csv", "pr_curves.png", "predictions"} <= files
+        assert [d.dataset.name for d in child.inputs.dataset_inputs] == [parent.data.params["data.root"].rsplit("/", 1)[-1]]
+        assert child.data.params["weights.source"] == "scratch" and "mlflow.source.name" in child.data.tags
+    # A user lands on the runs, and the sweep links to its best model, loadable by timm.
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    model_files = {a.path for a in client.list_artifacts(parent.info.run_id, "model")}
+    assert {"model/config.json", "model/model.safetensors", "model/trial_config.json"} <= model_files
+    assert summary["best_run_id"] in parent.data.tags["model"]
 
 
 def test_best_trial_beats_the_majority_baseline(smoke_sweep):

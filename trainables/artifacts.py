@@ -8,6 +8,7 @@ read them back: one module says what each is called, so the three can never drif
 MODEL_WEIGHTS = "model.pt"                 # the model's state_dict
 TRAIN_STATE = "train_state.pt"             # criterion, optimizer and scheduler state
 CHECKPOINT_META = "meta.json"              # epoch, flat config, metrics reported with it
+WEIGHTS_REPORT = "weights.json"            # where the starting weights came from, and which tensors were not loaded
 
 # The files a task writes beside its checkpoint (each task declares which of these it writes).
 THRESHOLDS = "thresholds.json"             # attributes: per strategy, per attribute
@@ -32,11 +33,14 @@ DIVERGED_MARKER = "diverged.txt"           # a trial whose loss became NaN: neve
 TRIALS_TABLE = "trials.csv"
 LEADERBOARD_CSV, LEADERBOARD_MD = "leaderboard.csv", "leaderboard.md"
 
-# An export folder (read by `predict`, and by timm's `local-dir:`).
+# An export folder: timm's own layout (`timm.create_model("local-dir:DIR", pretrained=True)` reads
+# TIMM_CONFIG and EXPORT_WEIGHTS), plus the files `predict` reads.
 EXPORT_WEIGHTS = "model.safetensors"
-EXPORT_CONFIG = "config.json"
+TIMM_CONFIG = "config.json"                # timm's schema: architecture, num_classes, label_names, pretrained_cfg
+EXPORT_CONFIG = "trial_config.json"        # the trial's flat config (TrainConfig.to_flat_dict): predict rebuilds from it
 EXPORT_LABELS = "labels.json"
 MODEL_CARD = "MODEL_CARD.md"
+SWEEP_MODEL = "model"                      # a sweep's parent run: the best trial's export folder, as artifacts
 
 # Column and metric prefixes.
 SCORE, LABEL = "score/", "label/"          # predictions/<split>.parquet: one column of each per output

@@ -36,8 +36,8 @@ def path(default: Any = "", **kwargs):
 @dataclass
 class ModelConfig:
     name: str = "resnet18"           # any timm model name (or one we register, e.g. mobilefacenet)
-    pretrained: bool = False         # no hub downloads on our machines; use `weights` for a local file
-    weights: str = path()            # path to a local .safetensors / .pth file of backbone weights
+    pretrained: bool = False         # timm's pretrained weights, from the Hugging Face cache (HF_HOME; never downloaded)
+    weights: str = path()            # a local .safetensors / .pth file, or local-dir:/folder (timm's layout); used instead of pretrained
     drop_rate: float = 0.0
     attn_layer: str = ""             # timm block attention for ResNets, e.g. "cbam" (CBAM-ResNet)
     channels_last: bool = True       # used on GPU only
@@ -169,6 +169,8 @@ def absolute(value: Any) -> Any:
         return [absolute(v) for v in value]
     if not isinstance(value, str) or not value or "://" in value:
         return value
+    if value.startswith("local-dir:"):  # timm's folder scheme (models/weights.py): the folder after it is the path
+        return "local-dir:" + absolute(value[len("local-dir:"):])
     return os.path.abspath(os.path.expanduser(value))
 
 

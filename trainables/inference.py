@@ -1,10 +1,11 @@
 """Predicting with an exported model: safe loading, evaluation's exact preprocessing, Grad-CAM.
 
-An export folder (written by `orchestrator export`) holds `config.json` (the trial's flat config),
-`model.safetensors`, `labels.json` ({"outputs": names in model output order, ...}) and, for
-attribute models, `thresholds.json`. Loading never unpickles anything. Images go through the same
-decoder, `InputPipe` and `loop.predict` as the trial's evaluation, so a label here is the label the
-trial's own evaluation gave the same image.
+An export folder (written by `orchestrator export`) holds `trial_config.json` (the trial's flat
+config, which the model is rebuilt from), `model.safetensors`, `labels.json` ({"outputs": names in
+model output order, ...}), for attribute models `thresholds.json`, and, where timm can rebuild the
+model, timm's own `config.json` (not read here). Loading never unpickles anything. Images go through
+the same decoder, `InputPipe` and `loop.predict` as the trial's evaluation, so a label here is the
+label the trial's own evaluation gave the same image.
 
 What differs between tasks (the output names, how raw outputs become a table and a caption) is the
 task's to say (`Task.outputs`); this module names no task.
@@ -34,6 +35,7 @@ from trainables.models import build_model, input_normalization
 from trainables.tasks import TASKS, TaskOutputs, get_task
 
 MODEL_FILE, CONFIG_FILE = artifacts.EXPORT_WEIGHTS, artifacts.EXPORT_CONFIG
+LEGACY_CONFIG_FILE = artifacts.TIMM_CONFIG  # folders exported before timm's schema kept the trial's config here
 LABELS_FILE, THRESHOLDS_FILE = artifacts.EXPORT_LABELS, artifacts.THRESHOLDS
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DEFAULT_STRATEGIES = ("f1_opt", "fixed")  # the first that thresholds.json has is predict's default
@@ -93,16 +95,26 @@ def _read_json(path: Path, what: str):
                         "export the model again with `orchestrator export`") from None
 
 
+def _legacy_config(folder: Path) -> dict | None:
+    """The trial's flat config from an older export's config.json; None where that file is timm's (or absent)."""
+    path = folder / LEGACY_CONFIG_FILE
+    if not path.is_file():
+        return None
+    config = _read_json(path, "config")
+    return config if isinstance(config, dict) and "architecture" not in config and "model.name" in config else None
+
+
 def load_exported(folder, device: str | None = None) -> ExportedModel:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = Path(folder).expanduser()
     missing = [name for name in (CONFIG_FILE, MODEL_FILE, LABELS_FILE) if not (folder / name).is_file()]
-    if missing:
+    legacy = _legacy_config(folder) if missing == [CONFIG_FILE] else None
+    if missing and legacy is None:
         raise UserError(f"{folder} is not an exported model (missing {', '.join(missing)}): "
                         "pass --model a folder written by `orchestrator export`")
-    cfg = TrainConfig.from_dict(_read_json(folder / CONFIG_FILE, "config"))
+    cfg = TrainConfig.from_dict(legacy if legacy is not None else _read_json(folder / CONFIG_FILE, "config"))
     outputs = task_outputs(cfg.task, "predict")
     try:
         state = load_file(str(folder / MODEL_FILE))

@@ -21,12 +21,13 @@ import ray.train
 import ray.train.torch
 import torch
 
-from trainables.artifacts import CHECKPOINT_META, MODEL_WEIGHTS, TRAIN_STATE
+from trainables.artifacts import CHECKPOINT_META, MODEL_WEIGHTS, TRAIN_STATE, WEIGHTS_REPORT
 from trainables.config import TrainConfig
 from trainables.distributed import all_reduce_max, all_reduce_sum
 from trainables.errors import UserError
 from trainables.loop import InputPipe, TrainModule, train_and_evaluate
 from trainables.models import input_normalization
+from trainables.models.weights import report_of
 from trainables.optim import build_optimizer
 from trainables.tasks import EvalContext, TaskSetup, get_task
 
@@ -66,6 +67,7 @@ def _train(config: dict) -> None:
     on_gpu = device.type == "cuda"
 
     task = get_task(cfg.task).build(cfg)
+    weights_report = report_of(task.model)  # before DDP wraps it; beside every checkpoint
     mean, std = input_normalization(task.model)
     if on_gpu and cfg.model.channels_last:
         task.model = task.model.to(memory_format=torch.channels_last)
@@ -107,6 +109,7 @@ def _train(config: dict) -> None:
             if rank == 0:
                 _save(Path(tmp), task.model, task.criterion, optimizer, scheduler, epoch, cfg, metrics)
                 evaluation.write_files(Path(tmp))
+                (Path(tmp) / WEIGHTS_REPORT).write_text(json.dumps(weights_report, indent=1))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
 

@@ -57,6 +57,7 @@ class Plan:
     label_columns: list[str] = field(default_factory=list)
     class_names: dict[str, list[str]] = field(default_factory=dict)
     num_classes: dict[str, int] = field(default_factory=dict)
+    split_source: dict = field(default_factory=dict)  # how the splits were given or made, for metadata.json
 
 
 @dataclass
@@ -93,7 +94,17 @@ def _celeba(src: Path) -> Plan:
     classes = {"identity": int(index.identity.max(initial=0)) + 1} if index.identity is not None else {}
     return Plan(_by_split(index.split, SPLITS, index.files, paths, labels),
                 [src / f for f in (ATTR_FILE, PARTITION_FILE, IDENTITY_FILE) if (src / f).is_file()], paths,
-                list(labels), num_classes=classes)
+                list(labels), num_classes=classes, split_source={"file": PARTITION_FILE})
+
+
+def _attributes_csv(src: Path) -> Plan:
+    from trainables.data.formats.attributes_csv import SPLITS, read_attributes_csv
+
+    index = read_attributes_csv(src)
+    labels = {name: index.attributes[:, j] for j, name in enumerate(index.attribute_names)}
+    paths = [index.image_path(i) for i in range(len(index.files))]
+    return Plan(_by_split(index.split, SPLITS, index.files, paths, labels), [index.label_file], paths,
+                list(labels), split_source=index.split_source)
 
 
 def _fairface(src: Path) -> Plan:
@@ -104,6 +115,8 @@ def _fairface(src: Path) -> Plan:
     labels = {column: np.array([names.index(v) for v in getattr(index, column)], dtype=np.int16)
               for column, names in classes.items()}
     labels["service_test"] = np.asarray(index.service_test, dtype=bool)
+    if index.age_years is not None:  # seed 001's labels: keep the years; `age` stays the bin they fall in
+        labels["age_years"] = np.asarray(index.age_years, dtype=np.float32)
     paths = [index.image_path(i) for i in range(len(index.files))]
     return Plan(_by_split(index.split, SPLITS, index.files, paths, labels), list(index.label_files), paths,
                 list(labels), class_names=classes, num_classes={k: len(v) for k, v in classes.items()})
@@ -165,8 +178,9 @@ def _insightface_bin(src: Path) -> Plan:
 
 
 FORMATS: Registry[Callable[[Path], Plan]] = Registry("dataset format")
-for _name, _plan in {"celeba": _celeba, "fairface": _fairface, "faces": _faces, "insightface_rec": _insightface_rec,
-                     "lfw_pairs": _lfw_pairs, "insightface_bin": _insightface_bin}.items():
+for _name, _plan in {"celeba": _celeba, "attributes_csv": _attributes_csv, "fairface": _fairface, "faces": _faces,
+                     "insightface_rec": _insightface_rec, "lfw_pairs": _lfw_pairs,
+                     "insightface_bin": _insightface_bin}.items():
     FORMATS.register(_name, _plan)
 
 
@@ -203,7 +217,8 @@ def _is_fairface_root(root: Path) -> bool:
 
 
 def detect_format(path) -> str:
-    """The format of a dataset folder (or .bin file): the first whose files are there."""
+    """The format of a dataset folder (or .bin or label .csv file): the first whose files are there."""
+    from trainables.data.formats.attributes_csv import is_attributes_csv_root
     from trainables.data.formats.celeba import is_celeba_root
     from trainables.data.formats.faces import is_face_folder_root
     from trainables.data.formats.insightface_rec import is_insightface_rec_root
@@ -215,6 +230,7 @@ def detect_format(path) -> str:
     checks = [
         ("celeba", is_celeba_root),
         ("fairface", _is_fairface_root),
+        ("attributes_csv", is_attributes_csv_root),  # after fairface: its folders hold label CSVs too
         ("insightface_rec", is_insightface_rec_root),
         ("lfw_pairs", is_lfw_pairs_root),
         ("insightface_bin", lambda r: r.suffix == ".bin" and r.is_file() or r.is_dir() and any(r.glob("*.bin"))),
@@ -359,6 +375,7 @@ def prepare(format: str, src, out: str, strict: bool = False, progress: Callable
             "pair_label_columns": list(PAIR_LABELS),
             "pair_splits": [s for s, sp in plan.splits.items() if sp.fetch_b is not None],
             "class_names": plan.class_names, "num_classes": plan.num_classes, "counts": counts,
+            "split_source": plan.split_source,
             "splits": {s: list(dict.fromkeys(g[0] for g in groups)) for s, groups in row_groups.items()},
             "row_groups": row_groups, "skipped": skipped, "fingerprint": fingerprint, "source": str(src),
             "settings": settings, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),

@@ -5,6 +5,7 @@ so that sweeps list backbones by name and nothing branches on them.
 """
 
 from timm.models import register_model
+from timm.models._input import update_model_args
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet, _create_resnet
 
 import trainables.models.mobilefacenet  # noqa: F401  (registers `mobilefacenet`)
@@ -15,7 +16,10 @@ _CBAM = {"attn_layer": "cbam"}
 def _cbam_resnet(variant: str, block: type, layers: list[int], pretrained: bool, **kwargs) -> ResNet:
     """A timm ResNet with CBAM attention in every block (seed 002's CBAMnet)."""
     kwargs["block_args"] = {**_CBAM, **kwargs.get("block_args", {})}
-    return _create_resnet(variant, pretrained, block=block, layers=layers, **kwargs)
+    model = _create_resnet(variant, pretrained, block=block, layers=layers, **kwargs)
+    # Recorded in timm's model args, so an exported config.json rebuilds the CBAM blocks with plain timm.
+    update_model_args(model, block_args=kwargs["block_args"])
+    return model
 
 
 @register_model

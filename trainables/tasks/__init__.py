@@ -104,7 +104,8 @@ class Task:
     trial_files: tuple[str, ...] = ()                       # files beside the checkpoint that go to MLflow
     report_columns: tuple[str, ...] = ()                    # headline metrics of the final table
     render: Callable[[Path, Path], list[str]] | None = None  # driver: plots from a trial's files -> names written
-    leaderboard: Callable[[list[tuple[str, dict]], Path], list[str]] | None = None  # driver: sweep table files
+    # driver: the sweep's table from its trials' (description, last metrics, config) -> the files written
+    leaderboard: Callable[[list[tuple[str, dict, dict]], Path], list[str]] | None = None
     outputs: TaskOutputs | None = None                      # None: `export`/`predict` do not apply
     policy: PolicySearch | None = None                      # None: no policy sweep on its trials
 

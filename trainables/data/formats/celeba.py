@@ -1,7 +1,10 @@
 """Reader of the real CelebA (aligned) label files, exactly as they are distributed.
 
-`read_celeba(root)` returns a `CelebAIndex`: file names, the 40 binary attributes, the split and,
-when their files are there, identities and aligned landmarks. Every malformed input raises a
+`read_celeba(root)` returns a `CelebAIndex`: file names, the binary attributes, the split and,
+when their files are there, identities and aligned landmarks. The attributes are the ones line 2 of
+list_attr_celeba.txt names, any number of them: CelebA's own 40 (`ATTRIBUTE_NAMES`), or another set
+shipped in the same layout (a lab's own labels, LFWA converted to it). Values are read as
+torchvision's `CelebA` reads them (runs of spaces, -1/1 mapped to 0/1). Every malformed input raises a
 one-line `UserError` naming the file, the line and the fix. The 202,599-row attribute file is
 tokenised with numpy on the raw bytes, because `str.split` over its 8 M tokens alone takes seconds.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 import os
 import pathlib
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -26,6 +30,9 @@ ATTRIBUTE_NAMES: tuple[str, ...] = (
     "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
 )
 SPLITS = {"train": 0, "val": 1, "test": 2}
+# Columns every prepared shard holds, or that the attribute task reads as something else: an
+# attribute of that name would overwrite them.
+RESERVED_NAMES = frozenset({"image", "image_b", "file", "file_b", "split", "source", "identity"})
 
 ATTR_FILE = "list_attr_celeba.txt"
 PARTITION_FILE = "list_eval_partition.txt"
@@ -79,8 +86,13 @@ class _Table:
         return self.first_line + row
 
 
-def _read_table(path: pathlib.Path, *, header: bool, columns: int, what: str) -> _Table:
-    """Parse `name v1 … vK` rows separated by runs of whitespace; CRLF and trailing blanks are fine."""
+def _read_table(path: pathlib.Path, *, header: bool, columns: int | None, what: str | Callable[[int], str],
+                fix: str = "fix or re-download the file",
+                check_header: Callable[[list[str]], None] | None = None) -> _Table:
+    """Parse `name v1 … vK` rows separated by runs of whitespace; CRLF and trailing blanks are fine.
+
+    `columns=None` takes K from the header line (one value per name); `what` may be a function of K.
+    """
     data = path.read_bytes()
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
@@ -98,6 +110,12 @@ def _read_table(path: pathlib.Path, *, header: bool, columns: int, what: str) ->
         head = parts[1].decode("utf-8", "replace").split() if len(parts) > 1 else []
         data = parts[2] if len(parts) > 2 else b""
         first_line = 3
+    if check_header is not None:
+        check_header(head)
+    if columns is None:
+        columns = len(head)
+    if callable(what):
+        what = what(columns)
     data = data.rstrip()
     buf = np.frombuffer(data, dtype=np.uint8)
     # Bytes <= 32 (space, tab, CR, LF) separate tokens; LF alone separates lines.
@@ -116,7 +134,7 @@ def _read_table(path: pathlib.Path, *, header: bool, columns: int, what: str) ->
     bad = np.flatnonzero(per_line != columns + 1)
     if len(bad):
         raise UserError(f"{path} line {first_line + bad[0]}: expected {columns + 1} columns "
-                        f"(file name, {what}), found {per_line[bad[0]]}; fix or re-download the file")
+                        f"(file name, {what}), found {per_line[bad[0]]}; {fix}")
     # Parse every token in place (names included, ignored) so no column slice is ever copied.
     value_digits = (ends - starts).reshape(n_lines, columns + 1)[:, 1:]
     values, ok = _parse_ints(buf, starts, ends, int(value_digits.max(initial=0)))
@@ -191,6 +209,30 @@ def _require(path: pathlib.Path, kind: str) -> pathlib.Path:
     return path
 
 
+def _values_phrase(n: int) -> str:
+    return f"{n} values of 1 or -1, one per name on line 2" if n != 1 else "1 value of 1 or -1, for the name on line 2"
+
+
+def is_celeba_attribute_set(names) -> bool:
+    """Whether `names` are CelebA's own 40 attributes in the distributed order."""
+    return tuple(names) == ATTRIBUTE_NAMES
+
+
+def _check_names(path: pathlib.Path, names: list[str]) -> None:
+    """Line 2 names the attributes: at least one, each once, none that a shard column already uses."""
+    if not names:
+        raise UserError(f"{path} line 2: no attribute names; line 2 must name the attributes, separated by "
+                        f"spaces (CelebA's line 2 names its 40)")
+    seen: set[str] = set()
+    twice = next((n for n in names if n in seen or seen.add(n)), None)
+    if twice is not None:
+        raise UserError(f"{path} line 2: attribute {twice!r} is named twice; give each attribute one name")
+    reserved = next((n for n in names if n in RESERVED_NAMES), None)
+    if reserved is not None:
+        raise UserError(f"{path} line 2: {reserved!r} cannot name an attribute (the prepared data uses it for "
+                        f"its own column); rename it, e.g. to {reserved.capitalize()!r}")
+
+
 def read_celeba(root: str | os.PathLike) -> CelebAIndex:
     """Read the labels of a CelebA root folder as distributed; images are not opened."""
     root = pathlib.Path(root)
@@ -201,18 +243,15 @@ def read_celeba(root: str | os.PathLike) -> CelebAIndex:
     part_path = _require(root / PARTITION_FILE, "file")
     _require(root / IMAGE_DIR, "folder")
 
-    attr = _read_table(attr_path, header=True, columns=len(ATTRIBUTE_NAMES), what="40 values of 1 or -1")
-    unknown = [n for n in attr.header if n not in ATTRIBUTE_NAMES]
-    if len(attr.header) != len(ATTRIBUTE_NAMES) or unknown or len(set(attr.header)) != len(attr.header):
-        detail = f"unknown names {unknown[:5]}" if unknown else f"{len(attr.header)} names"
-        raise UserError(f"{attr_path} line 2: the header must hold the 40 CelebA attribute names "
-                        f"once each, found {detail}; restore the header line as distributed")
+    attr = _read_table(attr_path, header=True, columns=None, what=_values_phrase,
+                       fix="give every row one value per attribute named on line 2, or fix line 2",
+                       check_header=lambda names: _check_names(attr_path, names))
     bad = np.flatnonzero(((attr.values != 1) & (attr.values != -1)).any(axis=1))
     if len(bad):
         row = int(bad[0])
-        value = attr.values[row][(attr.values[row] != 1) & (attr.values[row] != -1)][0]
-        raise UserError(f"{attr_path} line {attr.line(row)}: value {value} is not 1 or -1; "
-                        f"attribute values must be 1 (present) or -1 (absent)")
+        col = int(np.flatnonzero((attr.values[row] != 1) & (attr.values[row] != -1))[0])
+        raise UserError(f"{attr_path} line {attr.line(row)}: value {attr.values[row, col]} is not 1 or -1 "
+                        f"(attribute {attr.header[col]}); attribute values must be 1 (present) or -1 (absent)")
     files = attr.names
     if len(set(files)) != len(files):
         seen: set[str] = set()

@@ -1,8 +1,12 @@
 """The attribute task: any set of binary face attributes (CelebA's 40 by default), one sigmoid output each.
 
+What it reads: a CelebA-layout folder (list_attr_celeba.txt names its attributes on line 2, any
+number of them) or the generic layout (an image folder with one label CSV: `file`, one 0/1 column
+per attribute, optionally `split`), or either one's prepared shards.
+
 What it learns: a timm backbone whose classifier has one logit per attribute, trained with a
 multi-label loss (`loss.name`: bce | focal | asl). The attribute names come from the prepared data
-(CelebA's list_attr_celeba.txt header), so every metric, file and prediction uses them.
+(the shards' label columns, in the label file's order), so every metric, file and prediction uses them.
 
 How it is scored: each epoch, validation scores give the `val/*` metrics at the fixed threshold
 (`eval.threshold`): mean accuracy, macro precision, recall and F1. The thresholds of every calibration
@@ -23,6 +27,7 @@ import torch
 from trainables import artifacts
 from trainables.config import TrainConfig
 from trainables.data.demo.celeba import ensure_demo_celeba
+from trainables.data.formats.celeba import is_celeba_attribute_set
 from trainables.data.loaders import TrainStream, eval_loader, open_split
 from trainables.data.shards import load_metadata
 from trainables.data.sources import prepared_root
@@ -36,14 +41,17 @@ from trainables.tasks.attributes.leaderboard import write_sweep_leaderboard
 from trainables.tasks.attributes.losses import LOSSES, build_loss, loss_arguments
 from trainables.tasks.attributes.metrics import (THRESHOLD_STRATEGIES, attribute_metrics, calibrate_thresholds,
                                                  majority_accuracy, per_attribute_metrics)
+from trainables.tasks.attributes.names import attribute_names
 from trainables.tasks.attributes.outputs import ATTRIBUTE_OUTPUTS
 from trainables.tasks.attributes.plots import render_trial_plots
 from trainables.tasks.attributes.thresholds import evaluate_policy, load_predictions
 
 DEMO_SEED = 0
-FORMATS = ("celeba",)
-WHAT = "--data /path/to/celeba (the folder holding list_attr_celeba.txt), or its prepared shards"
-NOT_ATTRIBUTES = ("identity",)  # label columns of an attribute file's shards that are not attributes
+FORMATS = ("celeba", "attributes_csv")  # the first is the demo set's
+WHAT = ("--data /path/to/celeba (the folder holding list_attr_celeba.txt, with any attribute names on its line 2), "
+        "an image folder holding one label CSV (a `file` column, then one 0/1 column per attribute), "
+        "or their prepared shards")
+SPLIT_FILES = {"celeba": "list_eval_partition.txt", "attributes_csv": "the label CSV's split column"}
 SPLITS = ("train", "val", "test")
 
 
@@ -53,15 +61,20 @@ def shards(cfg: TrainConfig, say: Say = lambda text: None) -> str:
                          demo=demo, say=say)
 
 
-def attribute_names(root: str) -> list[str]:
-    return [c for c in load_metadata(root)["label_columns"] if c not in NOT_ATTRIBUTES]
+def open_splits(root: str) -> tuple[list[str], dict]:
+    """(attribute names, the train/val/test splits reading them)."""
+    meta = load_metadata(root)
+    names, where = attribute_names(meta), SPLIT_FILES.get(meta.get("format"), "the split of the label file")
+    return names, {s: open_split(root, s, names, where) for s in SPLITS}
 
 
 def prepare(cfg: TrainConfig, say: Say) -> DataSummary:
     """Driver side, once: demo set or real files packed into shards, labels checked, the baseline."""
     root = shards(cfg, say)
-    names = attribute_names(root)
-    splits = {s: open_split(root, s, names, "list_eval_partition.txt") for s in SPLITS}
+    names, splits = open_splits(root)
+    if not is_celeba_attribute_set(names):
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        say(f"{len(names)} attribute{'s' if len(names) != 1 else ''}, named by the label file: {shown}.")
     val = splits["val"].labels().to_numpy()
     rows = min(splits["train"].num_rows, cfg.data.max_train_images or splits["train"].num_rows)
     return DataSummary(root, {"val/majority_accuracy": majority_accuracy(val)}, rows, {"data.root": root},
@@ -74,8 +87,7 @@ def check(cfg: TrainConfig) -> None:
 
 def build(cfg: TrainConfig) -> TaskSetup:
     root = shards(cfg)
-    names, size = attribute_names(root), cfg.data.image_size
-    splits = {s: open_split(root, s, names, "list_eval_partition.txt") for s in SPLITS}
+    (names, splits), size = open_splits(root), cfg.data.image_size
     prior = splits["train"].labels().to_numpy().mean(axis=0)
     stream = TrainStream(splits["train"], size, names, build_augment(cfg.data.augment, size), cfg.seed,
                          cfg.data.max_train_images, label_dtype=torch.float32)

@@ -20,11 +20,16 @@ STRATEGY_MEANING = {
 }
 
 
+def read_per_attribute(source) -> pd.DataFrame:
+    """per_attribute.csv with every name kept as written: an attribute called `NA`, `None` or `1` stays a string."""
+    return pd.read_csv(source, dtype={"attribute": str}, keep_default_na=False)
+
+
 def output_names(cfg, read: Reader) -> dict:
     """The model's output order is the label file's column order, which per_attribute.csv keeps."""
     table = read(artifacts.PER_ATTRIBUTE)
     if table is not None:
-        return {"outputs": pd.read_csv(io.BytesIO(table))["attribute"].astype(str).tolist()}
+        return {"outputs": read_per_attribute(io.BytesIO(table))["attribute"].tolist()}
     scores = read(artifacts.predictions_file("val"))
     if scores is not None:
         columns = pd.read_parquet(io.BytesIO(scores)).columns

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trainables import artifacts
 from trainables.errors import UserError
 from trainables.tasks.attributes.metrics import apply_policy, attribute_metrics, calibrate_thresholds
+from trainables.tasks.attributes.outputs import read_per_attribute
 
 
 @dataclass
@@ -27,14 +29,15 @@ class StoredPredictions:
 def load_predictions(folder: Path) -> StoredPredictions:
     """Read what an attribute trial stored: predictions/{val,test}.parquet and per_attribute.csv."""
     try:
-        table = pd.read_csv(folder / "per_attribute.csv")
-        frames = {split: pd.read_parquet(folder / "predictions" / f"{split}.parquet") for split in ("val", "test")}
+        table = read_per_attribute(folder / artifacts.PER_ATTRIBUTE)
+        frames = {split: pd.read_parquet(folder / artifacts.predictions_file(split)) for split in ("val", "test")}
     except (OSError, ValueError) as err:
-        raise UserError(f"cannot read stored predictions in {folder} ({err}): pass a finished CelebA attribute trial") from None
+        raise UserError(f"cannot read stored predictions in {folder} ({err}): pass a finished attribute trial") from None
     names = list(table["attribute"])
 
     def split(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        return frame[[f"score/{n}" for n in names]].to_numpy(), frame[[f"label/{n}" for n in names]].to_numpy()
+        return (frame[[f"{artifacts.SCORE}{n}" for n in names]].to_numpy(),
+                frame[[f"{artifacts.LABEL}{n}" for n in names]].to_numpy())
 
     return StoredPredictions(names, split(frames["val"]), split(frames["test"]), table["train_positive_rate"].to_numpy())
 

@@ -8,7 +8,9 @@ How it is scored: FairFace has train and val only, so every epoch is scored on v
 counted once over all ranks:
 - `val/<task>/accuracy`, `val/<task>/balanced_accuracy` for race, gender and age (in regression mode
   the predicted years are mapped back to bins first);
-- `val/age/mae_years`, against the true bin's midpoint (the official release gives bins, not ages);
+- `val/age/mae_years`: against the true years where the labels give them (seed 001's
+  `fairface-labels-*.csv`, stored as the shards' `age_years`), else against the true bin's midpoint
+  (the official release gives bins, not ages); age accuracies use the bins, derived from the years;
 - group accuracies, `val/<task>/worst_group_accuracy` and `val/<task>/group_gap` (group_metrics.py);
 - `val/mean_task_accuracy` (the mean of the three accuracies, the sweep objective), `val/loss` (the
   weighted objective), `val/<task>/loss` (unweighted) and `train/weight/<task>`.
@@ -29,7 +31,7 @@ from sklearn.metrics import mean_absolute_error
 from trainables import artifacts
 from trainables.config import TrainConfig
 from trainables.data.demo.fairface import ensure_demo_fairface
-from trainables.data.formats.fairface import GENDERS, RACES
+from trainables.data.formats.fairface import GENDERS, LABEL_FILES, RACES, YEARS_LABEL_FILES
 from trainables.data.loaders import TrainStream, eval_loader, open_split
 from trainables.data.shards import ShardSplit, load_metadata
 from trainables.data.sources import prepared_root
@@ -47,18 +49,26 @@ from trainables.tasks.fairface.outputs import FAIRFACE_OUTPUTS
 
 DEMO_SEED = 0
 FORMATS = ("fairface",)
-WHAT = "--data /path/to/fairface (the folder holding fairface_label_train.csv), or its prepared shards"
+WHAT = (f"--data /path/to/fairface (the image folder with {LABEL_FILES['train']}, or seed 001's "
+        f"{YEARS_LABEL_FILES['train']}, in it or beside it), or its prepared shards")
 GROUP_NAMES = {"race": RACES, "gender": GENDERS}
 LABEL_COLUMNS = list(TASKS)  # the shards' class-index columns, in the order the targets start with
+YEARS_COLUMN = "age_years"   # float32 years, in shards prepared from seed 001's labels only
 
 
 class FairFaceTargets:
-    """Shard label rows (race, gender, age-bin indices) -> the multi-head targets: the three indices and
-    the age in years (the bin's midpoint). Picklable, for DataLoader workers."""
+    """Shard label rows -> the multi-head targets: race, gender and age-bin indices, then the age in
+    years. Rows are LABEL_COLUMNS, plus YEARS_COLUMN when the shards have it: those true years are
+    used as they are; without them a bin stands for its midpoint. Picklable, for DataLoader workers."""
 
     def __call__(self, labels: np.ndarray) -> np.ndarray:
-        age = labels[:, 2].astype(np.int64)
-        return np.column_stack([labels[:, :3], AGE_MIDPOINTS[age]]).astype(np.float32)
+        years = labels[:, 3] if labels.shape[1] > len(LABEL_COLUMNS) else AGE_MIDPOINTS[labels[:, 2].astype(np.int64)]
+        return np.column_stack([labels[:, :3], years]).astype(np.float32)
+
+
+def label_columns(root: str) -> list[str]:
+    """The shard columns the targets are made of: LABEL_COLUMNS, and YEARS_COLUMN where stored."""
+    return LABEL_COLUMNS + ([YEARS_COLUMN] if YEARS_COLUMN in load_metadata(root).get("label_columns", []) else [])
 
 
 def shards(cfg: TrainConfig, say: Say = lambda text: None) -> str:
@@ -74,7 +84,8 @@ def shards(cfg: TrainConfig, say: Say = lambda text: None) -> str:
 
 
 def splits_of(root: str) -> dict[str, ShardSplit]:
-    return {s: open_split(root, s, LABEL_COLUMNS, f"fairface_label_{s}.csv") for s in ("train", "val")}
+    columns = label_columns(root)
+    return {s: open_split(root, s, columns, f"the {s} label CSV") for s in ("train", "val")}
 
 
 def prepare(cfg: TrainConfig, say: Say) -> DataSummary:
@@ -89,7 +100,9 @@ def prepare(cfg: TrainConfig, say: Say) -> DataSummary:
 
 
 def majority_baseline(val: np.ndarray) -> dict[str, float]:
-    """Accuracy on val of always predicting each task's most frequent val class, and their mean."""
+    """Accuracy on val of always predicting each task's most frequent val class, and their mean; and
+    the MAE in years of always predicting the most frequent age bin's midpoint, against the targets'
+    years (the true years where the labels give them)."""
     out = {}
     for k, task in enumerate(TASKS):
         out[f"val/majority/{task}/accuracy"] = float(np.bincount(val[:, k].astype(np.int64)).max() / len(val))
@@ -103,12 +116,13 @@ def build(cfg: TrainConfig) -> TaskSetup:
     criterion = build_multitask_loss(cfg)
     splits = splits_of(shards(cfg))
     size = cfg.data.image_size
-    stream = TrainStream(splits["train"], size, LABEL_COLUMNS, build_augment(cfg.data.augment, size), cfg.seed,
+    columns = splits["train"].label_columns
+    stream = TrainStream(splits["train"], size, columns, build_augment(cfg.data.augment, size), cfg.seed,
                          cfg.data.max_train_images, targets=FairFaceTargets(), label_dtype=torch.float32)
     val_files = splits["val"].columns(["file"])["file"].astype(str).tolist()
 
     def evaluate(model: torch.nn.Module, ctx: EvalContext) -> EvalResult:
-        loader = eval_loader(splits["val"], size, LABEL_COLUMNS, ctx.rank, ctx.world, ctx.batch_size,
+        loader = eval_loader(splits["val"], size, columns, ctx.rank, ctx.world, ctx.batch_size,
                              ctx.loader_workers, targets=FairFaceTargets(), label_dtype=torch.float32)
         outputs, labels = all_gather_rows(*predict(model, loader, ctx.pipe))
         metrics, decoded, table = score(criterion, outputs, labels)

@@ -17,5 +17,6 @@ class MultitaskConfig:
 
 @dataclass
 class AgeConfig:
-    mode: str = "bins"               # bins: 9-way cross-entropy | regression: L1 on the bin midpoint / scale
+    mode: str = "bins"               # bins: 9-way cross-entropy | regression: L1 on years / scale (seed 001's
+                                     # true years where its labels are used, else the bin's midpoint)
     scale: float = 80.0              # seed 001 divides ages by 80

@@ -5,20 +5,21 @@ exception is seed 000's 18-column encoding, which keeps LabelEncoder's sorted or
 bins sorted as strings, so '3-9' comes after '20-29'), then gender, then race, as it printed:
 `ONEHOT18_COLUMNS`. Models trained on seed 000's label files therefore stay readable.
 
-Ages: a bin stands for its midpoint, (low + high) / 2 of its printed bounds (0-2 -> 1, 20-29 ->
-24.5), with `more than 70` taken as 75. Predicted years map back to the bin whose interval
-[low, next low) holds them, so 2.7 years is `0-2` and anything from 70 up is `more than 70`.
+Ages: where the labels give only a bin (the official release), it stands for its midpoint,
+(low + high) / 2 of its printed bounds (0-2 -> 1, 20-29 -> 24.5), with `more than 70` taken as 75;
+seed 001's labels give the years themselves. Years map to the bin whose interval [low, next low)
+holds them (`years_to_bin`, the reader's rule), so 2.7 years is `0-2` and anything from 70 up is
+`more than 70`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from trainables.data.formats.fairface import AGE_BINS, GENDERS, RACES
+from trainables.data.formats.fairface import AGE_BINS, GENDERS, RACES, years_to_bin  # noqa: F401 (re-exported)
 
 TASKS: tuple[str, ...] = ("race", "gender", "age")
 CLASSES: dict[str, tuple[str, ...]] = {"race": RACES, "gender": GENDERS, "age": AGE_BINS}
-AGE_LOWER = np.array([0, 3, 10, 20, 30, 40, 50, 60, 70], dtype=np.float64)
 AGE_MIDPOINTS = np.array([1.0, 6.0, 14.5, 24.5, 34.5, 44.5, 54.5, 64.5, 75.0], dtype=np.float32)
 
 # Seed 000: LabelEncoder per column (age, gender, race), classes sorted, concatenated.
@@ -39,12 +40,14 @@ def class_indices(values, task: str) -> np.ndarray:
 
 
 def encode_multihead(index) -> np.ndarray:
-    """(N, 4) float32: race index, gender index, age-bin index, age midpoint in years.
+    """(N, 4) float32: race index, gender index, age-bin index, age in years (the true years when
+    `index.age_years` holds them, else the bin's midpoint).
 
     `index` is a FairFaceIndex, or anything with `race`, `gender` and `age` lists of class strings.
     """
     race, gender, age = (class_indices(getattr(index, task), task) for task in TASKS)
-    return np.column_stack([race, gender, age, AGE_MIDPOINTS[age]]).astype(np.float32)
+    years = getattr(index, "age_years", None)
+    return np.column_stack([race, gender, age, AGE_MIDPOINTS[age] if years is None else years]).astype(np.float32)
 
 
 def onehot18_from_indices(race, gender, age) -> np.ndarray:
@@ -71,12 +74,6 @@ def decode_onehot18(scores: np.ndarray) -> dict[str, np.ndarray]:
 def decode_multihead(targets: np.ndarray) -> dict[str, np.ndarray]:
     """Canonical class index per task from `encode_multihead` rows."""
     return {task: np.asarray(targets)[:, k].astype(np.int64) for k, task in enumerate(TASKS)}
-
-
-def years_to_bin(years) -> np.ndarray:
-    """The age bin whose interval [low, next low) holds each age in years (clipped to the bins)."""
-    years = np.asarray(years, dtype=np.float64)
-    return np.clip(np.searchsorted(AGE_LOWER, years, side="right") - 1, 0, len(AGE_BINS) - 1)
 
 
 def names(indices, task: str) -> np.ndarray:

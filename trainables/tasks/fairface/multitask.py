@@ -1,7 +1,8 @@
 """The FairFace multitask criterion: how model outputs are laid out, scored per task, and weighted.
 
-Targets are always `fairface_labels.encode_multihead` rows (race, gender, age bin, age years), so
-one dataset serves every formulation. Two registries choose the behaviour by config name:
+Targets are always `labels.encode_multihead` rows (race, gender, age bin, age years; the years are
+the true ones from seed 001's labels, else the bin's midpoint), so one dataset serves every
+formulation. Two registries choose the behaviour by config name:
 
 FORMULATIONS (`multitask.formulation`)
 - `multihead`: columns [race 7 | gender 2 | age], each with its own loss. Race and gender are

@@ -34,7 +34,7 @@ from trainables.data.shards import load_metadata
 from trainables.data.sources import prepared_root
 from trainables.data.transforms import build_augment
 from trainables.errors import UserError
-from trainables.models import check_model_name, load_backbone_weights
+from trainables.models import check_model_name, weights
 from trainables.models.embedding import EmbeddingNet
 from trainables.tasks import DataSummary, EvalContext, EvalResult, Say, Task, TaskSetup, register_task
 from trainables.tasks.recognition.config import EvalConfig, HeadConfig
@@ -124,13 +124,11 @@ def check(cfg: TrainConfig) -> None:
 def build_embedding_model(cfg: TrainConfig) -> EmbeddingNet:
     check_model_name(cfg.model.name)
     check_input_size(cfg.model.name, cfg.data.image_size)
-    if cfg.model.pretrained and not cfg.model.weights:
-        raise UserError("model.pretrained=true needs a local weights file: weights cannot be downloaded here; "
-                        "set model.weights=/path/to/file.safetensors")
+    found = weights.locate(cfg.model)  # a model with no pretrained weights (mobilefacenet) fails here, in one line
     kwargs = {"block_args": {"attn_layer": cfg.model.attn_layer}} if cfg.model.attn_layer else {}
     model = EmbeddingNet(cfg.model.name, cfg.head.embedding_size, cfg.model.drop_rate, **kwargs)
-    if cfg.model.weights:
-        load_backbone_weights(model.backbone, cfg.model.weights)
+    if found is not None:
+        weights.load(model.backbone, found)  # the embedding head is new: only the backbone is loaded
     return model
 
 

@@ -1,0 +1,277 @@
+"""A sweep file: a sweep written in YAML outside the package, read and checked into a `Sweep`.
+
+    question: Which backbone and learning rate predict my attributes best?
+    task: attributes
+    metric: val/macro_f1          # default: the task's usual objective
+    mode: max
+    search: optuna                # basic (Tune's grids and random draws) or optuna
+    scheduler: asha               # asha (stops weak trials early) or none
+    grace_period: 1               # epochs before ASHA may stop a trial
+    samples: 8                    # trials per grid point
+    workers_per_trial: 2
+    space:                        # dotted config keys: a fixed value or a distribution
+      model.name: {grid: [resnet18, seresnet18]}
+      optim.lr: {loguniform: [1.0e-4, 1.0e-2]}
+    real_data:                    # with --data: replaces those keys and fields
+      optim.epochs: 20
+    smoke:                        # with --smoke, applied last
+      samples: 2
+      optim.epochs: 1
+
+Every field and value of every block is checked when the file is read, whichever blocks apply, so an
+error is one line naming the file, the field or key, and the fix, before any trial starts. Relative
+paths in the space are relative to the file's folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ray.tune.search.sample import Domain
+
+from search_spaces import SWEEPS, Sweep
+from search_spaces.distributions import KINDS, build, parse_call, render, show_yaml, type_name
+from trainables.config import TrainConfig, coerce, key_type, path_keys
+from trainables.errors import UserError
+from trainables.tasks import get_task
+
+SUFFIXES = (".yaml", ".yml")
+SWEEP_FIELDS = ("samples", "scheduler", "grace_period", "workers_per_trial")  # what real_data and smoke may change
+FIELDS = ("name", "question", "task", "metric", "mode", "search", "report", *SWEEP_FIELDS,
+          "space", "real_data", "smoke")
+BLOCKS = ("space", "real_data", "smoke")
+SEARCHES = {"basic": "", "optuna": "optuna"}
+SCHEDULERS = ("asha", "none")
+
+
+def is_sweep_file(name: str) -> bool:
+    """Whether a sweep name means a file: it ends in .yaml/.yml, has a folder in it, or is a file."""
+    return name.endswith(SUFFIXES) or "/" in name or os.sep in name or Path(name).is_file()
+
+
+def factory(path: str):
+    """The sweep factory of a file, called like a built-in's: `factory(real_data=..., smoke=...)`."""
+    return functools.partial(load, path)
+
+
+def load(path: str, real_data: bool = False, smoke: bool = False) -> Sweep:
+    """The sweep of file `path`, with its `real_data` block applied for real data and `smoke` last."""
+    doc = _read(path)
+    _known_fields(path, "", doc, FIELDS)
+    if "question" not in doc or "space" not in doc:
+        missing = " and ".join(f"`{f}:`" for f in ("question", "space") if f not in doc)
+        raise UserError(f"{path}: {missing} missing: a sweep file says the question it answers and its space "
+                        f"(see the example in the README)")
+    question = _text(path, "question", doc["question"])
+    task = _task(path, doc.get("task", "attributes"))
+    folder = Path(path).expanduser().resolve().parent
+    blocks = {name: _block(path, name, doc.get(name) or {}, task, folder) for name in BLOCKS}
+    fields = {"samples": 1, "scheduler": "asha", "grace_period": 1, "workers_per_trial": 2}
+    fields.update(_sweep_fields(path, "", doc))
+    space = {"task": task, **blocks["space"][1]}
+    for name, applies in (("real_data", real_data), ("smoke", smoke)):
+        if applies:
+            fields.update(blocks[name][0])
+            space.update(blocks[name][1])
+    search = _choose(path, "search", doc.get("search", "basic"), list(SEARCHES))
+    if search == "optuna" and not any(_varies(v) for v in space.values()):
+        raise UserError(f"{path}: search: optuna has nothing to search: give a key of `space:` a distribution "
+                        f"(e.g. optim.lr: {show_yaml('loguniform', [1e-4, 1e-2])}), or write search: basic")
+    name = doc.get("name", Path(path).stem)
+    if not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name):
+        raise UserError(f"{path}: name: {name!r} cannot name an MLflow experiment and a storage folder: "
+                        f"use letters, digits, '_', '-' or '.' (default: the file's name)")
+    metric = _text(path, "metric", doc.get("metric", get_task(task).metric))
+    if not metric.startswith("val/"):
+        raise UserError(f"{path}: metric: {metric!r} is not a validation metric: the objective is one of the "
+                        f"val/ metrics a trial reports, e.g. {get_task(task).metric} (task {task}'s usual one)")
+    report = doc.get("report", [])
+    if not isinstance(report, list) or not all(isinstance(m, str) for m in report):
+        raise UserError(f"{path}: report: expects a list of metric names, e.g. report: [val/mean_accuracy]")
+    return Sweep(
+        name=name, question=question, param_space=space, metric=metric,
+        mode=_choose(path, "mode", doc.get("mode", "max"), ["max", "min"]),
+        num_samples=fields["samples"], search=SEARCHES[search],
+        grace_period=fields["grace_period"] if fields["scheduler"] == "asha" else 0,
+        workers_per_trial=fields["workers_per_trial"], report=report, source=str(Path(path).expanduser().resolve()),
+    )
+
+
+class _Twice(yaml.MarkedYAMLError):
+    """A key written twice in one block."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one block (it would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _Twice(None, None, f"'{key}' appears twice in one block: keep one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read(path: str) -> dict:
+    file = Path(path).expanduser()
+    if not file.exists():
+        stem = file.name.removesuffix(".yaml").removesuffix(".yml")
+        builtin = f", or name the built-in sweep without a path: `{stem}`" if stem in SWEEPS else ""
+        raise UserError(f"sweep file not found: {path}: check the path{builtin} (built-in sweeps: "
+                        f"`python -m orchestrator list`)")
+    if not file.is_file():
+        raise UserError(f"sweep file {path} is a folder: give the path of a .yaml file in it")
+    try:
+        doc = yaml.load(file.read_text(encoding="utf-8"), Loader=_Loader)  # a SafeLoader: no object tags
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        problem = " ".join(str(err.problem or err.context or "syntax error").split())
+        if isinstance(err, _Twice):
+            raise UserError(f"{path}{line}: {problem}") from None
+        opened = err.context_mark if err.context and mark else None  # e.g. where an unclosed `{` began
+        where = (f", {err.context.removeprefix('while ')} from line {opened.line + 1}"
+                 if opened and opened.line != mark.line else "")
+        raise UserError(f"{path}{line}: not valid YAML: {problem}"
+                        + (f" (column {mark.column + 1}{where})" if mark else "") + ": fix the syntax there") from None
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as err:
+        raise UserError(f"{path}: cannot be read as YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(doc, dict):
+        got = "nothing" if doc is None else f"a {type(doc).__name__}"
+        raise UserError(f"{path}: a sweep file is a mapping of fields (question:, task:, space:, ...), got {got}")
+    return doc
+
+
+def _known_fields(path: str, where: str, doc: dict, known: tuple[str, ...]) -> None:
+    for key in doc:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean `{close[0]}`? " if close else ""
+            if not close and "." in str(key):
+                hint = "config keys go in the `space:` block; "
+            raise UserError(f"{path}: {where}unknown field `{key}`: {hint}the fields are {', '.join(known)}")
+
+
+def _task(path: str, task: Any) -> str:
+    try:
+        get_task(str(task))
+    except UserError as err:
+        raise UserError(f"{path}: task: {err}") from None
+    return str(task)
+
+
+def _text(path: str, field: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"{path}: {field}: expects text, got {value!r}")
+    return value.strip()
+
+
+def _choose(path: str, field: str, value: Any, known: list[str]) -> str:
+    text = "none" if value is None else str(value).strip().lower()
+    if text not in known:
+        close = difflib.get_close_matches(text, known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise UserError(f"{path}: {field}: unknown {field} {value!r}: {hint}write one of {', '.join(known)}")
+    return text
+
+
+def _sweep_fields(path: str, where: str, values: dict) -> dict:
+    """The sweep-level fields among `values` (samples, scheduler, grace_period, workers_per_trial), checked."""
+    out: dict[str, Any] = {}
+    for field in SWEEP_FIELDS:
+        if field not in values:
+            continue
+        value = values[field]
+        if field == "scheduler":
+            out[field] = _choose(path, where + field, value, list(SCHEDULERS))
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{path}: {where}{field}: expects a whole number of at least 1, got {value!r}")
+        out[field] = value
+    if "grace_period" in out and out.get("scheduler") == "none":
+        raise UserError(f"{path}: {where}grace_period: only ASHA has a grace period, and scheduler is none: "
+                        f"remove grace_period, or write scheduler: asha")
+    return out
+
+
+def _block(path: str, name: str, block: Any, task: str, folder: Path) -> tuple[dict, dict]:
+    """(sweep fields, config keys -> values or Tune domains) of one block: `space`, `real_data` or `smoke`."""
+    if not isinstance(block, dict):
+        raise UserError(f"{path}: {name}: expects a block of `key: value` lines, got {block!r}")
+    fields = {}
+    if name != "space":
+        others = [k for k in block if k in FIELDS and k not in SWEEP_FIELDS]
+        if others:
+            raise UserError(f"{path}: {name}: `{others[0]}` cannot change in {name}: only {', '.join(SWEEP_FIELDS)} "
+                            f"and config keys can")
+        fields = _sweep_fields(path, f"{name}.", block)
+    defaults = TrainConfig(task).to_flat_dict()
+    paths = set(path_keys(task))
+    space = {}
+    for key, raw in block.items():
+        if key in SWEEP_FIELDS and name != "space":
+            continue
+        where = f"{path}: {name}: {key}"
+        if not isinstance(key, str):
+            raise UserError(f"{path}: {name}: {key!r}: a key is a dotted config key such as optim.lr")
+        if key == "task":
+            raise UserError(f"{where}: the task is the top-level field `task:`, the same for every trial")
+        try:
+            typ = key_type(key, task)
+        except UserError as err:
+            raise UserError(f"{path}: {name}: {err}") from None
+        space[key] = _value(where, key, raw, typ, folder if key in paths else None, defaults.get(key))
+    return fields, space
+
+
+def _value(where: str, key: str, raw: Any, typ: Any, folder: Path | None, default: Any) -> Any:
+    """A fixed value parsed to the key's type, or the Tune domain of a distribution."""
+    spec = _spec(where, raw)
+    if spec:
+        kind, args = spec
+        if folder is not None and isinstance(args, list):
+            args = [_beside(folder, a) for a in args]
+        return build(kind, args, key, typ, where, show_yaml)
+    if folder is not None:
+        raw = _beside(folder, raw)
+    try:
+        return coerce(key, raw, typ)
+    except UserError:
+        shown = render(default) if default not in ("", None) else '""'
+        raise UserError(f"{where}: expects {type_name(typ)}, got {raw!r}: write e.g. {key}: {shown} "
+                        f"(its default)") from None
+
+
+def _spec(where: str, raw: Any) -> tuple[str, Any] | None:
+    """(kind, args) when `raw` is a distribution: `{loguniform: [1e-4, 1e-2]}` (or --set's `loguniform(...)`)."""
+    if isinstance(raw, dict):
+        if len(raw) != 1:
+            raise UserError(f"{where}: a block value is one distribution, such as {show_yaml('choice', ['a', 'b'])}; "
+                            f"the kinds are {', '.join(KINDS)} (write nested keys as dotted keys: optim.lr)")
+        return next(iter(raw.items()))
+    if isinstance(raw, str):
+        return parse_call(raw)
+    return None
+
+
+def _beside(folder: Path, value: Any) -> Any:
+    """A relative path in a sweep file is relative to the file; URIs, absolute paths and "" stay."""
+    if isinstance(value, list):
+        return [_beside(folder, v) for v in value]
+    if not isinstance(value, str) or not value or re.match(r"^[A-Za-z][\w+.-]*:", value):
+        return value
+    expanded = os.path.expanduser(value)
+    return expanded if os.path.isabs(expanded) else str(folder / expanded)
+
+
+def _varies(value: Any) -> bool:
+    return isinstance(value, Domain) or (isinstance(value, dict) and "grid_search" in value)
