@@ -94,8 +94,12 @@ def cmd_list(args) -> int:
 def cmd_sweep(args) -> int:
     from orchestrator.sweep import SweepOptions, run_sweep
 
+    from orchestrator import signals
+
     options = SweepOptions(**{k: v for k, v in vars(args).items() if k != "command"})
     summary = run_sweep(options)
+    if summary.get("interrupted"):
+        return signals.exit_status()
     return 1 if summary.get("trials") and summary.get("failed") == summary.get("trials") else 0
 
 
@@ -122,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
+        from orchestrator import signals
+
         print("interrupted: continue later with the same command and --resume", file=sys.stderr)
-        return 130
+        return signals.exit_status()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Callable
 import search_spaces
 from orchestrator import cluster, state
 from orchestrator.space import apply_overrides, batch_sizes, check_space, grid_note, grids_as_choices, is_domain
-from orchestrator.tracking import Tracking
+from orchestrator.tracking import Tracking, redact
 from trainables.config import TrainConfig
 from trainables.errors import UserError
 from trainables.tasks import DataSummary, get_task
@@ -63,8 +63,10 @@ class Preflight:
     def check_storage(self) -> str:
         root = state.check_writable(self.opts.storage)
         self.run = state.locate(root, self.sweep.name, self.opts.run_name, self.opts.resume)
+        if self.tracking is not None:
+            self.run.check_tracking(self.tracking.uri, redact(self.tracking.uri))
         verb = "resumes" if self.opts.resume else "will write"
-        return f"storage {root} is writable; this sweep {verb} {self.run.path}"
+        return f"storage {redact(root)} is writable; this sweep {verb} {redact(self.run.path)}"
 
     def check_data(self) -> str:
         self.data = get_task(self.base.task).prepare(self.base, lambda text: print(text, flush=True))

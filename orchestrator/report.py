@@ -46,14 +46,16 @@ def log_trial_files(tracking: Tracking, task: Task, run_id: str, result: dict, c
 
 
 def results_table(results: tune.ResultGrid, metric: str, mode: str, describe, extra: list[str] = (),
-                  columns: tuple[str, ...] = ()) -> pd.DataFrame:
+                  columns: tuple[str, ...] = (), saved: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per trial, best first, with the sweep's metric and the other headline numbers it reported."""
     rows = []
-    for result in results:
+    statuses = trial_statuses(results, saved)
+    for index, result in enumerate(results):
         metrics = result.metrics or {}
-        row = {"trial": metrics.get("trial_id", ""), "config": describe(result.config or {}),
-               "status": "failed" if result.error else "done", "epochs": metrics.get("epoch", 0),
-               metric: metrics.get(metric, np.nan)}
+        trial_id, status = statuses[index] if index < len(statuses) else (metrics.get("trial_id", ""), "")
+        shown = "failed" if result.error or status == "ERROR" else "done" if status in ("TERMINATED", "") else "unfinished"
+        row = {"trial": metrics.get("trial_id", trial_id), "config": describe(result.config or {}),
+               "status": shown, "epochs": metrics.get("epoch", 0), metric: metrics.get(metric, np.nan)}
         row.update({c: metrics[c] for c in [*extra, *columns, *COLUMNS] if c != metric and c in metrics})
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -64,13 +66,25 @@ def results_table(results: tune.ResultGrid, metric: str, mode: str, describe, ex
     return table.rename(columns={"train/images_per_sec": "img/s"})
 
 
+def trial_statuses(results: tune.ResultGrid, saved: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(trial id, status) of each result, in the grid's order: as Tune saved it for --resume when `saved`
+    is given (an interrupted trial is PENDING, RUNNING or PAUSED there), else as the grid has it. Ray 2.60
+    keeps the trials on the grid's experiment analysis."""
+    analysis = getattr(results, "_experiment_analysis", None)
+    return [(t.trial_id, (saved or {}).get(t.trial_id, str(t.status))) for t in getattr(analysis, "trials", [])]
+
+
 def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking, parent_id: str,
-                 baseline: dict | None, describe, started: float, child_run=lambda trial_id: None) -> dict:
-    """Print the table, log `best/*` (and which child run is best) to the parent run, and close it."""
-    table = results_table(results, sweep.metric, sweep.mode, describe, sweep.report, task.report_columns)
+                 baseline: dict | None, describe, started: float, child_run=lambda trial_id: None,
+                 interrupted: bool = False, saved: dict[str, str] | None = None) -> dict:
+    """Print the table, log `best/*` (and which child run is best) to the parent run, and close it. An
+    interrupted sweep logs no `best/*`: its parent and its unfinished trials' runs are KILLED."""
+    table = results_table(results, sweep.metric, sweep.mode, describe, sweep.report, task.report_columns, saved)
     failed = int((table["status"] == "failed").sum()) if not table.empty else 0
     print("\n" + (table.to_string(index=False, float_format=lambda v: f"{v:.4f}") if not table.empty else "no trials ran"))
     summary: dict = {"trials": len(table), "failed": failed, "baseline": baseline}
+    if interrupted:
+        return interrupted_sweep(results, tracking, parent_id, table, started, child_run, summary, saved)
     try:
         best = results.get_best_result(metric=sweep.metric, mode=sweep.mode, scope="last")
     except RuntimeError:
@@ -99,3 +113,24 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
     print(f"{len(table)} trials in {(time.time() - started) / 60:.1f} min; compare them in MLflow: "
           f"{tracking.runs_url(experiment)}")
     return summary
+
+
+def interrupted_sweep(results, tracking: Tracking, parent_id: str, table: pd.DataFrame, started: float,
+                      child_run, summary: dict, saved: dict[str, str] | None) -> dict:
+    """Close an interrupted sweep: the table of what ran, every unfinished trial's run KILLED, the parent
+    KILLED, and no best/* (a partial sweep has no winner)."""
+    unfinished = [trial_id for trial_id, status in trial_statuses(results, saved)
+                  if status not in ("TERMINATED", "ERROR")]
+    for trial_id in unfinished:
+        run_id = child_run(trial_id)
+        if run_id:
+            tracking.client.set_terminated(run_id, status="KILLED")
+    with tempfile.TemporaryDirectory() as tmp:
+        table.to_csv(Path(tmp) / TRIALS_TABLE, index=False)
+        tracking.log_files(parent_id, Path(tmp), [TRIALS_TABLE])
+    tracking.log(parent_id, metrics={"sweep/minutes": (time.time() - started) / 60})
+    tracking.client.set_terminated(parent_id, status="KILLED")
+    done = len(table) - len(unfinished)
+    print(f"{done} of {len(table)} trials finished in {(time.time() - started) / 60:.1f} min before the sweep "
+          "was interrupted; nothing is lost, and MLflow marks the sweep and its unfinished trials KILLED.")
+    return {**summary, "unfinished": len(unfinished)}

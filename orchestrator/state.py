@@ -7,6 +7,7 @@ overwriting an unfinished one. Storage is a local path or any pyarrow filesystem
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from ray import tune
 from trainables.errors import UserError
 
 STATE_FILE = "orchestrator.json"
+FAILED_START = "failed-start"  # the status of a sweep whose start failed before any trial ran
 
 
 def is_uri(path: str) -> bool:
@@ -49,10 +51,24 @@ def read_text(location: str) -> str:
 
 
 def write_text(location: str, text: str) -> None:
+    """Replace a small file whole: on a local disk a temporary file is renamed over it, so a crash
+    leaves the old text or the new, never a truncated file; an object store's single PUT already is."""
     fs, path = _fs(location)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as out:
-        out.write(text.encode())
+    data = text.encode()
+    if fs.type_name != "local":
+        with fs.open_output_stream(path) as out:
+            out.write(data)
+        return
+    staged = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with fs.open_output_stream(staged) as out:
+            out.write(data)
+        fs.move(staged, path)
+    except BaseException:
+        if fs.get_file_info(staged).type != pafs.FileType.NotFound:
+            fs.delete_file(staged)
+        raise
 
 
 def check_writable(storage: str) -> str:
@@ -76,13 +92,27 @@ class SweepRun:
     name: str
     path: str
     parent_run_id: str | None = None
-    status: str = "new"
+    status: str = "new"          # new | running | interrupted | finished | failed-start
+    tracking: str = ""           # a digest of the MLflow URI the sweep records to (never the URI: it may hold a secret)
 
     def save(self, **changes) -> None:
         for key, value in changes.items():
             setattr(self, key, value)
-        record = {"name": self.name, "parent_run_id": self.parent_run_id, "status": self.status}
+        record = {"name": self.name, "parent_run_id": self.parent_run_id, "status": self.status,
+                  "tracking": self.tracking}
         write_text(f"{self.path}/{STATE_FILE}", json.dumps(record, indent=1))
+
+    def check_tracking(self, uri: str, shown: str) -> None:
+        """A resumed sweep must record where it started: another store would split its runs in two."""
+        digest = tracking_digest(uri)
+        if self.tracking and self.tracking != digest:
+            raise UserError(f"the sweep at {self.path} records to another MLflow store than {shown}: resume it with "
+                            "the --tracking-uri it started with (or start a new sweep with --name NEW_NAME)")
+        self.tracking = digest
+
+
+def tracking_digest(uri: str) -> str:
+    return hashlib.sha256(uri.encode()).hexdigest()[:16]
 
 
 def _load(location: str) -> dict:
@@ -107,10 +137,13 @@ def locate(storage: str, sweep_name: str, run_name: str | None, resume: bool) ->
     path = f"{root}/{name}"
     record = _load(path)
     if resume:
-        if not _exists(path) or not tune.Tuner.can_restore(path):
+        if not _exists(path) or not tune.Tuner.can_restore(path) or record.get("status") == FAILED_START:
             raise UserError(f"nothing to resume at {path}: run the sweep without --resume to start it "
                             "(or pass the same --storage and --name as the interrupted run)")
-        return SweepRun(name, path, record.get("parent_run_id"), record.get("status", "running"))
+        return SweepRun(name, path, record.get("parent_run_id"), record.get("status", "running"),
+                        record.get("tracking", ""))
+    if _exists(path) and (record.get("status") == FAILED_START or not tune.Tuner.can_restore(path)):
+        return SweepRun(name, path)  # a start that failed before any trial: nothing to keep or resume
     if _exists(path):
         if record.get("status") != "finished" or run_name:
             raise UserError(f"a sweep already exists at {path}: continue it with --resume, "

@@ -19,10 +19,11 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
-from orchestrator import cluster, report, state
+from orchestrator import cluster, report, signals, state
 from orchestrator.preflight import Preflight
 from orchestrator.space import count_trials, describe, grid_note, max_epochs, search_algorithm, varying_keys
-from orchestrator.tracking import KIND_KEY, SWEEP_KEY, TRIAL_KEY, DatasetRecord, MlflowTrialCallback, OneLineUserErrors
+from orchestrator.tracking import (KIND_KEY, SWEEP_KEY, TRIAL_KEY, DatasetRecord, MlflowTrialCallback,
+                                   OneLineUserErrors, redact)
 from orchestrator.progress import ProgressPrinter
 from trainables.artifacts import DIVERGED_MARKER, TRAIN_RUNS
 from trainables.config import TrainConfig
@@ -101,6 +102,17 @@ def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: 
         raise
 
 
+class MaxFailures(tune.Callback):
+    """This invocation's --max-failures for every trial, also those restored on --resume (Tune keeps
+    each restored trial's own count from the first run otherwise)."""
+
+    def __init__(self, max_failures: int):
+        self.max_failures = max_failures
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        trial.max_failures = self.max_failures
+
+
 def dataset_record(data) -> DatasetRecord:
     """The prepared data of a sweep, as MLflow shows it: its root, fingerprint and split sizes."""
     meta = load_metadata(data.root)
@@ -153,7 +165,7 @@ def run_sweep(opts: SweepOptions) -> dict:
     print(f"Sweep {sweep.name}: {sweep.question}" + (f"\n  from {sweep.source}" if sweep.source else "")
           + f"\n  {total} trials, {epochs} epochs each; {resources.describe()}"
           + (f"\n  {note}" if note else "")
-          + f"\n  storage {run.path}; MLflow {tracking.uri} (experiment '{sweep.name}', parent run {parent_id})"
+          + f"\n  storage {redact(run.path)}; MLflow {redact(tracking.uri)} (experiment '{sweep.name}', parent run {parent_id})"
           + ("\n  resuming: finished trials are kept, unfinished ones continue from their last checkpoint"
              if opts.resume else ""), flush=True)
 
@@ -162,16 +174,25 @@ def run_sweep(opts: SweepOptions) -> dict:
                              storage=run.path),
         {"CPU": cluster.DRIVER_CPUS},
     )
+    signals.install()
+    recorder = MlflowTrialCallback(tracking, experiment_id, parent_id, run.path, name_of, params_of=trial_params,
+                                   on_finish=functools.partial(report.log_trial_files, tracking, task,
+                                                               storage=run.path),
+                                   dataset=dataset)
     callbacks = [  # record in MLflow first, then announce: a line on screen means it is stored
-        MlflowTrialCallback(tracking, experiment_id, parent_id, run.path, name_of,
-                            params_of=trial_params,
-                            on_finish=functools.partial(report.log_trial_files, tracking, task, storage=run.path),
-                            dataset=dataset),
+        MaxFailures(opts.max_failures),
+        recorder,
         ProgressPrinter(sweep.metric, sweep.mode, total, epochs, name_of),
     ]
     if opts.resume:
         tuner = tune.Tuner.restore(run.path, trainable=trainable, resume_unfinished=True, resume_errored=True,
                                    param_space=space)
+        # The restored run config is the pickled one: this invocation's callbacks (today's MLflow store),
+        # --max-failures and --max-concurrent apply instead. Ray 2.60 keeps both configs on its TunerInternal.
+        local = tuner._local_tuner
+        local._run_config.callbacks = callbacks
+        local._run_config.failure_config = tune.FailureConfig(max_failures=opts.max_failures)
+        local._tune_config.max_concurrent_trials = resources.max_concurrent
     else:
         scheduler = None
         if sweep.grace_period:
@@ -190,16 +211,51 @@ def run_sweep(opts: SweepOptions) -> dict:
             ),
         )
     fit_started = time.time()
-    results = tuner.fit()
-    summary = report.finish_sweep(
-        results, sweep, task, tracking, parent_id, data.baseline, name_of, started,
-        child_run=lambda trial_id: tracking.find_run(experiment_id, {SWEEP_KEY: run.path, TRIAL_KEY: trial_id}),
-    )
-    run.save(status="finished")
-    from orchestrator.export import log_best_model  # the results are stored: a failure here loses nothing
+    try:
+        results = tuner.fit()
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once; Tune's saved state still resumes
+        mark_interrupted(tracking, run, parent_id)
+        raise
+    except BaseException:
+        if not recorder.run_ids:  # failed before any trial started: nothing to resume, nothing to block
+            tracking.client.set_terminated(parent_id, status="FAILED")
+            run.save(status=state.FAILED_START)
+        raise
+    # Tune returns normally from an interrupt (Ctrl-C, SIGTERM): tell it from a finished sweep.
+    interrupted = signals.interrupted() or results.num_terminated + results.num_errors < len(results)
+    child_run = lambda trial_id: tracking.find_run(experiment_id, {SWEEP_KEY: run.path, TRIAL_KEY: trial_id})  # noqa: E731
+    summary = report.finish_sweep(results, sweep, task, tracking, parent_id, data.baseline, name_of, started,
+                                  child_run=child_run, interrupted=interrupted,
+                                  saved=saved_statuses(run.path) if interrupted else None)
+    if interrupted:
+        run.save(status="interrupted")
+        print(f"interrupted: continue this sweep with the same command and --resume "
+              f"(storage {redact(run.path)})", flush=True)
+    else:
+        run.save(status="finished")
+        from orchestrator.export import log_best_model  # the results are stored: a failure here loses nothing
 
-    # Tune returns from an interrupt (Ctrl-C) with trials neither terminated nor errored: --resume ends it.
-    log_best_model(tracking, parent_id, summary, task, sweep.metric, sweep.mode,
-                   completed=results.num_terminated + results.num_errors == len(results))
-    summary.update(fit_started=fit_started, results=results, parent_run_id=parent_id, storage=run.path)
+        log_best_model(tracking, parent_id, summary, task, sweep.metric, sweep.mode, completed=True)
+    summary.update(fit_started=fit_started, results=results, parent_run_id=parent_id, storage=run.path,
+                   interrupted=interrupted)
     return summary
+
+
+def saved_statuses(path: str) -> dict[str, str]:
+    """Each trial's status as Tune saved it for --resume (its in-memory grid calls an interrupted trial
+    terminated); {} when the state cannot be read."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        return {t.trial_id: str(t.status) for t in ExperimentAnalysis(path).trials}
+    except Exception:  # an unreadable state only costs the statuses shown; resume reads it again itself
+        return {}
+
+
+def mark_interrupted(tracking, run, parent_id: str) -> None:
+    """A sweep stopped before its end: the parent run KILLED, never FINISHED; the state says so."""
+    try:
+        tracking.client.set_terminated(parent_id, status="KILLED")
+        run.save(status="interrupted")
+    except Exception:  # stopping at once must not wait on, or fail with, the store
+        pass

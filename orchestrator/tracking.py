@@ -170,7 +170,15 @@ class Tracking:
 
     def log(self, run_id: str, metrics: dict[str, float] | None = None, step: int = 0,
             params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None) -> None:
+        """One batch. A param is logged once: on a re-attached run (a resume) the params it already holds
+        are skipped, and one whose value changed (say `resources`, after losing a node) goes to a
+        `changed.<key>` tag, since MLflow refuses to change a param."""
         now = int(time.time() * 1000)
+        if params:
+            held = self.client.get_run(run_id).data.params
+            changed = {f"changed.{k}": v for k, v in params.items() if k in held and held[k] != redact(v)[:6000]}
+            params = {k: v for k, v in params.items() if k not in held}
+            tags = {**(tags or {}), **changed}
         self.client.log_batch(
             run_id,
             metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],

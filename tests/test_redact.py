@@ -33,3 +33,13 @@ def test_a_run_is_found_again_whatever_its_identity_holds(tmp_path):
         again, created_again = tracking.find_or_create_run(experiment, identity, "a", {})
         assert created and not created_again and again == first  # a resume re-attaches, never duplicates
         assert "SECRET" not in str(tracking.client.get_run(first).data.tags)
+
+
+def test_a_param_is_logged_once_and_a_changed_value_is_kept_as_a_tag(tmp_path):
+    tracking = Tracking(f"sqlite:///{tmp_path}/mlflow.db")
+    run_id, _ = tracking.find_or_create_run(tracking.experiment_id("s"), {"orchestrator.sweep_path": "x"}, "a", {})
+    tracking.log(run_id, params={"trials": 6, "resources": "2 workers"})
+    tracking.log(run_id, params={"trials": 6, "resources": "1 worker", "storage": "s3://K:S@b/r"})  # a resume
+    data = tracking.client.get_run(run_id).data
+    assert data.params == {"trials": "6", "resources": "2 workers", "storage": "s3://b/r"}
+    assert data.tags["changed.resources"] == "1 worker"

@@ -37,7 +37,21 @@ def _threads() -> int:
     return max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
 
 
+class _UserErrorsOnce(logging.Filter):
+    """Ray Train logs each worker's failure with its traceback; a user's mistake is reported once, in one
+    line, by the driver (its progress line and the child run's `error` tag)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return f"{UserError.__module__}.{UserError.__name__}: " not in record.getMessage()
+
+
+# Ray 2.60 logs "Error in training function:" and the traceback from this logger, on every worker.
+_TRAIN_FN_ERRORS = logging.getLogger("ray.train.v2._internal.util")
+
+
 def train_fn_per_worker(config: dict) -> None:
+    if not any(isinstance(f, _UserErrorsOnce) for f in _TRAIN_FN_ERRORS.filters):
+        _TRAIN_FN_ERRORS.addFilter(_UserErrorsOnce())
     try:
         _train(config)
     except UserError as err:
