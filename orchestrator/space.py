@@ -12,14 +12,15 @@ becomes a categorical choice (`GridChoice`, which the sweep's first lines mentio
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
+import math
 from typing import Any
 
 from ray import tune
-from ray.tune.search.sample import Categorical, Domain
+from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform
 
 from search_spaces.distributions import build, parse_call, show_call
-from trainables.config import DEFAULT_TASK, TrainConfig, absolute, coerce, key_type, path_keys
+from trainables.config import (DEFAULT_TASK, TrainConfig, absolute, coerce, key_range, key_type, path_keys,
+                               range_problem)
 from trainables.data.transforms import build_augment
 from trainables.errors import UserError
 from trainables.models import check_model_name
@@ -110,14 +111,41 @@ def choices(value: Any) -> list[Any]:
         return list(value["grid_search"])
     if isinstance(value, Categorical):
         return list(value.categories)
+    if isinstance(value, (Float, Integer)):
+        return numeric_bounds(value)  # a range's extremes: the largest batch or epoch count, the values out of range
     if isinstance(value, Domain):
-        return [value.sample()]  # numeric ranges: one sample checks the type
+        return [value.sample()]
     return [value]
 
 
+def numeric_bounds(value: Float | Integer) -> list:
+    """The smallest and largest values a uniform, loguniform or randint domain draws (Tune draws from
+    [lower, upper): randint's upper is excluded, a float range's upper approached)."""
+    if isinstance(value, Integer):
+        return [value.lower, value.upper - 1]
+    return [value.lower, math.nextafter(value.upper, value.lower)]
+
+
+def check_bounds(space: dict[str, Any], task: str) -> None:
+    """Each distribution's extremes lie in its key's declared range (`bounded()` in the config)."""
+    for key, value in space.items():
+        if not isinstance(value, (Float, Integer)):
+            continue
+        valid = key_range(key, task)
+        for bound in numeric_bounds(value):
+            if range_problem(key, bound, valid):
+                kind = "randint" if isinstance(value, Integer) else (
+                    "loguniform" if isinstance(value.get_sampler(), LogUniform) else "uniform")
+                allowed = f"{key} must be {valid}" if valid else f"{key} must be a finite number"
+                raise UserError(f"{key}={kind}({value.lower:g}, {value.upper:g}) can draw {bound:g}, but {allowed}: "
+                                f"narrow the distribution's bounds")
+
+
 def check_space(space: dict[str, Any]) -> None:
-    """Parse every combination of the categorical choices, and check every name they use."""
+    """Parse every combination of the categorical choices and of the numeric ranges' extremes (each built
+    as a TrainConfig, which checks every value's declared range), and check every name they use."""
     keys = list(space)
+    check_bounds(space, task_of(space))
     checked: set[tuple] = set()
     for combo in itertools.islice(itertools.product(*(choices(space[k]) for k in keys)), 512):
         cfg = TrainConfig.from_dict(dict(zip(keys, combo)))
@@ -131,8 +159,6 @@ def check_space(space: dict[str, Any]) -> None:
         locate_weights(cfg.model)  # every backbone's starting weights are found before compute is spent
         check_optim_names(cfg.optim)
         build_augment(cfg.data.augment, cfg.data.image_size)
-        if cfg.optim.epochs < 1 or cfg.optim.batch_size < 1 or cfg.data.image_size < 16:
-            raise UserError("optim.epochs and optim.batch_size must be at least 1, and data.image_size at least 16")
 
 
 def batch_sizes(space: dict[str, Any]) -> list[int]:

@@ -15,6 +15,7 @@ typo is caught here, in the driver. Errors are one line: the caller says where t
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import typing
 from typing import Any, Callable
@@ -97,6 +98,9 @@ def build(kind: str, args: Any, key: str, typ: Any, where: str, show: Show) -> A
         raise UserError(f"{where}: {kind} takes two bounds (low, high), got {len(args)}: write e.g. {example}")
     number = int if kind == "randint" else float
     low, high = (_coerce(key, a, number, where, example) for a in args)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise UserError(f"{where}: {kind} needs finite bounds, got {render(low)} and {render(high)}: "
+                        f"write e.g. {example}")
     if low >= high:
         raise UserError(f"{where}: {kind} needs low < high, got {render(low)} and {render(high)}: write e.g. {example}"
                         + (" (randint's high is excluded, as in Tune)" if kind == "randint" else ""))

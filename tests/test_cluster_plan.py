@@ -45,6 +45,8 @@ def test_gpus_can_be_ignored_on_a_gpu_cluster():
     ({"num_workers": 0}, "--num-workers must be at least 1"),
     ({"max_concurrent": 0}, "--max-concurrent must be at least 1"),
     ({"gpus_per_worker": 1.0}, "needs 2 GPUs"),
+    ({"gpus_per_worker": float("nan")}, "--gpus-per-worker cannot be negative or non-finite, got nan"),
+    ({"gpus_per_worker": -1.0}, "--gpus-per-worker cannot be negative"),
 ])
 def test_impossible_shapes_fail_with_the_fix(kwargs, fragment):
     with pytest.raises(UserError, match=fragment):
@@ -61,3 +63,77 @@ def test_more_workers_than_cores_share_them_fractionally():
 def test_a_worker_larger_than_any_node_is_refused():
     with pytest.raises(UserError, match="no node has 2 GPUs"):
         plan_resources({"CPU": 16, "GPU": 4}, gpus_per_worker=2, num_workers=1, largest_node={"CPU": 8, "GPU": 1})
+
+
+GIB = 2**30
+
+
+@pytest.mark.parametrize("total,workers,fix", [
+    ({"CPU": 2.0}, 64, "--num-workers 7"),                       # 0.031 CPU each; 7 x 0.284 is the most that fits
+    ({"CPU": 2.0}, 8, "--num-workers 7"),                        # 0.249 CPU each: just under the floor
+    ({"CPU": 2.0, "memory": 4 * GIB}, 64, "--num-workers 2"),    # the fix also respects memory
+    ({"CPU": 0.2}, 1, "not even one worker fits"),
+])
+def test_workers_with_too_small_a_cpu_share_are_refused_with_the_largest_that_fits(total, workers, fix):
+    from orchestrator.cluster import MIN_CPUS_PER_WORKER
+
+    with pytest.raises(UserError, match="too few") as err:
+        plan_resources(total, num_workers=workers)
+    assert fix in str(err.value) and f"under the {MIN_CPUS_PER_WORKER:g}" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_the_largest_suggested_worker_count_does_plan():
+    plan = plan_resources({"CPU": 2.0}, num_workers=7)
+    assert plan.cpus_per_worker >= 0.25 and _fits(plan, {"CPU": 2.0})
+
+
+def test_more_workers_than_memory_allows_are_refused_with_the_largest_that_fits():
+    from orchestrator.cluster import WORKER_MEMORY_BYTES
+
+    total = {"CPU": 16.0, "memory": 5 * WORKER_MEMORY_BYTES + 1}
+    assert plan_resources(total, num_workers=5).num_workers == 5
+    with pytest.raises(UserError, match=r"needs about 9\.0 GiB .* the largest --num-workers that fits is 5"):
+        plan_resources(total, num_workers=6)
+    with pytest.raises(UserError, match="not even one worker fits"):
+        plan_resources({"CPU": 16.0, "memory": 0.5 * GIB}, num_workers=1)
+
+
+def test_memory_bounds_gpu_workers_and_concurrent_trials_too():
+    with pytest.raises(UserError, match="the largest --num-workers that fits is 2"):
+        plan_resources({"CPU": 64.0, "GPU": 8.0, "memory": 4 * GIB}, num_workers=8)
+    plan = plan_resources({"CPU": 16.0, "memory": 6.5 * GIB})  # 2 workers x 1.5 GiB: two trials fit, not eight
+    assert (plan.num_workers, plan.max_concurrent) == (2, 2) and _fits(plan, {"CPU": 16.0})
+    plan = plan_resources({"CPU": 16.0, "memory": 64 * GIB})
+    assert plan.max_concurrent == 8
+
+
+def test_no_node_with_the_memory_of_one_worker_is_refused():
+    with pytest.raises(UserError, match="no node has the 1.5 GiB"):
+        plan_resources({"CPU": 8.0, "memory": 8 * GIB}, num_workers=2, largest_node={"CPU": 4.0, "memory": GIB})
+
+
+def test_a_cpu_workers_share_never_exceeds_the_largest_node():
+    plan = plan_resources({"CPU": 8.0}, num_workers=1, max_concurrent=1, largest_node={"CPU": 4.0})
+    assert plan.cpus_per_worker == 4.0  # 7.99 would never be placed on a 4-CPU node
+
+
+def test_two_workers_on_two_cpus_still_share_them_with_memory_reported():
+    total = {"CPU": 2.0, "memory": 16 * GIB, "object_store_memory": 4 * GIB}  # as ray.cluster_resources() reports
+    plan = plan_resources(total)
+    assert (plan.num_workers, plan.max_concurrent) == (2, 1) and plan.cpus_per_worker == 0.995
+
+
+def test_the_pre_run_resource_check_refuses_64_workers_on_two_cpus(monkeypatch):
+    """The preflight step plans from the totals Ray reports (faked here, so no cluster is started)."""
+    from orchestrator import cluster
+    from orchestrator.preflight import Preflight
+    from orchestrator.sweep import SweepOptions
+
+    pre = Preflight(SweepOptions(name="celeba_backbones", smoke=True, num_workers=64))
+    pre.check_sweep()
+    monkeypatch.setattr(cluster, "cluster_totals", lambda: ({"CPU": 2.0, "memory": 16 * GIB}, {"CPU": 2.0}))
+    with pytest.raises(UserError, match="pass --num-workers 7"):
+        pre.check_resources()
+    pre.opts.num_workers = 2
+    assert "2 DDP workers x (0.995 CPU)" in pre.check_resources()

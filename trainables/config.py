@@ -7,7 +7,10 @@ sections its task declares (e.g. `loss` and `eval` for attributes, `head` and `e
 so a key of a section the task does not read is an error, not a silently ignored value.
 
 Fields marked `path()` hold file or folder paths; the driver makes them absolute (or URIs) once,
-before any trial sees them, because a trial's working directory is not the driver's.
+before any trial sees them, because a trial's working directory is not the driver's. Fields marked
+`bounded()` declare their valid range beside their default; every float must be finite. Both are checked
+whenever a config is built, so a sweep file, a `--set`, a built-in sweep and a worker all meet the same
+one-line error instead of a NaN loss or a traceback inside every trial.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import types
 import typing
@@ -33,12 +37,44 @@ def path(default: Any = "", **kwargs):
     return field(default=default, metadata={"path": True}, **kwargs)
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field accepts: `low`/`high` are None when unbounded on that side."""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    note: str = ""                   # what a special value means, e.g. "0 disables"
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            text = f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        elif self.low is not None:
+            text = f"{'above' if self.low_open else 'at least'} {self.low:g}"
+        else:
+            text = f"{'below' if self.high_open else 'at most'} {self.high:g}"
+        return f"{text} ({self.note})" if self.note else text
+
+
+def bounded(default: float, *, at_least: float | None = None, above: float | None = None,
+            at_most: float | None = None, below: float | None = None, note: str = ""):
+    """A numeric dataclass field with its valid range, e.g. `bounded(0.9, at_least=0, below=1)` for [0, 1)."""
+    low, high = (above if at_least is None else at_least), (below if at_most is None else at_most)
+    valid = Range(low, high, low_open=above is not None, high_open=below is not None, note=note)
+    return field(default=default, metadata={"range": valid})
+
+
 @dataclass
 class ModelConfig:
     name: str = "resnet18"           # any timm model name (or one we register, e.g. mobilefacenet)
     pretrained: bool = False         # timm's pretrained weights, from the Hugging Face cache (HF_HOME; never downloaded)
     weights: str = path()            # a local .safetensors / .pth file, or local-dir:/folder (timm's layout); used instead of pretrained
-    drop_rate: float = 0.0
+    drop_rate: float = bounded(0.0, at_least=0, below=1)  # dropout probability
     attn_layer: str = ""             # timm block attention for ResNets, e.g. "cbam" (CBAM-ResNet)
     channels_last: bool = True       # used on GPU only
 
@@ -46,29 +82,37 @@ class ModelConfig:
 @dataclass
 class OptimConfig:
     name: str = "adamw"              # any timm.optim optimizer name
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    momentum: float = 0.9
+    lr: float = bounded(2e-3, above=0)
+    weight_decay: float = bounded(0.05, at_least=0)
+    momentum: float = bounded(0.9, at_least=0, below=1)  # sgd's; 1 would never forget a gradient
     scheduler: str = "cosine"        # any timm.scheduler name
-    warmup_epochs: int = 0
-    epochs: int = 3
-    batch_size: int = 64             # per worker
-    grad_clip: float = 0.0           # 0 disables
+    warmup_epochs: int = bounded(0, at_least=0)  # and at most epochs (check_relations)
+    epochs: int = bounded(3, at_least=1)
+    batch_size: int = bounded(64, at_least=1)  # per worker
+    grad_clip: float = bounded(0.0, at_least=0, note="0 disables")  # max gradient norm
+
+    def check_relations(self, prefix: str) -> None:
+        # Equal is allowed: a smoke mode's one epoch meets a searched warmup of 1, and still runs.
+        if self.warmup_epochs > self.epochs:
+            raise UserError(f"{prefix}warmup_epochs={self.warmup_epochs} must be at most {prefix}epochs={self.epochs} "
+                            f"(the learning rate would never reach {prefix}lr): lower {prefix}warmup_epochs or "
+                            f"raise {prefix}epochs")
 
 
 @dataclass
 class DataConfig:
     root: str = path()               # empty: the task's demo set; else a raw dataset folder, a prepared one, or a URI
     format: str = ""                 # the raw layout of `root`; empty: detected from its files
-    image_size: int = 64
+    image_size: int = bounded(64, at_least=16)  # the backbones downsample by up to 32x
     augment: list = field(default_factory=lambda: ["hflip"])
-    demo_images: int = 4000          # size of the synthetic demo set
+    demo_images: int = bounded(4000, at_least=10)  # size of the synthetic demo set (fewer leaves its splits empty)
     cache_dir: str = path()          # demo sets and prepared shards; empty: $FACE_ORCHESTRATOR_CACHE or ~/.cache/face-orchestrator
-    max_train_images: int = 0        # 0: all; a cap for smoke runs on real data
+    max_train_images: int = bounded(0, at_least=0, note="0: all")  # a cap for smoke runs on real data
 
 
 SHARED_SECTIONS: dict[str, type] = {"model": ModelConfig, "optim": OptimConfig, "data": DataConfig}
 SCALARS: dict[str, type] = {"task": str, "seed": int}
+SEED_RANGE = Range(0)                # numpy's seed sequences refuse a negative seed
 
 
 def task_sections(task: str) -> dict[str, type]:
@@ -100,6 +144,7 @@ class TrainConfig:
                 raise foreign_section_error(f"{name}.*", task, classes)
         self.task, self.seed = task, seed
         self.sections = {name: sections.get(name) or cls() for name, cls in classes.items()}
+        check_values(self)
 
     def __getattr__(self, name: str):
         sections = self.__dict__.get("sections", {})
@@ -174,10 +219,48 @@ def absolute(value: Any) -> Any:
     return os.path.abspath(os.path.expanduser(value))
 
 
+def check_values(cfg: "TrainConfig") -> None:
+    """Every float finite, every `bounded()` range held, and each section's own `check_relations`
+    (rules between its fields): a one-line UserError naming the key, the value and the range."""
+    if (problem := range_problem("seed", cfg.seed, SEED_RANGE)):
+        raise UserError(f"{problem}: fix the value, e.g. --set seed=0")
+    for name, section in cfg.sections.items():
+        for f in dataclasses.fields(section):
+            key, value = f"{name}.{f.name}", getattr(section, f.name)
+            problem = range_problem(key, value, f.metadata.get("range"))
+            if problem:
+                example = f"{f.default:g} (its default)" if isinstance(f.default, (int, float)) else "..."
+                raise UserError(f"{problem}: fix the value, e.g. --set {key}={example}")
+        relations = getattr(section, "check_relations", None)
+        if relations is not None:
+            relations(name + ".")
+
+
+def range_problem(key: str, value: Any, valid: Range | None) -> str:
+    """What is wrong with `value` for `key` ("" when nothing): not finite, or outside `valid`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return ""
+    if not math.isfinite(value):
+        return f"{key}={value} is not a finite number" + (f"; {key} must be {valid}" if valid else "")
+    if valid is not None and value not in valid:
+        return f"{key}={value:g} is out of range: {key} must be {valid}"
+    return ""
+
+
+def key_range(key: str, task: str = DEFAULT_TASK) -> Range | None:
+    """The declared range of a dotted key for `task` (None when it declares none)."""
+    if key == "seed":
+        return SEED_RANGE
+    section, _, name = key.partition(".")
+    cls = task_sections(task).get(section)
+    found = [f for f in dataclasses.fields(cls) if f.name == name] if cls else []
+    return found[0].metadata.get("range") if found else None
+
+
 def unknown_key_error(key: str, task: str = DEFAULT_TASK) -> UserError:
     close = difflib.get_close_matches(key, known_keys(task), n=3)
     hint = (f"did you mean {', '.join(close)}?" if close
-            else f"run `python -m orchestrator list --keys` for the keys of each task")
+            else "run `python -m orchestrator list --keys` for the keys of each task")
     return UserError(f"unknown config key '{key}' for task '{task}': {hint}")
 
 

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trainables.config import bounded
+from trainables.errors import UserError
+
 
 @dataclass
 class MultitaskConfig:
     """How race, gender and age are learned together (seeds 000 and 001)."""
     formulation: str = "multihead"   # multihead: one head per task | onehot18: one 18-way sigmoid output (seed 000)
     weighting: str = "fixed"         # fixed: the weights below | uncertainty: learned log-variances (Kendall et al.)
-    race_weight: float = 1.0
-    gender_weight: float = 1.0
-    age_weight: float = 1.0
+    race_weight: float = bounded(1.0, at_least=0)  # 0 leaves that task untrained
+    gender_weight: float = bounded(1.0, at_least=0)
+    age_weight: float = bounded(1.0, at_least=0)
+
+    def check_relations(self, prefix: str) -> None:
+        if self.weighting == "fixed" and not (self.race_weight or self.gender_weight or self.age_weight):
+            raise UserError(f"{prefix}race_weight, gender_weight and age_weight are all 0, so nothing would be "
+                            f"learned: give one of them a positive weight (e.g. --set {prefix}race_weight=1)")
 
 
 @dataclass
 class AgeConfig:
     mode: str = "bins"               # bins: 9-way cross-entropy | regression: L1 on years / scale (seed 001's
                                      # true years where its labels are used, else the bin's midpoint)
-    scale: float = 80.0              # seed 001 divides ages by 80
+    scale: float = bounded(80.0, above=0)  # seed 001 divides ages by 80
