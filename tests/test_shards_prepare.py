@@ -128,12 +128,11 @@ def test_object_store_path_writes_in_place(tmp_path, monkeypatch):
     import fsspec
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-    from trainables.data import prepare as prepare_mod
-    from trainables.data import shards
+    from trainables.data import prepared_output, shards
 
     memory = PyFileSystem(FSSpecHandler(fsspec.filesystem("memory")))
     monkeypatch.setattr(shards, "resolve", lambda root: (memory, "/bucket/" + str(root).split("://")[-1]))
-    monkeypatch.setattr(prepare_mod, "resolve", shards.resolve)
+    monkeypatch.setattr(prepared_output, "resolve", shards.resolve)
     src = make_faces(tmp_path / "faces", identities=4, per=2)
     info = prepare("faces", src, "mock://ds", row_group_rows=3)
     assert info.counts == {"train": 8} and is_prepared("mock://ds")

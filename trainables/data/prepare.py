@@ -1,12 +1,16 @@
 """`prepare(format, src, out)`: pack a dataset, read with its own reader, into Parquet shards.
 
 Each format's reader becomes a `Plan`: per split, the source names, a function fetching each
-image's bytes, and label arrays. Packing validates every image (a real decode, so truncation is
-caught) and skips what fails, or stops at it under `strict`. Training splits are packed in a fixed
-shuffled order, so that identity-sorted sources (face folders, .rec) do not fill a row group with
-one person. The output is written to a temporary sibling and renamed into place (on object stores,
-where folders cannot be renamed, `metadata.json` is written last instead), so only a complete
-output has a metadata.json; a re-run whose inputs' fingerprint matches is skipped.
+image's bytes, and label arrays. A record the reader cannot use on its own (a path leaving the
+dataset, a corrupt .rec record, a malformed pairs.txt line; see formats/rejects.py) and every image
+that fails a real decode (so truncation and decompression bombs are caught) are skipped and listed
+in metadata.json's `skipped`, or stop the prepare at the first under `strict`. A split the format
+defines that ends up empty (CelebA's test, FairFace's val ...) is refused: every trial would fail
+on it. Training splits are packed in a fixed shuffled order, so that identity-sorted sources (face
+folders, .rec) do not fill a row group with one person. The output is written as a new generation
+beside the old one and switched in by metadata.json alone (prepared_output.py), so OUT holds the
+old dataset or the new one, never a half of either, and no file a prepare did not write is ever
+deleted; a re-run whose inputs' fingerprint matches is skipped.
 """
 
 from __future__ import annotations
@@ -16,10 +20,9 @@ import hashlib
 import io
 import json
 import os
-import posixpath
 import sys
 import time
-import uuid
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +30,17 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 from PIL import Image
 
-from trainables.data.shards import METADATA_FILE, PAIR_LABELS, SplitWriter, load_metadata, resolve
+from trainables.data.decode import too_many_pixels
+from trainables.data.formats.rejects import Rejects
+from trainables.data.prepared_output import PreparedOutput, write_error
+from trainables.data.shards import PAIR_LABELS, SplitWriter, load_metadata
 from trainables.errors import UserError
 from trainables.registry import Registry
 
 PREPARE_VERSION = 1
-IN_PROGRESS = ".prepare-in-progress"
+SPLIT_NAMES = ("train", "val", "test")  # what a task reads as its own splits: no .bin may take one
 _ARROW_TYPES = {np.dtype(np.uint8): pa.uint8(), np.dtype(np.int16): pa.int16(), np.dtype(np.int32): pa.int32(),
               np.dtype(bool): pa.bool_(), np.dtype(np.float32): pa.float32()}
 
@@ -58,6 +63,7 @@ class Plan:
     class_names: dict[str, list[str]] = field(default_factory=dict)
     num_classes: dict[str, int] = field(default_factory=dict)
     split_source: dict = field(default_factory=dict)  # how the splits were given or made, for metadata.json
+    empty_fix: dict[str, str] = field(default_factory=dict)  # split -> how to give it images, for the refusal
 
 
 @dataclass
@@ -83,10 +89,10 @@ def _by_split(split_of, codes: dict[str, int], names, paths, labels) -> dict[str
     return plans
 
 
-def _celeba(src: Path) -> Plan:
+def _celeba(src: Path, rejects: Rejects) -> Plan:
     from trainables.data.formats.celeba import ATTR_FILE, IDENTITY_FILE, PARTITION_FILE, SPLITS, read_celeba
 
-    index = read_celeba(src)
+    index = read_celeba(src, rejects)
     labels = {name: index.attributes[:, j] for j, name in enumerate(index.attribute_names)}
     if index.identity is not None:
         labels["identity"] = index.identity.astype(np.int32)
@@ -94,23 +100,27 @@ def _celeba(src: Path) -> Plan:
     classes = {"identity": int(index.identity.max(initial=0)) + 1} if index.identity is not None else {}
     return Plan(_by_split(index.split, SPLITS, index.files, paths, labels),
                 [src / f for f in (ATTR_FILE, PARTITION_FILE, IDENTITY_FILE) if (src / f).is_file()], paths,
-                list(labels), num_classes=classes, split_source={"file": PARTITION_FILE})
+                list(labels), num_classes=classes, split_source={"file": PARTITION_FILE},
+                empty_fix={s: f"{PARTITION_FILE} gives no listed image the split {c} ({s}): give some images {c}"
+                           for s, c in SPLITS.items()})
 
 
-def _attributes_csv(src: Path) -> Plan:
-    from trainables.data.formats.attributes_csv import SPLITS, read_attributes_csv
+def _attributes_csv(src: Path, rejects: Rejects) -> Plan:
+    from trainables.data.formats.attributes_csv import SPLIT_COLUMN, SPLITS, read_attributes_csv
 
-    index = read_attributes_csv(src)
+    index = read_attributes_csv(src, rejects)
     labels = {name: index.attributes[:, j] for j, name in enumerate(index.attribute_names)}
     paths = [index.image_path(i) for i in range(len(index.files))]
+    fix = {s: f"no row of {index.label_file.name} has `{s}` in its `{SPLIT_COLUMN}` column: put some images in "
+              f"{s}, or drop the column for a seeded 80/10/10 split" for s in SPLITS}
     return Plan(_by_split(index.split, SPLITS, index.files, paths, labels), [index.label_file], paths,
-                list(labels), split_source=index.split_source)
+                list(labels), split_source=index.split_source, empty_fix=fix)
 
 
-def _fairface(src: Path) -> Plan:
+def _fairface(src: Path, rejects: Rejects) -> Plan:
     from trainables.data.formats.fairface import AGE_BINS, GENDERS, RACES, SPLITS, read_fairface
 
-    index = read_fairface(src)  # it has checked every value against these classes
+    index = read_fairface(src, rejects)  # it has checked every value against these classes
     classes = {"age": list(AGE_BINS), "gender": list(GENDERS), "race": list(RACES)}
     labels = {column: np.array([names.index(v) for v in getattr(index, column)], dtype=np.int16)
               for column, names in classes.items()}
@@ -118,14 +128,17 @@ def _fairface(src: Path) -> Plan:
     if index.age_years is not None:  # seed 001's labels: keep the years; `age` stays the bin they fall in
         labels["age_years"] = np.asarray(index.age_years, dtype=np.float32)
     paths = [index.image_path(i) for i in range(len(index.files))]
+    fix = {s: f"{f.name} lists no usable image: put FairFace's {s} rows in it"
+           for s, f in zip(SPLITS, index.label_files)}
     return Plan(_by_split(index.split, SPLITS, index.files, paths, labels), list(index.label_files), paths,
-                list(labels), class_names=classes, num_classes={k: len(v) for k, v in classes.items()})
+                list(labels), class_names=classes, num_classes={k: len(v) for k, v in classes.items()},
+                empty_fix=fix)
 
 
-def _faces(src: Path) -> Plan:
+def _faces(src: Path, rejects: Rejects) -> Plan:
     from trainables.data.formats.faces import read_face_folders
 
-    index = read_face_folders(src)
+    index = read_face_folders(src, rejects)
     split = SplitPlan([index.relative(i) for i in range(len(index.files))], _files(index.files),
                       {"identity": index.labels.astype(np.int32)})
     return Plan({"train": split}, [], index.files, ["identity"], {"identity": index.class_names},
@@ -140,44 +153,59 @@ def _pair_split(pairs) -> SplitPlan:
                      "fold": pairs.fold.astype(np.int16)}, pairs.right_names, fetch(pairs.right))
 
 
-def _bins(paths: list[Path]) -> dict[str, SplitPlan]:
+def _bins(paths: list[Path], rejects: Rejects) -> dict[str, SplitPlan]:
+    """One pair split per readable .bin; an unreadable one (damaged, or a pickle asking to run code)
+    goes to `rejects` as a whole, so one bad verification file does not stop the others."""
     from trainables.data.formats.insightface_bin import read_insightface_bin
 
-    return {p.stem: _pair_split(read_insightface_bin(p)) for p in paths}
+    splits = {}
+    for path in paths:
+        try:
+            splits[path.stem] = _pair_split(read_insightface_bin(path))
+        except UserError as err:
+            rejects.add(str(err), file=path.name, split=path.stem)
+    return splits
 
 
-def _insightface_rec(src: Path) -> Plan:
+def _insightface_rec(src: Path, rejects: Rejects) -> Plan:
     from trainables.data.formats.insightface_rec import IDX_FILE, PROPERTY_FILE, read_insightface_rec, read_record_image
 
-    index = read_insightface_rec(src)
+    bins = sorted(src.glob("*.bin"))  # faces_emore/ and its kin ship lfw.bin, cfp_fp.bin ... beside train.rec
+    taken = next((p for p in bins if p.stem in SPLIT_NAMES), None)
+    if taken is not None:
+        raise UserError(f"{taken}: a verification file named {taken.name} would replace the {taken.stem} split of "
+                        f"train.rec; rename it (e.g. to lfw.bin) or move it out of {src} (nothing was changed)")
+    index = read_insightface_rec(src, rejects)
 
     def fetch(i: int) -> bytes:  # one read of the record's byte range; a file per call is thread-safe
         with open(index.rec_path, "rb") as f:
             f.seek(int(index.offsets[i]))
             return read_record_image(io.BytesIO(f.read(int(index.lengths[i]))), 0)
 
-    bins = sorted(src.glob("*.bin"))  # faces_emore/ and its kin ship lfw.bin, cfp_fp.bin ... beside train.rec
     splits = {"train": SplitPlan([f"train.rec#{k}" for k in index.keys.tolist()], fetch,
-                                 {"identity": index.labels.astype(np.int32)}), **_bins(bins)}
+                                 {"identity": index.labels.astype(np.int32)}), **_bins(bins, rejects)}
     return Plan(splits, [src / IDX_FILE, src / PROPERTY_FILE], [index.rec_path, *bins], ["identity"],
                 num_classes={"identity": index.num_classes})
 
 
-def _lfw_pairs(src: Path) -> Plan:
+def _lfw_pairs(src: Path, rejects: Rejects) -> Plan:
     from trainables.data.formats.lfw_pairs import find_pairs_file, read_lfw_pairs
 
-    pairs = read_lfw_pairs(src)
+    pairs = read_lfw_pairs(src, rejects=rejects)
     return Plan({"lfw": _pair_split(pairs)}, [find_pairs_file(src)], sorted(set(pairs.left) | set(pairs.right)))
 
 
-def _insightface_bin(src: Path) -> Plan:
+def _insightface_bin(src: Path, rejects: Rejects) -> Plan:
     paths = [src] if src.is_file() else sorted(src.glob("*.bin"))
     if not paths:
         raise UserError(f"no .bin files in {src}; pass an InsightFace verification file (lfw.bin) or its folder")
-    return Plan(_bins(paths), [], paths)
+    splits = _bins(paths, rejects)
+    if not splits:  # each was rejected: its own message says what is wrong with it
+        raise UserError(rejects.rows[0]["reason"])
+    return Plan(splits, [], paths)
 
 
-FORMATS: Registry[Callable[[Path], Plan]] = Registry("dataset format")
+FORMATS: Registry[Callable[[Path, Rejects], Plan]] = Registry("dataset format")
 for _name, _plan in {"celeba": _celeba, "attributes_csv": _attributes_csv, "fairface": _fairface, "faces": _faces,
                      "insightface_rec": _insightface_rec, "lfw_pairs": _lfw_pairs,
                      "insightface_bin": _insightface_bin}.items():
@@ -258,23 +286,32 @@ def _fingerprint(fmt: str, plan: Plan, settings: dict) -> str:
 
 def check_image(data: bytes) -> None:
     """Raise if `data` is not a decodable image: verify() reads the structure, a draft-mode load
-    decodes every scan (verify alone misses a truncated JPEG) at reduced scale, which is cheap."""
-    with Image.open(io.BytesIO(data)) as img:
-        img.verify()
-    with Image.open(io.BytesIO(data)) as img:
-        img.draft("RGB", (64, 64))
-        img.load()
+    decodes every scan (verify alone misses a truncated JPEG) at reduced scale, which is cheap. An
+    image whose header claims more pixels than the decompression-bomb limit is refused unread, as
+    every decoder of the shards would refuse it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, in one line
+        with Image.open(io.BytesIO(data)) as img:
+            problem = too_many_pixels(*img.size)
+            if problem:
+                raise ValueError(problem)
+            img.verify()
+        with Image.open(io.BytesIO(data)) as img:
+            img.draft("RGB", (64, 64))
+            img.load()
 
 
 def _fetch_checked(fetch: Callable[[int], bytes], i: int) -> tuple[bytes | None, str]:
     try:
         data = fetch(i)
-    except (OSError, UserError) as err:
+    except UserError as err:
+        return None, f"unreadable: {err}"
+    except (OSError, ValueError) as err:  # ValueError: a path with a NUL byte
         return None, f"missing or unreadable: {err}"
     try:
         check_image(data)
     except Exception as err:  # PIL raises many types for bad data; any of them means "skip it"
-        return None, f"cannot decode: {type(err).__name__}: {err}"
+        return None, f"cannot decode: {type(err).__name__}: {str(err)[:200]}"
     return data, ""
 
 
@@ -309,41 +346,56 @@ def _pack(plan: SplitPlan, writer: SplitWriter, split: str, fmt: str, order: np.
     return packed
 
 
-def _target(out: str) -> tuple[pafs.FileSystem, str, str, bool]:
-    """(fs, final path, work path, in place?): a temporary sibling renamed into place at the end,
-    except on object stores, which cannot rename a folder. Only an older prepare or an empty
-    folder is ever replaced: anything else at OUT is refused before a byte is written."""
-    fs, final = resolve(out)
-    found = fs.get_file_info(final).type
-    if found == pafs.FileType.Directory:
-        entries = {posixpath.basename(e.path) for e in fs.get_file_info(pafs.FileSelector(final))}
-        ours = not entries or IN_PROGRESS in entries or is_prepared(out)
-    if found == pafs.FileType.File or (found == pafs.FileType.Directory and not ours):
-        raise UserError(f"{out} exists and is not a prepared dataset; pass a new or empty folder as --out "
-                        f"(nothing was changed)")
-    if fs.type_name not in ("local", "subtree"):
-        if found != pafs.FileType.NotFound:
-            fs.delete_dir_contents(final)
-        fs.create_dir(final)
-        fs.open_output_stream(posixpath.join(final, IN_PROGRESS)).close()  # marks a half-written OUT as ours
-        return fs, final, final, True
-    return fs, final, f"{final.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}", False
-
-
 def _schema(plan: SplitPlan) -> pa.Schema:
     fields = [pa.field("image", pa.binary())] + ([pa.field("image_b", pa.binary())] if plan.fetch_b else [])
     fields += [pa.field(n, pa.string()) for n in ("file", *(["file_b"] if plan.fetch_b else []), "split", "source")]
     return pa.schema(fields + [pa.field(c, _ARROW_TYPES[v.dtype]) for c, v in plan.labels.items()])
 
 
+def _check_settings(row_group_rows, max_file_bytes) -> None:
+    for name, value in (("row_group_rows", row_group_rows), ("max_file_bytes", max_file_bytes)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            flag = "--row-group-rows" if name == "row_group_rows" else "--max-file-mib"
+            raise UserError(f"{name} (the CLI's {flag}) is {value!r}; it must be a whole number of at least 1 "
+                            f"(nothing was changed)")
+
+
+def _read(read_plan: Callable[[Path, Rejects], Plan], src: Path, rejects: Rejects) -> Plan:
+    try:
+        return read_plan(src, rejects)
+    except OSError as err:  # a label file or folder that cannot be read: permissions, a vanished disk
+        where = err.filename or src
+        raise UserError(f"cannot read {where}: {err.strerror or err}; make the dataset readable "
+                        f"(nothing was changed)") from None
+
+
+def _refuse_empty(plan: Plan, split: str, src: Path, skipped: list[dict]) -> None:
+    """An empty split of the format's own: every trial would fail on it, so refuse it here, once."""
+    mine = [s for s in skipped if s["split"] == split]
+    why = (f"all {len(mine)} of its images were skipped, e.g. {mine[0]['file']}: {mine[0]['reason']}" if mine else
+           plan.empty_fix.get(split, "it has no images"))
+    raise UserError(f"split {split!r} of {src} is empty: {why}; fix the dataset so that every split has images "
+                    f"(nothing was changed)")
+
+
 def prepare(format: str, src, out: str, strict: bool = False, progress: Callable[[int, int], None] | None = None,
             row_group_rows: int = 1000, max_file_bytes: int = 64 << 20, threads: int | None = None) -> PreparedInfo:
     """Pack `src` (read as `format`) into shards under `out` (a path or URI); see the module docstring."""
     read_plan = FORMATS.get(format)
+    _check_settings(row_group_rows, max_file_bytes)
     src = Path(src).expanduser().resolve()
     if not src.exists():
         raise UserError(f"source {src} does not exist; pass the dataset folder as --src")
-    plan = read_plan(src)
+    output = PreparedOutput(out)
+    try:
+        output.check(is_prepared(out))
+    except OSError as err:  # an object store that refuses us, a folder we may not list
+        raise write_error(out, err) from None
+    rejects = Rejects(strict)
+    plan = _read(read_plan, src, rejects)
+    for split, sp in plan.splits.items():
+        if not sp.names:
+            _refuse_empty(plan, split, src, rejects.rows)
     settings = {"strict": strict, "row_group_rows": row_group_rows, "max_file_bytes": max_file_bytes}
     fingerprint = _fingerprint(format, plan, settings)
     if is_prepared(out):
@@ -351,7 +403,6 @@ def prepare(format: str, src, out: str, strict: bool = False, progress: Callable
         if meta.get("fingerprint") == fingerprint:
             return PreparedInfo(out, format, meta["counts"], meta["skipped"], fingerprint, True)
 
-    fs, final, work, in_place = _target(out)
     total, done = sum(len(s.names) for s in plan.splits.values()), 0
 
     def tick(n: int) -> None:
@@ -360,16 +411,20 @@ def prepare(format: str, src, out: str, strict: bool = False, progress: Callable
         if progress is not None:
             progress(done, total)
 
-    counts, skipped, row_groups = {}, [], {}
+    counts, skipped, row_groups = {}, list(rejects.rows), {}
     try:
+        output.begin()
         with ThreadPoolExecutor(threads or min(8, (os.cpu_count() or 1) + 2)) as pool:
             for split, sp in plan.splits.items():
                 order = np.arange(len(sp.names))
                 if split == "train":
                     order = np.random.default_rng(0).permutation(len(order))
-                writer = SplitWriter(fs, work, split, _schema(sp), row_group_rows, max_file_bytes)
+                writer = SplitWriter(output.fs, output.root, split, _schema(sp), row_group_rows, max_file_bytes,
+                                     prefix=output.prefix)
                 counts[split] = _pack(sp, writer, split, format, order, strict, skipped, tick, pool, row_group_rows)
                 row_groups[split] = [list(g) for g in writer.close()]
+                if not counts[split]:
+                    _refuse_empty(plan, split, src, skipped)
         meta = {
             "format": format, "version": PREPARE_VERSION, "label_columns": plan.label_columns,
             "pair_label_columns": list(PAIR_LABELS),
@@ -380,16 +435,11 @@ def prepare(format: str, src, out: str, strict: bool = False, progress: Callable
             "row_groups": row_groups, "skipped": skipped, "fingerprint": fingerprint, "source": str(src),
             "settings": settings, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         }
-        with fs.open_output_stream(posixpath.join(work, METADATA_FILE)) as f:
-            f.write(json.dumps(meta, indent=1).encode())
-        if in_place:
-            fs.delete_file(posixpath.join(work, IN_PROGRESS))
-        else:
-            if fs.get_file_info(final).type != pafs.FileType.NotFound:
-                fs.delete_dir(final)  # an older, different prepare of this output
-            fs.move(work, final)
+        output.commit(meta)
+    except OSError as err:
+        output.abort()
+        raise write_error(out, err) from None
     except BaseException:
-        if not in_place and fs.get_file_info(work).type != pafs.FileType.NotFound:
-            fs.delete_dir(work)
+        output.abort()
         raise
     return PreparedInfo(out, format, counts, skipped, fingerprint, False)

@@ -1,8 +1,10 @@
 """Parquet shards of a prepared dataset: the writer, and the reader that DDP ranks train from.
 
-Layout: `ROOT/metadata.json` and `ROOT/<split>/part-NNNNN.parquet`; each row holds one image's
-encoded bytes (`image`, and `image_b` for verification pairs), its names and its labels. ROOT may
-be a local path or any pyarrow filesystem URI (`s3://`, `gs://`, `file://`).
+Layout: `ROOT/metadata.json` and `ROOT/<split>/part-<generation>-NNNNN.parquet` (older prepares
+wrote `part-NNNNN.parquet`); metadata.json lists every file, and readers open only those, so the
+files of a newer prepare can be written beside them before metadata.json is switched. Each row
+holds one image's encoded bytes (`image`, and `image_b` for verification pairs), its names and its
+labels. ROOT may be a local path or any pyarrow filesystem URI (`s3://`, `gs://`, `file://`).
 
 Work is dealt in row slices `(shard, row group, start, stop)`, not whole row groups, so that ranks
 get exactly equal training shares (n // world rows, seeded permutation of the row groups per epoch)
@@ -51,13 +53,15 @@ def resolve(root: str) -> tuple[pafs.FileSystem, str]:
 
 
 class SplitWriter:
-    """Appends rows to `<out>/<split>/part-NNNNN.parquet`: row groups of `row_group_rows`, files closed
-    once they pass `max_file_bytes`. Image columns are stored uncompressed and without statistics
+    """Appends rows to `<out>/<split>/part-<prefix>NNNNN.parquet`: row groups of `row_group_rows`, files
+    closed once they pass `max_file_bytes`. Image columns are stored uncompressed and without statistics
     (on the demo JPEGs zstd saved 4% of the size and cost 10% more read time); the rest zstd."""
 
     def __init__(self, fs: pafs.FileSystem, out: str, split: str, schema: pa.Schema,
-                 row_group_rows: int = 1000, max_file_bytes: int = 64 << 20):
-        self.fs, self.out, self.split, self.schema = fs, out, split, schema
+                 row_group_rows: int = 1000, max_file_bytes: int = 64 << 20, prefix: str = ""):
+        if row_group_rows < 1 or max_file_bytes < 1:
+            raise ValueError("row_group_rows and max_file_bytes must be at least 1")
+        self.fs, self.out, self.split, self.schema, self.prefix = fs, out, split, schema, prefix
         self.row_group_rows, self.max_file_bytes = row_group_rows, max_file_bytes
         self.buffer: dict[str, list] = {name: [] for name in schema.names}
         self.groups: list[tuple[str, int, int]] = []  # (relative path, row group, rows)
@@ -80,7 +84,7 @@ class SplitWriter:
         if self._writer is not None and self._file_bytes + size > self.max_file_bytes:
             self._close_file()
         if self._writer is None:
-            rel = f"{self.split}/part-{self._parts:05d}.parquet"
+            rel = f"{self.split}/part-{self.prefix}{self._parts:05d}.parquet"
             self._rel, self._parts = rel, self._parts + 1
             plain = [n for n in self.schema.names if n not in IMAGE_COLUMNS]
             self._writer = pq.ParquetWriter(
@@ -107,10 +111,17 @@ def load_metadata(root: str) -> dict:
     fs, path = resolve(root)
     try:
         with fs.open_input_stream(posixpath.join(path, METADATA_FILE)) as f:
-            return json.loads(f.read())
+            found = json.loads(f.read())
     except FileNotFoundError:
         raise UserError(f"{root} is not a prepared dataset (no {METADATA_FILE}); make one with "
                         f"`python -m orchestrator prepare FORMAT --src DIR --out {root}`") from None
+    except ValueError as err:  # cut short or edited by hand
+        raise UserError(f"{root}/{METADATA_FILE} is not valid JSON ({err}); prepare the dataset again with "
+                        f"`python -m orchestrator prepare FORMAT --src DIR --out {root}`") from None
+    if not isinstance(found, dict) or not isinstance(found.get("splits"), dict):
+        raise UserError(f"{root}/{METADATA_FILE} does not describe a prepared dataset; prepare it again with "
+                        f"`python -m orchestrator prepare FORMAT --src DIR --out {root}`")
+    return found
 
 
 class RowSlice(NamedTuple):

@@ -10,9 +10,11 @@ The layout (../shared/DATA_FORMATS.md):
 
 How it is recognised (`is_attributes_csv_root`): the path is a `.csv` file whose header has a `file`
 column (the folder is then the CSV's parent), or a folder holding exactly one `.csv` file at its root
-with such a header. A `file` that is absolute or has a `..` part would read outside the dataset and is
-refused, as are empty cells, values other than 0/1/-1, a file listed twice: each a one-line
-`UserError` naming the CSV, the line and the fix. Images are not opened here (prepare checks them).
+with such a header. Empty cells, values other than 0/1/-1, a file listed twice are refused: each a
+one-line `UserError` naming the CSV, the line and the fix. A row that is bad on its own (a `file` that
+is absolute or has a `..` part, and so would read outside the dataset; bytes that are not UTF-8; a
+field over 128 KiB) goes to `rejects`, for `prepare` to skip and report. Images are not opened here
+(prepare checks them).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from trainables.data.formats.celeba import RESERVED_NAMES
+from trainables.data.formats.rejects import Rejects, csv_rows, outside_problem, printable
 from trainables.errors import UserError
 
 FILE_COLUMN = "file"
@@ -123,66 +126,72 @@ def _check_header(path: pathlib.Path, header: list[str]) -> None:
                         f"own column); rename the column, e.g. to {reserved.capitalize()!r}")
 
 
-def _relative(path: pathlib.Path, line: int, name: str) -> str:
-    """`name` as a normalised relative POSIX path, refusing one that would leave the dataset folder."""
+def _relative(name: str) -> tuple[str, str]:
+    """(`name` as a normalised relative POSIX path, "") or ("", why it would leave the dataset folder)."""
     posix = name.strip().replace("\\", "/")  # a CSV written on Windows may use backslashes
-    if not posix:
-        raise UserError(f"{path} line {line}: the `{FILE_COLUMN}` cell is empty; give each row its image's path")
-    parts = pathlib.PurePosixPath(posix).parts
-    if posix.startswith("/") or pathlib.PureWindowsPath(posix).drive or ".." in parts:
-        raise UserError(f"{path} line {line}: file {name!r} points outside {path.parent}; `{FILE_COLUMN}` must be a "
-                        f"path inside the folder holding the CSV, relative to it and without '..'")
-    return posixpath.normpath(posix)
+    problem = outside_problem(posix)
+    return ("", problem) if problem else (posixpath.normpath(posix), "")
 
 
 def _cell_error(path: pathlib.Path, line: int, column: str, value: str, allowed: str) -> UserError:
-    what = "is empty" if not value.strip() else f"is {value.strip()[:20]!r}"
+    what = "is empty" if not value.strip() else f"is {printable(value.strip(), 20)!r}"
     return UserError(f"{path} line {line}: {column} {what}; {column} must be {allowed}")
 
 
-def read_attributes_csv(path) -> AttributesCsvIndex:
-    """Parse and validate the label CSV of `path` (a folder or the CSV itself); see the module docstring."""
+def read_attributes_csv(path, rejects: Rejects | None = None) -> AttributesCsvIndex:
+    """Parse and validate the label CSV of `path` (a folder or the CSV itself); see the module docstring.
+    A row that is bad on its own goes to `rejects` (by default: raised)."""
+    rejects = rejects if rejects is not None else Rejects()
     label_file = find_label_csv(pathlib.Path(path).expanduser())
     root = label_file.parent
-    with open(label_file, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f)
-        header = [c.strip() for c in next(reader, [])]
-        _check_header(label_file, header)
-        file_at, split_at = header.index(FILE_COLUMN), header.index(SPLIT_COLUMN) if SPLIT_COLUMN in header else None
-        names = [n for n in header if n not in (FILE_COLUMN, SPLIT_COLUMN)]
-        value_at = [header.index(n) for n in names]
-        files: list[str] = []
-        lines: list[int] = []
-        cells: list[list[str]] = []
-        splits: list[int] = []
-        first_line: dict[str, int] = {}
-        for row in reader:
-            line = reader.line_num
-            if not row or row == [""]:  # a blank line (e.g. a trailing newline) holds no image
-                continue
-            if len(row) != len(header):
-                raise UserError(f"{label_file} line {line}: {len(row)} fields, expected {len(header)} "
-                                f"({','.join(header)}); fix or remove that row")
-            name = _relative(label_file, line, row[file_at])
-            if name in first_line:
-                raise UserError(f"{label_file} line {line}: {name} is listed twice (first on line {first_line[name]}); "
-                                f"give each image one row")
-            first_line[name] = line
-            values = [row[k] for k in value_at]
-            if not _VALUES.issuperset(values):
-                values = [v.strip() for v in values]
-                bad = next((k for k, v in enumerate(values) if v not in _VALUES), None)
-                if bad is not None:
-                    raise _cell_error(label_file, line, names[bad], values[bad], "0 or 1 (or -1 or 1)")
-            if split_at is not None:
-                code = _SPLIT_VALUES.get(row[split_at].strip().lower())
-                if code is None:
-                    raise _cell_error(label_file, line, SPLIT_COLUMN, row[split_at], "train, val or test (or 0, 1, 2)")
-                splits.append(code)
-            files.append(name)
-            lines.append(line)
-            cells.append(values)
+    reader = csv_rows(label_file, rejects, fix_encoding="save the CSV as UTF-8")
+    _, header = next(reader, (1, []))
+    header = [c.strip() for c in header]
+    _check_header(label_file, header)
+    file_at, split_at = header.index(FILE_COLUMN), header.index(SPLIT_COLUMN) if SPLIT_COLUMN in header else None
+    names = [n for n in header if n not in (FILE_COLUMN, SPLIT_COLUMN)]
+    value_at = [header.index(n) for n in names]
+    files: list[str] = []
+    lines: list[int] = []
+    cells: list[list[str]] = []
+    splits: list[int] = []
+    first_line: dict[str, int] = {}
+    for line, row in reader:
+        if not row or row == [""]:  # a blank line (e.g. a trailing newline) holds no image
+            continue
+        if len(row) != len(header):
+            raise UserError(f"{label_file} line {line}: {len(row)} fields, expected {len(header)} "
+                            f"({','.join(header)}); fix or remove that row")
+        name, problem = _relative(row[file_at])
+        if problem:
+            if problem == "is empty":
+                raise UserError(f"{label_file} line {line}: the `{FILE_COLUMN}` cell is empty; give each row its "
+                                f"image's path")
+            rejects.add(f"{label_file} line {line}: file {printable(row[file_at])!r} {problem}, so it points outside "
+                        f"{root}; `{FILE_COLUMN}` must be a path inside the folder holding the CSV, relative to it "
+                        f"and without '..'", file=row[file_at])
+            continue
+        if name in first_line:
+            raise UserError(f"{label_file} line {line}: {name} is listed twice (first on line {first_line[name]}); "
+                            f"give each image one row")
+        first_line[name] = line
+        values = [row[k] for k in value_at]
+        if not _VALUES.issuperset(values):
+            values = [v.strip() for v in values]
+            bad = next((k for k, v in enumerate(values) if v not in _VALUES), None)
+            if bad is not None:
+                raise _cell_error(label_file, line, names[bad], values[bad], "0 or 1 (or -1 or 1)")
+        if split_at is not None:
+            code = _SPLIT_VALUES.get(row[split_at].strip().lower())
+            if code is None:
+                raise _cell_error(label_file, line, SPLIT_COLUMN, row[split_at], "train, val or test (or 0, 1, 2)")
+            splits.append(code)
+        files.append(name)
+        lines.append(line)
+        cells.append(values)
     if not files:
+        if rejects.rows:
+            raise UserError(f"{label_file}: every row was left out, e.g. {rejects.rows[0]['reason']}")
         raise UserError(f"{label_file} has a header but no rows; add one row per image")
     table = np.array(cells, dtype="U2")
     _check_encoding(label_file, table, lines)

@@ -5,7 +5,9 @@ when their files are there, identities and aligned landmarks. The attributes are
 list_attr_celeba.txt names, any number of them: CelebA's own 40 (`ATTRIBUTE_NAMES`), or another set
 shipped in the same layout (a lab's own labels, LFWA converted to it). Values are read as
 torchvision's `CelebA` reads them (runs of spaces, -1/1 mapped to 0/1). Every malformed input raises a
-one-line `UserError` naming the file, the line and the fix. The 202,599-row attribute file is
+one-line `UserError` naming the file, the line and the fix; a row whose file name would leave
+img_align_celeba/ (absolute, or with a `..` part) goes to `rejects` instead, for `prepare` to skip
+and report, so no file outside the dataset is ever read. The 202,599-row attribute file is
 tokenised with numpy on the raw bytes, because `str.split` over its 8 M tokens alone takes seconds.
 """
 
@@ -18,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from trainables.data.formats.rejects import Rejects, outside_problem, printable
 from trainables.errors import UserError
 
 ATTRIBUTE_NAMES: tuple[str, ...] = (
@@ -81,9 +84,10 @@ class _Table:
     header: list[str]
     values: np.ndarray  # (rows, columns) int32, or int64 when a token has 10+ characters
     first_line: int  # 1-based line number of row 0
+    line_numbers: np.ndarray | None = None  # when rows were left out: the line of each row kept
 
     def line(self, row: int) -> int:
-        return self.first_line + row
+        return self.first_line + row if self.line_numbers is None else int(self.line_numbers[row])
 
 
 def _read_table(path: pathlib.Path, *, header: bool, columns: int | None, what: str | Callable[[int], str],
@@ -118,6 +122,11 @@ def _read_table(path: pathlib.Path, *, header: bool, columns: int | None, what: 
         what = what(columns)
     data = data.rstrip()
     buf = np.frombuffer(data, dtype=np.uint8)
+    control = np.flatnonzero((buf < 32) & (buf != 9) & (buf != 10) & (buf != 13))
+    if len(control):  # e.g. the NULs a copy interrupted mid-write leaves: not text a row can hold
+        line = first_line + int(np.count_nonzero(buf[: control[0]] == 10))
+        raise UserError(f"{path} line {line}: control byte {int(buf[control[0]]):#04x} in a text file; the file "
+                        f"is damaged: re-download it")
     # Bytes <= 32 (space, tab, CR, LF) separate tokens; LF alone separates lines.
     edges = np.diff((buf > 32).view(np.int8), prepend=np.int8(0), append=np.int8(0))
     # int32 offsets and values halve the peak memory of the 8 M-token attribute file.
@@ -186,7 +195,7 @@ def _strings(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[str]
         return [r.decode("utf-8", "replace") for r in raw.tolist()]
 
 
-def _align(table: _Table, files: list[str], attr_path: pathlib.Path, first_line: int) -> np.ndarray:
+def _align(table: _Table, files: list[str], attr_path: pathlib.Path, line_of: Callable[[int], int]) -> np.ndarray:
     """Row of `table` for each of `files`; raises when the table lacks one of them."""
     if table.names == files:
         return np.arange(len(files))
@@ -196,7 +205,7 @@ def _align(table: _Table, files: list[str], attr_path: pathlib.Path, first_line:
     if len(missing):
         i = int(missing[0])
         raise UserError(f"{table.path} has no row for {files[i]} (listed in {attr_path.name} line "
-                        f"{first_line + i}; {len(missing)} files missing in all); use the "
+                        f"{line_of(i)}; {len(missing)} files missing in all); use the "
                         f"{table.path.name} that came with this attribute file")
     return rows
 
@@ -233,8 +242,30 @@ def _check_names(path: pathlib.Path, names: list[str]) -> None:
                         f"its own column); rename it, e.g. to {reserved.capitalize()!r}")
 
 
-def read_celeba(root: str | os.PathLike) -> CelebAIndex:
-    """Read the labels of a CelebA root folder as distributed; images are not opened."""
+def _inside_only(attr: _Table, images: pathlib.Path, rejects: Rejects) -> tuple[_Table, list[str]]:
+    """The rows of `attr` whose file stays inside `images`; each other row goes to `rejects`."""
+    files = attr.names
+    suspect = [i for i, f in enumerate(files) if f[:1] in ("/", "\\") or ".." in f or ":" in f]
+    bad = [i for i in suspect if outside_problem(files[i])]
+    for i in bad:
+        rejects.add(f"{attr.path} line {attr.line(i)}: file {printable(files[i])!r} {outside_problem(files[i])}, so "
+                    f"it points outside {images}; name each image relative to {IMAGE_DIR}/, without '..'",
+                    file=files[i])
+    if not bad:
+        return attr, files
+    keep = np.setdiff1d(np.arange(len(files)), bad)
+    if not len(keep):
+        raise UserError(f"{attr.path}: every row names a file outside {images}; name each image relative to "
+                        f"{IMAGE_DIR}/, without '..'")
+    kept = _Table(attr.path, [files[i] for i in keep.tolist()], attr.header, attr.values[keep], attr.first_line,
+                  attr.first_line + keep)
+    return kept, kept.names
+
+
+def read_celeba(root: str | os.PathLike, rejects: Rejects | None = None) -> CelebAIndex:
+    """Read the labels of a CelebA root folder as distributed; images are not opened. A row naming an
+    image outside img_align_celeba/ goes to `rejects` (by default: raised)."""
+    rejects = rejects if rejects is not None else Rejects()
     root = pathlib.Path(root)
     if not root.is_dir():
         raise UserError(f"CelebA folder {root} does not exist; pass the CelebA root folder "
@@ -258,9 +289,10 @@ def read_celeba(root: str | os.PathLike) -> CelebAIndex:
         row = next(i for i, f in enumerate(files) if f in seen or seen.add(f))
         raise UserError(f"{attr_path} line {attr.line(row)}: {files[row]} is listed twice; "
                         f"each image must have one row")
+    attr, files = _inside_only(attr, root / IMAGE_DIR, rejects)
 
     part = _read_table(part_path, header=False, columns=1, what="the split 0, 1 or 2")
-    rows = _align(part, files, attr_path, attr.first_line)
+    rows = _align(part, files, attr_path, attr.line)
     split = part.values[rows, 0]
     bad = np.flatnonzero((split < 0) | (split > 2))
     if len(bad):
@@ -271,7 +303,7 @@ def read_celeba(root: str | os.PathLike) -> CelebAIndex:
     identity = None
     if (root / IDENTITY_FILE).is_file():
         ident = _read_table(root / IDENTITY_FILE, header=False, columns=1, what="the identity number")
-        rows = _align(ident, files, attr_path, attr.first_line)
+        rows = _align(ident, files, attr_path, attr.line)
         identity = ident.values[rows, 0].astype(np.int64)
         bad = np.flatnonzero(identity < 0)
         if len(bad):
@@ -281,7 +313,7 @@ def read_celeba(root: str | os.PathLike) -> CelebAIndex:
     landmarks = None
     if (root / LANDMARKS_FILE).is_file():
         marks = _read_table(root / LANDMARKS_FILE, header=True, columns=10, what="10 landmark coordinates")
-        landmarks = marks.values[_align(marks, files, attr_path, attr.first_line)].astype(np.int32)
+        landmarks = marks.values[_align(marks, files, attr_path, attr.line)].astype(np.int32)
 
     if files and not (root / IMAGE_DIR / files[0]).exists() and (root / IMAGE_DIR / IMAGE_DIR).is_dir():
         raise UserError(f"{root / IMAGE_DIR} holds another {IMAGE_DIR}/ folder (as some downloads "

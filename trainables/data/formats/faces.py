@@ -1,7 +1,9 @@
 """Reader of a face-recognition image folder: `root/<identity>/<image>.jpg`, aligned 112x112.
 
 Identities are sorted by folder name and numbered 0..K-1 in that order; images are sorted by name
-within each identity, so the index is the same on every machine. Only the listing is read here:
+within each identity, so the index is the same on every machine. Every path is an entry listed
+under `root`, never text from a file, so no name can lead outside it (a symlink there is followed,
+as whoever laid the folders out chose). Only the listing is read here:
 images are opened when they are packed or decoded. `os.scandir` keeps a multi-million-file tree
 (MS1M-sized) to one system call per folder.
 """
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainables.data.formats.rejects import Rejects, is_utf8, printable
 from trainables.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -49,8 +52,11 @@ def is_face_folder_root(root) -> bool:
         return False
 
 
-def read_face_folders(root: str | os.PathLike) -> FaceFolderIndex:
-    """List `root/<identity>/<image>` into a `FaceFolderIndex`; identities with no images are left out."""
+def read_face_folders(root: str | os.PathLike, rejects: Rejects | None = None) -> FaceFolderIndex:
+    """List `root/<identity>/<image>` into a `FaceFolderIndex`; identities with no images are left out.
+    A folder or image whose name is not UTF-8 (it could not be stored as a name) goes to `rejects`
+    (by default: raised)."""
+    rejects = rejects if rejects is not None else Rejects()
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"face folder {root} does not exist; pass the folder that holds one "
@@ -66,7 +72,20 @@ def read_face_folders(root: str | os.PathLike) -> FaceFolderIndex:
     labels: list[int] = []
     class_names: list[str] = []
     for name in identities:
-        images = _images(os.path.join(root, name))
+        try:
+            images = _images(os.path.join(root, name))
+        except OSError as err:
+            rejects.add(f"{root / name}: cannot list it ({err.strerror or err}); make it readable, or move it out of "
+                        f"{root}", file=printable(name))
+            continue
+        if images and not is_utf8(name):
+            rejects.add(f"{root}: identity folder {printable(name)!r} has a name that is not UTF-8 text; rename it "
+                        f"(its {len(images)} images were left out)", file=name)
+            continue
+        for image in [i for i in images if not is_utf8(i)]:
+            rejects.add(f"{root / name}: image {printable(image)!r} has a name that is not UTF-8 text; rename it",
+                        file=f"{name}/{image}")
+            images.remove(image)
         if not images:
             continue
         files.extend(root / name / image for image in images)

@@ -4,7 +4,9 @@
 each CSV's order. `root` is the image folder of either padding release (it holds `train/` and
 `val/`, e.g. `fairface-img-margin025-trainval/`); the two label CSVs may sit inside it or next to
 it (in its parent), as people unpack the downloads both ways. Every malformed input raises a
-one-line `UserError` naming the file, the 1-based line and the fix. Images are not opened here:
+one-line `UserError` naming the file, the 1-based line and the fix; a row that is bad on its own (a
+file outside `train/` or `val/`, bytes that are not UTF-8, a field over 128 KiB) goes to `rejects`
+instead, for `prepare` to skip and report. Images are not opened here:
 checking 97k files would dominate start-up; a missing one fails when it is decoded.
 
 Two pairs of label files are read, told apart by their names (same header, same rows otherwise):
@@ -18,13 +20,13 @@ pairs is refused rather than guessed at, since their labels may disagree.
 
 from __future__ import annotations
 
-import csv
 import math
 import pathlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from trainables.data.formats.rejects import Rejects, csv_rows, outside_problem, printable
 from trainables.errors import UserError
 
 AGE_BINS: tuple[str, ...] = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70")
@@ -111,8 +113,10 @@ def _has_header(path: pathlib.Path) -> bool:
         return tuple(c.strip() for c in f.readline().strip().split(",")) == HEADER
 
 
-def read_fairface(root) -> FairFaceIndex:
-    """Parse and validate both label CSVs of the FairFace release at `root` (see the module docstring)."""
+def read_fairface(root, rejects: Rejects | None = None) -> FairFaceIndex:
+    """Parse and validate both label CSVs of the FairFace release at `root` (see the module docstring).
+    A row that is bad on its own goes to `rejects` (by default: raised)."""
+    rejects = rejects if rejects is not None else Rejects()
     root = pathlib.Path(root).expanduser()
     if not root.is_dir():
         raise UserError(f"FairFace folder not found: {root}: pass --data with the image folder holding train/ and val/")
@@ -131,7 +135,7 @@ def read_fairface(root) -> FairFaceIndex:
     split_codes: list[int] = []
     for split, code in SPLITS.items():
         before = len(columns["file"])
-        _read_csv(label_dir / names[split], split, columns, years if variant == "years" else None)
+        _read_csv(label_dir / names[split], split, columns, years if variant == "years" else None, rejects)
         split_codes += [code] * (len(columns["file"]) - before)
     age_years = np.array(years, dtype=np.float32) if variant == "years" else None
     age = [AGE_BINS[k] for k in years_to_bin(years).tolist()] if variant == "years" else columns["age"]
@@ -161,37 +165,42 @@ def _subfolder_hint(root: pathlib.Path) -> str:
     return f" (e.g. --data {root / inner[0]})" if inner else ""
 
 
-def _read_csv(path: pathlib.Path, split: str, columns: dict[str, list], years: list[float] | None) -> None:
+def _read_csv(path: pathlib.Path, split: str, columns: dict[str, list], years: list[float] | None,
+              rejects: Rejects) -> None:
     """Append the rows of one label CSV to `columns`, validating every field. With `years` (a list),
-    `age` holds years: they go to `years` and `columns["age"]` keeps the raw text."""
-    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a re-saved CSV may carry a BOM
-        rows = csv.reader(f)
-        header = next(rows, None)
-        if header is None or tuple(c.strip() for c in header) != HEADER:
-            raise UserError(f"{path}, line 1: header is {','.join(header or [])!r}, expected {','.join(HEADER)!r}; "
-                            f"use the label CSV distributed with FairFace")
-        for line, row in enumerate(rows, start=2):
-            if not row:  # a blank line (e.g. an extra trailing newline) holds no image
-                continue
-            if len(row) != len(HEADER):
-                raise UserError(f"{path}, line {line}: {len(row)} columns, expected {len(HEADER)} "
-                                f"({','.join(HEADER)}); fix or remove that row")
-            name, age, gender, race, service = row
-            _check_file(path, line, name, split)
-            if years is not None:
-                years.append(_years(path, line, age))
-            elif age not in AGE_BINS:
-                raise UserError(f"{path}, line {line}: unknown age {age!r}; expected one of "
-                                f"{', '.join(AGE_BINS)}{_years_hint(age, split)}")
-            for column, value in (("gender", gender), ("race", race)):
-                if value not in _CLASSES[column]:
-                    raise UserError(f"{path}, line {line}: unknown {column} {value!r}; expected one of "
-                                    f"{', '.join(_CLASSES[column])}")
-            flag = _BOOLS.get(service.strip().lower())
-            if flag is None:
-                raise UserError(f"{path}, line {line}: service_test is {service!r}, expected True or False")
-            for column, value in zip(HEADER, (name, age, gender, race, flag)):
-                columns[column].append(value)
+    `age` holds years: they go to `years` and `columns["age"]` keeps the raw text. A row that is bad on
+    its own (not UTF-8, a field over 128 KiB, a file outside `split/`) goes to `rejects`."""
+    rows = csv_rows(path, rejects, fix_encoding="save the CSV as UTF-8 (FairFace's own files are)")
+    _, header = next(rows, (1, None))
+    if header is None or tuple(c.strip() for c in header) != HEADER:
+        raise UserError(f"{path}, line 1: header is {printable(','.join(header or []))!r}, expected "
+                        f"{','.join(HEADER)!r}; use the label CSV distributed with FairFace")
+    for line, row in rows:
+        if not row:  # a blank line (e.g. an extra trailing newline) holds no image
+            continue
+        if len(row) != len(HEADER):
+            raise UserError(f"{path}, line {line}: {len(row)} columns, expected {len(HEADER)} "
+                            f"({','.join(HEADER)}); fix or remove that row")
+        name, age, gender, race, service = row
+        problem = _file_problem(name, split)
+        if problem:
+            rejects.add(f"{path}, line {line}: file {printable(name)!r} {problem}; use the label CSV distributed "
+                        f"with FairFace", file=name, split=split)
+            continue
+        if years is not None:
+            years.append(_years(path, line, age))
+        elif age not in AGE_BINS:
+            raise UserError(f"{path}, line {line}: unknown age {printable(age)!r}; expected one of "
+                            f"{', '.join(AGE_BINS)}{_years_hint(age, split)}")
+        for column, value in (("gender", gender), ("race", race)):
+            if value not in _CLASSES[column]:
+                raise UserError(f"{path}, line {line}: unknown {column} {printable(value)!r}; expected one of "
+                                f"{', '.join(_CLASSES[column])}")
+        flag = _BOOLS.get(service.strip().lower())
+        if flag is None:
+            raise UserError(f"{path}, line {line}: service_test is {printable(service)!r}, expected True or False")
+        for column, value in zip(HEADER, (name, age, gender, race, flag)):
+            columns[column].append(value)
 
 
 def _years(path: pathlib.Path, line: int, value: str) -> float:
@@ -210,7 +219,7 @@ def _years(path: pathlib.Path, line: int, value: str) -> float:
         problem = f"is over {MAX_AGE_YEARS:g} years"
     else:
         return years
-    raise UserError(f"{path}, line {line}: age {value!r} {problem}; this file holds ages in years from 0 to "
+    raise UserError(f"{path}, line {line}: age {printable(value)!r} {problem}; this file holds ages in years from 0 to "
                     f"{MAX_AGE_YEARS:g} (e.g. 59): fix that row")
 
 
@@ -223,9 +232,10 @@ def _years_hint(value: str, split: str) -> str:
     return f"; ages in years belong in seed 001's {YEARS_LABEL_FILES[split]}, not {LABEL_FILES[split]}"
 
 
-def _check_file(path: pathlib.Path, line: int, name: str, split: str) -> None:
-    """A relative `split/NAME` path: the index must never point outside the release folder."""
+def _file_problem(name: str, split: str) -> str:
+    """Why `name` is not a relative `split/NAME` path inside the release folder ("" when it is): the
+    index must never point outside it."""
     parts = pathlib.PurePosixPath(name).parts
-    if len(parts) != 2 or parts[0] != split or parts[1] in ("", ".", "..") or "\\" in name:
-        raise UserError(f"{path}, line {line}: file {name!r} is not of the form {split}/N.jpg; "
-                        f"use the label CSV distributed with FairFace")
+    if len(parts) != 2 or parts[0] != split or parts[1] in ("", ".", "..") or "\\" in name or outside_problem(name):
+        return f"is not of the form {split}/N.jpg"
+    return ""

@@ -87,9 +87,9 @@ def read_insightface_bin(path: str | os.PathLike) -> VerificationPairs:
     except RefusedGlobal as err:
         raise UserError(f"{path} is not a plain InsightFace .bin: it asks to load {err}, which could run "
                         f"code, so it was refused and nothing in it ran; use the original file") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, AttributeError,
-            UnicodeDecodeError, MemoryError) as err:
-        raise UserError(f"{path} is not a readable .bin pickle ({type(err).__name__}: {err}); "
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+            UnicodeDecodeError, MemoryError, RecursionError, OverflowError) as err:
+        raise UserError(f"{path} is not a readable .bin pickle ({type(err).__name__}: {str(err)[:100]}); "
                         f"re-copy the file") from None
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
         raise UserError(f"{path}: expected a pickled (bins, issame_list) pair, found {type(obj).__name__}; "
@@ -105,9 +105,12 @@ def read_insightface_bin(path: str | os.PathLike) -> VerificationPairs:
     if bad is not None:
         raise UserError(f"{path}: image {bad} is a {type(bins[bad]).__name__}, not JPEG bytes; "
                         f"use an InsightFace verification .bin")
-    bad = next((i for i, s in enumerate(issame) if s not in (True, False, 0, 1)), None)
+    # Only a bool or an int may be compared or shown: a list nested 200,000 deep has no repr.
+    bad = next((i for i, s in enumerate(issame) if type(s) not in (bool, int, float) or s not in (0, 1)), None)
     if bad is not None:
-        raise UserError(f"{path}: issame_list[{bad}] is {issame[bad]!r}, not a bool; the file is damaged")
+        value = issame[bad]
+        shown = repr(value)[:20] if type(value) in (int, float) else f"a {type(value).__name__}"
+        raise UserError(f"{path}: issame_list[{bad}] is {shown}, not a bool; the file is damaged, re-copy it")
     n = len(issame)
     return VerificationPairs(
         left=[bytes(b) for b in bins[0::2]], right=[bytes(b) for b in bins[1::2]],

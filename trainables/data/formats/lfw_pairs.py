@@ -5,7 +5,9 @@ mismatched lines `name1 n1 name2 n2`. An image is `<tree>/name/name_%04d.jpg`, w
 folder holding pairs.txt or one sub-folder of it (`lfw/`, `lfw_funneled/`, `lfw-deepfunneled/`, as
 the archives unpack). torchvision's layout (`<root>/lfw-py/pairs.txt`) is accepted too, and the
 pairs come out in the same order as `torchvision.datasets.LFWPairs`. The DevTrain/DevTest files,
-whose line 1 is a single count, read as one fold.
+whose line 1 is a single count, read as one fold. A pair line that cannot name two images inside
+the tree (a person name with a `/` or `..`, a number that is not ASCII digits, bytes that are not
+UTF-8) goes to `rejects`, for `prepare` to skip and report.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from trainables.data.formats.verification_pairs import VerificationPairs
+from trainables.data.formats.rejects import Rejects, is_utf8, outside_problem, printable
 from trainables.errors import UserError
 
 PAIRS_FILE = "pairs.txt"
 TORCHVISION_FOLDER = "lfw-py"
+_MAX_DIGITS = 6  # LFW's largest image number has 3
 
 
 def find_pairs_file(root: Path) -> Path:
@@ -44,38 +48,59 @@ def _image_name(person: str, number: str) -> str:
     return f"{person}/{person}_{int(number):04d}.jpg"
 
 
-def _parse(path: Path) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+def _field_problem(parts: list[str], numbers: list[str]) -> str:
+    """Why the fields of one pair line cannot name images inside the tree ("" when they can)."""
+    if not is_utf8("".join(parts)):
+        return "holds bytes that are not UTF-8 text"
+    bad = next((n for n in numbers if not (n.isascii() and n.isdigit() and len(n) <= _MAX_DIGITS)), None)
+    if bad is not None:
+        return f"{printable(bad, 20)!r} is not an image number"
+    names = parts[:1] + parts[2:3] if len(parts) == 4 else parts[:1]
+    bad = next((n for n in names if n in (".", "..") or "/" in n or "\\" in n or outside_problem(n)), None)
+    if bad is not None:
+        return f"person {printable(bad, 40)!r} is not a folder name inside the image tree"
+    return ""
+
+
+def _parse(path: Path, rejects: Rejects) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     head = lines[0].split() if lines else []
     try:
+        if not all(h.isascii() and h.isdigit() for h in head):
+            raise ValueError
         folds, per_fold = (int(head[0]), int(head[1])) if len(head) == 2 else (1, int(head[0]))
         if len(head) > 2 or folds <= 0 or per_fold <= 0:
             raise ValueError
     except (ValueError, IndexError):
         raise UserError(f"{path} line 1: expected `folds<TAB>pairs per fold` (10<TAB>300), found "
-                        f"{(lines[0] if lines else '')[:40]!r}; use the pairs.txt distributed with LFW") from None
+                        f"{printable(lines[0] if lines else '', 40)!r}; use the pairs.txt distributed with LFW") from None
     expected = 1 + 2 * folds * per_fold
     if len(lines) != expected:
         raise UserError(f"{path}: line 1 announces {folds} folds of {per_fold} matched + {per_fold} "
                         f"mismatched pairs ({expected} lines in all) but the file has {len(lines)} lines; "
                         f"the file is truncated or edited, re-download it")
-    left, right, issame = [], [], []
+    left, right, issame, fold = [], [], [], []
     for n, line in enumerate(lines[1:], 2):
         parts = line.split()
         matched = (n - 2) % (2 * per_fold) < per_fold
         want = 3 if matched else 4
         numbers = parts[1:] if matched else parts[1:2] + parts[3:4]
-        if len(parts) != want or not all(p.isdigit() for p in numbers):
-            kind = "matched `name n1 n2`" if matched else "mismatched `name1 n1 name2 n2`"
-            raise UserError(f"{path} line {n}: expected a {kind} pair, found {line[:60]!r}; "
-                            f"use the pairs.txt distributed with LFW")
+        kind = "matched `name n1 n2`" if matched else "mismatched `name1 n1 name2 n2`"
+        problem = f"expected a {kind} pair, found {printable(line, 60)!r}" if len(parts) != want else \
+            _field_problem(parts, numbers)
+        if problem:
+            rejects.add(f"{path} line {n}: {problem}; use the pairs.txt distributed with LFW",
+                        file=f"{path.name} line {n}", split="lfw")
+            continue
         left.append(_image_name(parts[0], parts[1]))
         right.append(_image_name(parts[0], parts[2]) if matched else _image_name(parts[2], parts[3]))
         issame.append(matched)
-    fold = np.repeat(np.arange(folds), 2 * per_fold)
-    return left, right, np.asarray(issame, dtype=bool), fold
+        fold.append((n - 2) // (2 * per_fold))
+    if not left:
+        raise UserError(f"{path}: no line names a usable pair; use the pairs.txt distributed with LFW")
+    return left, right, np.asarray(issame, dtype=bool), np.asarray(fold, dtype=np.int64)
 
 
 def _image_tree(folder: Path, first: str, images: str | None, pairs_path: Path) -> Path:
@@ -94,13 +119,15 @@ def _image_tree(folder: Path, first: str, images: str | None, pairs_path: Path) 
                     f"evaluate on (e.g. lfw-deepfunneled/) beside pairs.txt")
 
 
-def read_lfw_pairs(root: str | os.PathLike, images: str | None = None) -> VerificationPairs:
-    """Read pairs.txt and locate its image tree; `images` names the tree's sub-folder when several exist."""
+def read_lfw_pairs(root: str | os.PathLike, images: str | None = None, rejects: Rejects | None = None) -> VerificationPairs:
+    """Read pairs.txt and locate its image tree; `images` names the tree's sub-folder when several exist.
+    A pair line that cannot name two images inside the tree goes to `rejects` (by default: raised)."""
+    rejects = rejects if rejects is not None else Rejects()
     root = Path(root)
     if not root.exists():
         raise UserError(f"LFW folder {root} does not exist; pass the folder holding pairs.txt")
     pairs_path = find_pairs_file(root)
-    left, right, issame, fold = _parse(pairs_path)
+    left, right, issame, fold = _parse(pairs_path, rejects)
     tree = _image_tree(pairs_path.parent, left[0], images, pairs_path)
     return VerificationPairs(left=[tree / name for name in left], right=[tree / name for name in right],
                              issame=issame, fold=fold, name="lfw", left_names=left, right_names=right)
