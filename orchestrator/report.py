@@ -76,9 +76,10 @@ def trial_statuses(results: tune.ResultGrid, saved: dict[str, str] | None = None
 
 def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking, parent_id: str,
                  baseline: dict | None, describe, started: float, child_run=lambda trial_id: None,
-                 interrupted: bool = False, saved: dict[str, str] | None = None) -> dict:
+                 interrupted: bool = False, saved: dict[str, str] | None = None, closing_later: bool = False) -> dict:
     """Print the table, log `best/*` (and which child run is best) to the parent run, and close it. An
-    interrupted sweep logs no `best/*`: its parent and its unfinished trials' runs are KILLED."""
+    interrupted sweep logs no `best/*`: its parent and its unfinished trials' runs are KILLED. The closing
+    line (the link to the runs) is `summary["closing"]`; with `closing_later` the caller prints it last."""
     table = results_table(results, sweep.metric, sweep.mode, describe, sweep.report, task.report_columns, saved)
     failed = int((table["status"] == "failed").sum()) if not table.empty else 0
     print("\n" + (table.to_string(index=False, float_format=lambda v: f"{v:.4f}") if not table.empty else "no trials ran"))
@@ -110,8 +111,10 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
     tracking.log(parent_id, metrics={"sweep/minutes": (time.time() - started) / 60, "sweep/failed_trials": failed})
     tracking.client.set_terminated(parent_id, status="FAILED" if failed == len(table) else "FINISHED")
     experiment = tracking.client.get_run(parent_id).info.experiment_id
-    print(f"{len(table)} trials in {(time.time() - started) / 60:.1f} min; compare them in MLflow: "
-          f"{tracking.runs_url(experiment)}")
+    summary["closing"] = (f"{len(table)} trials in {(time.time() - started) / 60:.1f} min; compare them in MLflow: "
+                          f"{tracking.runs_url(experiment)}")
+    if not closing_later:
+        print(summary["closing"], flush=True)
     return summary
 
 

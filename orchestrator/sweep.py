@@ -226,7 +226,7 @@ def run_sweep(opts: SweepOptions) -> dict:
     child_run = lambda trial_id: tracking.find_run(experiment_id, {SWEEP_KEY: run.path, TRIAL_KEY: trial_id})  # noqa: E731
     summary = report.finish_sweep(results, sweep, task, tracking, parent_id, data.baseline, name_of, started,
                                   child_run=child_run, interrupted=interrupted,
-                                  saved=saved_statuses(run.path) if interrupted else None)
+                                  saved=saved_statuses(run.path) if interrupted else None, closing_later=True)
     if interrupted:
         run.save(status="interrupted")
         print(f"interrupted: continue this sweep with the same command and --resume "
@@ -236,6 +236,7 @@ def run_sweep(opts: SweepOptions) -> dict:
         from orchestrator.export import log_best_model  # the results are stored: a failure here loses nothing
 
         log_best_model(tracking, parent_id, summary, task, sweep.metric, sweep.mode, completed=True)
+        print(summary["closing"], flush=True)  # the last line: where to look at the runs
     summary.update(fit_started=fit_started, results=results, parent_run_id=parent_id, storage=run.path,
                    interrupted=interrupted)
     return summary

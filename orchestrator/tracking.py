@@ -90,8 +90,10 @@ class Tracking:
                 f"MLflow tracking URI {redact(self.uri)} is not reachable ({first}): start the server or fix --tracking-uri"
             ) from None
 
-    def __getstate__(self):  # Tune pickles callbacks into tuner.pkl; a client holds a DB engine
-        return {"uri": self.uri}
+    def __getstate__(self):
+        # Tune pickles callbacks into tuner.pkl (a client holds a DB engine), and a resume replaces them with
+        # fresh ones, so the pickled copy never needs a secret the URI may hold.
+        return {"uri": redact(self.uri)}
 
     def __setstate__(self, state):
         self.uri = state["uri"]

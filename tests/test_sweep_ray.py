@@ -113,3 +113,8 @@ def test_threshold_sweep_on_the_best_trials_stored_scores(local_ray, smoke_sweep
                             config["policy.offset"])
     assert again["val/macro_f1"] == pytest.approx(parent.data.metrics["best/val/macro_f1"], abs=1e-6)
     assert again["test/macro_f1"] == pytest.approx(parent.data.metrics["best/test/macro_f1"], abs=1e-6)
+
+
+def test_the_last_line_links_the_experiments_runs_view(crashed_smoke_sweep):
+    lines = [line for line in crashed_smoke_sweep.resumed[1] if line.strip()]
+    assert "/#/experiments/" in lines[-1] and lines[-1].split("#/experiments/")[1].split("/")[1].startswith("runs")
