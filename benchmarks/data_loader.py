@@ -18,9 +18,11 @@ sweeps, with the same batch size (`--batch`, 64) and DataLoader worker count (`-
     fairface     FairFace format (224x224 JPEGs)   64    hflip                      fairface_multitask
     recognition  identity folders (112x112 JPEGs)  112   hflip, cutout, half_face   face_recognition_losses
 
-Each loader makes `--passes` full passes (one epoch each), alternating shards / files within a task
-so that load from other users of a shared machine hits both alike; the best pass counts, timed from
-its first batch (worker start-up excluded). Ratios are only ever taken between loaders measured side
+Each loader makes `--passes` full passes (one epoch each, from the one task setup a trial builds),
+alternating shards / files within a task so that load from other users of a shared machine hits both
+alike; the best pass counts, timed from its first batch (worker start-up excluded). The shard loader
+keeps decoded images across epochs (`data.decoded_cache_mb`), as a trial's does: its first epoch,
+which decodes every image, is printed beside the best. Ratios are only ever taken between loaders measured side
 by side in the same run; absolute images/s on a shared machine mean little. Beside each wall-clock
 ratio, the same ratio by CPU time (images per CPU second of the loader's processes, also best of
 the passes) is printed: other users of the machine disturb it less, if not at all. A decode profile (one
@@ -36,10 +38,10 @@ The last line is
 
 Run it from the repository root (about 2 minutes on 2 cores):
 
-    python benchmarks/data_loader.py [--images 2400] [--batch 64] [--workers N] [--passes 5] [--steps 8]
+    python benchmarks/data_loader.py [--images 2400] [--batch 64] [--workers 0] [--passes 5] [--steps 8]
 
-(the trials themselves load in-process unless FACE_ORCHESTRATOR_LOADER_WORKERS is set: `--workers 0`
-measures that).
+(the trials load in the training process unless FACE_ORCHESTRATOR_LOADER_WORKERS is set, which is the
+default `--workers 0`; in DataLoader worker processes the decoded images are not kept).
 """
 
 from __future__ import annotations
@@ -281,7 +283,8 @@ def main() -> None:
                         help="demo images of the CelebA and FairFace sets (about 5/6 are train); "
                              "the identity-folder set is the task's fixed demo (2000 train images)")
     cores = len(os.sched_getaffinity(0))
-    parser.add_argument("--workers", type=int, default=cores, help=f"DataLoader workers (default: cores = {cores})")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="DataLoader workers (default 0: in the training process, as trials load)")
     parser.add_argument("--batch", type=int, default=64, help="batch size of both loaders")
     parser.add_argument("--passes", type=int, default=5, help="passes per loader and task, alternating")
     parser.add_argument("--steps", type=int, default=8, help="timed resnet18 training steps (the fastest counts)")
@@ -314,15 +317,19 @@ def main() -> None:
             print(f"  {decode_profile(paths, b.size, square=b.task == 'recognition')}", flush=True)
 
             shard = file = np.zeros(2)  # best (images/s, images per CPU second) of the passes
+            first = None  # the shards' first epoch, which decodes every image (later ones reuse them)
             for epoch in range(args.passes):
                 loader = setup.train_loader(epoch, 0, 1, args.batch, args.workers)
-                shard = np.maximum(shard, images_per_second(loader))
+                measured = np.asarray(images_per_second(loader))
+                first = measured if first is None else first
+                shard = np.maximum(shard, measured)
                 loader = raw_file_loader(files, epoch, 0, 1, args.batch, args.workers)
                 file = np.maximum(file, images_per_second(loader))
             ratios[b.task] = shard[0] / file[0]
             print(f"  shards {shard[0]:.0f} images/s ({shard[1]:.0f} per CPU second), files {file[0]:.0f} images/s "
                   f"({file[1]:.0f} per CPU second): shards_vs_files={ratios[b.task]:.3f} "
-                  f"(by CPU time {shard[1] / file[1]:.3f})", flush=True)
+                  f"(by CPU time {shard[1] / file[1]:.3f}); the shards' first epoch, decoding every image: "
+                  f"{first[0]:.0f} images/s, {first[0] / file[0]:.3f} of the files' best", flush=True)
             if b.task == "attributes":  # the model the attributes demo sweeps train, on a real batch
                 batch = next(iter(setup.train_loader(0, 0, 1, args.batch, 0)))[0]
                 train = train_images_per_second(batch, setup.num_outputs, cores, args.steps)

@@ -108,6 +108,7 @@ class DataConfig:
     demo_images: int = bounded(4000, at_least=10)  # size of the synthetic demo set (fewer leaves its splits empty)
     cache_dir: str = path()          # demo sets and prepared shards; empty: $FACE_ORCHESTRATOR_CACHE or ~/.cache/face-orchestrator
     max_train_images: int = bounded(0, at_least=0, note="0: all")  # a cap for smoke runs on real data
+    decoded_cache_mb: int = bounded(512, at_least=0, note="0: none")  # decoded training images kept across epochs, per worker
 
 
 SHARED_SECTIONS: dict[str, type] = {"model": ModelConfig, "optim": OptimConfig, "data": DataConfig}

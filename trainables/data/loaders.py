@@ -3,7 +3,9 @@
 Training: per epoch, each rank takes its n // world rows of a seeded permutation of the split's row
 groups (equal shares, so no rank waits in an all-reduce the others never reach), n capped by
 `data.max_train_images`. Evaluation: contiguous, disjoint shares with no padding, so that results
-gathered over the ranks count every row exactly once.
+gathered over the ranks count every row exactly once. Decoding is nearly all of the cost, so a
+training stream keeps decoded images across epochs up to `data.decoded_cache_mb` (loading in the
+training process, the trials' default).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from trainables.data.shards import ShardDataset, ShardSplit
+from trainables.data.shards import DecodedCache, ShardDataset, ShardSplit
 from trainables.errors import UserError
 
 
@@ -38,6 +40,10 @@ class TrainStream:
     targets: Callable | None = None
     square: bool = False
     label_dtype: torch.dtype | None = None
+    cache_mb: int = 0                      # decoded images kept across epochs (data.decoded_cache_mb); 0: none
+
+    def __post_init__(self):
+        self._cache = DecodedCache(self.cache_mb << 20) if self.cache_mb > 0 else None
 
     def rows(self, world: int) -> int:
         """Rows each rank trains on per epoch."""
@@ -47,7 +53,7 @@ class TrainStream:
         dataset = ShardDataset(self.split, self.split.train_row_groups(rank, world, epoch, self.seed), self.size,
                                self.label_columns, augment=self.augment, shuffle_seed=(self.seed, epoch),
                                limit=self.rows(world), label_dtype=self.label_dtype, targets=self.targets,
-                               square=self.square)
+                               square=self.square, cache=self._cache if workers == 0 else None)
         return DataLoader(dataset, batch_size=batch, num_workers=workers, drop_last=True,
                           pin_memory=torch.cuda.is_available())
 

@@ -203,6 +203,32 @@ def _share(slices: Sequence[RowSlice], lo: int, hi: int) -> list[RowSlice]:
     return out
 
 
+class DecodedCache:
+    """Decoded images kept across epochs, up to a byte budget: decoding a JPEG is nearly all of a shard
+    loader's cost, so an epoch after the first reads each cached image's labels and skips its bytes.
+    What is cached is the image before augmentation, which still runs every epoch. A DataLoader worker
+    process gets an empty cache of its own (it is not shared back), so the trials use it with the
+    default of loading in the training process."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.used, self.items = max_bytes, 0, {}
+
+    def get(self, key):
+        return self.items.get(key)
+
+    def put(self, key, image: torch.Tensor) -> None:
+        size = image.numel() * image.element_size()
+        if key not in self.items and self.used + size <= self.max_bytes:
+            self.items[key] = image
+            self.used += size
+
+    def holds(self, keys) -> bool:
+        return all(key in self.items for key in keys)
+
+    def __getstate__(self):
+        return {"max_bytes": self.max_bytes, "used": 0, "items": {}}
+
+
 class ShardDataset(IterableDataset):
     """Streams (uint8 CHW image, labels) for `row_groups` (slices from ShardSplit), decoded at `size`.
 
@@ -211,7 +237,8 @@ class ShardDataset(IterableDataset):
     `label_dtype` to choose. With `shuffle_seed` (e.g. (seed, epoch)), rows are shuffled within a
     buffer spanning several row groups. `targets` maps each row group's (rows, columns) label array to
     the task's targets (a picklable callable, e.g. class ids to contiguous ones); `square` keeps the
-    centred square of non-square images. With `limit`, exactly the first `limit` rows of the slices
+    centred square of non-square images; `cache` keeps decoded images for the next epochs (it must only
+    ever see one split at one size and crop). With `limit`, exactly the first `limit` rows of the slices
     are yielded, so ranks with the same limit take the same number of steps. DataLoader workers
     split the rows between them (contiguous, equal to within one row).
     """
@@ -219,9 +246,10 @@ class ShardDataset(IterableDataset):
     def __init__(self, split: ShardSplit, row_groups: Sequence[RowSlice], size: int,
                  label_columns: Sequence[str] | None = None, augment: Callable | None = None,
                  shuffle_seed=None, limit: int | None = None, shuffle_buffer: int = 4096,
-                 label_dtype: torch.dtype | None = None, targets: Callable | None = None, square: bool = False):
+                 label_dtype: torch.dtype | None = None, targets: Callable | None = None, square: bool = False,
+                 cache: DecodedCache | None = None):
         self.split, self.size, self.augment = split, size, augment
-        self.targets, self.square = targets, square
+        self.targets, self.square, self.cache = targets, square, cache
         self.label_columns = list(label_columns if label_columns is not None else split.label_columns)
         self.shuffle_seed, self.shuffle_buffer = shuffle_seed, shuffle_buffer
         self.slices = [RowSlice(*s) for s in row_groups]
@@ -246,16 +274,20 @@ class ShardDataset(IterableDataset):
 
     def _read(self, s: RowSlice):
         pf = self._files.get(s.path) or self._files.setdefault(s.path, self.split.open(s.path))
-        table = pf.read_row_group(s.group, columns=[*self.split.image_columns, *self.label_columns])
+        keys = [(s.path, s.group, row) for row in range(s.start, s.stop)]
+        columns = self.split.image_columns
+        cached = self.cache is not None and self.cache.holds((*key, j) for key in keys for j in range(len(columns)))
+        table = pf.read_row_group(s.group, columns=[*([] if cached else columns), *self.label_columns])
         table = table.slice(s.start, s.stop - s.start)
-        images = [table.column(c).to_pylist() for c in self.split.image_columns]
+        images = ([[None] * table.num_rows for _ in columns] if cached
+                  else [table.column(c).to_pylist() for c in columns])
         dtype = np.float32 if self.label_dtype.is_floating_point else np.int64
         labels = np.empty((table.num_rows, len(self.label_columns)), dtype=dtype)
         for j, c in enumerate(self.label_columns):
             labels[:, j] = table.column(c).to_numpy(zero_copy_only=False)
         if self.targets is not None:
             labels = self.targets(labels)
-        return list(zip(*images, labels))
+        return list(zip(keys, *images, labels))
 
     def _rows(self, slices: list[RowSlice], rng) -> Iterator[tuple]:
         """Rows of `slices` in order, or through a shuffle buffer; the next row group is read
@@ -279,11 +311,15 @@ class ShardDataset(IterableDataset):
                 yield buffer[i]
 
     def _emit(self, row):
-        *images, labels = row
+        key, *images, labels = row
         out = []
-        for data in images:
-            img = decode_shard_image(data, self.size, f"a row of {self.split.root} split {self.split.split}",
-                                     square=self.square)
+        for j, data in enumerate(images):
+            img = self.cache.get((*key, j)) if self.cache is not None else None
+            if img is None:
+                img = decode_shard_image(data, self.size, f"a row of {self.split.root} split {self.split.split}",
+                                         square=self.square)
+                if self.cache is not None:
+                    self.cache.put((*key, j), img)
             out.append(self.augment(img) if self.augment is not None else img)
         return (*out, torch.as_tensor(labels).to(self.label_dtype))
 

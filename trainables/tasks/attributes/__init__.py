@@ -90,7 +90,8 @@ def build(cfg: TrainConfig) -> TaskSetup:
     (names, splits), size = open_splits(root), cfg.data.image_size
     prior = splits["train"].labels().to_numpy().mean(axis=0)
     stream = TrainStream(splits["train"], size, names, build_augment(cfg.data.augment, size), cfg.seed,
-                         cfg.data.max_train_images, label_dtype=torch.float32)
+                         cfg.data.max_train_images, label_dtype=torch.float32,
+                         cache_mb=cfg.data.decoded_cache_mb)
     criterion = build_loss(cfg.loss.name, train_prior=prior,
                            **{arg: getattr(cfg.loss, arg) for arg in loss_arguments(cfg.loss.name)})
 

@@ -118,7 +118,8 @@ def build(cfg: TrainConfig) -> TaskSetup:
     size = cfg.data.image_size
     columns = splits["train"].label_columns
     stream = TrainStream(splits["train"], size, columns, build_augment(cfg.data.augment, size), cfg.seed,
-                         cfg.data.max_train_images, targets=FairFaceTargets(), label_dtype=torch.float32)
+                         cfg.data.max_train_images, targets=FairFaceTargets(), label_dtype=torch.float32,
+                         cache_mb=cfg.data.decoded_cache_mb)
     val_files = splits["val"].columns(["file"])["file"].astype(str).tolist()
 
     def evaluate(model: torch.nn.Module, ctx: EvalContext) -> EvalResult:

@@ -175,7 +175,8 @@ def build(cfg: TrainConfig) -> TaskSetup:
     identities = ContiguousIds(train.labels().to_numpy()[:, 0])
     size = cfg.data.image_size
     stream = TrainStream(train, size, ["identity"], build_augment(cfg.data.augment, size), cfg.seed,
-                         cfg.data.max_train_images, targets=identities, square=True, label_dtype=torch.int64)
+                         cfg.data.max_train_images, targets=identities, square=True, label_dtype=torch.int64,
+                         cache_mb=cfg.data.decoded_cache_mb)
     criterion, groups = build_criterion(cfg, len(identities.classes))
     targets = read_targets(target_roots(cfg, root))
 
