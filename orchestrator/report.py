@@ -85,7 +85,7 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
     print("\n" + (table.to_string(index=False, float_format=lambda v: f"{v:.4f}") if not table.empty else "no trials ran"))
     summary: dict = {"trials": len(table), "failed": failed, "baseline": baseline}
     if interrupted:
-        return interrupted_sweep(results, tracking, parent_id, table, started, child_run, summary, saved)
+        return interrupted_sweep(tracking, parent_id, table, started, child_run, summary)
     try:
         best = results.get_best_result(metric=sweep.metric, mode=sweep.mode, scope="last")
     except RuntimeError:
@@ -101,13 +101,11 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
                        best_metrics=best.metrics)
         against = "".join(f"  ({k} {v:.4f})" for k, v in (baseline or {}).items())
         print(f"\nbest: {summary['best']}  {sweep.metric} {summary['best_value']:.4f}{against}")
-    with tempfile.TemporaryDirectory() as tmp:
-        table.to_csv(Path(tmp) / TRIALS_TABLE, index=False)
-        files = [TRIALS_TABLE]
-        if task.leaderboard is not None:
-            rows = [(describe(r.config or {}), r.metrics or {}, r.config or {}) for r in results if r.metrics]
-            files += task.leaderboard(rows, Path(tmp))
-        tracking.log_files(parent_id, Path(tmp), files)
+    leaderboard = None
+    if task.leaderboard is not None:
+        rows = [(describe(r.config or {}), r.metrics or {}, r.config or {}) for r in results if r.metrics]
+        leaderboard = lambda folder: task.leaderboard(rows, folder)  # noqa: E731
+    log_sweep_files(tracking, parent_id, table, leaderboard)
     tracking.log(parent_id, metrics={"sweep/minutes": (time.time() - started) / 60, "sweep/failed_trials": failed})
     tracking.client.set_terminated(parent_id, status="FAILED" if failed == len(table) else "FINISHED")
     experiment = tracking.client.get_run(parent_id).info.experiment_id
@@ -118,22 +116,26 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
     return summary
 
 
-def interrupted_sweep(results, tracking: Tracking, parent_id: str, table: pd.DataFrame, started: float,
-                      child_run, summary: dict, saved: dict[str, str] | None) -> dict:
+def log_sweep_files(tracking: Tracking, parent_id: str, table: pd.DataFrame, leaderboard=None) -> None:
+    """trials.csv, and the task's leaderboard files (`leaderboard(folder) -> names`), into the parent run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        table.to_csv(Path(tmp) / TRIALS_TABLE, index=False)
+        files = [TRIALS_TABLE] + (leaderboard(Path(tmp)) if leaderboard is not None else [])
+        tracking.log_files(parent_id, Path(tmp), files)
+
+
+def interrupted_sweep(tracking: Tracking, parent_id: str, table: pd.DataFrame, started: float, child_run,
+                      summary: dict) -> dict:
     """Close an interrupted sweep: the table of what ran, every unfinished trial's run KILLED, the parent
     KILLED, and no best/* (a partial sweep has no winner)."""
-    unfinished = [trial_id for trial_id, status in trial_statuses(results, saved)
-                  if status not in ("TERMINATED", "ERROR")]
+    unfinished = table.loc[table["status"] == "unfinished", "trial"].tolist() if not table.empty else []
     for trial_id in unfinished:
         run_id = child_run(trial_id)
         if run_id:
             tracking.client.set_terminated(run_id, status="KILLED")
-    with tempfile.TemporaryDirectory() as tmp:
-        table.to_csv(Path(tmp) / TRIALS_TABLE, index=False)
-        tracking.log_files(parent_id, Path(tmp), [TRIALS_TABLE])
+    log_sweep_files(tracking, parent_id, table)
     tracking.log(parent_id, metrics={"sweep/minutes": (time.time() - started) / 60})
     tracking.client.set_terminated(parent_id, status="KILLED")
-    done = len(table) - len(unfinished)
-    print(f"{done} of {len(table)} trials finished in {(time.time() - started) / 60:.1f} min before the sweep "
-          "was interrupted; nothing is lost, and MLflow marks the sweep and its unfinished trials KILLED.")
+    print(f"{len(table) - len(unfinished)} of {len(table)} trials finished in {(time.time() - started) / 60:.1f} min "
+          "before the sweep was interrupted; nothing is lost, and MLflow marks the sweep and its unfinished trials KILLED.")
     return {**summary, "unfinished": len(unfinished)}
