@@ -74,7 +74,7 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
 
 def cmd_list(args) -> int:
     import search_spaces
-    from trainables.data.prepare import FORMATS
+    from trainables.data.plans import FORMATS
     from trainables.tasks import TASKS
 
     for name in search_spaces.names():

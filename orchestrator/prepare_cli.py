@@ -31,7 +31,8 @@ def add_prepare_parser(subparsers) -> None:
 
 
 def cmd_prepare(args) -> int:
-    from trainables.data.prepare import FORMATS, StderrProgress, detect_format, prepare
+    from trainables.data.plans import FORMATS
+    from trainables.data.prepare import StderrProgress, detect_format, prepare
     from trainables.errors import UserError
 
     fmt = detect_format(args.src) if args.format == "auto" else args.format

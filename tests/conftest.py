@@ -1,5 +1,6 @@
 """Shared fixtures: one local Ray per session for tests marked `ray`, a shared demo-data cache, the
-one CLI smoke sweep that crashes and resumes, and skipping of `gpu` tests where there is no CUDA device."""
+one CLI smoke sweep that crashes and resumes, one trained and exported attribute trial for the export
+tests, and skipping of `gpu` tests where there is no CUDA device."""
 
 from __future__ import annotations
 
@@ -69,3 +70,38 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+
+# ---- a trained, recorded and exported attribute trial, shared by the export tests ----------------
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory):
+    """One MLflow database for the export tests: creating one costs seconds."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    MlflowClient(uri).search_experiments(max_results=1)
+    return uri
+
+
+@pytest.fixture(scope="session")
+def celeba_trial(tmp_path_factory, mlflow_uri):
+    """A two-epoch attribute trial, checkpointed and recorded (tests/trial_fixtures.py)."""
+    from trial_fixtures import fake_trial
+
+    from trainables.data.demo.celeba import write_demo_celeba
+
+    tmp = tmp_path_factory.mktemp("celeba_trial")
+    root = write_demo_celeba(tmp / "celeba", num_images=120, seed=5)
+    config = {"data.root": str(root), "data.image_size": 32, "model.name": "resnet18"}
+    return fake_trial(tmp, mlflow_uri, config, 2, "celeba")
+
+
+@pytest.fixture(scope="session")
+def exported(celeba_trial):
+    from orchestrator.export import export_run
+
+    out = celeba_trial["tmp"] / "export"
+    summary = export_run(celeba_trial["child"], out, tracking_uri=celeba_trial["uri"])
+    return out, summary

@@ -249,6 +249,6 @@ def test_a_malformed_record_is_one_line_or_a_reported_skip(tmp_path, fmt, make, 
 
 
 def test_the_corpus_covers_every_reader():
-    from trainables.data.prepare import FORMATS
+    from trainables.data.plans import FORMATS
 
     assert {fmt for _, fmt, _ in CASES} == set(FORMATS.names()) and len(CASES) >= 150
