@@ -1,8 +1,10 @@
 """Connecting to Ray, and turning the cluster's resources into the shape of one trial.
 
-`plan_resources` is a pure function of the resources Ray reports, so the arithmetic that keeps a
-2-CPU laptop from hanging and fills an 8-GPU node is tested without a cluster. It also refuses a
-plan that cannot run, with the largest `--num-workers` that would:
+`plan_resources` is a pure function of the resources Ray reports for each node, so the arithmetic
+that keeps a 2-CPU laptop from hanging, spreads one trial over two small nodes and fills an 8-GPU
+node is tested without a cluster. It plans node by node (a worker runs whole on one node, and a plan
+that fits the cluster's totals may not fit its nodes), and refuses a plan that cannot run, with the
+largest `--num-workers` that would:
   - CPU workers share the CPUs fractionally (2 workers on 2 CPUs get 0.995 each, ARCHITECTURE.md's
     resource facts), but never below MIN_CPUS_PER_WORKER: 64 DDP processes on 2 cores would each wait
     on all-reduces with peers that are not scheduled, and start 64 torch processes for one trial;
@@ -38,6 +40,7 @@ class TrialResources:
     cpus_per_worker: float
     gpus_per_worker: float
     max_concurrent: int
+    nodes_per_trial: int = 1  # the fewest nodes one trial's workers can be packed onto
 
     @property
     def use_gpu(self) -> bool:
@@ -45,7 +48,12 @@ class TrialResources:
 
     def describe(self) -> str:
         unit = f"{self.gpus_per_worker:g} GPU + {self.cpus_per_worker:g} CPU" if self.use_gpu else f"{self.cpus_per_worker:g} CPU"
-        return f"{self.num_workers} DDP workers x ({unit}) per trial, up to {self.max_concurrent} trials at once"
+        text = f"{self.num_workers} DDP workers x ({unit}) per trial, up to {self.max_concurrent} trials at once"
+        if self.nodes_per_trial > 1:
+            text += f"; each trial's workers span {self.nodes_per_trial} nodes"
+        if 0 < self.gpus_per_worker < 1:
+            text += f"; {int(1 / self.gpus_per_worker + 1e-9)} trials' workers share each GPU"
+        return text
 
 
 def check_shape_options(num_workers: int | None, gpus_per_worker: float | None, max_concurrent: int | None) -> None:
@@ -60,54 +68,105 @@ def check_shape_options(num_workers: int | None, gpus_per_worker: float | None, 
 
 
 def plan_resources(
-    total: dict[str, float],
+    nodes: list[dict[str, float]] | dict[str, float],
     num_workers: int | None = None,
     gpus_per_worker: float | None = None,
     max_concurrent: int | None = None,
     default_workers: int = 2,
-    largest_node: dict[str, float] | None = None,
 ) -> TrialResources:
-    """Shape each trial from the cluster's totals (as `ray.cluster_resources()` reports them: `CPU`,
-    `GPU`, and `memory` in bytes; without `memory` the memory is not checked)."""
-    cpus, gpus = float(total.get("CPU", 0)), float(total.get("GPU", 0))
-    memory = float(total.get("memory", 0))
+    """Shape each trial from the resources of each alive node (as `ray.nodes()` reports them: `CPU`, `GPU`,
+    and `memory` in bytes; without `memory` the memory is not checked). A single dict is one node.
+
+    Ray places each worker whole on one node, so the plan is packed node by node: the CPU share is
+    the largest that lets every concurrent trial's workers fit the nodes (rounded down, never up), and
+    each node keeps the drivers' CPUs free.
+    """
+    nodes = [nodes] if isinstance(nodes, dict) else [n for n in nodes if n.get("CPU", 0) or n.get("GPU", 0)]
+    cpus, gpus = _sum(nodes, "CPU"), _sum(nodes, "GPU")
+    memory = _sum(nodes, "memory")
     check_shape_options(num_workers, gpus_per_worker, max_concurrent)
     gpw = (1.0 if gpus >= 1 else 0.0) if gpus_per_worker is None else float(gpus_per_worker)
     if gpw > 0:
-        workers = num_workers or (max(1, min(default_workers, int(gpus // gpw))) if gpus >= gpw else default_workers)
-        need = workers * gpw
-        if need > gpus + 1e-9:
-            raise UserError(
-                f"one trial needs {need:g} GPUs ({workers} workers x {gpw:g}) but the cluster has {gpus:g}: "
-                "lower --num-workers or --gpus-per-worker"
-            )
-        fit = int(gpus // need)
+        if gpw > max((n.get("GPU", 0) for n in nodes), default=0) + 1e-9 and gpus >= gpw:
+            raise UserError(f"no node has {gpw:g} GPUs for one worker: lower --gpus-per-worker")
+        gpu_slots = [int(n.get("GPU", 0) / gpw + 1e-9) for n in nodes]
+        if num_workers:
+            workers = num_workers
+        elif gpus < gpw:  # no GPU to plan with: the refusal below names the sweep's own shape
+            workers = default_workers
+        else:  # whole GPUs: one per worker; a fraction packs trials, not one trial's workers
+            workers = max(1, min(default_workers, int(gpus / gpw + 1e-9))) if gpw >= 1 else 1
+        if workers > 1 and gpw < 1:
+            raise UserError(f"with --gpus-per-worker {gpw:g}, the {workers} workers of one trial would share a GPU, "
+                            "which NCCL refuses: use --num-workers 1 to pack trials onto each GPU instead, "
+                            "or --gpus-per-worker 1")
+        if workers > sum(gpu_slots):
+            raise UserError(f"one trial needs {workers * gpw:g} GPUs ({workers} workers x {gpw:g}) but the cluster "
+                            f"has {gpus:g}: lower --num-workers or --gpus-per-worker")
+        fit = sum(gpu_slots) // workers
     else:
+        gpu_slots = [None] * len(nodes)
         workers = num_workers or default_workers
         check_cpu_share(cpus, workers, memory)
-        fit = max(1, int(cpus // workers))
+        fit = max(1, sum(int(n.get("CPU", 0) + 1e-9) for n in nodes) // workers)
+    memory_slots = [int(n["memory"] // WORKER_MEMORY_BYTES) if n.get("memory") else None for n in nodes]
     if memory:
         check_memory(memory, workers, cpus if gpw == 0 else None)
-        fit = min(fit, int(memory // (workers * WORKER_MEMORY_BYTES)))
-    concurrent = min(max_concurrent or fit, fit)
-    # Every worker gets an equal share of what the concurrent trials' drivers leave over.
-    cpw = (cpus - DRIVER_CPUS * concurrent) / (workers * concurrent)
+        if not any(memory_slots):
+            largest = max(n.get("memory", 0) for n in nodes)
+            raise UserError(f"no node has the {WORKER_MEMORY_BYTES / GIB:g} GiB of memory one worker needs (the largest "
+                            f"has {largest / GIB:.1f} GiB for tasks): add a node with more memory")
+        fit = min(fit, sum(s for s in memory_slots if s is not None) // workers)
+    concurrent = max(1, min(max_concurrent or fit, fit))
+    limits = [_min_limit(g, m) for g, m in zip(gpu_slots, memory_slots)]
+    share = _largest_share([n.get("CPU", 0) for n in nodes], limits, workers * concurrent, DRIVER_CPUS * concurrent)
     if gpw > 0:
-        cpw = max(1.0, min(8.0, math.floor(cpw)))
-    elif largest_node is not None and largest_node.get("CPU"):
-        cpw = min(cpw, float(largest_node["CPU"]))  # one worker runs on one node: a larger share is never placed
-    cpw = round(cpw, 3)
-    if cpw <= 0 or workers * concurrent * cpw + DRIVER_CPUS * concurrent > cpus + 1e-9:
+        share = min(8.0, math.floor(share + 1e-9))
+    share = math.floor(share * 1000 + 1e-6) / 1000  # rounded down: a share rounded up may no longer fit a node
+    if share < (1.0 if gpw > 0 else MIN_CPUS_PER_WORKER) - 1e-9:
+        unit = "1 CPU per GPU worker" if gpw > 0 else f"{MIN_CPUS_PER_WORKER:g} CPU per worker"
         raise UserError(
-            f"the cluster has {cpus:g} CPUs, too few for {concurrent} trial(s) of {workers} workers: "
-            "lower --num-workers or --max-concurrent"
+            f"the cluster's {len(nodes)} node(s) with {cpus:g} CPUs cannot hold {concurrent} trial(s) of {workers} "
+            f"workers at {unit} (a worker runs whole on one node): lower --num-workers or --max-concurrent"
         )
-    if largest_node is not None and gpw > float(largest_node.get("GPU", 0)) + 1e-9:
-        raise UserError(f"no node has {gpw:g} GPUs for one worker: lower --gpus-per-worker")
-    if largest_node is not None and largest_node.get("memory") and float(largest_node["memory"]) < WORKER_MEMORY_BYTES:
-        raise UserError(f"no node has the {WORKER_MEMORY_BYTES / GIB:g} GiB of memory one worker needs (the largest "
-                        f"has {float(largest_node['memory']) / GIB:.1f} GiB for tasks): add a node with more memory")
-    return TrialResources(workers, cpw, gpw, concurrent)
+    spans = _nodes_spanned([n.get("CPU", 0) for n in nodes], limits, workers, share, DRIVER_CPUS * concurrent)
+    return TrialResources(workers, share, gpw, concurrent, spans)
+
+
+def _sum(nodes: list[dict[str, float]], key: str) -> float:
+    return float(sum(n.get(key, 0) for n in nodes))
+
+
+def _min_limit(*limits: int | None) -> int | None:
+    given = [x for x in limits if x is not None]
+    return min(given) if given else None
+
+
+def _slots(cpus: float, limit: int | None, share: float, reserve: float) -> int:
+    """How many workers of `share` CPUs fit one node, after `reserve` CPUs for trial drivers."""
+    fit = int((cpus - reserve) / share + 1e-9) if share > 0 and cpus > reserve else 0
+    return fit if limit is None else min(fit, limit)
+
+
+def _largest_share(cpus: list[float], limits: list[int | None], needed: int, reserve: float) -> float:
+    """The largest per-worker CPU share with which `needed` workers fit the nodes (0 when none does).
+    It is always some node's free CPUs divided by a whole number of workers."""
+    candidates = sorted({(c - reserve) / k for c in cpus if c > reserve for k in range(1, needed + 1)}, reverse=True)
+    for share in candidates:
+        if sum(_slots(c, limit, share, reserve) for c, limit in zip(cpus, limits)) >= needed:
+            return share
+    return 0.0
+
+
+def _nodes_spanned(cpus: list[float], limits: list[int | None], workers: int, share: float, reserve: float) -> int:
+    """The fewest nodes one trial's workers can be packed onto."""
+    slots = sorted((_slots(c, limit, share, reserve) for c, limit in zip(cpus, limits)), reverse=True)
+    placed = 0
+    for count, node_slots in enumerate(slots, 1):
+        placed += node_slots
+        if placed >= workers:
+            return count
+    return len(slots)
 
 
 def max_workers(cpus: float, memory: float, cpu_workers: bool = True) -> int:
@@ -188,13 +247,11 @@ def connect(address: str | None) -> None:
         ) from None
 
 
-def cluster_totals() -> tuple[dict[str, float], dict[str, float]]:
-    """(total resources, the largest node's resources) of the connected cluster."""
+def cluster_nodes() -> list[dict[str, float]]:
+    """The resources of each alive node of the connected cluster."""
     import ray
 
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    largest = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
-    return dict(ray.cluster_resources()), largest
+    return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
 
 
 def node_count() -> int:

@@ -13,7 +13,8 @@ from typing import Callable
 
 import search_spaces
 from orchestrator import cluster, state
-from orchestrator.space import apply_overrides, batch_sizes, check_space, grid_note, grids_as_choices, is_domain
+from orchestrator.space import (apply_overrides, batch_sizes, check_space, count_trials, grid_note, grids_as_choices,
+                                is_domain)
 from orchestrator.tracking import Tracking, redact
 from trainables.config import TrainConfig
 from trainables.errors import UserError
@@ -82,9 +83,11 @@ class Preflight:
         return f"Ray is reachable ({nodes} node{'s' if nodes > 1 else ''})"
 
     def check_resources(self) -> str:
-        totals, largest = cluster.cluster_totals()
-        self.resources = cluster.plan_resources(totals, self.opts.num_workers, self.opts.gpus_per_worker,
-                                                self.opts.max_concurrent, self.sweep.workers_per_trial, largest)
+        # Never more trials at once than the sweep has: a one-trial sweep gets the whole cluster.
+        trials = count_trials(self.space, self.sweep.num_samples)
+        concurrent = min(self.opts.max_concurrent or trials, trials)
+        self.resources = cluster.plan_resources(cluster.cluster_nodes(), self.opts.num_workers, self.opts.gpus_per_worker,
+                                                concurrent, self.sweep.workers_per_trial)
         if self.data is not None:
             self.check_batch(self.data.train_rows, self.resources.num_workers)
         return f"resources fit: {self.resources.describe()}"

@@ -32,8 +32,8 @@ def test_gpu_cluster_uses_one_gpu_per_worker_and_fills_it():
     assert plan.use_gpu and plan.num_workers == 2 and plan.max_concurrent == 4 and _fits(plan, total)
     plan = plan_resources(total, num_workers=4, max_concurrent=10)
     assert plan.max_concurrent == 2 and _fits(plan, total)
-    plan = plan_resources(total, gpus_per_worker=0.5, num_workers=2)
-    assert plan.max_concurrent == 8 and _fits(plan, total)
+    plan = plan_resources(total, gpus_per_worker=0.5)
+    assert plan.num_workers == 1 and plan.max_concurrent == 16 and _fits(plan, total)
 
 
 def test_gpus_can_be_ignored_on_a_gpu_cluster():
@@ -61,8 +61,9 @@ def test_more_workers_than_cores_share_them_fractionally():
 
 
 def test_a_worker_larger_than_any_node_is_refused():
+    nodes = [{"CPU": 4, "GPU": 1}] * 4
     with pytest.raises(UserError, match="no node has 2 GPUs"):
-        plan_resources({"CPU": 16, "GPU": 4}, gpus_per_worker=2, num_workers=1, largest_node={"CPU": 8, "GPU": 1})
+        plan_resources(nodes, gpus_per_worker=2, num_workers=1)
 
 
 GIB = 2**30
@@ -110,12 +111,62 @@ def test_memory_bounds_gpu_workers_and_concurrent_trials_too():
 
 def test_no_node_with_the_memory_of_one_worker_is_refused():
     with pytest.raises(UserError, match="no node has the 1.5 GiB"):
-        plan_resources({"CPU": 8.0, "memory": 8 * GIB}, num_workers=2, largest_node={"CPU": 4.0, "memory": GIB})
+        plan_resources([{"CPU": 4.0, "memory": GIB}] * 8, num_workers=2)
 
 
 def test_a_cpu_workers_share_never_exceeds_the_largest_node():
-    plan = plan_resources({"CPU": 8.0}, num_workers=1, max_concurrent=1, largest_node={"CPU": 4.0})
-    assert plan.cpus_per_worker == 4.0  # 7.99 would never be placed on a 4-CPU node
+    plan = plan_resources([{"CPU": 4.0}, {"CPU": 4.0}], num_workers=1, max_concurrent=1)
+    assert plan.cpus_per_worker == 3.99  # 7.99 would never be placed on a 4-CPU node; 4.0 leaves no room for the driver
+
+
+def _placeable(plan, nodes):
+    """Place every concurrent trial's workers greedily on the nodes, each node keeping the drivers' CPUs."""
+    free = [n["CPU"] - DRIVER_CPUS * plan.max_concurrent for n in nodes]
+    for _ in range(plan.num_workers * plan.max_concurrent):
+        best = max(range(len(free)), key=free.__getitem__)
+        if free[best] + 1e-9 < plan.cpus_per_worker:
+            return False
+        free[best] -= plan.cpus_per_worker
+    return True
+
+
+def test_four_workers_on_two_two_cpu_nodes_span_both():
+    """4 x 0.998 + 0.01 > 4 was refused, and a plan from the totals alone would wait for a placement."""
+    nodes = [{"CPU": 2.0, "memory": 8 * GIB}, {"CPU": 2.0, "memory": 8 * GIB}]
+    plan = plan_resources(nodes, num_workers=4)
+    assert (plan.num_workers, plan.max_concurrent, plan.nodes_per_trial) == (4, 1, 2)
+    assert plan.cpus_per_worker == 0.995 and _placeable(plan, nodes)
+    assert "span 2 nodes" in plan.describe()
+
+
+@pytest.mark.parametrize("nodes,workers", [
+    ([{"CPU": 2.0}, {"CPU": 2.0}], 3),
+    ([{"CPU": 3.0}, {"CPU": 1.0}], 2),   # the totals' equal share (1.995) would not fit the 1-CPU node
+    ([{"CPU": 1.0}] * 5, 4),
+    ([{"CPU": 8.0}, {"CPU": 0.5}], 9),
+])
+def test_a_plan_always_fits_its_nodes_not_only_the_totals(nodes, workers):
+    plan = plan_resources(nodes, num_workers=workers)
+    assert _placeable(plan, nodes), plan
+
+
+def test_a_share_is_rounded_down():
+    plan = plan_resources({"CPU": 2.0}, num_workers=3)  # 1.99 / 3 = 0.66333...
+    assert plan.cpus_per_worker == 0.663
+
+
+def test_quarter_gpus_pack_four_trials_onto_one_gpu_and_say_so():
+    plan = plan_resources([{"CPU": 16.0, "GPU": 1.0, "memory": 64 * GIB}], gpus_per_worker=0.25)
+    assert (plan.num_workers, plan.max_concurrent, plan.gpus_per_worker) == (1, 4, 0.25)
+    assert plan.cpus_per_worker == 3 and "4 trials' workers share each GPU" in plan.describe()
+    with pytest.raises(UserError, match="NCCL refuses: use --num-workers 1"):
+        plan_resources([{"CPU": 16.0, "GPU": 1.0}], gpus_per_worker=0.25, num_workers=2)
+
+
+def test_gpu_workers_of_one_trial_spread_over_gpu_nodes():
+    nodes = [{"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}]
+    plan = plan_resources(nodes, num_workers=2)
+    assert (plan.max_concurrent, plan.nodes_per_trial, plan.cpus_per_worker) == (1, 2, 7)
 
 
 def test_two_workers_on_two_cpus_still_share_them_with_memory_reported():
@@ -125,14 +176,14 @@ def test_two_workers_on_two_cpus_still_share_them_with_memory_reported():
 
 
 def test_the_pre_run_resource_check_refuses_64_workers_on_two_cpus(monkeypatch):
-    """The preflight step plans from the totals Ray reports (faked here, so no cluster is started)."""
+    """The preflight step plans from the nodes Ray reports (faked here, so no cluster is started)."""
     from orchestrator import cluster
     from orchestrator.preflight import Preflight
     from orchestrator.sweep import SweepOptions
 
     pre = Preflight(SweepOptions(name="celeba_backbones", smoke=True, num_workers=64))
     pre.check_sweep()
-    monkeypatch.setattr(cluster, "cluster_totals", lambda: ({"CPU": 2.0, "memory": 16 * GIB}, {"CPU": 2.0}))
+    monkeypatch.setattr(cluster, "cluster_nodes", lambda: [{"CPU": 2.0, "memory": 16 * GIB}])
     with pytest.raises(UserError, match="pass --num-workers 7"):
         pre.check_resources()
     pre.opts.num_workers = 2
