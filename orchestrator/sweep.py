@@ -1,7 +1,7 @@
 """`run_sweep()`: a named sweep, through Ray Tune and Ray Train DDP workers, into MLflow.
 
 Ray Train V2 cannot be tuned directly (`Tuner(TorchTrainer)` fails), so each Tune trial runs
-`train_driver_fn`, a tiny function that builds and fits one `TorchTrainer`; Train's
+`runners.train_driver_fn`, a tiny function that builds and fits one `TorchTrainer`; Train's
 `TuneReportCallback` forwards rank 0's (already all-reduced) metrics to Tune.
 """
 
@@ -12,26 +12,21 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import ray
-import ray.train
 from ray import tune
-from ray.train.torch import TorchConfig, TorchTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
 from orchestrator import cluster, report, signals, state
+from orchestrator.runners import train_driver_fn
 from orchestrator.preflight import Preflight
 from orchestrator.space import count_trials, describe, grid_note, max_epochs, search_algorithm, varying_keys
 from orchestrator.tracking import (KIND_KEY, SWEEP_KEY, TRIAL_KEY, DatasetRecord, MlflowTrialCallback,
                                    OneLineUserErrors, redact)
 from orchestrator.progress import ProgressPrinter
-from trainables.artifacts import DIVERGED_MARKER, TRAIN_RUNS
 from trainables.config import TrainConfig
 from trainables.data.shards import load_metadata
 from trainables.errors import UserError
 from trainables.models.weights import source_of as weights_source
 from trainables.tasks import get_task
-from trainables.worker import train_fn_per_worker
 
 
 @dataclass
@@ -50,56 +45,7 @@ class SweepOptions:
     run_name: str | None = None
     max_failures: int = 1
     from_run: str | None = None
-
-
-USER_ERROR = "UserError: "
-
-
-def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: str, mode: str, storage: str) -> None:
-    """One Tune trial: fit one TorchTrainer whose workers run `train_fn_per_worker(config)`.
-
-    The Train run lives in the sweep's storage (not Tune's local staging folder), under a name fixed
-    by the trial id, so a retried or resumed trial finds its checkpoints on any node.
-    """
-    name = f"train-{tune.get_context().get_trial_id()}"
-    runs = f"{storage}/{TRAIN_RUNS}"
-    marker = f"{runs}/{name}/{DIVERGED_MARKER}"
-    reason = state.read_text(marker)
-    if reason:  # retrying a diverged trial would only diverge again
-        raise RuntimeError(reason)
-    worker = {"CPU": resources.cpus_per_worker}
-    if resources.use_gpu:
-        worker["GPU"] = resources.gpus_per_worker
-    trainer = TorchTrainer(
-        train_fn_per_worker,
-        train_loop_config=config,
-        torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=resources.num_workers, use_gpu=resources.use_gpu, resources_per_worker=worker
-        ),
-        run_config=ray.train.RunConfig(
-            # Same name and storage on a restart: Train resumes from the trial's last checkpoint.
-            name=name,
-            storage_path=runs,
-            callbacks=[TuneReportCallback()],
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order=mode
-            ),
-            failure_config=ray.train.FailureConfig(max_failures=0),  # Tune retries the whole trial
-            logging_config=ray.LoggingConfig(log_level="WARNING"),  # per-report INFO lines drown progress
-        ),
-    )
-    try:
-        trainer.fit()
-    except Exception as err:
-        text = str(err)
-        if "DivergedError" in text:
-            reason = "diverged: " + text.split("DivergedError:", 1)[-1].strip().splitlines()[0]
-            state.write_text(marker, reason)
-            raise RuntimeError(reason) from None
-        if USER_ERROR in text:  # a user's mistake found on a worker: its one line, not every worker's traceback
-            raise UserError(text.rsplit(USER_ERROR, 1)[-1].strip().splitlines()[0]) from None
-        raise
+    early_stopping: bool = True  # False: no ASHA, every trial runs all its epochs (the full grid)
 
 
 class MaxFailures(tune.Callback):
@@ -162,8 +108,11 @@ def run_sweep(opts: SweepOptions) -> dict:
         **{f"override.{o.split('=')[0]}": o.split("=", 1)[-1] for o in opts.overrides},
     })
     note = grid_note(space)
+    asha = sweep.grace_period and opts.early_stopping
+    stopping = (f"ASHA stops a trial at epoch {sweep.grace_period} (and at each later rung) unless it is in the best "
+                f"1/{sweep.reduction_factor} so far" if asha else "every trial runs all its epochs")
     print(f"Sweep {sweep.name}: {sweep.question}" + (f"\n  from {sweep.source}" if sweep.source else "")
-          + f"\n  {total} trials, {epochs} epochs each; {resources.describe()}"
+          + f"\n  {total} trials, {epochs} epochs each; {resources.describe()}\n  {stopping}"
           + (f"\n  {note}" if note else "")
           + f"\n  storage {redact(run.path)}; MLflow {redact(tracking.uri)} (experiment '{sweep.name}', parent run {parent_id})"
           + ("\n  resuming: finished trials are kept, unfinished ones continue from their last checkpoint"
@@ -195,9 +144,9 @@ def run_sweep(opts: SweepOptions) -> dict:
         local._tune_config.max_concurrent_trials = resources.max_concurrent
     else:
         scheduler = None
-        if sweep.grace_period:
+        if sweep.grace_period and opts.early_stopping:
             scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs + 1, grace_period=sweep.grace_period,
-                                      reduction_factor=2)
+                                      reduction_factor=sweep.reduction_factor)
         tuner = tune.Tuner(
             trainable,
             param_space=space,
@@ -238,7 +187,7 @@ def run_sweep(opts: SweepOptions) -> dict:
         log_best_model(tracking, parent_id, summary, task, sweep.metric, sweep.mode, completed=True)
         print(summary["closing"], flush=True)  # the last line: where to look at the runs
     summary.update(fit_started=fit_started, results=results, parent_run_id=parent_id, storage=run.path,
-                   interrupted=interrupted)
+                   interrupted=interrupted, data_root=data.root)
     return summary
 
 

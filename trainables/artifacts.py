@@ -45,3 +45,5 @@ SWEEP_MODEL = "model"                      # a sweep's parent run: the best tria
 # Column and metric prefixes.
 SCORE, LABEL = "score/", "label/"          # predictions/<split>.parquet: one column of each per output
 VAL, TEST, TRAIN, BEST = "val/", "test/", "train/", "best/"
+TAG = "tag/"                               # a reported text value: the trial's MLflow run gets it as a tag
+RESUMED = "resumed"                        # 1 on a result reported again from the checkpoint an attempt resumes from

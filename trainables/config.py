@@ -109,6 +109,9 @@ class DataConfig:
     cache_dir: str = path()          # demo sets and prepared shards; empty: $FACE_ORCHESTRATOR_CACHE or ~/.cache/face-orchestrator
     max_train_images: int = bounded(0, at_least=0, note="0: all")  # a cap for smoke runs on real data
     decoded_cache_mb: int = bounded(512, at_least=0, note="0: none")  # decoded training images kept across epochs, per worker
+    # DataLoader processes per DDP worker. -1 (auto): on a GPU, the worker's CPU threads less one, so JPEG
+    # decoding keeps up with the GPU; on CPU, 0 (the training process decodes, into the decoded cache).
+    loader_workers: int = bounded(-1, at_least=-1, note="-1: auto")
 
 
 SHARED_SECTIONS: dict[str, type] = {"model": ModelConfig, "optim": OptimConfig, "data": DataConfig}

@@ -44,6 +44,15 @@ def all_gather_rows(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     )
 
 
+def all_gather_objects(value) -> list:
+    """`value` of every rank, in rank order (picklable values)."""
+    if not _active():
+        return [value]
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def broadcast_from_rank0(module: torch.nn.Module) -> None:
     """Every parameter and buffer of `module` set to rank 0's values, in place."""
     if not _active():

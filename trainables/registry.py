@@ -40,7 +40,8 @@ class Registry(Generic[T]):
             self._loader()
 
     def get(self, name: str) -> T:
-        self._load()
+        if name not in self._items:  # a name already registered needs no loading of the others
+            self._load()
         if name not in self._items:
             raise self.unknown(name)
         return self._items[name]

@@ -5,6 +5,10 @@ This is the only module of `trainables` that talks to `ray.train`. The task (see
 each epoch; this file reduces metrics over all ranks first (Tune only sees rank 0's report), and has
 rank 0 write the checkpoint with the task's result files every epoch, because an ASHA stop ends the
 trial after any report. A user's mistake found here (a UserError) ends the trial with its one line.
+
+Its top level imports only the standard library and Ray: every Train worker, and the trial's own
+actor, import this module before a trial can start, so torch, timm and the task are imported inside
+the training function, timed as the `imports` phase of the trial's start (`timing/*_s`).
 """
 
 from __future__ import annotations
@@ -16,24 +20,24 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ray.train
-import ray.train.torch
-import torch
 
-from trainables.artifacts import CHECKPOINT_META, MODEL_WEIGHTS, TRAIN_STATE, WEIGHTS_REPORT
-from trainables.config import TrainConfig
-from trainables.distributed import all_reduce_max, all_reduce_sum
+from trainables.artifacts import CHECKPOINT_META, MODEL_WEIGHTS, RESUMED, TAG, TRAIN_STATE, WEIGHTS_REPORT
 from trainables.errors import UserError
-from trainables.loop import InputPipe, TrainModule, train_and_evaluate
-from trainables.models import input_normalization
-from trainables.models.weights import report_of
-from trainables.optim import build_optimizer
-from trainables.tasks import EvalContext, TaskSetup, get_task
+
+if TYPE_CHECKING:
+    from trainables.config import TrainConfig
+    from trainables.tasks import TaskSetup
 
 
 def _threads() -> int:
-    """Ray sets OMP_NUM_THREADS to the worker's CPU share; torch should use exactly that."""
+    """The worker's CPU share in whole threads. Ray sets OMP_NUM_THREADS to int(share), so the one
+    worker of a trial on 2 CPUs (1.99, the driver has 0.01) would use one core of two."""
+    share = ray.get_runtime_context().get_assigned_resources().get("CPU") if _in_ray_worker() else None
+    if share:
+        return max(1, int(share + 0.05))
     return max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
 
 
@@ -59,6 +63,23 @@ def train_fn_per_worker(config: dict) -> None:
         raise UserError(str(err)) from None
 
 
+def _in_ray_worker() -> bool:
+    return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+
+
+def _node_id() -> str:
+    """The Ray node this process runs on ("local" outside a Ray worker)."""
+    return ray.get_runtime_context().get_node_id() if _in_ray_worker() else "local"
+
+
+def loader_workers(configured: int, on_gpu: bool) -> int:
+    """`data.loader_workers`, with -1 resolved: the CPU threads less one on a GPU (the GPU outruns one
+    decoding process; the training process needs one thread), none on CPU (the cores train)."""
+    if configured >= 0:
+        return configured
+    return max(0, _threads() - 1) if on_gpu else 0
+
+
 def steps_per_epoch(task: TaskSetup, world: int, batch: int) -> int:
     rows = task.train_rows(world)
     if rows < batch:
@@ -69,10 +90,25 @@ def steps_per_epoch(task: TaskSetup, world: int, batch: int) -> int:
 
 
 def _train(config: dict) -> None:
-    fit_started = time.time()
+    entered = time.time()
     # Ray Train logs every report (with every metric) at INFO; progress is the driver's job.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    import ray.train.torch
+    import torch
+
+    from trainables import timing
+    from trainables.config import TrainConfig
+    from trainables.distributed import all_gather_objects, all_reduce_max, all_reduce_sum
+    from trainables.loop import InputPipe, TrainModule, train_and_evaluate
+    from trainables.models import input_normalization
+    from trainables.models.weights import report_of
+    from trainables.optim import build_optimizer
+    from trainables.tasks import EvalContext, get_task
+
     cfg = TrainConfig.from_dict(config)
+    task_spec = get_task(cfg.task)  # imports the task's own modules
+    timing.take()
+    imported = time.time()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(_threads())
@@ -80,14 +116,18 @@ def _train(config: dict) -> None:
     device = ray.train.torch.get_device()
     on_gpu = device.type == "cuda"
 
-    task = get_task(cfg.task).build(cfg)
+    task = task_spec.build(cfg)
+    built = time.time()
     weights_report = report_of(task.model)  # before DDP wraps it; beside every checkpoint
     mean, std = input_normalization(task.model)
     if on_gpu and cfg.model.channels_last:
         task.model = task.model.to(memory_format=torch.channels_last)
     module = ray.train.torch.prepare_model(TrainModule(task.model, task.criterion))
+    wrapped = time.time()
     pipe = InputPipe(device, mean, std, channels_last=on_gpu and cfg.model.channels_last)
-    workers = int(os.environ.get("FACE_ORCHESTRATOR_LOADER_WORKERS", "0"))
+    workers = loader_workers(cfg.data.loader_workers, on_gpu)
+    if workers:  # the loader processes decode on the other cores
+        torch.set_num_threads(max(1, _threads() - workers))
     batch = cfg.optim.batch_size
     steps = steps_per_epoch(task, world, batch)
     optimizer, scheduler = build_optimizer(cfg.optim, module, steps, task.param_groups)
@@ -98,6 +138,15 @@ def _train(config: dict) -> None:
         # trial ended but before Tune saved that): hand Tune the final result again, not nothing.
         _report_again(rank, last_metrics)
         return
+    if start_epoch and last_metrics:
+        # The result of the checkpoint this attempt starts from may never have reached Tune (seen: a node
+        # lost between the two): report it again, first. The driver logs each epoch once.
+        ray.train.report({**{k: v for k, v in last_metrics.items() if not k.endswith("_unix")}, RESUMED: 1})
+    model_seconds = timing.take().get("model_build", 0.0)
+    start_phases = {"imports": imported - entered, "data_open": built - imported - model_seconds,
+                    "model_build": model_seconds, "ddp_setup": wrapped - built}
+    # Which node each rank runs on, in rank order: a trial's record shows where its workers were.
+    placement = all_gather_objects(_node_id())
 
     for epoch in range(start_epoch, cfg.optim.epochs):
         loader = task.train_loader(epoch, rank, world, batch, workers)
@@ -113,10 +162,17 @@ def _train(config: dict) -> None:
             "train/lr": optimizer.param_groups[0]["lr"],
             "train/threads_per_worker": torch.get_num_threads(),
         }
-        if epoch == start_epoch and stats.first_step_time is not None:
-            # Absolute, so the driver can measure from its own clock (trial start, or fit()).
-            metrics["timing/first_step_unix"] = stats.first_step_time
-            metrics["timing/worker_setup_s"] = stats.first_step_time - fit_started
+        if epoch == start_epoch:
+            metrics["workers/nodes"] = len(set(placement))
+            metrics[TAG + "worker_nodes"] = ",".join(placement)
+            metrics[TAG + "device"] = torch.cuda.get_device_name(device) if on_gpu else "cpu"
+            if stats.first_step_time is not None:
+                # Absolute times, so the driver can measure from its own clock (trial start, or fit()).
+                metrics["timing/first_step_unix"] = stats.first_step_time
+                metrics["timing/worker_start_unix"] = entered
+                metrics["timing/worker_setup_s"] = stats.first_step_time - entered
+                start_phases["first_batch"] = stats.first_step_time - wrapped
+                metrics.update({f"timing/{name}_s": value for name, value in start_phases.items()})
 
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
@@ -129,6 +185,8 @@ def _train(config: dict) -> None:
 
 
 def _save(out: Path, model, criterion, optimizer, scheduler, epoch: int, cfg: TrainConfig, metrics: dict) -> None:
+    import torch
+
     torch.save(model.state_dict(), out / MODEL_WEIGHTS)
     state = {"criterion": criterion.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict() if scheduler else None}
@@ -153,6 +211,8 @@ def _restore(model, criterion, optimizer, scheduler) -> tuple[int, dict]:
 
     Returns the first epoch to run and the metrics reported with that checkpoint.
     """
+    import torch
+
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return 0, {}

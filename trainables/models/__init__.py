@@ -16,6 +16,7 @@ from torch import nn
 from trainables.config import ModelConfig
 from trainables.errors import UserError
 from trainables.models import weights
+from trainables.timing import phase
 import trainables.models.cbam  # noqa: F401  (registers our backbones into timm)
 
 
@@ -36,12 +37,13 @@ def build_model(cfg: ModelConfig, num_outputs: int) -> nn.Module:
     if cfg.attn_layer:
         kwargs["block_args"] = {"attn_layer": cfg.attn_layer}
     found = weights.locate(cfg)  # before building: missing weights fail before any model is made
-    try:
-        model = timm.create_model(cfg.name, pretrained=False, **kwargs)
-    except TypeError as err:
-        raise UserError(f"backbone '{cfg.name}' does not accept {sorted(kwargs)}: {err}") from None
-    if found is not None:
-        weights.load(model, found)
+    with phase("model_build"):
+        try:
+            model = timm.create_model(cfg.name, pretrained=False, **kwargs)
+        except TypeError as err:
+            raise UserError(f"backbone '{cfg.name}' does not accept {sorted(kwargs)}: {err}") from None
+        if found is not None:
+            weights.load(model, found)
     return model
 
 

@@ -125,4 +125,9 @@ def register_task(task: Task) -> Task:
 
 
 def get_task(name: str) -> Task:
+    """The task `name`. A worker needs one task only: its folder (named as the task) is imported
+    alone, so a trial's start does not pay for the others' imports; any other name loads them all,
+    for the registry's did-you-mean."""
+    if isinstance(name, str) and name.isidentifier() and (Path(__path__[0]) / name / "__init__.py").is_file():
+        importlib.import_module(f"{__name__}.{name}")
     return TASKS.get(name)

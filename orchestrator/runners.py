@@ -1,0 +1,69 @@
+"""`train_driver_fn`: what one Tune trial runs, namely one `TorchTrainer` of DDP workers.
+
+This runs in the trial's own Ray actor, which imports this module before the trial's first step, so
+it imports only Ray and the worker's light entry point: no MLflow, pandas or plotting (the driver's
+`sweep.py` imports those, and a trial start used to pay seconds for them).
+"""
+
+from __future__ import annotations
+
+import ray
+import ray.train
+from ray import tune
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from orchestrator import cluster, state
+from trainables.artifacts import DIVERGED_MARKER, TRAIN_RUNS
+from trainables.errors import UserError
+from trainables.worker import train_fn_per_worker
+
+
+USER_ERROR = "UserError: "
+
+
+def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: str, mode: str, storage: str) -> None:
+    """One Tune trial: fit one TorchTrainer whose workers run `train_fn_per_worker(config)`.
+
+    The Train run lives in the sweep's storage (not Tune's local staging folder), under a name fixed
+    by the trial id, so a retried or resumed trial finds its checkpoints on any node.
+    """
+    name = f"train-{tune.get_context().get_trial_id()}"
+    runs = f"{storage}/{TRAIN_RUNS}"
+    marker = f"{runs}/{name}/{DIVERGED_MARKER}"
+    reason = state.read_text(marker)
+    if reason:  # retrying a diverged trial would only diverge again
+        raise RuntimeError(reason)
+    worker = {"CPU": resources.cpus_per_worker}
+    if resources.use_gpu:
+        worker["GPU"] = resources.gpus_per_worker
+    trainer = TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config=config,
+        torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=resources.num_workers, use_gpu=resources.use_gpu, resources_per_worker=worker
+        ),
+        run_config=ray.train.RunConfig(
+            # Same name and storage on a restart: Train resumes from the trial's last checkpoint.
+            name=name,
+            storage_path=runs,
+            callbacks=[TuneReportCallback()],
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order=mode
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=0),  # Tune retries the whole trial
+            logging_config=ray.LoggingConfig(log_level="WARNING"),  # per-report INFO lines drown progress
+        ),
+    )
+    try:
+        trainer.fit()
+    except Exception as err:
+        text = str(err)
+        if "DivergedError" in text:
+            reason = "diverged: " + text.split("DivergedError:", 1)[-1].strip().splitlines()[0]
+            state.write_text(marker, reason)
+            raise RuntimeError(reason) from None
+        if USER_ERROR in text:  # a user's mistake found on a worker: its one line, not every worker's traceback
+            raise UserError(text.rsplit(USER_ERROR, 1)[-1].strip().splitlines()[0]) from None
+        raise
