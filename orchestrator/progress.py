@@ -13,6 +13,7 @@ from typing import Callable
 from ray import tune
 
 from orchestrator.tracking import error_line
+from trainables.artifacts import RESUMED
 
 
 class ProgressPrinter(tune.Callback):
@@ -48,6 +49,9 @@ class ProgressPrinter(tune.Callback):
         if self._better(value):
             self.best = (value, label.split(" ", 2)[2])
         best = f"best {self.best[0]:.4f} ({self.best[1]})" if self.best else ""
+        if result.get(RESUMED):
+            self._say(f"       {label}  resumed from its epoch {result.get('epoch', '?')} checkpoint  | {best}")
+            return
         speed = result.get("train/images_per_sec")
         speed_text = f"  {speed:.0f} img/s" if speed else ""
         self._say(f"       {label}  epoch {result.get('epoch', '?')}/{self.epochs}  "

@@ -25,6 +25,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from ray import tune
 
+from trainables.artifacts import TAG
 from trainables.errors import UserError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -270,14 +271,19 @@ class MlflowTrialCallback(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         run_id = self.run_id(trial)
+        # Tags say what is true now (where the workers of this attempt run), so they are kept even when
+        # the epoch is not: a restart from scratch reports epochs again that are already logged.
+        tags = {k[len(TAG):]: v for k, v in result.items() if k.startswith(TAG) and isinstance(v, str)}
         if step <= self._steps[trial.trial_id]:
+            if tags:
+                self.tracking.log(run_id, tags=tags)
             return  # already logged before a restart: metric history must not repeat steps
         self._steps[trial.trial_id] = step
         metrics = {k: v for k, v in result.items() if is_metric(k, v)}
         first_step = result.get("timing/first_step_unix")
         if first_step and trial.trial_id in self._started:
             metrics["timing/first_step_s"] = first_step - self._started[trial.trial_id]
-        self.tracking.log(run_id, metrics, step=step)
+        self.tracking.log(run_id, metrics, tags=tags, step=step)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         """A failed trial that Tune retries from its last checkpoint: count it on the run."""

@@ -1,8 +1,18 @@
-"""`ray job submit` against a real head node with token authentication, as on a cluster.
+"""A real two-node Ray cluster on one machine, a real `mlflow server`, and sweeps sent with `ray job submit`.
 
-The test starts its own head (`ray start --head` on 127.0.0.1, its own temp folder, ports and auth
-token), submits the smoke sweep through the Jobs API with the project's runtime_env.yaml, waits for
-SUCCEEDED, checks MLflow, and stops only the processes it started, whatever the outcome.
+The module starts a head (`ray start --head`) and a second node that joins it (`ray start --address`),
+each with 2 CPUs, its own ports and its own `--temp-dir` (two nodes sharing one temp folder made
+Tune's result analysis fail with a FileNotFoundError at the sweep's end), and token authentication
+as on a cluster. The sweeps' storage is a `file://` folder both nodes see, and they record into the
+MLflow server over HTTP. In order:
+
+1. `doctor` against the cluster refuses a plain local storage path, with the fix;
+2. a trial of 4 DDP workers (more than one 2-CPU node holds) runs across both nodes, judged from the
+   node of each rank that the trial recorded;
+3. the second node is killed in the middle of a trial: that trial is retried from its checkpoint on
+   the head, and MLflow holds each run and each epoch once.
+
+Every process the module started is stopped, whatever the outcome.
 """
 
 from __future__ import annotations
@@ -13,8 +23,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,6 +36,9 @@ from mlflow import MlflowClient
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[1]
+# Ports a second Ray on the machine would otherwise share (a local Ray of the test session holds the defaults).
+OWN_PORTS = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+             "runtime-env-agent-port", "node-manager-port", "object-manager-port")
 
 
 def _free_port() -> int:
@@ -31,77 +47,207 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture()
-def head_node(demo_cache):
+def _wait(condition, seconds: float, what: str):
+    """Poll `condition` until it returns something true; fail naming `what` after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)  # polling for a condition, not waiting a fixed time
+    raise AssertionError(f"timed out after {seconds:g}s waiting for {what}")
+
+
+def _stop_processes_under(folder: Path, sig: int = signal.SIGKILL) -> None:
+    """Signal every process whose command line names `folder` (a node's raylet, agents and GCS); a
+    node's workers exit on their own once their raylet is gone."""
+    listing = subprocess.run(["pgrep", "-f", str(folder)], capture_output=True, text=True).stdout.split()
+    for pid in listing:
+        try:
+            os.kill(int(pid), sig)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+@dataclass
+class Cluster:
+    base: Path
+    env: dict
+    gcs: str
+    dashboard: str
+    mlflow: str
+    head_id: str
+    node_id: str
+
+    def ray(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(["ray", *args], env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+    def alive_nodes(self) -> dict[str, str]:
+        """node id -> the temp folder's role ('head' or 'node') of each alive node."""
+        listed = self.ray("list", "nodes", "--address", self.dashboard, "--format", "json", "--filter", "state=ALIVE")
+        if listed.returncode:
+            return {}
+        return {n["node_id"]: "head" if n.get("is_head_node") else "node" for n in json.loads(listed.stdout)}
+
+    def submit(self, sweep: str, storage: str, *extra: str, wait: bool = True, job_id: str = "") -> str:
+        runtime_env = yaml.safe_load((REPO / "runtime_env.yaml").read_text())
+        runtime_env["working_dir"] = str(REPO)
+        runtime_env["env_vars"]["FACE_ORCHESTRATOR_CACHE"] = os.environ["FACE_ORCHESTRATOR_CACHE"]
+        # Two "2-CPU" nodes share this machine's 2 cores: waiting OpenMP threads must not spin on them.
+        runtime_env["env_vars"]["OMP_WAIT_POLICY"] = "PASSIVE"
+        command = ["job", "submit", "--address", self.dashboard, "--runtime-env-json", json.dumps(runtime_env),
+                   *(["--no-wait", "--submission-id", job_id] if not wait else []),
+                   "--", "python", "-m", "orchestrator", "sweep", sweep, "--storage", storage,
+                   "--tracking-uri", self.mlflow, *extra]
+        deadline = time.monotonic() + 120
+        while True:  # a fresh head accepts jobs once its dashboard agent is up
+            submitted = self.ray(*command, timeout=900)
+            logs = submitted.stdout + submitted.stderr
+            if "No available agent to submit job" not in logs or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert submitted.returncode == 0, logs[-3000:]
+        return logs
+
+    def job_status(self, job_id: str) -> str:
+        """SUCCEEDED, FAILED, STOPPED, RUNNING or PENDING (Ray's CLI writes some in lower case)."""
+        out = self.ray("job", "status", job_id, "--address", self.dashboard).stdout.upper()
+        return next((s for s in ("SUCCEEDED", "FAILED", "STOPPED", "RUNNING", "PENDING") if s in out), "")
+
+
+def _ray_start(env: dict, temp: Path, *args: str) -> None:
+    ports = [f"--{flag}={_free_port()}" for flag in OWN_PORTS]
+    started = subprocess.run(["ray", "start", "--node-ip-address=127.0.0.1", "--num-cpus=2", f"--temp-dir={temp}",
+                              "--disable-usage-stats", *ports, *args], env=env, capture_output=True, text=True,
+                             timeout=180)
+    assert started.returncode == 0, started.stdout + started.stderr
+
+
+@pytest.fixture(scope="module")
+def two_nodes(demo_cache):
     from ray._private.authentication.authentication_token_generator import generate_new_authentication_token
 
-    # Ray's unix socket paths must stay short: a temp folder of its own directly under /tmp.
-    short = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))
-    token = short / "auth_token"
-    token.write_text(generate_new_authentication_token())
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    # Ray's unix socket paths must stay short: one folder of our own directly under /tmp.
+    base = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))
+    (base / "auth_token").write_text(generate_new_authentication_token())
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(base / "auth_token"),
+           # The GCS declares a node dead after 3 missed 1-second health checks (default: 5 of 3 s).
+           "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
     env.pop("RAY_ADDRESS", None)
-    gcs, dashboard = _free_port(), _free_port()
-    # Every port of its own: a local Ray elsewhere in the session holds the defaults (e.g. the agent's 52365).
-    own_ports = [f"--{flag}={_free_port()}" for flag in (
-        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port",
-        "ray-client-server-port", "node-manager-port", "object-manager-port")]
-    started = subprocess.run(
-        ["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", f"--dashboard-port={dashboard}",
-         *own_ports,
-         "--dashboard-host=127.0.0.1", "--num-cpus=2", f"--temp-dir={short}", "--include-dashboard=true",
-         "--disable-usage-stats"],
-        env=env, capture_output=True, text=True, timeout=180,
-    )
+    gcs, dashboard, mlflow_port = _free_port(), _free_port(), _free_port()
+    server = None
     try:
-        assert started.returncode == 0, started.stdout + started.stderr
-        yield {"dashboard": f"http://127.0.0.1:{dashboard}", "env": env, "temp": short}
+        _ray_start(env, base / "head", "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
+                   "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--ray-client-server-port={_free_port()}")
+        _ray_start(env, base / "node", f"--address=127.0.0.1:{gcs}")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{base}/mlflow.db",
+             "--artifacts-destination", str(base / "mlartifacts"), "--host", "127.0.0.1", "--port", str(mlflow_port),
+             "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        cluster = Cluster(base, env, f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}", f"http://127.0.0.1:{mlflow_port}",
+                          "", "")
+        nodes = _wait(lambda: len(cluster.alive_nodes()) == 2 and cluster.alive_nodes(), 120, "both nodes alive")
+        cluster.head_id = next(i for i, role in nodes.items() if role == "head")
+        cluster.node_id = next(i for i, role in nodes.items() if role == "node")
+        _wait(lambda: _healthy(cluster.mlflow, server), 120, "the mlflow server")
+        yield cluster
     finally:
-        _stop_processes_under(short)
-        shutil.rmtree(short, ignore_errors=True)
+        if server is not None:
+            os.killpg(server.pid, signal.SIGKILL)
+        for _ in range(2):  # a process started while the first pass ran is caught by the second
+            _stop_processes_under(base)
+            time.sleep(1)
+        shutil.rmtree(base, ignore_errors=True)
 
 
-def _stop_processes_under(temp: Path) -> None:
-    """Stop every process of this head (they name its temp folder), and nothing else."""
-    listing = subprocess.run(["pgrep", "-f", str(temp)], capture_output=True, text=True).stdout.split()
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in listing:
-            try:
-                os.kill(int(pid), sig)
-            except (ProcessLookupError, ValueError):
-                pass
-        time.sleep(1 if sig == signal.SIGTERM else 0)
+def _healthy(url: str, server: subprocess.Popen) -> bool:
+    assert server.poll() is None, "mlflow server exited"
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2):
+            return True
+    except OSError:
+        return False
 
 
-def test_submitted_smoke_sweep_succeeds_and_records_runs(head_node, tmp_path):
-    """What a user types: `ray job submit --runtime-env ... -- python -m orchestrator sweep ...`, with the
-    token only in the client's environment (a pytest process has already fixed Ray's auth mode)."""
-    runtime_env = yaml.safe_load((REPO / "runtime_env.yaml").read_text())
-    runtime_env["working_dir"] = str(REPO)
-    runtime_env["env_vars"]["FACE_ORCHESTRATOR_CACHE"] = os.environ["FACE_ORCHESTRATOR_CACHE"]
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    command = ["ray", "job", "submit", "--address", head_node["dashboard"], "--runtime-env-json", json.dumps(runtime_env),
-               "--", "python", "-m", "orchestrator", "sweep", "celeba_backbones", "--smoke", "--set", "model.name=resnet18",
-               "--set", "optim.epochs=1", "--set", "data.max_train_images=320", "--storage", f"{tmp_path}/runs",
-               "--tracking-uri", uri]
-    deadline = time.time() + 120
-    while True:  # a fresh head accepts jobs once its dashboard agent is up
-        submitted = subprocess.run(command, env=head_node["env"], cwd=REPO, capture_output=True, text=True, timeout=600)
-        logs = submitted.stdout + submitted.stderr
-        if "No available agent to submit job" not in logs or time.time() > deadline:
-            break
-        time.sleep(2)
-    assert "succeeded" in logs.lower() and submitted.returncode == 0, logs[-3000:]
-    # The job's log shows the same progress and final table as a local run.
+def _children(client: MlflowClient, experiment: str) -> tuple[list, list]:
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    return runs, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def test_doctor_on_a_cluster_refuses_a_plain_local_storage_path(two_nodes, tmp_path):
+    doctor = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "doctor", "celeba_backbones", "--smoke", "--address", two_nodes.gcs,
+         "--storage", str(tmp_path / "runs"), "--tracking-uri", two_nodes.mlflow],
+        env=two_nodes.env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert doctor.returncode != 0, doctor.stdout
+    assert "a 2-node cluster needs shared storage" in doctor.stdout and "file:///" in doctor.stdout, doctor.stdout
+    assert "Traceback" not in doctor.stdout + doctor.stderr
+
+
+def test_four_workers_of_one_trial_span_both_nodes(two_nodes):
+    """4 DDP workers on two 2-CPU nodes: planned per node (0.995 CPU each, rounded down), placed on both."""
+    logs = two_nodes.submit("celeba_backbones", f"file://{two_nodes.base}/shared", "--smoke", "--num-workers", "4",
+                            "--set", "model.name=resnet18", "--set", "optim.epochs=1",
+                            "--set", "data.max_train_images=320", "--set", "optim.batch_size=16")
+    assert "succeeded" in logs.lower(), logs[-3000:]
+    assert "4 DDP workers x (0.995 CPU) per trial" in logs and "span 2 nodes" in logs, logs[-3000:]
     assert "start  trial 1/1 resnet18" in logs and "best: resnet18" in logs, logs[-3000:]
-    token = Path(head_node["env"]["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+    token = Path(two_nodes.env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
     assert token not in logs
 
-    mlflow = MlflowClient(uri)
-    experiment = mlflow.get_experiment_by_name("celeba_backbones")
-    runs = mlflow.search_runs([experiment.experiment_id])
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    runs, children = _children(MlflowClient(two_nodes.mlflow), "celeba_backbones")
     assert len(runs) == 2 and len(children) == 1 and children[0].info.status == "FINISHED"
+    placement = children[0].data.tags["worker_nodes"].split(",")
+    assert len(placement) == 4 and set(placement) == {two_nodes.head_id, two_nodes.node_id}, placement
+    assert children[0].data.metrics["workers/nodes"] == 2
     for run in runs:  # no credential leaks into what is recorded
-        recorded = " ".join(map(str, {**run.data.params, **run.data.tags}.values()))
-        assert token not in recorded
+        assert token not in " ".join(map(str, {**run.data.params, **run.data.tags}.values()))
+
+
+def test_a_trial_on_a_killed_node_is_retried_from_its_checkpoint_on_the_head(two_nodes):
+    """Two trials of one 1.98-CPU worker each: one per node. Kill the second node once its trial has
+    checkpointed epoch 1; that trial resumes on the head after the other one ends."""
+    sweep = two_nodes.base / "two_trials.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "name": "node_loss", "question": "Does a trial survive the loss of its node?", "task": "attributes",
+        "metric": "val/mean_accuracy", "mode": "max", "scheduler": "none", "workers_per_trial": 1,
+        "space": {"model.name": "resnet18", "optim.lr": {"grid": [0.001, 0.003]}, "optim.epochs": 2,
+                  "optim.batch_size": 32, "data.image_size": 32, "data.max_train_images": 192}}))
+    job = "node-loss"
+    two_nodes.submit(str(sweep), f"file://{two_nodes.base}/shared", "--max-concurrent", "2", "--max-failures", "2",
+                     wait=False, job_id=job)
+    client = MlflowClient(two_nodes.mlflow)
+
+    def trial_on_second_node_checkpointed():
+        experiment = client.get_experiment_by_name("node_loss")
+        if experiment is None:
+            return None
+        assert two_nodes.job_status(job) in ("RUNNING", "PENDING"), two_nodes.ray("job", "logs", job, "--address",
+                                                                                  two_nodes.dashboard).stdout[-3000:]
+        for run in client.search_runs([experiment.experiment_id]):
+            if run.data.tags.get("worker_nodes") == two_nodes.node_id and run.data.metrics.get("epoch", 0) >= 1:
+                return run
+        return None
+
+    victim = _wait(trial_on_second_node_checkpointed, 300, "a trial on the second node to report epoch 1")
+    assert victim.data.metrics["epoch"] < 2, "the trial had already finished: nothing was interrupted"
+    _stop_processes_under(two_nodes.base / "node")
+    _wait(lambda: two_nodes.job_status(job) in ("SUCCEEDED", "FAILED", "STOPPED"), 600, "the sweep to end")
+    logs = two_nodes.ray("job", "logs", job, "--address", two_nodes.dashboard).stdout
+    assert two_nodes.job_status(job) == "SUCCEEDED", logs[-3000:]
+    assert list(two_nodes.alive_nodes()) == [two_nodes.head_id]
+
+    runs, children = _children(client, "node_loss")
+    assert len(runs) == 3 and len(children) == 2, [r.info.run_name for r in runs]  # one parent, one run per trial
+    assert all(r.info.status == "FINISHED" for r in runs)
+    retried = next(r for r in children if r.info.run_id == victim.info.run_id)
+    progress = "\n".join(line for line in logs.splitlines() if line.startswith("[") and "] " in line[:12])
+    assert retried.data.tags.get("retries") == "1", progress
+    assert retried.data.tags["worker_nodes"] == two_nodes.head_id, (retried.info.run_name, progress)
+    for run in children:  # every epoch once, in order
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch")]
+        assert steps == [1, 2], (run.info.run_name, steps)
+    # Resumed from its checkpoint, not from scratch: its second attempt's first report was after epoch 1
+    # (a restart from epoch 0 would report its start-up with epoch 1 again, which is never logged twice).
+    starts = [m.step for m in client.get_metric_history(retried.info.run_id, "timing/worker_setup_s")]
+    assert len(starts) == 2 and starts[0] == 1 and starts[1] >= 2, starts
