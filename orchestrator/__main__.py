@@ -70,6 +70,8 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
                        help="for a threshold-policy sweep: the MLflow run (a trial, or a sweep for its best trial) whose stored scores to use")
     sweep.add_argument("--max-failures", type=int, default=1, metavar="N",
                        help="times a failed trial is retried from its last checkpoint (default: 1)")
+    sweep.add_argument("--no-early-stopping", dest="early_stopping", action="store_false",
+                       help="run every trial to its last epoch (no ASHA): the full grid, to compare against")
 
 
 def cmd_list(args) -> int:

@@ -7,6 +7,7 @@
     search: optuna                # basic (Tune's grids and random draws) or optuna
     scheduler: asha               # asha (stops weak trials early) or none
     grace_period: 1               # epochs before ASHA may stop a trial
+    reduction_factor: 3           # ASHA keeps the best 1/3 of the trials at each rung (default 2)
     samples: 8                    # trials per grid point
     workers_per_trial: 2
     space:                        # dotted config keys: a fixed value or a distribution
@@ -43,7 +44,7 @@ from trainables.errors import UserError
 from trainables.tasks import get_task
 
 SUFFIXES = (".yaml", ".yml")
-SWEEP_FIELDS = ("samples", "scheduler", "grace_period", "workers_per_trial")  # what real_data and smoke may change
+SWEEP_FIELDS = ("samples", "scheduler", "grace_period", "reduction_factor", "workers_per_trial")  # what real_data and smoke may change
 FIELDS = ("name", "question", "task", "metric", "mode", "search", "report", *SWEEP_FIELDS,
           "space", "real_data", "smoke")
 BLOCKS = ("space", "real_data", "smoke")
@@ -73,7 +74,7 @@ def load(path: str, real_data: bool = False, smoke: bool = False) -> Sweep:
     task = _task(path, doc.get("task", "attributes"))
     folder = Path(path).expanduser().resolve().parent
     blocks = {name: _block(path, name, doc.get(name) or {}, task, folder) for name in BLOCKS}
-    fields = {"samples": 1, "scheduler": "asha", "grace_period": 1, "workers_per_trial": 2}
+    fields = {"samples": 1, "scheduler": "asha", "grace_period": 1, "reduction_factor": 2, "workers_per_trial": 2}
     fields.update(_sweep_fields(path, "", doc))
     space = {"task": task, **blocks["space"][1]}
     for name, applies in (("real_data", real_data), ("smoke", smoke)):
@@ -100,6 +101,7 @@ def load(path: str, real_data: bool = False, smoke: bool = False) -> Sweep:
         mode=_choose(path, "mode", doc.get("mode", "max"), ["max", "min"]),
         num_samples=fields["samples"], search=SEARCHES[search],
         grace_period=fields["grace_period"] if fields["scheduler"] == "asha" else 0,
+        reduction_factor=fields["reduction_factor"],
         workers_per_trial=fields["workers_per_trial"], report=report, source=str(Path(path).expanduser().resolve()),
     )
 
@@ -185,7 +187,8 @@ def _choose(path: str, field: str, value: Any, known: list[str]) -> str:
 
 
 def _sweep_fields(path: str, where: str, values: dict) -> dict:
-    """The sweep-level fields among `values` (samples, scheduler, grace_period, workers_per_trial), checked."""
+    """The sweep-level fields among `values` (samples, scheduler, grace_period, reduction_factor,
+    workers_per_trial), checked."""
     out: dict[str, Any] = {}
     for field in SWEEP_FIELDS:
         if field not in values:
@@ -196,10 +199,14 @@ def _sweep_fields(path: str, where: str, values: dict) -> dict:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"{path}: {where}{field}: expects a whole number of at least 1, got {value!r}")
+        if field == "reduction_factor" and value < 2:
+            raise UserError(f"{path}: {where}{field}: expects a whole number of at least 2 (ASHA keeps 1/{field} "
+                            f"of the trials at each rung), got {value!r}")
         out[field] = value
-    if "grace_period" in out and out.get("scheduler") == "none":
-        raise UserError(f"{path}: {where}grace_period: only ASHA has a grace period, and scheduler is none: "
-                        f"remove grace_period, or write scheduler: asha")
+    for field in ("grace_period", "reduction_factor"):
+        if field in out and out.get("scheduler") == "none":
+            raise UserError(f"{path}: {where}{field}: only ASHA has a {field.replace('_', ' ')}, and scheduler is "
+                            f"none: remove {field}, or write scheduler: asha")
     return out
 
 
