@@ -40,7 +40,7 @@ Run it from the repository root (about 2 minutes on 2 cores):
 
     python benchmarks/data_loader.py [--images 2400] [--batch 64] [--workers 0] [--passes 5] [--steps 8]
 
-(the trials load in the training process unless FACE_ORCHESTRATOR_LOADER_WORKERS is set, which is the
+(the trials load in the training process unless data.loader_workers is set, which is the
 default `--workers 0`; in DataLoader worker processes the decoded images are not kept).
 """
 
