@@ -52,18 +52,17 @@ def _floor_train_fn(config: dict) -> None:
 
 
 def _floor_driver(config: dict, *, resources, storage: str) -> None:
-    """A Tune trial built exactly as ours (`runners.train_driver_fn`), training nothing."""
+    """A Tune trial built as ours (`runners.train_driver_fn`, the same worker group), training nothing."""
     import ray.train
     from ray import tune
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    worker = {"CPU": resources.cpus_per_worker, **({"GPU": resources.gpus_per_worker} if resources.use_gpu else {})}
+    from orchestrator.runners import worker_group
+
     TorchTrainer(
         _floor_train_fn,
-        torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=resources.num_workers, use_gpu=resources.use_gpu,
-                                               resources_per_worker=worker),
+        **worker_group(resources),
         run_config=ray.train.RunConfig(name=f"floor-{tune.get_context().get_trial_id()}", storage_path=storage,
                                        callbacks=[TuneReportCallback()]),
     ).fit()

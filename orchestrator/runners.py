@@ -22,6 +22,17 @@ from trainables.worker import train_fn_per_worker
 USER_ERROR = "UserError: "
 
 
+def worker_group(resources: cluster.TrialResources) -> dict:
+    """The TorchTrainer arguments that shape a trial's workers: NCCL on GPUs (gloo on CPU), and each
+    worker's CPUs and GPUs as planned."""
+    worker = {"CPU": resources.cpus_per_worker}
+    if resources.use_gpu:
+        worker["GPU"] = resources.gpus_per_worker
+    return {"torch_config": TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
+            "scaling_config": ray.train.ScalingConfig(num_workers=resources.num_workers, use_gpu=resources.use_gpu,
+                                                      resources_per_worker=worker)}
+
+
 def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: str, mode: str, storage: str) -> None:
     """One Tune trial: fit one TorchTrainer whose workers run `train_fn_per_worker(config)`.
 
@@ -34,16 +45,10 @@ def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: 
     reason = state.read_text(marker)
     if reason:  # retrying a diverged trial would only diverge again
         raise RuntimeError(reason)
-    worker = {"CPU": resources.cpus_per_worker}
-    if resources.use_gpu:
-        worker["GPU"] = resources.gpus_per_worker
     trainer = TorchTrainer(
         train_fn_per_worker,
         train_loop_config=config,
-        torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=resources.num_workers, use_gpu=resources.use_gpu, resources_per_worker=worker
-        ),
+        **worker_group(resources),
         run_config=ray.train.RunConfig(
             # Same name and storage on a restart: Train resumes from the trial's last checkpoint.
             name=name,

@@ -47,7 +47,7 @@ def test_an_epoch_on_the_gpu_runs_in_bf16_and_channels_last(tiny_celeba, tmp_pat
 
 
 @pytest.mark.ray
-def test_quarter_gpus_run_two_trials_side_by_side_on_one_gpu_over_nccl(local_ray, tmp_path):
+def test_quarter_gpus_plan_both_smoke_trials_at_once_on_one_gpu(local_ray, tmp_path):
     from mlflow import MlflowClient
 
     from orchestrator.sweep import SweepOptions, run_sweep
@@ -61,7 +61,8 @@ def test_quarter_gpus_run_two_trials_side_by_side_on_one_gpu_over_nccl(local_ray
     experiment = client.get_experiment_by_name("celeba_backbones")
     runs = client.search_runs([experiment.experiment_id])
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
-    assert "4 trials' workers share each GPU" in parent.data.params["resources"]
+    plan = parent.data.params["resources"]
+    assert "0.25 GPU" in plan and "up to 2 trials at once" in plan and "4 trials' workers share each GPU" in plan
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
     assert all(r.data.tags["device"] != "cpu" for r in children)
