@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trainables.errors import UserError
 
@@ -28,8 +28,10 @@ MIN_CPUS_PER_WORKER = 0.25  # at most four DDP processes per core
 # more, so it refuses only plans that surely cannot fit; it reserves nothing in Ray's scheduler.
 WORKER_MEMORY_BYTES = int(1.5 * 2**30)
 GIB = 2**30
-# Trials whose workers cannot be placed fail after this long instead of waiting forever.
-os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
+# Trials whose workers cannot be placed fail after this long instead of waiting forever. The driver's
+# value travels with each trial's TrialResources (a cluster's nodes do not share the driver's environment).
+START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+os.environ.setdefault(START_TIMEOUT_ENV, "120")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # worker prints would appear twice
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0 the legacy reporter prints nothing; we print progress
 
@@ -41,6 +43,8 @@ class TrialResources:
     gpus_per_worker: float
     max_concurrent: int
     nodes_per_trial: int = 1  # the fewest nodes one trial's workers can be packed onto
+    # How long a trial's workers may wait to be placed before the trial fails (read in the driver).
+    start_timeout_s: float = field(default_factory=lambda: start_timeout_s())
 
     @property
     def use_gpu(self) -> bool:
@@ -54,6 +58,18 @@ class TrialResources:
         if 0 < self.gpus_per_worker < 1:
             text += f"; {int(1 / self.gpus_per_worker + 1e-9)} trials' workers share each GPU"
         return text
+
+
+def start_timeout_s() -> float:
+    """The bound on a worker group's wait for its resources, from RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S."""
+    text = os.environ.get(START_TIMEOUT_ENV, "120")
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(f"{START_TIMEOUT_ENV}={text!r} is not a positive number of seconds: unset it (120 s) or fix it")
+    return value
 
 
 def check_shape_options(num_workers: int | None, gpus_per_worker: float | None, max_concurrent: int | None) -> None:

@@ -7,13 +7,15 @@ it imports only Ray and the worker's light entry point: no MLflow, pandas or plo
 
 from __future__ import annotations
 
+import os
+
 import ray
 import ray.train
 from ray import tune
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from orchestrator import cluster, state
+from orchestrator import cluster, placement, state
 from trainables.artifacts import DIVERGED_MARKER, TRAIN_RUNS
 from trainables.errors import UserError
 from trainables.worker import train_fn_per_worker
@@ -45,10 +47,14 @@ def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: 
     reason = state.read_text(marker)
     if reason:  # retrying a diverged trial would only diverge again
         raise RuntimeError(reason)
+    # Ray Train's controller (started by fit() below) reads the bound from this process's environment.
+    os.environ[cluster.START_TIMEOUT_ENV] = f"{resources.start_timeout_s:g}"
+    placement.record_run(name)
+    group = worker_group(resources)
     trainer = TorchTrainer(
         train_fn_per_worker,
         train_loop_config=config,
-        **worker_group(resources),
+        **group,
         run_config=ray.train.RunConfig(
             # Same name and storage on a restart: Train resumes from the trial's last checkpoint.
             name=name,
@@ -57,7 +63,9 @@ def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: 
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order=mode
             ),
-            failure_config=ray.train.FailureConfig(max_failures=0),  # Tune retries the whole trial
+            # Tune retries the whole trial. A controller failure (its workers not placed within the
+            # bound) ends the run too: Ray's default retries it without end, queueing a new group each time.
+            failure_config=ray.train.FailureConfig(max_failures=0, controller_failure_limit=0),
             logging_config=ray.LoggingConfig(log_level="WARNING"),  # per-report INFO lines drown progress
         ),
     )
@@ -69,6 +77,10 @@ def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: 
             reason = "diverged: " + text.split("DivergedError:", 1)[-1].strip().splitlines()[0]
             state.write_text(marker, reason)
             raise RuntimeError(reason) from None
+        if type(getattr(err, "controller_failure", None)).__name__ == "WorkerGroupStartupTimeoutError":
+            scaling = group["scaling_config"]
+            raise RuntimeError(placement.explain_unplaced(
+                name, scaling.num_workers, scaling.resources_per_worker, resources.start_timeout_s)) from None
         if USER_ERROR in text:  # a user's mistake found on a worker: its one line, not every worker's traceback
             raise UserError(text.rsplit(USER_ERROR, 1)[-1].strip().splitlines()[0]) from None
         raise

@@ -22,6 +22,7 @@ from orchestrator.space import count_trials, describe, grid_note, max_epochs, se
 from orchestrator.tracking import (KIND_KEY, SWEEP_KEY, TRIAL_KEY, DatasetRecord, MlflowTrialCallback,
                                    OneLineUserErrors, redact)
 from orchestrator.progress import ProgressPrinter
+from orchestrator.placement import PlacementGroupCleanup
 from trainables.config import TrainConfig
 from trainables.data.shards import load_metadata
 from trainables.errors import UserError
@@ -132,6 +133,7 @@ def run_sweep(opts: SweepOptions) -> dict:
         MaxFailures(opts.max_failures),
         recorder,
         ProgressPrinter(sweep.metric, sweep.mode, total, epochs, name_of),
+        PlacementGroupCleanup(),  # last: an ended trial's files are recorded before its workers go
     ]
     if opts.resume:
         tuner = tune.Tuner.restore(run.path, trainable=trainable, resume_unfinished=True, resume_errored=True,
