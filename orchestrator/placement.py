@@ -24,7 +24,7 @@ from ray import tune
 CONTROLLER = "TrainController"  # the class of Ray Train V2's controller actor
 REMOVED = "REMOVED"
 TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
-SHOWN_HOLDERS = 4
+LINE_LIMIT = 480  # the progress line shows an error's first 500 characters (tracking.error_line)
 KV_NAMESPACE = "face_orchestrator.trial_runs"  # trial actor id -> its Train run's name
 
 log = logging.getLogger(__name__)
@@ -62,14 +62,13 @@ def groups_of_trial(trial_actor: str, actors: dict[str, Actor], groups: list[Gro
 def read_groups() -> list[Group]:
     """Every placement group Ray knows, with its creator."""
     from ray._private.state import state
-    from ray._private.utils import binary_to_hex
     from ray.core.generated import gcs_pb2
 
     out = []
     for raw in state._connect_and_get_accessor().get_placement_group_table():
         g = gcs_pb2.PlacementGroupTableData.FromString(raw)
         out.append(Group(
-            id=binary_to_hex(g.placement_group_id),
+            id=g.placement_group_id.hex(),
             state=gcs_pb2.PlacementGroupTableData.PlacementGroupState.Name(g.state),
             creator_actor=_hex(g.creator_actor_id), creator_job=_hex(g.creator_job_id),
             bundles=tuple(dict(b.unit_resources) for b in g.bundles),
@@ -80,14 +79,13 @@ def read_groups() -> list[Group]:
 def read_actors() -> dict[str, Actor]:
     """Every actor Ray knows (dead ones too), with the worker it runs in and the worker that owns it."""
     from ray._private.state import state
-    from ray._private.utils import binary_to_hex
     from ray.core.generated import gcs_pb2
 
     out = {}
     for raw in state._connect_and_get_accessor().get_actor_table(None, None):
         a = gcs_pb2.ActorTableData.FromString(raw)
         actor = Actor(
-            id=binary_to_hex(a.actor_id), class_name=a.class_name,
+            id=a.actor_id.hex(), class_name=a.class_name,
             state=gcs_pb2.ActorTableData.ActorState.Name(a.state),
             worker=_hex(a.address.worker_id), owner_worker=_hex(a.owner_address.worker_id),
             resources=dict(a.required_resources), group=_hex(a.placement_group_id),
@@ -203,9 +201,9 @@ def _holds(group: Group, wanted: set[str]) -> float:
 
 
 def describe_holders(wanted: dict, actors: dict[str, Actor], groups: list[Group],
-                     run_of: Callable[[str], str] = lambda actor: "") -> str:
-    """Who holds the resources named in `wanted`: the placement groups that hold them (largest first,
-    the TrainController and trial that made each), then actors outside any group that hold them.
+                     run_of: Callable[[str], str] = lambda actor: "") -> list[str]:
+    """Who holds the resources named in `wanted`, largest first: the placement groups that hold them
+    (with the TrainController and trial, or the job, that made each) and the actors outside any group.
     `run_of` names the Train run of a trial's actor, "" where unknown."""
     keys = set(wanted)
     parts = []  # (amount held, text)
@@ -215,35 +213,42 @@ def describe_holders(wanted: dict, actors: dict[str, Actor], groups: list[Group]
         maker = actors.get(g.creator_actor)
         tenant = next((a for a in actors.values() if a.group == g.id and a.state == "ALIVE" and run_of(a.id)), None)
         if maker is None and tenant is not None:  # Tune's own group for a trial's actor
-            by = f"the sweep's driver for the actor of {run_of(tenant.id)}"
+            by = f"Tune for {run_of(tenant.id)}"
         elif maker is None:
-            by = f"the driver of job {g.creator_job}" if g.creator_job else "an unknown creator"
+            by = f"job {g.creator_job}'s driver" if g.creator_job else "an unknown creator"
         else:
-            by = f"{maker.class_name} actor {maker.id[:8]} ({maker.state.lower()})"
             owner = next((a for a in actors.values() if a.worker and a.worker == maker.owner_worker), None)
-            if owner is not None:
-                run = run_of(owner.id)
-                by += f" of {run} (trial actor {owner.id[:8]}, {owner.state.lower()})" if run else \
-                      f" of {owner.class_name} actor {owner.id[:8]} ({owner.state.lower()})"
-        parts.append((_holds(g, keys), f"placement group {g.id[:12]} ({_bundles(g.bundles)}) made by {by}"))
+            run = run_of(owner.id) if owner is not None else ""
+            if run:
+                by = f"{run}'s {maker.class_name} ({maker.state.lower()})"
+            else:
+                by = f"{maker.class_name} {maker.id[:8]} ({maker.state.lower()})"
+                if owner is not None:
+                    by += f" of {owner.class_name} {owner.id[:8]} ({owner.state.lower()})"
+        parts.append((_holds(g, keys), f"group {g.id[:12]} ({_bundles(g.bundles)}) of {by}"))
     for a in actors.values():  # actors outside any group that hold some of it
         amount = {k: a.resources[k] for k in sorted(keys) if a.resources.get(k, 0) > 0}
         if a.state == "ALIVE" and not a.group and amount:
             parts.append((sum(amount.values()), f"{a.class_name} actor {a.id[:8]} ({_amount(amount)})"))
-    parts = [text for _, text in sorted(parts, key=lambda p: -p[0])]
-    if not parts:
-        return "nothing Ray can name (tasks, or a node gone)"
-    more = f" and {len(parts) - SHOWN_HOLDERS} more" if len(parts) > SHOWN_HOLDERS else ""
-    return "; ".join(parts[:SHOWN_HOLDERS]) + more
+    return [text for _, text in sorted(parts, key=lambda p: -p[0])]
 
 
 def unplaced_line(run: str, num_workers: int, per_worker: dict, bound_s: float, free: dict, total: dict,
-                  holders: str) -> str:
-    """The one line a trial fails with when its workers could not be placed in time."""
+                  holders: list[str], limit: int = LINE_LIMIT) -> str:
+    """The one line a trial fails with when its workers could not be placed in time: as many holders,
+    largest first, as keep it within `limit` characters (at least one)."""
     have = ", ".join(f"{k} {free.get(k, 0):g} of {total.get(k, 0):g}" for k in sorted(per_worker))
-    return (f"{run}: its {num_workers} workers ({num_workers} x {_amount(per_worker)}) could not be placed within "
-            f"{TIMEOUT_ENV}={bound_s:g}s; free now: {have}; held by: {holders}. Free them (a group left by an "
-            f"ended trial: ray.util.remove_placement_group), or lower --max-concurrent / --num-workers")
+    head = (f"{run}: its {num_workers} workers ({num_workers} x {_amount(per_worker)}) were not placed within "
+            f"{TIMEOUT_ENV}={bound_s:g}s (free: {have}); held by: ")
+    tail = "; free them (ray.util.remove_placement_group) or lower --max-concurrent / --num-workers"
+    if not holders:
+        return head + "nothing Ray can name (tasks, or a node that left)" + tail
+    for shown in range(len(holders), 0, -1):
+        more = f" and {len(holders) - shown} more" if shown < len(holders) else ""
+        line = head + "; ".join(holders[:shown]) + more + tail
+        if len(line) <= limit:
+            break
+    return line
 
 
 def record_run(run: str) -> None:
@@ -277,5 +282,5 @@ def explain_unplaced(run: str, num_workers: int, per_worker: dict, bound_s: floa
         holders = describe_holders(per_worker, actors, groups, run_of)
         free, total = ray.available_resources(), ray.cluster_resources()
     except Exception as err:  # the line still names the wait and the bound
-        holders, free, total = f"(unknown: {type(err).__name__}: {err})".replace("\n", " "), {}, {}
+        holders, free, total = [f"(unknown: {type(err).__name__}: {err})".replace("\n", " ")[:200]], {}, {}
     return unplaced_line(run, num_workers, per_worker, bound_s, free, total, holders)

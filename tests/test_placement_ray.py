@@ -69,23 +69,39 @@ def test_the_holders_are_named_largest_first_with_their_trial():
               _group("big-group-id-long", "ctlA", bundles=({"CPU": 0.9, "bundle": 0.001}, {"CPU": 0.9})),
               _group("gpu-only", "ctlB", bundles=({"GPU": 1},)),
               _group("tune-own", "", bundles=({"CPU": 0.01},)),
-              _group("gone", "ctlA", state="REMOVED", bundles=({"CPU": 2},)),
-              _group("tiny", "ctlB", bundles=({"CPU": 0.001},))]
-    text = describe_holders({"CPU": 0.5}, actors, groups, run_of={"trialA": "train-aaa"}.get)
-    assert text.index("big-group-id") < text.index("small") < text.index("tune-own")
-    assert "2 x {CPU: 0.9}" in text and "train-aaa" in text and "TrainController actor ctlA (dead)" in text
-    assert "gpu-only" not in text and "gone" not in text
-    assert "the driver of job 01000000" in text and "Hog actor loose ({CPU: 0.25})" in text
-    assert "and 1 more" in text and "tiny" not in text  # the four largest shown of five
+              _group("gone", "ctlA", state="REMOVED", bundles=({"CPU": 2},))]
+    holders = describe_holders({"CPU": 0.5}, actors, groups, run_of={"trialA": "train-aaa"}.get)
+    assert holders == [
+        "group big-group-id (2 x {CPU: 0.9}) of train-aaa's TrainController (dead)",
+        "Hog actor loose ({CPU: 0.25})",
+        "group small (1 x {CPU: 0.1}) of TrainController ctlB (alive) of ImplicitFunc trialB (alive)",
+        "group tune-own (1 x {CPU: 0.01}) of job 01000000's driver",
+    ]
+
+
+def test_tunes_own_group_for_a_trial_is_named_by_its_trial():
+    actors = dict(ACTORS, trialA=_actor("trialA", "ImplicitFunc", "wA", "driver", group="tune-own"))
+    holders = describe_holders({"CPU": 1}, actors, [_group("tune-own", "", bundles=({"CPU": 0.01},))],
+                               run_of={"trialA": "train-aaa"}.get)
+    assert holders == ["group tune-own (1 x {CPU: 0.01}) of Tune for train-aaa"]
 
 
 def test_the_unplaced_line_is_one_line_naming_the_wait_the_bound_and_the_holders():
-    line = unplaced_line("train-abc", 2, {"CPU": 0.995}, 7.5, {"CPU": 0.01}, {"CPU": 2.0},
-                         "placement group 1234 (1 x {CPU: 1.9}) made by the driver of job 01000000")
+    holders = ["group 123456789abc (1 x {CPU: 1.9}) of job 01000000's driver"]
+    line = unplaced_line("train-abc", 2, {"CPU": 0.995}, 7.5, {"CPU": 0.01}, {"CPU": 2.0}, holders)
     assert "\n" not in line
     for part in ("train-abc", "2 x {CPU: 0.995}", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S=7.5s",
-                 "CPU 0.01 of 2", "placement group 1234", "--max-concurrent"):
+                 "CPU 0.01 of 2", holders[0], "--max-concurrent"):
         assert part in line, part
+
+
+def test_the_unplaced_line_keeps_within_its_limit_by_counting_the_smallest_holders():
+    holders = [f"group {i:012d} (2 x {{CPU: 0.995}}) of train-trial_{i:05d}'s TrainController (dead)" for i in range(9)]
+    line = unplaced_line("train-abc", 2, {"CPU": 0.995}, 120, {"CPU": 0}, {"CPU": 2}, holders)
+    assert len(line) <= placement.LINE_LIMIT and holders[0] in line and holders[-1] not in line
+    shown = sum(h in line for h in holders)
+    assert f" and {9 - shown} more;" in line and line.endswith("--num-workers")
+    assert "nothing Ray can name" in unplaced_line("train-abc", 1, {"CPU": 1}, 5, {}, {}, [])
 
 
 def test_the_bound_must_be_a_positive_number(monkeypatch):
@@ -137,9 +153,22 @@ class Recorder:
         return _Recorder()
 
 
+class TrainController:
+    """Named as Ray Train's controller (Ray records the class's qualified name), which is how the lookup
+    knows a Train run's groups. Its group outlives it, as a real controller's does when Ray's cleaner
+    misses it: a group is removed only when its creating actor and its job are both gone."""
+
+    def hold(self, cpus):
+        import ray
+        from ray.util.placement_group import placement_group
+
+        group = placement_group([{"CPU": cpus}])
+        ray.get(group.ready(), timeout=120)
+
+
 def _leaky_or_training(config):
-    """Step 0 leaves a placement group behind as Ray's bug does: made by an actor of class TrainController
-    that this trial's actor started, and outliving it (detached). Step 1 then runs a real Train run
+    """Step 0 leaves a placement group behind as Ray's bug does: made by a TrainController that this
+    trial's actor started, and outliving both. Step 1 then runs a real Train run
     that needs those CPUs, and its workers report whether the lookup finds their own group."""
     import ray
     import ray.train
@@ -147,15 +176,7 @@ def _leaky_or_training(config):
     from ray.tune.integration.ray_train import TuneReportCallback
 
     if config["step"] == 0:
-        @ray.remote(num_cpus=0)
-        class TrainController:  # named as Ray Train's controller: how the lookup knows a Train run's groups
-            def hold(self, cpus):
-                from ray.util.placement_group import placement_group
-
-                group = placement_group([{"CPU": cpus}], lifetime="detached")
-                ray.get(group.ready(), timeout=60)
-
-        ray.get(TrainController.remote().hold.remote(1.5))
+        ray.get(ray.remote(num_cpus=0)(TrainController).remote().hold.remote(1.5))
         return
     os.environ[placement.TIMEOUT_ENV] = "30"  # without the cleanup this run fails after 30 s
     trainer = TorchTrainer(
@@ -183,7 +204,7 @@ def _report_own_group(config):
 def test_a_group_left_by_a_finished_trial_is_removed_and_the_next_trial_runs(local_ray, tmp_path):
     import ray
     from ray import tune
-    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 
     _by_value()
     bystander = placement_group([{"CPU": 0.01}])  # not a trial's: must stay
@@ -209,7 +230,7 @@ def test_a_group_left_by_a_finished_trial_is_removed_and_the_next_trial_runs(loc
         remove_placement_group(bystander)
         for g in placement.read_groups():  # whatever a failed run left, so the next test has its CPUs
             if g.state != "REMOVED" and g.bundles == ({"CPU": 1.5},):
-                remove_placement_group(ray.util.placement_group.PlacementGroup(ray.PlacementGroupID.from_hex(g.id)))
+                remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(g.id)))
 
 
 @pytest.mark.ray
@@ -240,8 +261,8 @@ def test_a_worker_group_that_cannot_be_placed_fails_its_trial_with_one_line_and_
         error = str(results[0].error)
         line = next((x for x in error.splitlines() if placement.TIMEOUT_ENV in x), error)
         assert f"train-{recorder.ends[0][1]}: its 2 workers" in line, line
-        for part in ("2 x {CPU: 0.5}", f"{placement.TIMEOUT_ENV}=8s", f"placement group {holder.id.hex()[:12]} "
-                     "(1 x {CPU: 1.5}) made by the driver of job", "free now: CPU "):
+        for part in ("2 x {CPU: 0.5}", f"{placement.TIMEOUT_ENV}=8s", f"group {holder.id.hex()[:12]} (1 x {{CPU: 1.5}}) "
+                     "of job", "(free: CPU "):
             assert part in line, (part, line)
         assert _state(holder) == "CREATED"  # not a trial's group: left alone
     finally:
