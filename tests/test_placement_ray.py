@@ -264,6 +264,7 @@ def test_a_worker_group_that_cannot_be_placed_fails_its_trial_with_one_line_and_
         for part in ("2 x {CPU: 0.5}", f"{placement.TIMEOUT_ENV}=8s", f"group {holder.id.hex()[:12]} (1 x {{CPU: 1.5}}) "
                      "of job", "(free: CPU "):
             assert part in line, (part, line)
+        assert f"Tune for train-{recorder.ends[0][1]}" not in line  # its own trial's group holds nothing it waits for
         assert _state(holder) == "CREATED"  # not a trial's group: left alone
     finally:
         remove_placement_group(holder)
