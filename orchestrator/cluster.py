@@ -68,7 +68,8 @@ def start_timeout_s() -> float:
     except ValueError:
         value = float("nan")
     if not (math.isfinite(value) and value > 0):
-        raise UserError(f"{START_TIMEOUT_ENV}={text!r} is not a positive number of seconds: unset it (120 s) or fix it")
+        raise UserError(f"{START_TIMEOUT_ENV}={text!r} is not a positive number of seconds: "
+                        "unset it (120 s) or fix it")
     return value
 
 

@@ -261,8 +261,8 @@ def test_a_worker_group_that_cannot_be_placed_fails_its_trial_with_one_line_and_
         error = str(results[0].error)
         line = next((x for x in error.splitlines() if placement.TIMEOUT_ENV in x), error)
         assert f"train-{recorder.ends[0][1]}: its 2 workers" in line, line
-        for part in ("2 x {CPU: 0.5}", f"{placement.TIMEOUT_ENV}=8s", f"group {holder.id.hex()[:12]} (1 x {{CPU: 1.5}}) "
-                     "of job", "(free: CPU "):
+        held = f"group {holder.id.hex()[:12]} (1 x {{CPU: 1.5}}) of job"
+        for part in ("2 x {CPU: 0.5}", f"{placement.TIMEOUT_ENV}=8s", held, "(free: CPU "):
             assert part in line, (part, line)
         assert f"Tune for train-{recorder.ends[0][1]}" not in line  # its own trial's group holds nothing it waits for
         assert _state(holder) == "CREATED"  # not a trial's group: left alone
