@@ -1,7 +1,8 @@
 """The command line: `python -m orchestrator sweep|list ...` (also installed as `orchestrator`).
 
 A mistake the user can fix (a `UserError`) is printed as one line with a non-zero exit and no
-traceback; anything else is a bug and keeps its traceback.
+traceback; anything else is a bug and keeps its traceback. Everything the process prints, a library's
+text included, passes one redaction (orchestrator/redaction.py): no credential reaches a console or a job log.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from orchestrator.export import add_export_parser, cmd_export
 from orchestrator.predict import add_predict_parser, cmd_predict
 from orchestrator.prepare_cli import add_prepare_parser, cmd_prepare
+from orchestrator.redaction import install_on_std_streams
 from trainables.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -121,6 +123,7 @@ COMMANDS = {"list": cmd_list, "sweep": cmd_sweep, "doctor": cmd_doctor, "prepare
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `orchestrator list | head` ends quietly
+    install_on_std_streams(sys.argv[1:] if argv is None else argv)  # every line printed here is redacted
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

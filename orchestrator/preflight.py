@@ -59,7 +59,7 @@ class Preflight:
     def check_tracking(self) -> str:
         self.tracking = Tracking(self.opts.tracking_uri)
         self.tracking.check_writable(self.sweep.name)
-        return f"MLflow at {self.tracking.uri} is reachable and writable"
+        return f"MLflow at {redact(self.tracking.uri)} is reachable and writable"
 
     def check_storage(self) -> str:
         root = state.check_writable(self.opts.storage)
@@ -72,14 +72,14 @@ class Preflight:
     def check_data(self) -> str:
         self.data = get_task(self.base.task).prepare(self.base, lambda text: print(text, flush=True))
         sizes = ", ".join(f"{name} {rows}" for name, rows in self.data.splits.items())
-        return f"data at {self.data.root} is present and readable ({sizes})"
+        return f"data at {redact(self.data.root)} is present and readable ({sizes})"
 
     def check_ray(self) -> str:
         cluster.connect(self.opts.address)
         nodes = cluster.node_count()
         if nodes > 1 and self.run is not None and not state.is_uri(self.run.path):
             raise UserError(f"a {nodes}-node cluster needs shared storage, but --storage is the local path "
-                            f"{self.run.path}: pass s3://…, gs://…, or file:///path on a filesystem every node mounts")
+                            f"{redact(self.run.path)}: pass s3://…, gs://…, or file:///path on a filesystem every node mounts")
         return f"Ray is reachable ({nodes} node{'s' if nodes > 1 else ''})"
 
     def check_resources(self) -> str:
@@ -127,8 +127,8 @@ class Preflight:
                 failed.add(name)
                 continue
             try:
-                out(f"✓ {check()}")
-            except UserError as err:
-                out(f"✗ {name}: {err}")
+                out(redact(f"✓ {check()}"))
+            except UserError as err:  # its text may quote a library's exception, which may quote a URI
+                out(redact(f"✗ {name}: {err}"))
                 failed.add(name)
         return not failed

@@ -25,6 +25,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from ray import tune
 
+from orchestrator.redaction import error_text, redact  # redact: callers import it from here too
 from trainables.artifacts import TAG
 from trainables.errors import UserError
 
@@ -32,27 +33,6 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 SWEEP_KEY, TRIAL_KEY, KIND_KEY = "orchestrator.sweep_path", "orchestrator.trial_id", "orchestrator.kind"
 RETRIES_KEY = "retries"
 EXPERIMENT_KIND_KEY, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
-_URI = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<rest>[^\s'\"<>]*)")
-_SECRET_QUERY = re.compile(r"(?i)([?&;](?:[\w.-]*(?:token|secret|password|passwd|pwd|key|signature|sig|credential|auth)"
-                           r"[\w.-]*)=)[^&;#\s]*")
-
-
-def _strip_userinfo(match: re.Match) -> str:
-    rest = match["rest"]
-    head = re.split(r"[?#]", rest, maxsplit=1)[0]
-    at = head.rfind("@")
-    # user:pass@host, a password holding '@' or '/' (postgresql://u:pa/ss@db), or a bare token@host; not
-    # an '@' in a path (file:///a@b, https://host/x@y).
-    if at > 0 and ("/" not in head[:at] or ":" in head[:at].split("/", 1)[0]):
-        rest = rest[at + 1:]
-    return match["scheme"] + _SECRET_QUERY.sub(r"\1***", rest)
-
-
-def redact(value: Any) -> str:
-    """`value` with every URI's credentials removed: the user:password@ (whatever characters the password
-    holds) and the values of secret-looking query parameters (?token=…, &X-Amz-Signature=…). The one
-    redaction for tags, params, console lines and run identity."""
-    return _URI.sub(_strip_userinfo, str(value))
 
 
 def _quoted(value: str) -> str:
@@ -86,7 +66,7 @@ class Tracking:
             with _fail_fast():
                 self.client.search_experiments(max_results=1)  # creates the sqlite tables once, here
         except Exception as err:  # any failure here means the URI is wrong or the server is down
-            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            first = error_text(err)
             raise UserError(
                 f"MLflow tracking URI {redact(self.uri)} is not reachable ({first}): start the server or fix --tracking-uri"
             ) from None
@@ -123,7 +103,7 @@ class Tracking:
 
     def log_dataset(self, run_id: str, dataset: "DatasetRecord", context: str = "training") -> None:
         """The prepared data a run read, as an MLflow dataset input: its root, fingerprint and split sizes."""
-        entity = Dataset(name=dataset.name, digest=dataset.digest, source_type=dataset.source_type,
+        entity = Dataset(name=redact(dataset.name), digest=dataset.digest, source_type=dataset.source_type,
                          source=json.dumps({"uri": redact(dataset.root)}),
                          profile=json.dumps({"splits": dataset.splits, "format": dataset.format}))
         self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
@@ -136,7 +116,7 @@ class Tracking:
                 self.client.log_param(run.info.run_id, "preflight", "ok")
                 self.client.delete_run(run.info.run_id)
         except Exception as err:  # read-only database file, permission denied, server-side error
-            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            first = error_text(err)
             raise UserError(f"MLflow at {redact(self.uri)} does not accept writes ({first}): "
                             "fix its permissions or pass another --tracking-uri") from None
 
@@ -168,7 +148,7 @@ class Tracking:
             self.client.update_run(existing, status="RUNNING")
             return existing, False
         all_tags = {**source_tags(), **identity, **tags}
-        run = self.client.create_run(experiment_id, run_name=run_name, tags={k: redact(v) for k, v in all_tags.items()})
+        run = self.client.create_run(experiment_id, run_name=redact(run_name), tags={k: redact(v) for k, v in all_tags.items()})
         return run.info.run_id, True
 
     def log(self, run_id: str, metrics: dict[str, float] | None = None, step: int = 0,

@@ -4,6 +4,8 @@ the session's `crashed_smoke_sweep` (tests/crash_story.py); these tests judge wh
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytestmark = pytest.mark.ray
@@ -13,6 +15,12 @@ def _assert_one_value_per_epoch(client, run):
     for key in ("epoch", "val/mean_accuracy", "train/loss"):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
         assert steps == list(range(1, len(steps) + 1)), (run.info.run_name, key, steps)
+
+
+def _epochs_printed(lines: list[str], trial: str) -> list[int]:
+    """The epochs the progress lines of trial `trial` (its short name) report, trained or resumed from."""
+    pattern = re.compile(rf"trial \d+/\d+ {re.escape(trial)}  (?:epoch (\d+)/|resumed from its epoch (\d+) )")
+    return [int(a or b) for line in lines for a, b in pattern.findall(line)]
 
 
 def _finished_before(story) -> dict:
@@ -26,7 +34,12 @@ def test_killed_worker_is_retried_from_its_last_checkpoint(crashed_smoke_sweep):
     retried = story.client.get_run(next(iter(finished)))
     assert retried.data.tags["retries"] == "1" and "last_error" in retried.data.tags
     assert retried.data.metrics["epoch"] == 2
-    _assert_one_value_per_epoch(story.client, retried)  # the retry resumed at epoch 2: epoch 1 is not logged twice
+    _assert_one_value_per_epoch(story.client, retried)
+    # Resumed from its checkpoint, not from scratch: each attempt reports its start-up with its first
+    # epoch, and the retry's came with epoch 2. A restart from scratch would report its start-up with
+    # epoch 1 again, which the callback never logs twice, leaving one start-up only.
+    starts = [m.step for m in story.client.get_metric_history(retried.info.run_id, "timing/worker_setup_s")]
+    assert starts == [1, 2], starts
 
 
 def test_a_plain_rerun_refuses_to_start_over_an_unfinished_sweep(crashed_smoke_sweep):
@@ -46,4 +59,9 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(crashed_smoke_sw
         _assert_one_value_per_epoch(story.client, child)
         if child.info.run_id in finished:  # the finished trial was not run again
             assert story.client.get_run(child.info.run_id).data.metrics["epoch"] == finished[child.info.run_id]
+            # The callback would drop a rerun's repeated epochs, so judge from what the resumed sweep
+            # printed: it trained no epoch of this trial again. (Tune may hand it back once, when its end
+            # was not yet saved: its workers then report the final checkpoint's result again, epoch 2.)
+            reported = _epochs_printed(output, child.info.run_name.split(" ", 1)[1])
+            assert all(epoch >= finished[child.info.run_id] for epoch in reported), (reported, output[-30:])
     assert "best/val/mean_accuracy" in story.client.get_run(parents[0].info.run_id).data.metrics

@@ -1,10 +1,17 @@
 """One redaction for every place a URI can show: credentials never reach MLflow, the console or a run's
-identity, and a run is found again whatever its path holds (a secret, a quote)."""
+identity, and a run is found again whatever its path holds (a secret, a quote). The driver's streams
+redact whatever is written to them, a secret split across two writes included."""
 
 from __future__ import annotations
 
+import io
+import logging
+import sys
+
 import pytest
 
+from orchestrator import redaction
+from orchestrator.redaction import RedactingStream
 from orchestrator.tracking import Tracking, redact
 
 
@@ -43,3 +50,54 @@ def test_a_param_is_logged_once_and_a_changed_value_is_kept_as_a_tag(tmp_path):
     data = tracking.client.get_run(run_id).data
     assert data.params == {"trials": "6", "resources": "2 workers", "storage": "s3://b/r"}
     assert data.tags["changed.resources"] == "1 worker"
+
+
+def test_the_stream_masks_a_secret_written_in_two_pieces():
+    out = io.StringIO()
+    stream = RedactingStream(out)
+    stream.write("API request to http://alice:s3cr")
+    stream.write("3tpw@127.0.0.1:9/api failed\nnext ")
+    assert out.getvalue() == "API request to http://127.0.0.1:9/api failed\n"  # the partial line waits
+    stream.flush()  # ... until a flush passes it on
+    assert out.getvalue().endswith("\nnext ")
+    print("s3://K:S@b/r", file=stream)
+    assert out.getvalue().endswith("next s3://b/r\n")
+
+
+def test_the_stream_is_the_wrapped_stream_in_every_other_way(tmp_path):
+    with open(tmp_path / "out.txt", "w", encoding="utf-8") as handle:
+        stream = RedactingStream(handle)
+        assert stream.fileno() == handle.fileno() and stream.encoding == "utf-8" and not stream.isatty()
+        assert stream.name == handle.name and stream.writable()
+        stream.write("a line with no end")
+        stream.flush()
+        assert (tmp_path / "out.txt").read_text() == "a line with no end"
+
+
+def test_a_remembered_secret_is_masked_outside_a_uri_too(monkeypatch):
+    monkeypatch.setattr(redaction, "_known", set())
+    redaction.remember(["--tracking-uri", "http://alice:p%40ss-word@host:5000"],
+                       environ={"AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG", "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE"})
+    said = "login failed for alice with p@ss-word (p%40ss-word); key wJalrXUtnFEMI/K7MDENG, id AKIDEXAMPLE"
+    assert redact(said) == "login failed for alice with *** (***); key ***, id AKIDEXAMPLE"
+
+
+def test_installing_redacts_stdout_stderr_and_the_log_handlers_on_them(monkeypatch):
+    monkeypatch.setattr(redaction, "_known", set())
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    handler = logging.StreamHandler(err)  # made before the install, as Ray's are at its import
+    logger = logging.getLogger("test_redact.early")
+    logger.addHandler(handler)
+    try:
+        redaction.install_on_std_streams(["sweep", "x", "--storage", "s3://AK:storage-secret@bucket/runs"])
+        redaction.install_on_std_streams([])  # a second install wraps nothing twice
+        assert isinstance(sys.stdout, RedactingStream) and sys.stdout.wrapped is out
+        print("storage-secret in a library's words")
+        logger.warning("retrying s3://AK:storage-secret@bucket/runs")
+        sys.stdout.flush()
+    finally:
+        logger.removeHandler(handler)
+    assert out.getvalue() == "*** in a library's words\n"
+    assert err.getvalue() == "retrying s3://bucket/runs\n"

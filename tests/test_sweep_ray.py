@@ -64,9 +64,20 @@ def test_best_trial_beats_the_majority_baseline(smoke_sweep):
     parent = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" not in r.data.tags][0]
     best, baseline = parent.data.metrics["best/val/mean_accuracy"], parent.data.metrics["val/majority_accuracy"]
     assert best > baseline, (best, baseline)
+
+
+def test_the_named_best_run_is_the_best_child_by_the_sweeps_metric(smoke_sweep):
+    """The winner recomputed from the child runs' own last values, by the sweep's metric and mode."""
+    import search_spaces
+
+    summary, client, _ = smoke_sweep
+    sweep = search_spaces.get("celeba_backbones")(real_data=False, smoke=True)
+    experiment = client.get_experiment_by_name("celeba_backbones")
+    values = {r.info.run_id: r.data.metrics[sweep.metric] for r in client.search_runs([experiment.experiment_id])
+              if "mlflow.parentRunId" in r.data.tags}
+    best = (max if sweep.mode == "max" else min)(values.values())
+    assert summary["best_run_id"] in {run for run, value in values.items() if value == best}, (summary, values)
     assert summary["best_value"] == pytest.approx(best)
-    trials = {r.info.run_id: r for r in client.search_runs([experiment.experiment_id])}
-    assert trials[summary["best_run_id"]].data.metrics["val/mean_accuracy"] == pytest.approx(best)
 
 
 def test_logged_macro_f1_is_recomputed_by_sklearn_from_the_run_files(smoke_sweep, tmp_path):
