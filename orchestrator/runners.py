@@ -14,6 +14,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator import cluster, state
+from trainables import storage_fs
 from trainables.artifacts import DIVERGED_MARKER, TRAIN_RUNS
 from trainables.errors import UserError
 from trainables.worker import train_fn_per_worker
@@ -45,6 +46,7 @@ def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: 
     reason = state.read_text(marker)
     if reason:  # retrying a diverged trial would only diverge again
         raise RuntimeError(reason)
+    runs_path, runs_fs = storage_fs.ray_storage(runs)  # bounded retries for every checkpoint read and write
     trainer = TorchTrainer(
         train_fn_per_worker,
         train_loop_config=config,
@@ -52,7 +54,8 @@ def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: 
         run_config=ray.train.RunConfig(
             # Same name and storage on a restart: Train resumes from the trial's last checkpoint.
             name=name,
-            storage_path=runs,
+            storage_path=runs_path,
+            storage_filesystem=runs_fs,
             callbacks=[TuneReportCallback()],
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order=mode

@@ -22,6 +22,7 @@ from orchestrator.space import count_trials, describe, grid_note, max_epochs, se
 from orchestrator.tracking import (KIND_KEY, SWEEP_KEY, TRIAL_KEY, DatasetRecord, MlflowTrialCallback,
                                    OneLineUserErrors, redact)
 from orchestrator.progress import ProgressPrinter
+from trainables import storage_fs
 from trainables.config import TrainConfig
 from trainables.data.shards import load_metadata
 from trainables.errors import UserError
@@ -134,8 +135,9 @@ def run_sweep(opts: SweepOptions) -> dict:
         ProgressPrinter(sweep.metric, sweep.mode, total, epochs, name_of),
     ]
     if opts.resume:
-        tuner = tune.Tuner.restore(run.path, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                   param_space=space)
+        path, filesystem = storage_fs.ray_storage(run.path)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=space, storage_filesystem=filesystem)
         # The restored run config is the pickled one: this invocation's callbacks (today's MLflow store),
         # --max-failures and --max-concurrent apply instead. Ray 2.60 keeps both configs on its TunerInternal.
         local = tuner._local_tuner
@@ -147,6 +149,7 @@ def run_sweep(opts: SweepOptions) -> dict:
         if sweep.grace_period and opts.early_stopping:
             scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs + 1, grace_period=sweep.grace_period,
                                       reduction_factor=sweep.reduction_factor)
+        storage_path, storage_filesystem = storage_fs.ray_storage(run.path.rsplit("/", 1)[0])
         tuner = tune.Tuner(
             trainable,
             param_space=space,
@@ -155,7 +158,8 @@ def run_sweep(opts: SweepOptions) -> dict:
                 search_alg=search_algorithm(sweep.search), max_concurrent_trials=resources.max_concurrent,
             ),
             run_config=tune.RunConfig(
-                name=run.name, storage_path=run.path.rsplit("/", 1)[0], callbacks=callbacks, verbose=0,
+                name=run.name, storage_path=storage_path, storage_filesystem=storage_filesystem,
+                callbacks=callbacks, verbose=0,
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             ),
         )
@@ -197,7 +201,8 @@ def saved_statuses(path: str) -> dict[str, str]:
     from ray.tune import ExperimentAnalysis
 
     try:
-        return {t.trial_id: str(t.status) for t in ExperimentAnalysis(path).trials}
+        fs_path, filesystem = storage_fs.ray_storage(path)
+        return {t.trial_id: str(t.status) for t in ExperimentAnalysis(fs_path, storage_filesystem=filesystem).trials}
     except Exception:  # an unreadable state only costs the statuses shown; resume reads it again itself
         return {}
 
