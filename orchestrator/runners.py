@@ -14,6 +14,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator import cluster, state
+from orchestrator.store_outage import store_error
 from trainables import storage_fs
 from trainables.artifacts import DIVERGED_MARKER, TRAIN_RUNS
 from trainables.errors import UserError
@@ -47,6 +48,8 @@ def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: 
     if reason:  # retrying a diverged trial would only diverge again
         raise RuntimeError(reason)
     runs_path, runs_fs = storage_fs.ray_storage(runs)  # bounded retries for every checkpoint read and write
+    if runs_fs is not None:  # Train's controller dies with a traceback on a store that does not answer
+        storage_fs.check_answers(runs_fs, runs_path, runs)
     trainer = TorchTrainer(
         train_fn_per_worker,
         train_loop_config=config,
@@ -74,4 +77,8 @@ def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: 
             raise RuntimeError(reason) from None
         if USER_ERROR in text:  # a user's mistake found on a worker: its one line, not every worker's traceback
             raise UserError(text.rsplit(USER_ERROR, 1)[-1].strip().splitlines()[0]) from None
+        reason = store_error(text)
+        if reason:  # the store went away under Train itself (its controller, its checkpoint manager)
+            raise UserError(f"the sweep's storage {runs} does not answer ({reason}); the trial is retried from its "
+                            "last checkpoint (or continue with --resume once the store answers)") from None
         raise

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from orchestrator import cluster, report, signals, state
+from orchestrator import cluster, report, signals, state, store_outage
 from orchestrator.runners import train_driver_fn
 from orchestrator.preflight import Preflight
 from orchestrator.space import count_trials, describe, grid_note, max_epochs, search_algorithm, varying_keys
@@ -125,6 +125,7 @@ def run_sweep(opts: SweepOptions) -> dict:
         {"CPU": cluster.DRIVER_CPUS},
     )
     signals.install()
+    store_outage.install(redact(run.path))  # Ray's tracebacks of failed state saves become one line
     recorder = MlflowTrialCallback(tracking, experiment_id, parent_id, run.path, name_of, params_of=trial_params,
                                    on_finish=functools.partial(report.log_trial_files, tracking, task,
                                                                storage=run.path),

@@ -105,3 +105,61 @@ def test_sweep_from_a_bucket_killed_resumed_and_exported(s3_server, s3_shards, t
         assert SECRET_KEY not in recorded, run.info.run_id
     for output in (first.seen, resumed.seen, [exported.stdout, exported.stderr, doctor.stdout, doctor.stderr]):
         assert not any(SECRET_KEY in line for line in output)
+
+
+def wait_for_any(run: CliRun, texts: tuple[str, ...], timeout: float) -> str:
+    """The first line holding any of `texts` (CliRun.wait_for takes one)."""
+    import queue
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            line = run.lines.get(timeout=max(0.1, deadline - time.time()))
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        run.seen.append(line)
+        if any(text in line for text in texts):
+            return line
+    raise AssertionError(f"never saw any of {texts}; output:\n" + "\n".join(run.seen[-40:]))
+
+
+def test_the_store_going_away_mid_sweep_is_one_line_and_the_sweep_finishes(s3_server, s3_shards, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("FACE_ORCHESTRATOR_STORE_RETRY_S", "5")  # the CLI's bounded wait on the store, made short
+    bucket = s3_server.create_bucket("faces-outage")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["sweep", SWEEP, "--data", s3_shards, "--storage", f"s3://{bucket}/runs", "--tracking-uri", uri, *CHEAP]
+    run = CliRun(args, tmp_path)
+    try:
+        run.wait_for("trial 1/2 resnet18  epoch 1/2", timeout=900)
+        s3_server.stop()
+        # The trial's next read or checkpoint write fails after its bounded retries: one line, then Tune's retry.
+        failed = wait_for_any(run, ("RETRY  trial 1/2", "FAILED trial 1/2"), timeout=600)
+        assert "does not answer" in failed or "cannot read s3://" in failed or "cannot write" in failed, failed
+        s3_server.start()  # same port, same buckets
+        code = run.finish(timeout=900)
+    finally:
+        if not s3_server.up():
+            s3_server.start()
+        run.kill()
+    outputs = [run.seen]
+    (parent,), _ = runs_of(uri)
+    if code != 0 or parent.info.status != "FINISHED":  # the retry came while the store was still down
+        resumed = CliRun(args + ["--resume"], tmp_path)
+        assert resumed.finish(timeout=900) == 0, "\n".join(resumed.seen[-40:])
+        outputs.append(resumed.seen)
+    seen = [line for output in outputs for line in output]
+    assert not any("Traceback" in line for line in seen), "\n".join(seen)
+    # Every mention of the store's error is one of our timestamped lines, never Ray's log records.
+    store_lines = [line for line in seen if "AWS Error" in line or "Could not connect" in line]
+    assert store_lines and all(line.startswith("[") for line in store_lines), "\n".join(store_lines)
+    assert sum(" store  " in line for line in seen) <= 1, "\n".join(store_lines)
+
+    (parent,), children = runs_of(uri)
+    assert parent.info.status == "FINISHED" and f"best/{METRIC}" in parent.data.metrics
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    for child in children:  # the retried trial continued from its epoch-1 checkpoint: each epoch logged once
+        assert epochs_logged(uri, child.info.run_id) == [1, 2], child.data.tags.get("mlflow.runName")

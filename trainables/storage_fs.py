@@ -93,6 +93,15 @@ def ray_storage(location: str) -> tuple[str, pafs.FileSystem | None]:
     return path, fs
 
 
+def check_answers(fs: pafs.FileSystem, path: str, location: str) -> None:
+    """One request to the store (retried for the bounded time); a UserError naming `location` if it fails."""
+    try:
+        fs.get_file_info(path)
+    except OSError as err:
+        raise UserError(f"the store at {without_userinfo(location)} does not answer ({one_line(err)}); the trial is "
+                        "retried from its last checkpoint (or continue with --resume once the store answers)") from None
+
+
 def one_line(err: BaseException) -> str:
     """An exception's text on one line, without the AWS SDK's repeated details."""
     text = " ".join(str(err).split()) or type(err).__name__
