@@ -114,3 +114,23 @@ def test_an_unreadable_checkpoint_is_one_line_and_a_tag_not_a_crash(s3_server, b
     tags = tracking.client.get_run(run_id).data.tags
     assert tags["checkpoint"] == checkpoint  # export --run finds the checkpoint by it once the store is back
     assert tags["checkpoint_files"].startswith(f"cannot read the checkpoint s3://{checkpoint}")
+
+
+def test_rays_failed_state_saves_become_one_line(capsys):
+    import logging
+
+    from orchestrator import store_outage
+
+    line = store_outage.install("s3://bucket/runs/sweep")
+    log = logging.getLogger("ray.train._internal.storage")
+    error = OSError("When testing for existence of bucket 'bucket': AWS Error NETWORK_CONNECTION during HeadBucket "
+                    "operation: curlCode: 7, Could not connect to server; Details: Failed to connect")
+    for _ in range(3):  # Tune tries every few seconds while the store is down
+        record = log.makeRecord(log.name, logging.ERROR, __file__, 1, "Caught exception when creating directory at "
+                                "(fs, bucket/runs/sweep):", (), (OSError, error, None))
+        assert line.filter(record) is False
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and "store  s3://bucket/runs/sweep does not answer (AWS Error NETWORK_CONNECTION" in printed[0]
+    other = log.makeRecord(log.name, logging.ERROR, __file__, 1, "something else", (), None)
+    assert line.filter(other) is True  # what is not the store's failure keeps Ray's own record
+    assert all(any(f is line for f in logging.getLogger(n).filters) for n in store_outage.RAY_STORAGE_LOGGERS)
