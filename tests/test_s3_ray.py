@@ -153,9 +153,13 @@ def test_the_store_going_away_mid_sweep_is_one_line_and_the_sweep_finishes(s3_se
         outputs.append(resumed.seen)
     seen = [line for output in outputs for line in output]
     assert not any("Traceback" in line for line in seen), "\n".join(seen)
-    # Every mention of the store's error is one of our timestamped lines, never Ray's log records.
+    # Every mention of the store's error is one of our timestamped lines, never Ray's log records. The one
+    # exception is libarrow's own C++ warning when Ray's background save of the sweep's state is cut off
+    # mid-upload ("Error ignored when destroying file ..."): C++ writes it to stderr, past Python's logging.
     store_lines = [line for line in seen if "AWS Error" in line or "Could not connect" in line]
-    assert store_lines and all(line.startswith("[") for line in store_lines), "\n".join(store_lines)
+    ours = [line for line in store_lines if line.startswith("[")]
+    arrow = [line for line in store_lines if line.startswith("/arrow/cpp/") and "Error ignored when destroying" in line]
+    assert ours and len(ours) + len(arrow) == len(store_lines) and len(arrow) <= 3, "\n".join(store_lines)
     assert sum(" store  " in line for line in seen) <= 1, "\n".join(store_lines)
 
     (parent,), children = runs_of(uri)
