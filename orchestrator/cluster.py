@@ -249,6 +249,13 @@ def connect(address: str | None) -> None:
     # Workers' own output stays in Ray's log folder unless asked for: the driver prints progress.
     show = os.environ.get("FACE_ORCHESTRATOR_WORKER_LOGS", "0") not in ("", "0", "false")
     kwargs = dict(logging_level="ERROR", log_to_driver=show, configure_logging=True)
+    if address and "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
+        # Workers on other nodes do not inherit this shell: they get its AWS_* variables through the job's
+        # runtime env (held by Ray, never written to the storage or MLflow). A submitted job's own
+        # runtime_env.yaml says what it passes instead.
+        env = store_env(os.environ)
+        if env:
+            kwargs["runtime_env"] = {"env_vars": env}
     try:
         if target:
             os.environ.setdefault("RAY_AUTH_MODE", "token")
@@ -262,6 +269,12 @@ def connect(address: str | None) -> None:
             f"cannot connect to Ray at {where}: {first}; start one with `ray start --head` or fix --address "
             "(token auth needs RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token)"
         ) from None
+
+
+def store_env(environ) -> dict[str, str]:
+    """The object store's endpoint, credentials and retry budget from this environment (AWS_*, and
+    FACE_ORCHESTRATOR_STORE_RETRY_S), as the workers of a cluster need them."""
+    return {k: v for k, v in environ.items() if k.startswith("AWS_") or k == "FACE_ORCHESTRATOR_STORE_RETRY_S"}
 
 
 def cluster_nodes() -> list[dict[str, float]]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from trainables import storage_fs
 from trainables.errors import UserError
 
 LOWER_IS_BETTER = ("loss", "mae", "error", "gap")  # metric name parts for which the minimum is best
@@ -206,14 +207,10 @@ def check_writable(out: Path) -> None:
 def filesystem(checkpoint: str, sweep_path: str) -> tuple[pafs.FileSystem, str]:
     """The checkpoint's filesystem and path in it. Ray records a remote checkpoint without its scheme
     (`bucket/runs/...`), so the sweep's storage URI says which filesystem it lives on."""
-    try:
-        if "://" in checkpoint:
-            return pafs.FileSystem.from_uri(checkpoint)
-        if "://" in sweep_path:
-            return pafs.FileSystem.from_uri(sweep_path)[0], checkpoint
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot open the storage of checkpoint {checkpoint} ({err}): check the URI and its "
-                        "credentials") from None
+    if "://" in checkpoint:
+        return storage_fs.resolve(checkpoint)
+    if "://" in sweep_path:
+        return storage_fs.resolve(sweep_path)[0], checkpoint
     return pafs.LocalFileSystem(), checkpoint
 
 

@@ -7,6 +7,7 @@ plots, columns and leaderboard there are is the task's to say: this module names
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
@@ -16,7 +17,8 @@ import numpy as np
 import pandas as pd
 from ray import tune
 
-from orchestrator.tracking import Tracking, is_metric
+from orchestrator.tracking import Tracking, is_metric, redact
+from trainables import storage_fs
 from trainables.artifacts import TRIALS_TABLE, WEIGHTS_REPORT
 from trainables.models.weights import report_tags
 from trainables.tasks import Task
@@ -26,23 +28,43 @@ COLUMNS = ["train/images_per_sec"]  # shown for every task, after the task's own
 
 def log_trial_files(tracking: Tracking, task: Task, run_id: str, result: dict, checkpoint_path: str | None,
                     storage: str = "") -> None:
-    """Copy the trial's result files from its last checkpoint into its MLflow run, with the task's plots."""
+    """Copy the trial's result files from its last checkpoint into its MLflow run, with the task's plots.
+
+    The checkpoint is read from the sweep's storage. When that store does not answer (after its bounded
+    retries), this says so in one line and tags the run, and the sweep goes on: the files stay in the
+    checkpoint, where `export --run` reads them."""
     if not checkpoint_path:
         return
-    import pyarrow.fs
+    import pyarrow
     import ray.train
 
-    filesystem = pyarrow.fs.FileSystem.from_uri(storage)[0] if "://" in storage else None
-    with ray.train.Checkpoint(checkpoint_path, filesystem=filesystem).as_directory() as folder:
-        folder = Path(folder)
+    tracking.log(run_id, tags={"checkpoint": checkpoint_path})  # first: export --run finds it by this tag
+    filesystem = storage_fs.ray_storage(storage)[1] if storage else None
+    with contextlib.ExitStack() as stack:
+        try:  # only the read from the store is guarded; MLflow's own failures are the tracking callback's
+            folder = Path(stack.enter_context(ray.train.Checkpoint(checkpoint_path, filesystem=filesystem).as_directory()))
+        except (OSError, pyarrow.ArrowException) as err:
+            _unreadable_checkpoint(tracking, run_id, checkpoint_path, storage, err)
+            return
         tracking.log_files(run_id, folder, list(task.trial_files))
-        tracking.log(run_id, tags={"checkpoint": checkpoint_path})
         if (folder / WEIGHTS_REPORT).is_file():  # where the trial's starting weights came from, and what was not loaded
             tracking.log(run_id, tags=report_tags(json.loads((folder / WEIGHTS_REPORT).read_text())))
             tracking.log_files(run_id, folder, [WEIGHTS_REPORT])
         if task.render is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 tracking.log_files(run_id, Path(tmp), task.render(folder, Path(tmp)))
+
+
+def _unreadable_checkpoint(tracking: Tracking, run_id: str, checkpoint_path: str, storage: str, err) -> None:
+    """One line on the console, and a tag on the run when MLflow takes it; the sweep goes on."""
+    where = f"{storage.split('://')[0]}://{checkpoint_path}" if "://" in storage else checkpoint_path
+    line = redact(f"cannot read the checkpoint {where} ({storage_fs.one_line(err)}): its files are not in MLflow; "
+                  "they stay in the checkpoint, which `export --run` reads")
+    print(f"[{time.strftime('%H:%M:%S')}] note   {line}", flush=True)
+    try:
+        tracking.log(run_id, tags={"checkpoint_files": line[:5000]})
+    except Exception:  # MLflow is down too: the line above is the record, and the callback reports MLflow
+        pass
 
 
 def results_table(results: tune.ResultGrid, metric: str, mode: str, describe, extra: list[str] = (),

@@ -16,6 +16,8 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator import cluster, placement, state
+from orchestrator.store_outage import store_error
+from trainables import storage_fs
 from trainables.artifacts import DIVERGED_MARKER, TRAIN_RUNS
 from trainables.errors import UserError
 from trainables.worker import train_fn_per_worker
@@ -51,6 +53,9 @@ def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: 
     os.environ[cluster.START_TIMEOUT_ENV] = f"{resources.start_timeout_s:g}"
     placement.record_run(name)
     group = worker_group(resources)
+    runs_path, runs_fs = storage_fs.ray_storage(runs)  # bounded retries for every checkpoint read and write
+    if runs_fs is not None:  # Train's controller dies with a traceback on a store that does not answer
+        storage_fs.check_answers(runs_fs, runs_path, runs)
     trainer = TorchTrainer(
         train_fn_per_worker,
         train_loop_config=config,
@@ -58,7 +63,8 @@ def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: 
         run_config=ray.train.RunConfig(
             # Same name and storage on a restart: Train resumes from the trial's last checkpoint.
             name=name,
-            storage_path=runs,
+            storage_path=runs_path,
+            storage_filesystem=runs_fs,
             callbacks=[TuneReportCallback()],
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order=mode
@@ -83,4 +89,8 @@ def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: 
                 name, scaling.num_workers, scaling.resources_per_worker, resources.start_timeout_s)) from None
         if USER_ERROR in text:  # a user's mistake found on a worker: its one line, not every worker's traceback
             raise UserError(text.rsplit(USER_ERROR, 1)[-1].strip().splitlines()[0]) from None
+        reason = store_error(text)
+        if reason:  # the store went away under Train itself (its controller, its checkpoint manager)
+            raise UserError(f"the sweep's storage {runs} does not answer ({reason}); the trial is retried from its "
+                            "last checkpoint (or continue with --resume once the store answers)") from None
         raise

@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 from ray import tune
 
+from trainables import storage_fs
 from trainables.errors import UserError
 
 STATE_FILE = "orchestrator.json"
@@ -33,11 +34,14 @@ def storage_root(storage: str) -> str:
 
 def _fs(location: str) -> tuple[pafs.FileSystem, str]:
     if is_uri(location):
-        try:
-            return pafs.FileSystem.from_uri(location)
-        except (OSError, ValueError) as err:
-            raise UserError(f"cannot open storage {location} ({err}): check the URI and its credentials") from None
+        return storage_fs.resolve(location)  # bounded retries; endpoint and credentials from the environment
     return pafs.LocalFileSystem(), location
+
+
+def can_restore(path: str) -> bool:
+    """Whether Tune saved a sweep at `path` (a local path or a URI)."""
+    fs_path, fs = storage_fs.ray_storage(path)
+    return tune.Tuner.can_restore(fs_path, storage_filesystem=fs)
 
 
 def read_text(location: str) -> str:
@@ -137,12 +141,12 @@ def locate(storage: str, sweep_name: str, run_name: str | None, resume: bool) ->
     path = f"{root}/{name}"
     record = _load(path)
     if resume:
-        if not _exists(path) or not tune.Tuner.can_restore(path) or record.get("status") == FAILED_START:
+        if not _exists(path) or not can_restore(path) or record.get("status") == FAILED_START:
             raise UserError(f"nothing to resume at {path}: run the sweep without --resume to start it "
                             "(or pass the same --storage and --name as the interrupted run)")
         return SweepRun(name, path, record.get("parent_run_id"), record.get("status", "running"),
                         record.get("tracking", ""))
-    if _exists(path) and (record.get("status") == FAILED_START or not tune.Tuner.can_restore(path)):
+    if _exists(path) and (record.get("status") == FAILED_START or not can_restore(path)):
         return SweepRun(name, path)  # a start that failed before any trial: nothing to keep or resume
     if _exists(path):
         if record.get("status") != "finished" or run_name:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from orchestrator import cluster, report, signals, state
+from orchestrator import cluster, report, signals, state, store_outage
 from orchestrator.runners import train_driver_fn
 from orchestrator.preflight import Preflight
 from orchestrator.space import count_trials, describe, grid_note, max_epochs, search_algorithm, varying_keys
@@ -23,6 +23,7 @@ from orchestrator.tracking import (KIND_KEY, SWEEP_KEY, TRIAL_KEY, DatasetRecord
                                    OneLineUserErrors, redact)
 from orchestrator.progress import ProgressPrinter
 from orchestrator.placement import PlacementGroupCleanup
+from trainables import storage_fs
 from trainables.config import TrainConfig
 from trainables.data.shards import load_metadata
 from trainables.errors import UserError
@@ -125,6 +126,7 @@ def run_sweep(opts: SweepOptions) -> dict:
         {"CPU": cluster.DRIVER_CPUS},
     )
     signals.install()
+    store_outage.install(redact(run.path))  # Ray's tracebacks of failed state saves become one line
     recorder = MlflowTrialCallback(tracking, experiment_id, parent_id, run.path, name_of, params_of=trial_params,
                                    on_finish=functools.partial(report.log_trial_files, tracking, task,
                                                                storage=run.path),
@@ -136,8 +138,9 @@ def run_sweep(opts: SweepOptions) -> dict:
         PlacementGroupCleanup(),  # last: an ended trial's files are recorded before its workers go
     ]
     if opts.resume:
-        tuner = tune.Tuner.restore(run.path, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                   param_space=space)
+        path, filesystem = storage_fs.ray_storage(run.path)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=space, storage_filesystem=filesystem)
         # The restored run config is the pickled one: this invocation's callbacks (today's MLflow store),
         # --max-failures and --max-concurrent apply instead. Ray 2.60 keeps both configs on its TunerInternal.
         local = tuner._local_tuner
@@ -149,6 +152,7 @@ def run_sweep(opts: SweepOptions) -> dict:
         if sweep.grace_period and opts.early_stopping:
             scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs + 1, grace_period=sweep.grace_period,
                                       reduction_factor=sweep.reduction_factor)
+        storage_path, storage_filesystem = storage_fs.ray_storage(run.path.rsplit("/", 1)[0])
         tuner = tune.Tuner(
             trainable,
             param_space=space,
@@ -157,7 +161,8 @@ def run_sweep(opts: SweepOptions) -> dict:
                 search_alg=search_algorithm(sweep.search), max_concurrent_trials=resources.max_concurrent,
             ),
             run_config=tune.RunConfig(
-                name=run.name, storage_path=run.path.rsplit("/", 1)[0], callbacks=callbacks, verbose=0,
+                name=run.name, storage_path=storage_path, storage_filesystem=storage_filesystem,
+                callbacks=callbacks, verbose=0,
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             ),
         )
@@ -199,7 +204,8 @@ def saved_statuses(path: str) -> dict[str, str]:
     from ray.tune import ExperimentAnalysis
 
     try:
-        return {t.trial_id: str(t.status) for t in ExperimentAnalysis(path).trials}
+        fs_path, filesystem = storage_fs.ray_storage(path)
+        return {t.trial_id: str(t.status) for t in ExperimentAnalysis(fs_path, storage_filesystem=filesystem).trials}
     except Exception:  # an unreadable state only costs the statuses shown; resume reads it again itself
         return {}
 

@@ -105,3 +105,19 @@ def exported(celeba_trial):
     out = celeba_trial["tmp"] / "export"
     summary = export_run(celeba_trial["child"], out, tracking_uri=celeba_trial["uri"])
     return out, summary
+
+
+# ---- a real S3 API on loopback (tests/s3_server.py) ----------------------------------------------
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on a free loopback port, with this process's AWS environment pointing at it
+    (subprocesses and local Ray workers inherit it). A test may stop and start it: buckets are kept."""
+    from s3_server import S3Server, apply_env, restore_env
+
+    server = S3Server()
+    server.start()
+    saved = apply_env(server)
+    yield server
+    restore_env(saved)
+    server.stop()

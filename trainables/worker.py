@@ -181,7 +181,21 @@ def _train(config: dict) -> None:
                 evaluation.write_files(Path(tmp))
                 (Path(tmp) / WEIGHTS_REPORT).write_text(json.dumps(weights_report, indent=1))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+            _report(metrics, checkpoint)
+
+
+def _report(metrics: dict, checkpoint) -> None:
+    """ray.train.report; a checkpoint the store would not take (after its bounded retries) ends the trial
+    with one line naming where it went, and Tune retries the trial from its last checkpoint."""
+    try:
+        ray.train.report(metrics, checkpoint=checkpoint)
+    except OSError as err:
+        from trainables.storage_fs import one_line
+
+        storage = ray.train.get_context().get_storage()
+        where = f"{storage.storage_filesystem.type_name}://{storage.experiment_fs_path}"
+        raise UserError(f"cannot write the checkpoint to {where}: {one_line(err)}; the trial is retried from its "
+                        "last checkpoint (or continue with --resume once the store answers)") from None
 
 
 def _save(out: Path, model, criterion, optimizer, scheduler, epoch: int, cfg: TrainConfig, metrics: dict) -> None:
@@ -203,7 +217,7 @@ def _report_again(rank: int, metrics: dict) -> None:
             with ray.train.get_checkpoint().as_directory() as folder:
                 shutil.copytree(folder, tmp, dirs_exist_ok=True)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(metrics, checkpoint=checkpoint)
+        _report(metrics, checkpoint)
 
 
 def _restore(model, criterion, optimizer, scheduler) -> tuple[int, dict]:

@@ -20,7 +20,6 @@ A slice costs one row-group read; at most two per rank per epoch are partial. Pe
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, NamedTuple, Sequence
@@ -33,6 +32,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from trainables import storage_fs
 from trainables.data.decode import decode_shard_image
 from trainables.errors import UserError
 
@@ -42,14 +42,10 @@ PAIR_LABELS = ("issame", "fold")
 
 
 def resolve(root: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path) of a local path or a pyarrow URI such as s3://bucket/x or file:///data/x."""
-    root = str(root)
-    if "://" in root:
-        try:
-            return pafs.FileSystem.from_uri(root)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as err:
-            raise UserError(f"cannot open {root}: {err}; check the URI and the credentials for it") from None
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(root))
+    """(filesystem, path) of a local path or a pyarrow URI such as s3://bucket/x or file:///data/x; an
+    S3 store's endpoint and credentials come from the AWS environment, its requests retry for a bounded
+    time (trainables/storage_fs.py)."""
+    return storage_fs.resolve(root)
 
 
 class SplitWriter:
@@ -115,6 +111,8 @@ def load_metadata(root: str) -> dict:
     except FileNotFoundError:
         raise UserError(f"{root} is not a prepared dataset (no {METADATA_FILE}); make one with "
                         f"`python -m orchestrator prepare FORMAT --src DIR --out {root}`") from None
+    except OSError as err:
+        raise unreadable(root, METADATA_FILE, err) from None
     except ValueError as err:  # cut short or edited by hand
         raise UserError(f"{root}/{METADATA_FILE} is not valid JSON ({err}); prepare the dataset again with "
                         f"`python -m orchestrator prepare FORMAT --src DIR --out {root}`") from None
@@ -122,6 +120,13 @@ def load_metadata(root: str) -> dict:
         raise UserError(f"{root}/{METADATA_FILE} does not describe a prepared dataset; prepare it again with "
                         f"`python -m orchestrator prepare FORMAT --src DIR --out {root}`")
     return found
+
+
+def unreadable(root: str, rel: str, err: OSError) -> UserError:
+    """A shard or metadata file that could not be read, after the store's bounded retries, as one line."""
+    return UserError(f"cannot read {storage_fs.without_userinfo(str(root))}/{rel}: {storage_fs.one_line(err)}; "
+                     "check that the store answers (a trial is retried from its last checkpoint, and "
+                     "--resume continues the sweep)")
 
 
 class RowSlice(NamedTuple):
@@ -149,7 +154,10 @@ class ShardSplit:
         self._fs, self._path = resolve(self.root)
 
     def open(self, rel: str) -> pq.ParquetFile:
-        return pq.ParquetFile(self._fs.open_input_file(posixpath.join(self._path, rel)), pre_buffer=True)
+        try:
+            return pq.ParquetFile(self._fs.open_input_file(posixpath.join(self._path, rel)), pre_buffer=True)
+        except OSError as err:
+            raise unreadable(self.root, rel, err) from None
 
     def schema(self) -> pa.Schema | None:
         """The Arrow schema of this split's shards (one footer read), None when it has no rows."""
@@ -277,7 +285,11 @@ class ShardDataset(IterableDataset):
         keys = [(s.path, s.group, row) for row in range(s.start, s.stop)]
         columns = self.split.image_columns
         cached = self.cache is not None and self.cache.holds((*key, j) for key in keys for j in range(len(columns)))
-        table = pf.read_row_group(s.group, columns=[*([] if cached else columns), *self.label_columns])
+        try:
+            table = pf.read_row_group(s.group, columns=[*([] if cached else columns), *self.label_columns])
+        except OSError as err:
+            self._files.pop(s.path, None)  # its connection may be gone: the next read reopens it
+            raise unreadable(self.split.root, s.path, err) from None
         table = table.slice(s.start, s.stop - s.start)
         images = ([[None] * table.num_rows for _ in columns] if cached
                   else [table.column(c).to_pylist() for c in columns])
