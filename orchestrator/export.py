@@ -123,7 +123,7 @@ def log_best_model(tracking, parent_id: str, summary: dict, task, metric: str, m
     outbox = getattr(tracking, "outbox", None)  # a server that is down: the export is kept for when it is back
     kept = {"op": "best_model", "run": parent_id, "best_run": best_run, "metric": metric, "mode": mode}
     later = (f"model: the best trial goes into the artifacts {SWEEP_MODEL}/ of parent run {parent_id} when MLflow "
-             f"answers again" + (f" (kept in {outbox.where})" if outbox is not None else ""))
+             f"is back" + (f" (kept in {outbox.where})" if outbox is not None else ""))
     if outbox is not None and (outbox.down or outbox.pending):
         line = later if not outbox.submit(kept) else f"model: the best trial is in the artifacts {SWEEP_MODEL}/ of parent run {parent_id}"
         print(line, flush=True)

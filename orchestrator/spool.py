@@ -5,8 +5,9 @@ MLflow client's own retries (refused connections, 5xx, timeouts), the write beco
 `<storage>/<sweep>/mlflow-pending.jsonl`: an append-only spool of operations keyed by trial id (not
 by MLflow run id: creating a trial's run may be what failed). Files that lived in a temporary folder
 (trials.csv, the leaderboard) are copied beside it first. Training never waits on the server again
-once it is known down: later writes go straight to the spool, and a fail-fast probe (at most every
-`ORCHESTRATOR_MLFLOW_PROBE_S` seconds, default 15) tells when the server is back. Then the spool is
+once it is known down: later writes go straight to the spool, and a fail-fast probe (after
+`ORCHESTRATOR_MLFLOW_PROBE_S` seconds, default 15, then twice as long after each failed probe, up to 8
+times that) tells when the server is back. Then the spool is
 replayed in order, before anything new, on a later callback event of the same sweep, on `--resume`, or
 by `python -m orchestrator sync`.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -36,6 +38,7 @@ from orchestrator import state
 SPOOL_FILE = "mlflow-pending.jsonl"
 SPOOL_FILES = "mlflow-pending-files"
 PROBE_EVERY_S = float(os.environ.get("ORCHESTRATOR_MLFLOW_PROBE_S", "15"))
+PROBE_TIMEOUT_S = 20
 RUN_OF_TRIAL = "run-of-trial:"  # a run id not known yet (its creation is kept): resolved when written
 
 
@@ -122,9 +125,17 @@ class Spool:
 
 
 def first_line(err: BaseException) -> str:
+    """Why a write failed, short: MLflow's own text quotes the whole URL and urllib3's retry chain."""
     from orchestrator.tracking import redact
 
     text = str(err).strip()
+    for pattern, reason in ((r"Connection refused", "connection refused"), (r"(?i)timed? ?out", "timed out"),
+                            (r"too many (\d{3}) error responses", r"HTTP \1 after the client's retries"),
+                            (r"Name or service not known|nodename nor servname", "host not found"),
+                            (r"Max retries exceeded", "no answer after the client's retries")):
+        found = re.search(pattern, text)
+        if found:
+            return found.expand(reason)
     return redact(text.splitlines()[0][:200] if text else type(err).__name__)
 
 
@@ -141,7 +152,7 @@ class Outbox:
         self.steps: dict[str, int] = {}       # trial id -> the last epoch written or kept
         self.applying = False                 # inside a write: nested Tracking writes go straight to MLflow
         self.down = False
-        self._probed = 0.0
+        self._probed, self._wait = 0.0, PROBE_EVERY_S  # the last probe's end; the wait before the next one
         self.pending = self._count_kept()
 
     def __getstate__(self):  # Tune pickles callbacks; a restored copy reads its spool again
@@ -197,7 +208,7 @@ class Outbox:
                 self._apply(op)
                 return True
             except Exception as again:  # noqa: BLE001
-                self._say(f"warning: MLflow refused a record ({op['op']} of "
+                self._say(f"warning: a record could not be written to MLflow, which answers ({op['op']} of "
                           f"{op.get('trial') or op.get('run')}: {first_line(again)}); it is skipped")
                 return False
         self._went_down(err)
@@ -209,7 +220,7 @@ class Outbox:
 
         self._probed = time.monotonic()
         if not self.down:
-            self.down = True
+            self.down, self._wait = True, PROBE_EVERY_S
             self._say(f"MLflow at {redact(self.tracking.uri)} is not answering ({first_line(err)}): training "
                       f"continues, and what it cannot record is kept in {self.where} until it is back")
 
@@ -223,19 +234,21 @@ class Outbox:
         """A fail-fast probe: does the server answer now (no client retries, a short timeout)?"""
         from orchestrator.tracking import _fail_fast
 
-        self._probed = time.monotonic()
-        try:
-            with _fail_fast():
+        try:  # no retries; but a server just restarted, on a busy machine, may take seconds to answer its first query
+            with _fail_fast(timeout=PROBE_TIMEOUT_S):
                 self.tracking.client.search_experiments(max_results=1)
             return True
         except Exception:  # noqa: BLE001  any failure to answer
             return False
+        finally:
+            self._probed = time.monotonic()
 
     def _catch_up(self) -> bool:
         """Write what is kept, if the server is back (probed at most every PROBE_EVERY_S while down)."""
-        if self.down and time.monotonic() - self._probed < PROBE_EVERY_S:
+        if self.down and time.monotonic() - self._probed < self._wait:
             return False
         if self.down and not self.answering():
+            self._wait = min(2 * self._wait, 8 * PROBE_EVERY_S)  # a long outage (or a probe that times out) costs less
             return False
         return self.flush()
 
@@ -253,7 +266,7 @@ class Outbox:
                     self.pending = len(ops) - index
                     self._went_down(err)
                     return False
-                self._say(f"warning: MLflow refused a kept record ({op['op']} of "
+                self._say(f"warning: a kept record could not be written to MLflow, which answers ({op['op']} of "
                           f"{op.get('trial') or op.get('run')}: {first_line(err)}); it is skipped")
             if index % 20 == 19:  # a crash mid-replay replays less next time (it is idempotent anyway)
                 self.spool.rewrite(ops[index + 1:])

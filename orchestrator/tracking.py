@@ -66,10 +66,10 @@ def _quoted(value: str) -> str:
 
 
 @contextmanager
-def _fail_fast():
+def _fail_fast(timeout: int = 5):
     """MLflow retries HTTP calls for minutes by default; a preflight wants an answer in seconds."""
     saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(timeout))
     try:
         yield
     finally:

@@ -10,7 +10,6 @@ import pytest
 from mlflow import MlflowClient
 
 from mlflow_server import free_port
-from orchestrator import spool as spool_module
 from orchestrator.spool import SPOOL_FILE, Outbox, Spool
 from orchestrator.tracking import MlflowTrialCallback, Tracking
 
@@ -64,7 +63,7 @@ def test_a_server_that_is_down_costs_no_epoch_and_is_said_once(tmp_path, monkeyp
     callback.on_trial_start(0, [], trial("t1"))
     callback.on_trial_result(0, [], trial("t1"), result(1))
     assert callback.outbox.down
-    monkeypatch.setattr(spool_module, "PROBE_EVERY_S", 3600.0)
+    callback.outbox._wait = 3600.0  # the next probe is an hour away
     down.client = None  # known down: later events must not touch the client at all (no retry wait per event)
     callback.on_trial_result(0, [], trial("t1"), result(2))
     callback.on_trial_result(0, [], trial("t1"), result(2))  # a repeated step (a restart) is not kept twice
@@ -77,7 +76,7 @@ def test_a_server_that_is_down_costs_no_epoch_and_is_said_once(tmp_path, monkeyp
     # The store answers again (here: the same records go to a store that is up): the next event writes
     # everything kept first, in order, then its own record; the console says so once.
     down.uri, down.client = store, MlflowClient(store)
-    monkeypatch.setattr(spool_module, "PROBE_EVERY_S", 0.0)
+    callback.outbox._wait = 0.0  # the next probe is due
     callback.on_trial_result(0, [], trial("t1"), result(4))
     callback.on_trial_complete(0, [], trial("t1", epoch=4))
     out = capsys.readouterr().out
