@@ -385,8 +385,11 @@ class Outbox:
         """At the end of a sweep: one last try; the line to print when records are still kept."""
         if not (self.down or self.pending):
             return None
-        if self.answering() and self.flush():
-            return None
+        try:
+            if self.answering() and self.flush():
+                return None
+        except Exception as err:  # noqa: BLE001  the storage failing too: the line below still says what to do
+            self._say(f"warning: the kept MLflow records could not be read back ({first_line(err)})")
         from orchestrator.tracking import redact
 
         return (f"MLflow at {redact(self.tracking.uri)} is still not answering: {self.pending} record(s) of this "

@@ -124,7 +124,7 @@ class Tracking:
             self.client.set_terminated(run_id, status=status)
 
     def experiment_of(self, run_id: str) -> str:
-        if self.outbox is not None and (self.outbox.down or self.outbox.pending):
+        if self.outbox is not None:  # known without asking a server that may be down
             return self.outbox.experiment_id
         return self.client.get_run(run_id).info.experiment_id
 

@@ -31,9 +31,11 @@ class MlflowServer:
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def answers(self) -> bool:
+    def answers(self, timeout: float = 2) -> bool:
+        """Whether the server answers a query of its store (its /health answers before the store is ready)."""
         try:
-            with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+            with urllib.request.urlopen(f"{self.uri}/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default",
+                                        timeout=timeout) as response:
                 return response.status == 200
         except OSError:
             return False
@@ -46,7 +48,7 @@ class MlflowServer:
              "--port", str(self.port), "--workers", "1"],
             cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + timeout
-        while not self.answers():
+        while not self.answers(timeout=30):  # a cold store on a busy machine takes seconds to answer
             if self.proc.poll() is not None or time.time() > deadline:
                 self.stop()
                 raise AssertionError("mlflow server did not start:\n" + (self.folder / "mlflow-server.log").read_text()[-3000:])
