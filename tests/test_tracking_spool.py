@@ -134,3 +134,25 @@ def test_replaying_the_spool_twice_writes_each_record_once(tmp_path, capsys):
     assert [a.path for a in tracking.client.list_artifacts(parent)] == ["trials.csv"]
     assert tracking.client.get_run(child).data.params == {"lr": "0.01"}
     assert capsys.readouterr().out.count("answers again") == 2
+
+
+def test_a_failure_that_is_no_outage_is_one_line_and_never_reaches_tune(tmp_path, capsys):
+    """As seen with an object store down: copying a trial's files raised inside on_trial_error, and Tune's
+    controller crashed on it. The server answers, so it is no outage: one line, and the run still ends."""
+    tracking = Tracking(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = tracking.experiment_id("errors")
+    parent, _ = tracking.find_or_create_run(experiment, {"orchestrator.sweep_path": "sweep"}, "sweep", {})
+
+    def copy_files(run_id, result, checkpoint):
+        raise OSError(f"When getting information for key '{checkpoint}': AWS Error NETWORK_CONNECTION")
+
+    callback = MlflowTrialCallback(tracking, experiment, parent, "sweep", describe=lambda c: c["model.name"],
+                                   params_of=lambda c: c, on_finish=copy_files)
+    callback.on_trial_start(0, [], trial("t1"))
+    callback.on_trial_result(0, [], trial("t1"), result(1))
+    callback.on_trial_error(0, [], trial("t1", epoch=1, checkpoint="s3://bucket/ckpt"))
+    out = capsys.readouterr().out
+    assert out.count("warning") == 1 and "trial_files of t1" in out and "NETWORK_CONNECTION" in out, out
+    assert "is not answering" not in out
+    run = tracking.client.get_run(callback.run_ids["t1"])
+    assert run.info.status == "FAILED" and "error" in run.data.tags and epochs(tracking.client, run.info.run_id) == [1]
