@@ -125,7 +125,8 @@ def log_best_model(tracking, parent_id: str, summary: dict, task, metric: str, m
     later = (f"model: the best trial goes into the artifacts {SWEEP_MODEL}/ of parent run {parent_id} when MLflow "
              f"is back" + (f" (kept in {outbox.where})" if outbox is not None else ""))
     if outbox is not None and (outbox.down or outbox.pending):
-        line = later if not outbox.submit(kept) else f"model: the best trial is in the artifacts {SWEEP_MODEL}/ of parent run {parent_id}"
+        done = f"model: the best trial is in the artifacts {SWEEP_MODEL}/ of parent run {parent_id}"
+        line = done if outbox.submit(kept) else later
         print(line, flush=True)
         return line
     try:

@@ -145,7 +145,8 @@ class Outbox:
     raises crashes Tune's controller, and a trial must keep training whatever the server does."""
 
     def __init__(self, tracking, spool: Spool, experiment_id: str, sweep_path: str,
-                 on_files: Callable[[str, dict, str | None], None] | None = None, say: Callable[[str], None] | None = None):
+                 on_files: Callable[[str, dict, str | None], None] | None = None,
+                 say: Callable[[str], None] | None = None):
         self.tracking, self.spool, self.experiment_id, self.sweep_path = tracking, spool, experiment_id, sweep_path
         self.on_files, self.say = on_files, say
         self.run_ids: dict[str, str] = {}     # trial id -> MLflow run id, once known
@@ -226,7 +227,8 @@ class Outbox:
 
     def _keep(self, op: dict) -> None:
         if "folder" in op:  # a temporary folder: its files go into the storage with the record
-            op = {**{k: v for k, v in op.items() if k != "folder"}, "stash": self.spool.stash(op["folder"], op["names"])}
+            stashed = self.spool.stash(op["folder"], op["names"])
+            op = {**{k: v for k, v in op.items() if k != "folder"}, "stash": stashed}
         self.spool.append(op)
         self.pending += 1
 

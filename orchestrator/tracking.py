@@ -281,7 +281,8 @@ def _never_raises(event):
             return event(self, *args, **kwargs)
         except Exception as err:  # noqa: BLE001  the trial keeps training; the line says what was not recorded
             text = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-            print(f"warning: MLflow record of {event.__name__} failed ({redact(text)}); the sweep continues", flush=True)
+            print(f"warning: MLflow record of {event.__name__} failed ({redact(text)}); the sweep continues",
+                  flush=True)
     return guarded
 
 

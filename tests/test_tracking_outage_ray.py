@@ -22,7 +22,7 @@ DOWN, BACK = "is not answering", "answers again:"
 def test_a_tracking_server_that_goes_away_loses_no_epoch(demo_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # the client's own retries: seconds, not minutes
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")  # a refused connection fails at once; a busy server may be slow
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")  # refused fails at once; a busy server may be slow
     monkeypatch.setenv("ORCHESTRATOR_MLFLOW_PROBE_S", "2")
     (tmp_path / "server").mkdir()
     server = MlflowServer(tmp_path / "server").start()

@@ -3,10 +3,8 @@ kept durably, never raised into Tune, said once, and written exactly once when t
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
-import pytest
 from mlflow import MlflowClient
 
 from mlflow_server import free_port
