@@ -51,8 +51,8 @@ class MlflowServer:
         while not self.answers(timeout=30):  # a cold store on a busy machine takes seconds to answer
             if self.proc.poll() is not None or time.time() > deadline:
                 self.stop()
-                log = (self.folder / "mlflow-server.log").read_text()[-3000:]
-                raise AssertionError(f"mlflow server did not start:\n{log}")
+                tail = (self.folder / "mlflow-server.log").read_text()[-3000:]
+                raise AssertionError(f"mlflow server did not start:\n{tail}")
             time.sleep(0.5)  # polling a condition with a deadline
         return self
 
