@@ -3,6 +3,10 @@
 A mistake the user can fix (a `UserError`) is printed as one line with a non-zero exit and no
 traceback; anything else is a bug and keeps its traceback. Everything the process prints, a library's
 text included, passes one redaction (orchestrator/redaction.py): no credential reaches a console or a job log.
+
+Exit statuses: 0 done; 1 every trial failed; 2 a user's mistake; 3 the sweep finished but its MLflow
+server was still down at the end (its records are kept in the storage: `sync` writes them); 130 and
+143 interrupted by SIGINT and SIGTERM (`--resume` continues).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import argparse
 import signal
 import sys
 
+from orchestrator.commands.sync import EXIT_STILL_DOWN, add_sync_parser, cmd_sync
 from orchestrator.export import add_export_parser, cmd_export
 from orchestrator.predict import add_predict_parser, cmd_predict
 from orchestrator.prepare_cli import add_prepare_parser, cmd_prepare
@@ -40,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_prepare_parser(commands)
     add_export_parser(commands)
     add_predict_parser(commands)
+    add_sync_parser(commands)
     return parser
 
 
@@ -104,6 +110,8 @@ def cmd_sweep(args) -> int:
     summary = run_sweep(options)
     if summary.get("interrupted"):
         return signals.exit_status()
+    if summary.get("unrecorded"):
+        return EXIT_STILL_DOWN
     return 1 if summary.get("trials") and summary.get("failed") == summary.get("trials") else 0
 
 
@@ -118,7 +126,7 @@ def cmd_doctor(args) -> int:
 
 
 COMMANDS = {"list": cmd_list, "sweep": cmd_sweep, "doctor": cmd_doctor, "prepare": cmd_prepare,
-            "export": cmd_export, "predict": cmd_predict}
+            "export": cmd_export, "predict": cmd_predict, "sync": cmd_sync}
 
 
 def main(argv: list[str] | None = None) -> int:

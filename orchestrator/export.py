@@ -121,21 +121,41 @@ def log_best_model(tracking, parent_id: str, summary: dict, task, metric: str, m
     best_run = summary.get("best_run_id")
     if task.outputs is None or not completed or not best_run or summary.get("failed", 0) >= summary.get("trials", 0):
         return None
+    outbox = getattr(tracking, "outbox", None)  # a server that is down: the export is kept for when it is back
+    kept = {"op": "best_model", "run": parent_id, "best_run": best_run, "metric": metric, "mode": mode}
+    later = (f"model: the best trial goes into the artifacts {SWEEP_MODEL}/ of parent run {parent_id} when MLflow "
+             f"is back" + (f" (kept in {outbox.where})" if outbox is not None else ""))
+    if outbox is not None and (outbox.down or outbox.pending):
+        done = f"model: the best trial is in the artifacts {SWEEP_MODEL}/ of parent run {parent_id}"
+        line = done if outbox.submit(kept) else later
+        print(line, flush=True)
+        return line
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            chosen = export_run(best_run, Path(tmp) / SWEEP_MODEL, metric=metric, mode=mode, tracking=tracking,
-                                logged_to=parent_id)
-            tracking.log_files(parent_id, Path(tmp), [SWEEP_MODEL])
-        tracking.log(parent_id, tags={"model": f"{SWEEP_MODEL}/ = run {best_run} epoch {chosen['epoch']}"})
+        chosen = log_model_files(tracking, parent_id, best_run, metric, mode)
         line = (f"model: the best trial's epoch {chosen['epoch']} is in the artifacts {SWEEP_MODEL}/ of parent run "
                 f"{parent_id}" + ("; timm loads it (see its MODEL_CARD.md)" if chosen["timm"].ok else ""))
     except Exception as err:  # noqa: BLE001  the sweep is done and stored; the model can be exported later
-        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        choose = f" --metric {metric} --mode {mode}" if metric != task.metric else ""
-        line = (f"warning: the best model was not logged to MLflow ({reason}); export it with: "
-                f"python -m orchestrator export --run {parent_id} --out DIR{choose}")
+        if outbox is not None and outbox.keep_if_down(kept, err):
+            line = later
+        else:
+            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            choose = f" --metric {metric} --mode {mode}" if metric != task.metric else ""
+            line = (f"warning: the best model was not logged to MLflow ({reason}); export it with: "
+                    f"python -m orchestrator export --run {parent_id} --out DIR{choose}")
     print(line, flush=True)
     return line
+
+
+def log_model_files(tracking, parent_id: str, best_run: str, metric: str, mode: str) -> dict:
+    """Export `best_run`'s best checkpoint into `parent_id`'s artifacts `model/`; returns what was chosen."""
+    from trainables.artifacts import SWEEP_MODEL
+
+    with tempfile.TemporaryDirectory() as tmp:
+        chosen = export_run(best_run, Path(tmp) / SWEEP_MODEL, metric=metric, mode=mode, tracking=tracking,
+                            logged_to=parent_id)
+        tracking.log_files(parent_id, Path(tmp), [SWEEP_MODEL])
+    tracking.log(parent_id, tags={"model": f"{SWEEP_MODEL}/ = run {best_run} epoch {chosen['epoch']}"})
+    return chosen
 
 
 def write_export(fs: pafs.FileSystem, best: Checkpoint, outputs, tracking, run, chosen: dict, out: Path,

@@ -129,8 +129,8 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
         leaderboard = lambda folder: task.leaderboard(rows, folder)  # noqa: E731
     log_sweep_files(tracking, parent_id, table, leaderboard)
     tracking.log(parent_id, metrics={"sweep/minutes": (time.time() - started) / 60, "sweep/failed_trials": failed})
-    tracking.client.set_terminated(parent_id, status="FAILED" if failed == len(table) else "FINISHED")
-    experiment = tracking.client.get_run(parent_id).info.experiment_id
+    tracking.set_terminated(parent_id, status="FAILED" if failed == len(table) else "FINISHED")
+    experiment = tracking.experiment_of(parent_id)
     summary["closing"] = (f"{len(table)} trials in {(time.time() - started) / 60:.1f} min; compare them in MLflow: "
                           f"{tracking.runs_url(experiment)}")
     if not closing_later:
@@ -154,10 +154,10 @@ def interrupted_sweep(tracking: Tracking, parent_id: str, table: pd.DataFrame, s
     for trial_id in unfinished:
         run_id = child_run(trial_id)
         if run_id:
-            tracking.client.set_terminated(run_id, status="KILLED")
+            tracking.set_terminated(run_id, status="KILLED")
     log_sweep_files(tracking, parent_id, table)
     tracking.log(parent_id, metrics={"sweep/minutes": (time.time() - started) / 60})
-    tracking.client.set_terminated(parent_id, status="KILLED")
+    tracking.set_terminated(parent_id, status="KILLED")
     print(f"{len(table) - len(unfinished)} of {len(table)} trials finished in {(time.time() - started) / 60:.1f} min "
           "before the sweep was interrupted; nothing is lost, and MLflow marks the sweep and its unfinished trials KILLED.")
     return {**summary, "unfinished": len(unfinished)}

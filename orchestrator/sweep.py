@@ -19,7 +19,7 @@ from orchestrator import cluster, report, signals, state, store_outage
 from orchestrator.runners import train_driver_fn
 from orchestrator.preflight import Preflight
 from orchestrator.space import count_trials, describe, grid_note, max_epochs, search_algorithm, varying_keys
-from orchestrator.tracking import (KIND_KEY, SWEEP_KEY, TRIAL_KEY, DatasetRecord, MlflowTrialCallback,
+from orchestrator.tracking import (KIND_KEY, SWEEP_KEY, DatasetRecord, MlflowTrialCallback,
                                    OneLineUserErrors, redact)
 from orchestrator.progress import ProgressPrinter
 from orchestrator.placement import PlacementGroupCleanup
@@ -127,9 +127,11 @@ def run_sweep(opts: SweepOptions) -> dict:
     )
     signals.install()
     store_outage.install(redact(run.path))  # Ray's tracebacks of failed state saves become one line
+    # From here on a tracking server that goes away costs no record: they are kept in the storage (spool.py).
+    trial_files = functools.partial(report.log_trial_files, tracking, task, storage=run.path)
+    tracking.keep_records(run.path, experiment_id, run.path, on_files=trial_files)
     recorder = MlflowTrialCallback(tracking, experiment_id, parent_id, run.path, name_of, params_of=trial_params,
-                                   on_finish=functools.partial(report.log_trial_files, tracking, task,
-                                                               storage=run.path),
+                                   on_finish=trial_files,
                                    dataset=dataset)
     callbacks = [  # record in MLflow first, then announce: a line on screen means it is stored
         MaxFailures(opts.max_failures),
@@ -174,12 +176,12 @@ def run_sweep(opts: SweepOptions) -> dict:
         raise
     except BaseException:
         if not recorder.run_ids:  # failed before any trial started: nothing to resume, nothing to block
-            tracking.client.set_terminated(parent_id, status="FAILED")
+            tracking.set_terminated(parent_id, status="FAILED")
             run.save(status=state.FAILED_START)
         raise
     # Tune returns normally from an interrupt (Ctrl-C, SIGTERM): tell it from a finished sweep.
     interrupted = signals.interrupted() or results.num_terminated + results.num_errors < len(results)
-    child_run = lambda trial_id: tracking.find_run(experiment_id, {SWEEP_KEY: run.path, TRIAL_KEY: trial_id})  # noqa: E731
+    child_run = recorder.child_run
     summary = report.finish_sweep(results, sweep, task, tracking, parent_id, data.baseline, name_of, started,
                                   child_run=child_run, interrupted=interrupted,
                                   saved=saved_statuses(run.path) if interrupted else None, closing_later=True)
@@ -193,6 +195,11 @@ def run_sweep(opts: SweepOptions) -> dict:
 
         log_best_model(tracking, parent_id, summary, task, sweep.metric, sweep.mode, completed=True)
         print(summary["closing"], flush=True)  # the last line: where to look at the runs
+        from orchestrator.commands.sync import sync_command
+
+        summary["unrecorded"] = tracking.outbox.finish(sync_command(opts, run, tracking))
+        if summary["unrecorded"]:  # the server is still down: the one line that says how to finish the record
+            print(summary["unrecorded"], flush=True)
     summary.update(fit_started=fit_started, results=results, parent_run_id=parent_id, storage=run.path,
                    interrupted=interrupted, data_root=data.root)
     return summary

@@ -11,6 +11,7 @@ that the UI opens on their runs rather than on an empty GenAI traces page.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -45,10 +46,10 @@ def _quoted(value: str) -> str:
 
 
 @contextmanager
-def _fail_fast():
+def _fail_fast(timeout: int = 5):
     """MLflow retries HTTP calls for minutes by default; a preflight wants an answer in seconds."""
     saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(timeout))
     try:
         yield
     finally:
@@ -62,6 +63,7 @@ class Tracking:
     def __init__(self, uri: str | None = None):
         self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
         self.client = MlflowClient(self.uri)
+        self.outbox = None  # set by keep_records: writes then survive the server going away
         try:
             with _fail_fast():
                 self.client.search_experiments(max_results=1)  # creates the sqlite tables once, here
@@ -79,6 +81,32 @@ class Tracking:
     def __setstate__(self, state):
         self.uri = state["uri"]
         self.client = MlflowClient(self.uri)
+        self.outbox = None
+
+    def keep_records(self, folder: str | None, experiment_id: str, sweep_path: str, on_files=None):
+        """From now on, what MLflow cannot take (it is down) is kept in `folder` (the sweep's storage) and
+        written when it is back (orchestrator/spool.py). Records kept by an earlier run are written now."""
+        from orchestrator.spool import Outbox, Spool
+
+        self.outbox = Outbox(self, Spool(folder), experiment_id, sweep_path, on_files=on_files)
+        if self.outbox.pending:
+            self.outbox.flush()
+        return self.outbox
+
+    def _routed(self) -> bool:
+        return self.outbox is not None and not self.outbox.applying
+
+    def set_terminated(self, run_id: str, status: str) -> None:
+        """Close a run (FINISHED, FAILED, KILLED); kept for later if the server is down."""
+        if self._routed():
+            self.outbox.submit({"op": "terminate", "run": run_id, "status": status})
+        else:
+            self.client.set_terminated(run_id, status=status)
+
+    def experiment_of(self, run_id: str) -> str:
+        if self.outbox is not None:  # known without asking a server that may be down
+            return self.outbox.experiment_id
+        return self.client.get_run(run_id).info.experiment_id
 
     def experiment_id(self, name: str) -> str:
         """The experiment's id (created or restored if needed), tagged as model training: MLflow 3's UI
@@ -152,11 +180,17 @@ class Tracking:
         return run.info.run_id, True
 
     def log(self, run_id: str, metrics: dict[str, float] | None = None, step: int = 0,
-            params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None) -> None:
+            params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None, at: int | None = None) -> None:
         """One batch. A param is logged once: on a re-attached run (a resume) the params it already holds
         are skipped, and one whose value changed (say `resources`, after losing a node) goes to a
-        `changed.<key>` tag, since MLflow refuses to change a param."""
-        now = int(time.time() * 1000)
+        `changed.<key>` tag, since MLflow refuses to change a param. `at`: the metrics' time (ms)."""
+        if self._routed():
+            self.outbox.submit({"op": "log", "run": run_id, "step": step,
+                                "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+                                "params": {k: redact(v)[:6000] for k, v in (params or {}).items()},
+                                "tags": {k: redact(v) for k, v in (tags or {}).items()}})
+            return
+        now = at or int(time.time() * 1000)
         if params:
             held = self.client.get_run(run_id).data.params
             changed = {f"changed.{k}": v for k, v in params.items() if k in held and held[k] != redact(v)[:6000]}
@@ -174,6 +208,9 @@ class Tracking:
         return max((m.step for m in history), default=0)
 
     def log_files(self, run_id: str, folder: Path, names: list[str]) -> None:
+        if self._routed():  # a temporary folder's files are copied into the storage if they must be kept
+            self.outbox.submit({"op": "files", "run": run_id, "folder": str(folder), "names": list(names)})
+            return
         for name in names:
             path = folder / name
             if path.is_dir():
@@ -216,38 +253,66 @@ def is_metric(key: str, value: Any) -> bool:
     return numeric and ("/" in key or key == "epoch") and not key.endswith("_unix")
 
 
+def _never_raises(event):
+    """A Tune callback that raises crashes Tune's controller: whatever fails here is one line instead."""
+    @functools.wraps(event)
+    def guarded(self, *args, **kwargs):
+        try:
+            return event(self, *args, **kwargs)
+        except Exception as err:  # noqa: BLE001  the trial keeps training; the line says what was not recorded
+            text = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            print(f"warning: MLflow record of {event.__name__} failed ({redact(text)}); the sweep continues",
+                  flush=True)
+    return guarded
+
+
 class MlflowTrialCallback(tune.Callback):
-    """One MLflow child run per Tune trial: params at start, metrics per epoch, files at the end."""
+    """One MLflow child run per Tune trial: params at start, metrics per epoch, files at the end. Every write
+    goes through the tracking's outbox (orchestrator/spool.py), so a server that is down costs no epoch and
+    never stops a trial: what it cannot take is kept and written when it is back."""
 
     def __init__(self, tracking: Tracking, experiment_id: str, parent_run_id: str, sweep_path: str,
                  describe: Callable[[dict], str], params_of: Callable[[dict], dict],
                  on_finish: Callable[[str, dict, str | None], None], dataset: DatasetRecord | None = None):
+        from orchestrator.spool import Outbox, Spool
+
         self.tracking, self.experiment_id, self.parent_run_id = tracking, experiment_id, parent_run_id
         self.dataset = dataset
         self.sweep_path, self.describe, self.params_of, self.on_finish = sweep_path, describe, params_of, on_finish
-        self.run_ids: dict[str, str] = {}
+        self.outbox = tracking.outbox or Outbox(tracking, Spool(None), experiment_id, sweep_path)
+        self.outbox.on_files = on_finish
+        self.run_ids: dict[str, str] = {}  # every trial seen: its run id, or a reference while the server is down
         self._steps: dict[str, int] = {}
         self._started: dict[str, float] = {}
 
     def run_id(self, trial) -> str:
-        if trial.trial_id not in self.run_ids:
-            identity = {SWEEP_KEY: self.sweep_path, TRIAL_KEY: trial.trial_id}
-            tags = {"mlflow.parentRunId": self.parent_run_id, KIND_KEY: "trial"}
-            run_id, created = self.tracking.find_or_create_run(
-                self.experiment_id, identity, f"{trial.trial_id} {self.describe(trial.config)}", tags
-            )
-            if created:
-                self.tracking.log(run_id, params=self.params_of(trial.config))
-                if self.dataset is not None:
-                    self.tracking.log_dataset(run_id, self.dataset)
-            self.run_ids[trial.trial_id] = run_id
-            self._steps[trial.trial_id] = 0 if created else self.tracking.last_step(run_id)
-        return self.run_ids[trial.trial_id]
+        """The trial's run id (its run is created, or found again, on first sight); a `run-of-trial:` reference
+        while its creation is kept for a server that is down."""
+        from orchestrator.spool import RUN_OF_TRIAL, dataset_dict
 
+        trial_id = trial.trial_id
+        if trial_id not in self.run_ids:
+            self.run_ids[trial_id] = RUN_OF_TRIAL + trial_id
+            tags = {"mlflow.parentRunId": self.parent_run_id, KIND_KEY: "trial"}
+            self.outbox.submit({"op": "open", "trial": trial_id, "name": f"{trial_id} {self.describe(trial.config)}",
+                                "tags": {k: redact(v) for k, v in tags.items()},
+                                "params": {k: redact(v)[:6000] for k, v in self.params_of(trial.config).items()},
+                                "dataset": dataset_dict(self.dataset)})
+            self._steps[trial_id] = self.outbox.steps.get(trial_id, 0)
+        if trial_id in self.outbox.run_ids:
+            self.run_ids[trial_id] = self.outbox.run_ids[trial_id]
+        return self.run_ids[trial_id]
+
+    def child_run(self, trial_id: str) -> str | None:
+        """A trial's run id for the sweep's report, even for a trial this process never saw (a resume)."""
+        return self.outbox.run_ref(trial_id)
+
+    @_never_raises
     def on_trial_start(self, iteration, trials, trial, **info):
         self._started[trial.trial_id] = time.time()
         self.run_id(trial)
 
+    @_never_raises
     def on_trial_result(self, iteration, trials, trial, result, **info):
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         run_id = self.run_id(trial)
@@ -263,26 +328,32 @@ class MlflowTrialCallback(tune.Callback):
         first_step = result.get("timing/first_step_unix")
         if first_step and trial.trial_id in self._started:
             metrics["timing/first_step_s"] = first_step - self._started[trial.trial_id]
-        self.tracking.log(run_id, metrics, tags=tags, step=step)
+        self.outbox.submit({"op": "log", "trial": trial.trial_id, "step": step,
+                            "metrics": {k: float(v) for k, v in metrics.items()},
+                            "tags": {k: redact(v) for k, v in tags.items()}})
 
+    @_never_raises
     def on_trial_recover(self, iteration, trials, trial, **info):
         """A failed trial that Tune retries from its last checkpoint: count it on the run."""
-        run_id = self.run_id(trial)
-        retries = int(self.tracking.client.get_run(run_id).data.tags.get(RETRIES_KEY, "0")) + 1
-        self.tracking.log(run_id, tags={RETRIES_KEY: retries, "last_error": error_line(trial)})
+        self.run_id(trial)
+        self.outbox.submit({"op": "retry", "trial": trial.trial_id, "error": redact(error_line(trial))})
 
+    @_never_raises
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finish(trial, "FINISHED")
 
+    @_never_raises
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.tracking.log(self.run_id(trial), tags={"error": error_line(trial)})
+        self.run_id(trial)
+        self.outbox.submit({"op": "log", "trial": trial.trial_id, "tags": {"error": redact(error_line(trial))}})
         self._finish(trial, "FAILED")
 
     def _finish(self, trial, status: str) -> None:
-        run_id = self.run_id(trial)
+        self.run_id(trial)
         result = trial.last_result or {}
-        self.on_finish(run_id, result, result.get("checkpoint_path"))
-        self.tracking.client.set_terminated(run_id, status=status)
+        if result.get("checkpoint_path"):
+            self.outbox.submit({"op": "trial_files", "trial": trial.trial_id, "checkpoint": result["checkpoint_path"]})
+        self.outbox.submit({"op": "terminate", "trial": trial.trial_id, "status": status})
 
 
 def error_line(trial) -> str:

@@ -1,0 +1,1 @@
+"""The subcommands that are more than a line, one module each (see ARCHITECTURE.md)."""
