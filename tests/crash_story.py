@@ -67,12 +67,16 @@ class CliRun:
     def finish(self, timeout: float) -> int:
         try:
             code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            code = None
         finally:
             self.kill()
         while not self.lines.empty():
             line = self.lines.get()
             if line is not None:
                 self.seen.append(line)
+        if code is None:
+            raise AssertionError(f"still running after {timeout:.0f} s; output:\n" + "\n".join(self.seen[-40:]))
         return code
 
     def kill(self):
@@ -138,18 +142,18 @@ def _crash_and_resume(tmp: Path, args: list[str]) -> CrashStory | None:
     args = [*args, "--storage", str(story.storage), "--tracking-uri", story.uri]
     first = CliRun(args, tmp)
     try:
-        first.wait_for("epoch 1/2", timeout=600)  # trial 1's first epoch is reported, with its checkpoint
+        first.wait_for("epoch 1/2", timeout=900)  # trial 1's first epoch is reported, with its checkpoint
         if not first.kill_one_train_worker():
             return None
-        seen, _ = first.wait_for_any(["RETRY  trial 1/2", "done   trial 1/2"], timeout=600)
+        seen, _ = first.wait_for_any(["RETRY  trial 1/2", "done   trial 1/2"], timeout=900)
         if seen.startswith("done"):  # trial 1 had ended: the kill hit nothing of it, or trial 2's start
             return None
-        first.wait_for("done   trial 1/2", timeout=600)
+        first.wait_for("done   trial 1/2", timeout=900)
     finally:
         first.kill()
     story.before = story.runs()[1]
     again = CliRun(args, tmp)
-    story.refused = (again.finish(timeout=600), again.seen)
+    story.refused = (again.finish(timeout=900), again.seen)
     resumed = CliRun(args + ["--resume"], tmp)
-    story.resumed = (resumed.finish(timeout=600), resumed.seen)
+    story.resumed = (resumed.finish(timeout=1800), resumed.seen)
     return story

@@ -1,9 +1,10 @@
-"""Ctrl-C on a real CLI sweep, at each moment a user may press it: while trial 1's workers start, mid-epoch,
-and in the gap between two trials. Each time the sweep stops cleanly, is recorded as interrupted (never
-as finished: parent not FINISHED, no best/*, no trial closed FINISHED before its end), its last line is the
-`--resume` command, and it exits 130. The same sweep is interrupted at each moment in turn, resumed each
-time, and the last `--resume` finishes it with the same winner as the session's reference sweep of the
-same command (`crashed_smoke_sweep`, which crashed and resumed but was never interrupted)."""
+"""Ctrl-C on a real CLI sweep, at each moment a user may press it: while trial 1's workers start,
+mid-epoch, in the gap between two trials, and while the final report is written. Each time the sweep
+stops cleanly, is recorded as interrupted (never as finished: parent not FINISHED, no best/*, no trial
+closed FINISHED before its end), its last line is the `--resume` command, and it exits 130. The same
+sweep is interrupted at each moment in turn and resumed each time; the last `--resume` finishes it with
+the same winner as the session's reference sweep of the same command (`crashed_smoke_sweep`, which
+crashed and resumed but was never interrupted)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def _interrupt(story: CrashStory, args: list[str], cwd, after: str, resume: bool
     try:
         run.wait_for(after, timeout=900)
         os.kill(run.proc.pid, signal.SIGINT)
-        code = run.finish(timeout=600)
+        code = run.finish(timeout=900)
     finally:
         run.kill()
     output = "\n".join(run.seen[-40:])
@@ -95,9 +96,17 @@ def test_ctrl_c_at_any_moment_is_recorded_as_interrupted_and_resume_finishes_it(
     assert sum(c.info.status == "FINISHED" for c in children.values()) == 1, children
     assert all(c.info.status == "KILLED" for c in children.values() if c.info.status != "FINISHED"), children
 
-    # The last --resume finishes it: exit 0, parent FINISHED with best/*, every trial FINISHED, the same winner.
+    # (d) while the final report is written: after the `best:` line, before the model and the closing line.
+    lines = _interrupt(story, args, tmp_path, "best: ", resume=True)
+    everything += lines
+    rest = _after(lines, "best: ")
+    assert not any(line.startswith("model: ") or "compare them in MLflow" in line for line in rest), "too late"
+    children = _judge_interrupted(story, everything)
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children.values()), children
+
+    # The last --resume (every trial ended in earlier invocations) finishes it: exit 0, parent FINISHED with best/*, every trial FINISHED, the same winner.
     resumed = CliRun(args + ["--resume"], tmp_path)
-    code = resumed.finish(timeout=900)
+    code = resumed.finish(timeout=1800)
     assert code == 0, "\n".join(resumed.seen[-30:])
     (parent,), children = story.runs()
     assert parent.info.status == "FINISHED" and "best/val/mean_accuracy" in parent.data.metrics
