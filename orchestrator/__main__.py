@@ -138,10 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        from orchestrator import signals
+    except KeyboardInterrupt:  # at any moment of a sweep: start-up, a second Ctrl-C, the final report
+        from orchestrator import accounting, signals
 
-        print("interrupted: continue later with the same command and --resume", file=sys.stderr)
+        accounting.abort()  # the parent KILLED and the state `interrupted`, if the sweep got that far
+        sys.stdout.flush()
+        print(accounting.last_line(), file=sys.stderr, flush=True)
         return signals.exit_status()
 
 

@@ -68,15 +68,20 @@ def _unreadable_checkpoint(tracking: Tracking, run_id: str, checkpoint_path: str
 
 
 def results_table(results: tune.ResultGrid, metric: str, mode: str, describe, extra: list[str] = (),
-                  columns: tuple[str, ...] = (), saved: dict[str, str] | None = None) -> pd.DataFrame:
-    """One row per trial, best first, with the sweep's metric and the other headline numbers it reported."""
+                  columns: tuple[str, ...] = (), status_of=None) -> pd.DataFrame:
+    """One row per trial, best first, with the sweep's metric and the other headline numbers it reported.
+    `status_of(trial_id)` says each trial's status (done, failed, unfinished) from the sweep's own records
+    (accounting.TrialLedger.status); without it the grid's status is shown."""
     rows = []
-    statuses = trial_statuses(results, saved)
+    statuses = trial_statuses(results)
     for index, result in enumerate(results):
         metrics = result.metrics or {}
         trial_id, status = statuses[index] if index < len(statuses) else (metrics.get("trial_id", ""), "")
-        shown = "failed" if result.error or status == "ERROR" else "done" if status in ("TERMINATED", "") else "unfinished"
-        row = {"trial": metrics.get("trial_id", trial_id), "config": describe(result.config or {}),
+        if status_of is not None:
+            shown = status_of(trial_id)
+        else:
+            shown = "failed" if result.error or status == "ERROR" else "done" if status in ("TERMINATED", "") else "unfinished"
+        row = {"trial": trial_id or metrics.get("trial_id", ""), "config": describe(result.config or {}),
                "status": shown, "epochs": metrics.get("epoch", 0), metric: metrics.get(metric, np.nan)}
         row.update({c: metrics[c] for c in [*extra, *columns, *COLUMNS] if c != metric and c in metrics})
         rows.append(row)
@@ -88,39 +93,40 @@ def results_table(results: tune.ResultGrid, metric: str, mode: str, describe, ex
     return table.rename(columns={"train/images_per_sec": "img/s"})
 
 
-def trial_statuses(results: tune.ResultGrid, saved: dict[str, str] | None = None) -> list[tuple[str, str]]:
-    """(trial id, status) of each result, in the grid's order: as Tune saved it for --resume when `saved`
-    is given (an interrupted trial is PENDING, RUNNING or PAUSED there), else as the grid has it. Ray 2.60
-    keeps the trials on the grid's experiment analysis."""
+def trial_statuses(results: tune.ResultGrid) -> list[tuple[str, str]]:
+    """(trial id, status) of each result, in the grid's order, as the grid has it (an interrupted trial is
+    TERMINATED there too). Ray 2.60 keeps the trials on the grid's experiment analysis."""
     analysis = getattr(results, "_experiment_analysis", None)
-    return [(t.trial_id, (saved or {}).get(t.trial_id, str(t.status))) for t in getattr(analysis, "trials", [])]
+    return [(t.trial_id, str(t.status)) for t in getattr(analysis, "trials", [])]
 
 
 def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking, parent_id: str,
                  baseline: dict | None, describe, started: float, child_run=lambda trial_id: None,
-                 interrupted: bool = False, saved: dict[str, str] | None = None, closing_later: bool = False) -> dict:
-    """Print the table, log `best/*` (and which child run is best) to the parent run, and close it. An
-    interrupted sweep logs no `best/*`: its parent and its unfinished trials' runs are KILLED. The closing
-    line (the link to the runs) is `summary["closing"]`; with `closing_later` the caller prints it last."""
-    table = results_table(results, sweep.metric, sweep.mode, describe, sweep.report, task.report_columns, saved)
+                 interrupted: bool = False, status_of=None, total: int | None = None,
+                 closing_later: bool = False) -> dict:
+    """Print the table and log the sweep's files to the parent run. An interrupted sweep logs no `best/*`:
+    its parent and its unfinished trials' runs are KILLED. A finished one gets `best/*` (and which child
+    run is best) and is closed FINISHED, here, or with `closing_later` by the caller's `close_sweep`, as
+    its very last step (after the model is logged), so that an interrupt during the report never leaves
+    a FINISHED parent with half a record; the closing line (the link to the runs) is then
+    `summary["closing"]`, for the caller to print last."""
+    table = results_table(results, sweep.metric, sweep.mode, describe, sweep.report, task.report_columns, status_of)
     failed = int((table["status"] == "failed").sum()) if not table.empty else 0
     print("\n" + (table.to_string(index=False, float_format=lambda v: f"{v:.4f}") if not table.empty else "no trials ran"))
     summary: dict = {"trials": len(table), "failed": failed, "baseline": baseline}
     if interrupted:
-        return interrupted_sweep(tracking, parent_id, table, started, child_run, summary)
+        return interrupted_sweep(tracking, parent_id, table, started, child_run, summary, total)
     try:
         best = results.get_best_result(metric=sweep.metric, mode=sweep.mode, scope="last")
     except RuntimeError:
         best = None
     if best is not None and best.metrics and sweep.metric in best.metrics:
-        best_metrics = {f"best/{k}": v for k, v in best.metrics.items() if is_metric(k, v)}
         tags = {"best_trial": describe(best.config)}
         best_run = child_run(best.metrics.get("trial_id", ""))
         if best_run:
             tags["best_run_id"] = best_run
-        tracking.log(parent_id, metrics=best_metrics, tags=tags)
         summary.update(best=describe(best.config), best_value=best.metrics[sweep.metric], best_run_id=best_run,
-                       best_metrics=best.metrics)
+                       best_metrics=best.metrics, best_tags=tags)
         against = "".join(f"  ({k} {v:.4f})" for k, v in (baseline or {}).items())
         print(f"\nbest: {summary['best']}  {sweep.metric} {summary['best_value']:.4f}{against}")
     leaderboard = None
@@ -129,13 +135,23 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
         leaderboard = lambda folder: task.leaderboard(rows, folder)  # noqa: E731
     log_sweep_files(tracking, parent_id, table, leaderboard)
     tracking.log(parent_id, metrics={"sweep/minutes": (time.time() - started) / 60, "sweep/failed_trials": failed})
-    tracking.set_terminated(parent_id, status="FAILED" if failed == len(table) else "FINISHED")
     experiment = tracking.experiment_of(parent_id)
     summary["closing"] = (f"{len(table)} trials in {(time.time() - started) / 60:.1f} min; compare them in MLflow: "
                           f"{tracking.runs_url(experiment)}")
     if not closing_later:
+        close_sweep(tracking, parent_id, summary)
         print(summary["closing"], flush=True)
     return summary
+
+
+def close_sweep(tracking: Tracking, parent_id: str, summary: dict) -> None:
+    """The last records of a finished sweep: `best/*` with the best trial's tags in one batch, then the
+    parent FINISHED (FAILED when every trial failed)."""
+    if summary.get("best_metrics") is not None:
+        best_metrics = {f"best/{k}": v for k, v in summary["best_metrics"].items() if is_metric(k, v)}
+        tracking.log(parent_id, metrics=best_metrics, tags=summary.get("best_tags"))
+    failed, trials = summary.get("failed", 0), summary.get("trials", 0)
+    tracking.set_terminated(parent_id, status="FAILED" if failed == trials else "FINISHED")
 
 
 def log_sweep_files(tracking: Tracking, parent_id: str, table: pd.DataFrame, leaderboard=None) -> None:
@@ -147,9 +163,10 @@ def log_sweep_files(tracking: Tracking, parent_id: str, table: pd.DataFrame, lea
 
 
 def interrupted_sweep(tracking: Tracking, parent_id: str, table: pd.DataFrame, started: float, child_run,
-                      summary: dict) -> dict:
+                      summary: dict, total: int | None = None) -> dict:
     """Close an interrupted sweep: the table of what ran, every unfinished trial's run KILLED, the parent
-    KILLED, and no best/* (a partial sweep has no winner)."""
+    KILLED, and no best/* (a partial sweep has no winner). `total`: the trials the search produces (some
+    may not have been created yet)."""
     unfinished = table.loc[table["status"] == "unfinished", "trial"].tolist() if not table.empty else []
     for trial_id in unfinished:
         run_id = child_run(trial_id)
@@ -158,6 +175,7 @@ def interrupted_sweep(tracking: Tracking, parent_id: str, table: pd.DataFrame, s
     log_sweep_files(tracking, parent_id, table)
     tracking.log(parent_id, metrics={"sweep/minutes": (time.time() - started) / 60})
     tracking.set_terminated(parent_id, status="KILLED")
-    print(f"{len(table) - len(unfinished)} of {len(table)} trials finished in {(time.time() - started) / 60:.1f} min "
-          "before the sweep was interrupted; nothing is lost, and MLflow marks the sweep and its unfinished trials KILLED.")
+    ended = len(table) - len(unfinished)
+    print(f"{ended} of {max(total or 0, len(table))} trials ended in {(time.time() - started) / 60:.1f} min before the "
+          "sweep was interrupted; nothing is lost, and MLflow marks the sweep and its unfinished trials KILLED.")
     return {**summary, "unfinished": len(unfinished)}

@@ -1,26 +1,23 @@
 """Ctrl-C and SIGTERM for a sweep: the first stops it cleanly, a second stops it at once.
 
-Tune catches the first SIGINT itself: it stops the trials, saves its state and `fit()` returns
-normally, with unfinished trials in its ResultGrid (see sweep.py, which tells that from a finished
-sweep). SIGTERM (what `kill`, a scheduler or `ray job stop` sends) is turned into that same SIGINT,
-so it stops as cleanly. Tune restores Python's own handler after the first SIGINT, so a second one
-raises KeyboardInterrupt at once. The exit status says which signal came first: 130 or 143.
+Tune catches the first SIGINT itself while `fit()` runs: it stops the trials, saves its state and
+`fit()` returns normally (whether the sweep finished is then decided from our own records, see
+accounting.py). SIGTERM (what `kill`, a scheduler or `ray job stop` sends) is turned into that same
+SIGINT, so it stops as cleanly. Outside `fit()` (start-up, preflight, the final report) our own
+handler raises KeyboardInterrupt. Tune puts back the handler it found (ours) after the first SIGINT,
+so a second one raises KeyboardInterrupt at once.
 
-Tune's ResultGrid shows an interrupted trial as terminated, so the interrupt is told from Tune's
-signal handling itself (`interrupted`), whichever signal caused it.
+The exit status says which signal came first: 130 or 143. Our handlers note it; while Tune's SIGINT
+handler is installed, `watch_tune_stop` wraps it so that the first signal is noted there too.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import signal
 import threading
 
 EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _first: list[int] = []
-_tune_stopped = threading.Event()
-TUNE_STOP_LINE = "Stop signal received"  # what Tune 2.60 logs (ray.tune.tune) when it starts its clean stop
 
 
 def first_signal() -> int | None:
@@ -38,7 +35,7 @@ def _record(signum: int) -> None:
 
 def _on_sigterm(signum, frame) -> None:
     _record(signum)
-    os.kill(os.getpid(), signal.SIGINT)  # Tune's own clean stop (or KeyboardInterrupt outside fit)
+    signal.raise_signal(signal.SIGINT)  # Tune's own clean stop (or KeyboardInterrupt outside fit)
 
 
 def _on_sigint(signum, frame) -> None:
@@ -46,33 +43,49 @@ def _on_sigint(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-class _TuneStopWatcher(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        if TUNE_STOP_LINE in record.getMessage():
-            _tune_stopped.set()
-        return True
+class _Noting:
+    """Another handler (Tune's), called after the signal is noted."""
+
+    def __init__(self, handler):
+        self.handler = handler
+
+    def __call__(self, signum, frame):
+        _record(signum)
+        if callable(self.handler):
+            return self.handler(signum, frame)
+        if self.handler == signal.SIG_DFL:
+            raise KeyboardInterrupt
+        return None  # SIG_IGN
 
 
-def interrupted() -> bool:
-    """Whether the sweep's `fit()` returned because it was stopped by a signal. Tune installs its SIGINT
-    handler for the run, and puts back the one it found (ours) only when that handler fires; after a run
-    that nothing stopped, its own is still installed."""
-    if _tune_stopped.is_set():
-        return True
-    tune_handles_sigint = not int(os.getenv("TUNE_DISABLE_SIGINT_HANDLER", "0") or 0)
-    on_main = threading.current_thread() is threading.main_thread()
-    return tune_handles_sigint and on_main and signal.getsignal(signal.SIGINT) is _on_sigint
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def install() -> None:
-    """Called once in the driver, before the sweep starts; the handlers are a no-op off the main thread."""
+    """Called once in the driver, before the sweep's start-up; a no-op off the main thread."""
     _first.clear()
-    _tune_stopped.clear()
-    tune_log = logging.getLogger("ray.tune.tune")
-    if not any(isinstance(f, _TuneStopWatcher) for f in tune_log.filters):
-        tune_log.addFilter(_TuneStopWatcher())
-    if threading.current_thread() is not threading.main_thread():
+    if not _on_main_thread():
         return
     signal.signal(signal.SIGTERM, _on_sigterm)
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _on_sigint) or isinstance(
+            signal.getsignal(signal.SIGINT), _Noting):
         signal.signal(signal.SIGINT, _on_sigint)  # Tune saves this one and restores it after its own
+
+
+def watch_tune_stop() -> None:
+    """Called from inside `fit()` (a callback's setup), once Tune has installed its SIGINT handler: wrap
+    it so that a first SIGINT is noted before Tune starts its clean stop. Tune still restores ours."""
+    if not _on_main_thread():
+        return
+    current = signal.getsignal(signal.SIGINT)
+    if current is _on_sigint or isinstance(current, _Noting) or current is None:
+        return
+    signal.signal(signal.SIGINT, _Noting(current))
+
+
+def take_back() -> None:
+    """After `fit()`: our handler again (Tune leaves its own installed when no signal came), so a Ctrl-C
+    while the final report is written raises KeyboardInterrupt and the sweep is recorded as interrupted."""
+    if _on_main_thread():
+        signal.signal(signal.SIGINT, _on_sigint)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from orchestrator import cluster, report, signals, state, store_outage
+from orchestrator import accounting, cluster, report, signals, state, store_outage
 from orchestrator.runners import train_driver_fn
 from orchestrator.preflight import Preflight
 from orchestrator.space import count_trials, describe, grid_note, max_epochs, search_algorithm, varying_keys
@@ -77,6 +77,7 @@ def trial_params(config: dict) -> dict:
 
 def run_sweep(opts: SweepOptions) -> dict:
     started = time.time()
+    signals.install()  # from the start: a Ctrl-C or SIGTERM in the start-up is an interrupt too (see accounting.abort)
     controller_log = logging.getLogger("ray.tune.execution.tune_controller")
     if not any(isinstance(f, OneLineUserErrors) for f in controller_log.filters):
         controller_log.addFilter(OneLineUserErrors())
@@ -100,6 +101,7 @@ def run_sweep(opts: SweepOptions) -> dict:
         run_name=run.name, tags={"sweep": sweep.name, "smoke": str(opts.smoke)},
     )[0]
     run.save(parent_run_id=parent_id, status="running")
+    accounting.opened(tracking, run, parent_id)
     dataset = dataset_record(data)
     if not opts.resume:  # an input is logged once per run
         tracking.log_dataset(parent_id, dataset)
@@ -125,7 +127,6 @@ def run_sweep(opts: SweepOptions) -> dict:
                              storage=run.path),
         {"CPU": cluster.DRIVER_CPUS},
     )
-    signals.install()
     store_outage.install(redact(run.path))  # Ray's tracebacks of failed state saves become one line
     # From here on a tracking server that goes away costs no record: they are kept in the storage (spool.py).
     trial_files = functools.partial(report.log_trial_files, tracking, task, storage=run.path)
@@ -133,7 +134,9 @@ def run_sweep(opts: SweepOptions) -> dict:
     recorder = MlflowTrialCallback(tracking, experiment_id, parent_id, run.path, name_of, params_of=trial_params,
                                    on_finish=trial_files,
                                    dataset=dataset)
+    ledger = accounting.TrialLedger(total)  # which trials ended for good: decides whether the sweep finished
     callbacks = [  # record in MLflow first, then announce: a line on screen means it is stored
+        ledger,
         MaxFailures(opts.max_failures),
         recorder,
         ProgressPrinter(sweep.metric, sweep.mode, total, epochs, name_of),
@@ -172,55 +175,43 @@ def run_sweep(opts: SweepOptions) -> dict:
     try:
         results = tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once; Tune's saved state still resumes
-        mark_interrupted(tracking, run, parent_id)
+        accounting.abort()
         raise
     except BaseException:
         if not recorder.run_ids:  # failed before any trial started: nothing to resume, nothing to block
             tracking.set_terminated(parent_id, status="FAILED")
             run.save(status=state.FAILED_START)
+            accounting.finished()
         raise
-    # Tune returns normally from an interrupt (Ctrl-C, SIGTERM): tell it from a finished sweep.
-    interrupted = signals.interrupted() or results.num_terminated + results.num_errors < len(results)
+    signals.take_back()  # a Ctrl-C during the report below is an interrupt too
+    # Tune returns normally from an interrupt (Ctrl-C, SIGTERM) at any moment: finished only when our own
+    # records account for every trial the search produces.
+    interrupted = not ledger.complete()
     child_run = recorder.child_run
-    summary = report.finish_sweep(results, sweep, task, tracking, parent_id, data.baseline, name_of, started,
-                                  child_run=child_run, interrupted=interrupted,
-                                  saved=saved_statuses(run.path) if interrupted else None, closing_later=True)
-    if interrupted:
-        run.save(status="interrupted")
-        print(f"interrupted: continue this sweep with the same command and --resume "
-              f"(storage {redact(run.path)})", flush=True)
-    else:
-        run.save(status="finished")
-        from orchestrator.export import log_best_model  # the results are stored: a failure here loses nothing
+    try:
+        summary = report.finish_sweep(results, sweep, task, tracking, parent_id, data.baseline, name_of, started,
+                                      child_run=child_run, interrupted=interrupted, status_of=ledger.status,
+                                      total=total, closing_later=True)
+        if interrupted:
+            run.save(status="interrupted")
+            accounting.finished()
+            print(accounting.last_line(), flush=True)
+        else:
+            from orchestrator.export import log_best_model  # the results are stored: a failure here loses nothing
 
-        log_best_model(tracking, parent_id, summary, task, sweep.metric, sweep.mode, completed=True)
-        print(summary["closing"], flush=True)  # the last line: where to look at the runs
-        from orchestrator.commands.sync import sync_command
+            log_best_model(tracking, parent_id, summary, task, sweep.metric, sweep.mode, completed=True)
+            report.close_sweep(tracking, parent_id, summary)  # best/* and FINISHED: the very last records
+            run.save(status="finished")
+            accounting.finished()
+            print(summary["closing"], flush=True)  # the last line: where to look at the runs
+            from orchestrator.commands.sync import sync_command
 
-        summary["unrecorded"] = tracking.outbox.finish(sync_command(opts, run, tracking))
-        if summary["unrecorded"]:  # the server is still down: the one line that says how to finish the record
-            print(summary["unrecorded"], flush=True)
+            summary["unrecorded"] = tracking.outbox.finish(sync_command(opts, run, tracking))
+            if summary["unrecorded"]:  # the server is still down: the one line that says how to finish the record
+                print(summary["unrecorded"], flush=True)
+    except KeyboardInterrupt:  # during the report: recorded as interrupted; a --resume writes it again
+        accounting.abort()
+        raise
     summary.update(fit_started=fit_started, results=results, parent_run_id=parent_id, storage=run.path,
                    interrupted=interrupted, data_root=data.root)
     return summary
-
-
-def saved_statuses(path: str) -> dict[str, str]:
-    """Each trial's status as Tune saved it for --resume (its in-memory grid calls an interrupted trial
-    terminated); {} when the state cannot be read."""
-    from ray.tune import ExperimentAnalysis
-
-    try:
-        fs_path, filesystem = storage_fs.ray_storage(path)
-        return {t.trial_id: str(t.status) for t in ExperimentAnalysis(fs_path, storage_filesystem=filesystem).trials}
-    except Exception:  # an unreadable state only costs the statuses shown; resume reads it again itself
-        return {}
-
-
-def mark_interrupted(tracking, run, parent_id: str) -> None:
-    """A sweep stopped before its end: the parent run KILLED, never FINISHED; the state says so."""
-    try:
-        tracking.client.set_terminated(parent_id, status="KILLED")
-        run.save(status="interrupted")
-    except Exception:  # stopping at once must not wait on, or fail with, the store
-        pass

@@ -1,9 +1,13 @@
-"""The CLI run the way crashes happen, shared by the fault-tolerance and sweep tests (see conftest).
+"""The CLI run the way crashes happen, shared by the fault-tolerance, sweep and interrupt tests (see conftest).
 
 `sweep celeba_backbones --smoke` runs in its own process group (its own local Ray). A DDP worker is
-SIGKILLed in the first trial's first epoch (Tune retries the trial from its checkpoint); the driver
-is SIGKILLed once that trial has finished; the same command is run again (it must refuse), then with
-`--resume`. What each step left behind is kept for the tests to judge.
+SIGKILLed in the first trial's second epoch, once its epoch-1 checkpoint is reported (Tune retries the
+trial from it); the driver is SIGKILLed once that trial has finished; the same command is run again
+(it must refuse), then with `--resume`. What each step left behind is kept for the tests to judge.
+
+On a fast machine trial 1 may end before the kill lands: the story sees its `done` line before any
+`RETRY`, and starts over in a fresh folder with four times the images per epoch. `story.args` are the
+arguments the story ended with, for tests that compare another run of the same command with it.
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ class CliRun:
         self.lines.put(None)
 
     def wait_for(self, text: str, timeout: float) -> str:
+        return self.wait_for_any([text], timeout)[1]
+
+    def wait_for_any(self, texts: list[str], timeout: float) -> tuple[str, str]:
+        """(the first of `texts` to appear in a line, that line)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
@@ -51,19 +59,24 @@ class CliRun:
             if line is None:
                 break
             self.seen.append(line)
-            if text in line:
-                return line
-        raise AssertionError(f"never saw {text!r}; output:\n" + "\n".join(self.seen[-40:]))
+            for text in texts:
+                if text in line:
+                    return text, line
+        raise AssertionError(f"never saw any of {texts!r}; output:\n" + "\n".join(self.seen[-40:]))
 
     def finish(self, timeout: float) -> int:
         try:
             code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            code = None
         finally:
             self.kill()
         while not self.lines.empty():
             line = self.lines.get()
             if line is not None:
                 self.seen.append(line)
+        if code is None:
+            raise AssertionError(f"still running after {timeout:.0f} s; output:\n" + "\n".join(self.seen[-40:]))
         return code
 
     def kill(self):
@@ -74,17 +87,24 @@ class CliRun:
             pass
         self.proc.wait(timeout=60)
 
-    def kill_one_train_worker(self) -> None:
+    def kill_one_train_worker(self) -> bool:
+        """SIGKILL one DDP worker of the sweep; False when there is none (its trial already ended)."""
         workers = subprocess.run(["pgrep", "-s", str(self.proc.pid), "-f", "ray::RayTrainWorker"],
                                  capture_output=True, text=True).stdout.split()
-        assert workers, "no RayTrainWorker process found in the sweep's session"
-        os.kill(int(workers[0]), signal.SIGKILL)
+        for pid in workers:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+                return True
+            except ProcessLookupError:
+                continue
+        return False
 
 
 @dataclass
 class CrashStory:
     uri: str
     storage: Path
+    args: list = field(default_factory=list)     # the sweep command's arguments, without --storage/--tracking-uri
     before: list = field(default_factory=list)  # the child runs (mlflow Run) right after the driver died
     refused: tuple[int, list[str]] = (0, [])    # exit code and output of the plain re-run
     resumed: tuple[int, list[str]] = (0, [])    # exit code and output of the --resume run
@@ -101,21 +121,39 @@ class CrashStory:
                 [r for r in runs if "mlflow.parentRunId" in r.data.tags])
 
 
+def smoke_args(images: int = 480) -> list[str]:
+    """The smoke sweep the story runs: one trial at a time on any machine, so that its order is the same."""
+    return ["sweep", SWEEP, "--smoke", "--set", f"data.max_train_images={images}", "--max-failures", "1",
+            "--max-concurrent", "1"]
+
+
 def crash_and_resume(tmp: Path) -> CrashStory:
-    story = CrashStory(uri=f"sqlite:///{tmp}/mlflow.db", storage=tmp / "runs")
-    args = ["sweep", SWEEP, "--smoke", "--storage", str(story.storage), "--tracking-uri", story.uri,
-            "--set", "data.max_train_images=480", "--max-failures", "1"]
+    for images in (480, 1920, 7680):
+        story = _crash_and_resume(tmp / f"images-{images}", smoke_args(images))
+        if story is not None:
+            return story
+    raise AssertionError("trial 1 ended before a worker could be killed, even with 7680 images an epoch")
+
+
+def _crash_and_resume(tmp: Path, args: list[str]) -> CrashStory | None:
+    """The story, or None when the worker kill came too late (trial 1 had already ended)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    story = CrashStory(uri=f"sqlite:///{tmp}/mlflow.db", storage=tmp / "runs", args=args)
+    args = [*args, "--storage", str(story.storage), "--tracking-uri", story.uri]
     first = CliRun(args, tmp)
     try:
-        first.wait_for("epoch 1/2", timeout=600)
-        first.kill_one_train_worker()
-        first.wait_for("RETRY", timeout=300)
-        first.wait_for("done   trial 1/2", timeout=600)
+        first.wait_for("epoch 1/2", timeout=900)  # trial 1's first epoch is reported, with its checkpoint
+        if not first.kill_one_train_worker():
+            return None
+        seen, _ = first.wait_for_any(["RETRY  trial 1/2", "done   trial 1/2"], timeout=900)
+        if seen.startswith("done"):  # trial 1 had ended: the kill hit nothing of it, or trial 2's start
+            return None
+        first.wait_for("done   trial 1/2", timeout=900)
     finally:
         first.kill()
     story.before = story.runs()[1]
     again = CliRun(args, tmp)
-    story.refused = (again.finish(timeout=600), again.seen)
+    story.refused = (again.finish(timeout=900), again.seen)
     resumed = CliRun(args + ["--resume"], tmp)
-    story.resumed = (resumed.finish(timeout=600), resumed.seen)
+    story.resumed = (resumed.finish(timeout=1800), resumed.seen)
     return story

