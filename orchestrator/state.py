@@ -78,7 +78,10 @@ def write_text(location: str, text: str) -> None:
 def check_writable(storage: str) -> str:
     """Create the storage folder and write-then-delete a probe file; returns the absolute location."""
     root = storage_root(storage)
-    fs, path = _fs(root)
+    try:
+        fs, path = _fs(root)
+    except UserError as err:  # the URI's own fault (credentials in it, an unknown scheme): name the flag
+        raise UserError(f"--storage {err}") from None
     probe = f"{path}/.write-test-{uuid.uuid4().hex[:8]}"
     try:
         fs.create_dir(path, recursive=True)
