@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from orchestrator import accounting, cluster, report, signals, state, store_outage
+from orchestrator import accounting, cluster, report, rungs, signals, state, store_outage
 from orchestrator.runners import train_driver_fn
 from orchestrator.preflight import Preflight
 from orchestrator.space import count_trials, describe, grid_note, max_epochs, search_algorithm, varying_keys
@@ -149,7 +149,8 @@ def run_sweep(opts: SweepOptions) -> dict:
         # The restored run config is the pickled one: this invocation's callbacks (today's MLflow store),
         # --max-failures and --max-concurrent apply instead. Ray 2.60 keeps both configs on its TunerInternal.
         local = tuner._local_tuner
-        local._run_config.callbacks = callbacks
+        # ASHA's rungs come back from the callbacks' saved state (rungs.py): the same list as the first run's.
+        local._run_config.callbacks = callbacks + rungs.keeper_for(local._tune_config.scheduler)
         local._run_config.failure_config = tune.FailureConfig(max_failures=opts.max_failures)
         local._tune_config.max_concurrent_trials = resources.max_concurrent
     else:
@@ -167,7 +168,7 @@ def run_sweep(opts: SweepOptions) -> dict:
             ),
             run_config=tune.RunConfig(
                 name=run.name, storage_path=storage_path, storage_filesystem=storage_filesystem,
-                callbacks=callbacks, verbose=0,
+                callbacks=callbacks + rungs.keeper_for(scheduler), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             ),
         )
