@@ -5,8 +5,14 @@ tests, and skipping of `gpu` tests where there is no CUDA device."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+# Every process the tests start (a CLI sweep, `ray start`, Ray's workers) imports this checkout's code,
+# whichever copy of the project pip installed in editable mode.
+ROOT = Path(__file__).resolve().parents[1]
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -65,7 +65,6 @@ def refusing_port(request):
 
 def _cli(args: list[str], cwd: Path) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     done = subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
     return done.returncode, done.stdout, done.stderr
