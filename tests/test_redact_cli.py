@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 SWEEP = "celeba_backbones"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _closed_port() -> int:
