@@ -11,7 +11,7 @@ themselves (`get_state`/`set_state`), so a resumed sweep counts the trials an ea
 end, consistently with what Tune restores (and a trial that starts again is no longer counted until
 it ends again).
 
-This module also closes an interrupted sweep (`abort`): parent run KILLED, state `interrupted`, and
+This module also closes an interrupted sweep (`abort`): parent run and running trials KILLED, state `interrupted`, and
 the last line the `--resume` command; it says so in one line when MLflow cannot be reached then.
 """
 
@@ -103,8 +103,8 @@ def finished() -> None:
 
 
 def abort() -> None:
-    """Record an interrupted sweep, whenever the interrupt came: the parent KILLED and the state
-    `interrupted`. Idempotent; it never raises. When MLflow or the storage cannot be reached it says
+    """Record an interrupted sweep, whenever the interrupt came: the parent and its running trials
+    KILLED and the state `interrupted`. Idempotent; it never raises. When MLflow or the storage cannot be reached it says
     so in one line (a `--resume` fixes the record); the exit status stays the signal's."""
     sweep = _open
     if sweep.closed or sweep.run is None:
@@ -118,11 +118,22 @@ def abort() -> None:
     if sweep.tracking is None or not sweep.parent_id:
         return
     try:
-        sweep.tracking.client.set_terminated(sweep.parent_id, status="KILLED")
+        client = sweep.tracking.client
+        for child in _running_children(client, sweep.parent_id):  # a trial stopped mid-way by a second Ctrl-C
+            client.set_terminated(child, status="KILLED")
+        client.set_terminated(sweep.parent_id, status="KILLED")
     except Exception as err:  # noqa: BLE001  stopping at once must not wait on, or fail with, the store
         print(f"warning: MLflow at {redact(sweep.tracking.uri)} could not be reached to mark parent run "
-              f"{sweep.parent_id} KILLED ({_first_line(err)}); it shows RUNNING until `--resume` fixes the record",
-              flush=True)
+              f"{sweep.parent_id} and its running trials KILLED ({_first_line(err)}); they show RUNNING until "
+              "`--resume` fixes the record", flush=True)
+
+
+def _running_children(client, parent_id: str) -> list[str]:
+    """The run ids of the parent's trials still RUNNING in MLflow."""
+    experiment = client.get_run(parent_id).info.experiment_id
+    found = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent_id}' "
+                                                           "and attributes.status = 'RUNNING'")
+    return [run.info.run_id for run in found]
 
 
 def last_line() -> str:

@@ -72,18 +72,24 @@ def test_an_interrupt_with_mlflow_away_says_so_in_one_line(tmp_path, capsys):
     assert json.loads((tmp_path / "s" / "orchestrator.json").read_text())["status"] == "interrupted"
 
 
-def test_an_interrupt_closes_the_parent_killed(tmp_path):
-    closed = []
-    run = SweepRun("s", str(tmp_path / "s"), parent_run_id="p1")
-    tracking = SimpleNamespace(uri="sqlite:///x.db",
-                               client=SimpleNamespace(set_terminated=lambda run_id, status: closed.append((run_id, status))))
-    accounting.opened(tracking, run, "p1")
+def test_an_interrupt_closes_the_parent_and_its_running_trials_killed(tmp_path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("s")
+    parent = client.create_run(experiment).info.run_id
+    running, done = (client.create_run(experiment, tags={"mlflow.parentRunId": parent}).info.run_id for _ in "ab")
+    client.set_terminated(done, status="FINISHED")
+    run = SweepRun("s", str(tmp_path / "s"), parent_run_id=parent)
+    tracking = SimpleNamespace(uri="sqlite:///x.db", client=client)
+    accounting.opened(tracking, run, parent)
     accounting.finished()
     accounting.abort()  # a closed sweep is left as it is
-    assert closed == []
-    accounting.opened(tracking, run, "p1")
+    assert client.get_run(parent).info.status == "RUNNING"
+    accounting.opened(tracking, run, parent)
     accounting.abort()
-    assert closed == [("p1", "KILLED")]
+    status = {run_id: client.get_run(run_id).info.status for run_id in (parent, running, done)}
+    assert status == {parent: "KILLED", running: "KILLED", done: "FINISHED"}
 
 
 def test_the_resume_command_is_this_command_with_resume_and_no_secret():

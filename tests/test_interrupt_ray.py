@@ -1,10 +1,10 @@
 """Ctrl-C on a real CLI sweep, at each moment a user may press it: while trial 1's workers start,
-mid-epoch, in the gap between two trials, and while the final report is written. Each time the sweep
-stops cleanly, is recorded as interrupted (never as finished: parent not FINISHED, no best/*, no trial
-closed FINISHED before its end), its last line is the `--resume` command, and it exits 130. The same
-sweep is interrupted at each moment in turn and resumed each time; the last `--resume` finishes it with
-the same winner as the session's reference sweep of the same command (`crashed_smoke_sweep`, which
-crashed and resumed but was never interrupted)."""
+mid-epoch, in the gap between two trials, and while the final report is written; and twice in a row,
+which stops it at once. Each time the sweep is recorded as interrupted (never as finished: parent not
+FINISHED, no best/*, no trial closed FINISHED before its end, none left RUNNING), its last line is the
+`--resume` command, and it exits 130. The same sweep is interrupted at each moment in turn and resumed
+each time; the last `--resume` finishes it with the same winner as the session's reference sweep of
+the same command (`crashed_smoke_sweep`, which crashed and resumed but was never interrupted)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import time
 
 import pytest
 
@@ -23,13 +24,16 @@ pytestmark = pytest.mark.ray
 EPOCHS = 2  # of each trial of the smoke sweep; ASHA's only rung below it is epoch 1 (grace period 1)
 
 
-def _interrupt(story: CrashStory, args: list[str], cwd, after: str, resume: bool) -> list[str]:
+def _interrupt(story: CrashStory, args: list[str], cwd, after: str, resume: bool, signals: int = 1) -> list[str]:
     """Run the sweep, send SIGINT to its driver (only, as a terminal's Ctrl-C reaches it; Ray's processes
-    block SIGINT) as soon as a line holding `after` is printed; return all its output lines."""
+    block SIGINT) as soon as a line holding `after` is printed, `signals` times a moment apart; return all
+    its output lines."""
     run = CliRun(args + (["--resume"] if resume else []), cwd)
     try:
         run.wait_for(after, timeout=900)
-        os.kill(run.proc.pid, signal.SIGINT)
+        for n in range(signals):
+            time.sleep(0.3 if n else 0)
+            os.kill(run.proc.pid, signal.SIGINT)
         code = run.finish(timeout=900)
     finally:
         run.kill()
@@ -95,6 +99,14 @@ def test_ctrl_c_at_any_moment_is_recorded_as_interrupted_and_resume_finishes_it(
     children = _judge_interrupted(story, everything)
     assert sum(c.info.status == "FINISHED" for c in children.values()) == 1, children
     assert all(c.info.status == "KILLED" for c in children.values() if c.info.status != "FINISHED"), children
+
+    # (e) a second Ctrl-C stops at once: two SIGINTs as trial 2 starts. The clean stop's summary never comes,
+    # and the sweep is still recorded as interrupted (trial 2's run KILLED), so the next --resume finishes it.
+    lines = _interrupt(story, args, tmp_path, "start  trial 2/2", resume=True, signals=2)
+    everything += lines
+    assert not any("before the sweep was interrupted" in line for line in lines), "the clean stop ran"
+    children = _judge_interrupted(story, everything)
+    assert sorted(c.info.status for c in children.values()) == ["FINISHED", "KILLED"], children
 
     # (d) while the final report is written: after the `best:` line, before the model and the closing line.
     lines = _interrupt(story, args, tmp_path, "best: ", resume=True)
