@@ -52,10 +52,19 @@ def test_s3_uri_takes_the_endpoint_from_the_environment_and_pickles_without_cred
     assert storage_fs.ray_storage("/tmp/runs") == ("/tmp/runs", None)
 
 
-def test_credentials_in_an_s3_uri_are_refused_without_showing_them():
+@pytest.mark.parametrize("uri", [f"s3://KEY:{SECRET_KEY}@bucket/runs",
+                                 f"s3://bucket/runs?access_key=KEY&secret_key={SECRET_KEY}&region=eu-west-1",
+                                 f"s3://bucket/runs?session_token={SECRET_KEY}"])
+def test_credentials_in_an_s3_uri_are_refused_without_showing_them(uri):
     with pytest.raises(UserError) as caught:
-        storage_fs.resolve(f"s3://KEY:{SECRET_KEY}@bucket/runs")
+        storage_fs.resolve(uri)
     assert SECRET_KEY not in str(caught.value) and "AWS_SECRET_ACCESS_KEY" in str(caught.value)
+    assert str(caught.value).startswith("s3://bucket/runs")
+
+
+def test_an_s3_uri_without_credentials_keeps_its_options():
+    assert storage_fs.without_credentials("s3://bucket/runs?region=eu-west-1&scheme=http") == \
+        "s3://bucket/runs?region=eu-west-1&scheme=http"
 
 
 def test_a_short_outage_is_ridden_out_by_the_retries(s3_server, bucket, outage, monkeypatch):

@@ -27,6 +27,7 @@ CONNECT_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 60.0
 _BASE_DELAY_S = 0.025  # the AWS SDK's default strategy waits 25 ms x 2**n before retry n (n >= 1)
 _USERINFO = re.compile(r"^(\w[\w+.-]*://)[^/@]*@")
+_CREDENTIAL_QUERY = {"access_key", "secret_key", "session_token"}  # pyarrow's S3 URI options that hold one
 
 
 def retry_budget_s() -> float:
@@ -65,13 +66,20 @@ def without_userinfo(uri: str) -> str:
     return _USERINFO.sub(r"\1", uri)
 
 
+def without_credentials(uri: str) -> str:
+    """`uri` without its user:password@ and without the query parameters pyarrow takes credentials from."""
+    base, mark, query = without_userinfo(uri).partition("?")
+    kept = [p for p in query.split("&") if p and p.split("=", 1)[0].lower() not in _CREDENTIAL_QUERY]
+    return base + (mark + "&".join(kept) if kept else "")
+
+
 def resolve(location: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path in it) of a local path or a pyarrow URI (s3://bucket/x, file:///data/x, gs://...)."""
     location = str(location)
     if "://" not in location:
         return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(location))
-    shown = without_userinfo(location)
-    if location.startswith("s3://") and shown != location:
+    shown = without_credentials(location)
+    if location.startswith("s3://") and shown != location.rstrip("?&"):
         raise UserError(f"{shown} was given with credentials in the URI: put them in AWS_ACCESS_KEY_ID and "
                         "AWS_SECRET_ACCESS_KEY instead (they reach every Ray worker from there)")
     try:
