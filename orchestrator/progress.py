@@ -28,24 +28,39 @@ class ProgressPrinter(tune.Callback):
     def _say(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.stream or sys.stdout, flush=True)
 
-    def _label(self, trial) -> str:
-        number = self.order.setdefault(trial.trial_id, len(self.order) + 1)
-        return f"trial {number}/{self.total} {self.describe(trial.config)}"
+    def _label(self, trial, trials=()) -> str:
+        """`trial N/total model`: N is the trial's place in the sweep (Tune's list, restored trials first in
+        their first run's order), the same in every invocation of a resumed sweep."""
+        if trial.trial_id not in self.order:
+            ids = [t.trial_id for t in trials]
+            self.order[trial.trial_id] = ids.index(trial.trial_id) + 1 if trial.trial_id in ids else len(self.order) + 1
+        return f"trial {self.order[trial.trial_id]}/{self.total} {self.describe(trial.config)}"
 
     def _better(self, value: float) -> bool:
         if self.best is None:
             return True
         return value > self.best[0] if self.mode == "max" else value < self.best[0]
 
+    def _recall_best(self, trials) -> None:
+        """On a resumed sweep's first event: the best of the trials that ended in earlier invocations."""
+        if self.best is not None or self.order:
+            return
+        for other in trials:
+            value = (other.last_result or {}).get(self.metric) if other.status == "TERMINATED" else None
+            if value is not None and self._better(value):
+                self.best = (value, self.describe(other.config))
+
     def on_trial_start(self, iteration, trials, trial, **info):
+        self._recall_best(trials)
         self.started[trial.trial_id] = time.time()
-        self._say(f"start  {self._label(trial)}")
+        self._say(f"start  {self._label(trial, trials)}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         value = result.get(self.metric)
         if value is None:
             return
-        label = self._label(trial)
+        self._recall_best(trials)
+        label = self._label(trial, trials)
         if self._better(value):
             self.best = (value, label.split(" ", 2)[2])
         best = f"best {self.best[0]:.4f} ({self.best[1]})" if self.best else ""
@@ -64,10 +79,10 @@ class ProgressPrinter(tune.Callback):
         how = "done" if epochs >= self.epochs else f"stopped early by ASHA after epoch {epochs}"
         value = result.get(self.metric)
         shown = f"{self.metric} {value:.4f}" if value is not None else "no result"
-        self._say(f"{'done':<6} {self._label(trial)}: {shown}, {how}, {seconds:.0f}s")
+        self._say(f"{'done':<6} {self._label(trial, trials)}: {shown}, {how}, {seconds:.0f}s")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self._say(f"RETRY  {self._label(trial)} from its last checkpoint: {error_line(trial)}")
+        self._say(f"RETRY  {self._label(trial, trials)} from its last checkpoint: {error_line(trial)}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._say(f"FAILED {self._label(trial)}: {error_line(trial)}")
+        self._say(f"FAILED {self._label(trial, trials)}: {error_line(trial)}")

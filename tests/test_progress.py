@@ -1,0 +1,29 @@
+"""The console's progress lines (orchestrator/progress.py): a trial keeps its number in the sweep, and the
+best so far includes the trials that ended before a `--resume`."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+from orchestrator.progress import ProgressPrinter
+
+
+def _trial(trial_id: str, model: str, status: str = "PENDING", value: float | None = None):
+    result = {"val/acc": value, "epoch": 2} if value is not None else {}
+    return SimpleNamespace(trial_id=trial_id, config={"model": model}, status=status, last_result=result)
+
+
+def test_a_resumed_sweep_numbers_each_trial_by_its_place_and_remembers_the_best():
+    out = io.StringIO()
+    printer = ProgressPrinter("val/acc", "max", 3, 2, lambda config: config["model"], stream=out)
+    first = _trial("a", "resnet18", "TERMINATED", 0.8)
+    second, third = _trial("b", "seresnet18", "RUNNING"), _trial("c", "densenet121")
+    trials = [first, second, third]
+    printer.on_trial_start(0, trials, second)
+    printer.on_trial_result(0, trials, second, {"val/acc": 0.7, "epoch": 1})
+    printer.on_trial_start(0, trials, third)
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("start  trial 2/3 seresnet18"), lines
+    assert "trial 2/3 seresnet18  epoch 1/2" in lines[1] and lines[1].endswith("best 0.8000 (resnet18)"), lines
+    assert lines[2].endswith("start  trial 3/3 densenet121"), lines
