@@ -90,6 +90,9 @@ class OptimConfig:
     epochs: int = bounded(3, at_least=1)
     batch_size: int = bounded(64, at_least=1)  # per worker
     grad_clip: float = bounded(0.0, at_least=0, note="0 disables")  # max gradient norm
+    # Steps between fetches of the losses from the device (each one a host sync), which is when a NaN or
+    # infinite loss is found; its report still names the exact examples before it (trainables/loop.py).
+    nan_check_every: int = bounded(50, at_least=1)
 
     def check_relations(self, prefix: str) -> None:
         # Equal is allowed: a smoke mode's one epoch meets a searched warmup of 1, and still runs.
