@@ -50,7 +50,8 @@ images/s over the first epoch's per-core figure. The last line is
 E, F, G: the first epoch's images per CPU second with 2 loader workers; H: the smallest later/first
 ratio of images per CPU second over the cases with loader workers (target: at least 5).
 
-Run it from the repository root (about 3 to 4 minutes on 2 cores; `--ceiling-only`, about 1.5):
+Run it from the repository root (about 5 minutes of CPU time on 2 cores, of which the ceiling takes about
+half a minute; `--ceiling-only` took 77 s wall under other users' load):
 
     python benchmarks/data_loader.py [--images 2400] [--batch 64] [--workers 0] [--passes 5] [--steps 8]
                                      [--ceiling-images 720] [--ceiling-later 2] [--ceiling-only]
