@@ -1,4 +1,5 @@
-"""Is each task's shard loader faster than the raw-file loader it replaced? All three tasks, side by side.
+"""Is each task's shard loader faster than the raw-file loader it replaced? All three tasks, side by side;
+then how fast the training loader alone can feed a GPU (the loader ceiling).
 
 For each task, on its own synthetic demo set (built by the task's demo builder into a temporary cache):
 
@@ -32,16 +33,31 @@ is printed beside the throughputs, to tell read cost from decode cost.
 `loader_vs_train` is the attributes shard loader's images/s over resnet18 training's (the fastest of
 `--steps` steps at 64 px, the same batch, AdamW, BCE on 40 outputs, torch threads = cores): above 1,
 the loader keeps up.
-The last line is
+Their summary line is
 
     attributes_shards_vs_files=A fairface_shards_vs_files=B recognition_shards_vs_files=C loader_vs_train=D
 
-Run it from the repository root (about 2 minutes on 2 cores):
+**The loader ceiling** (`loader_ceiling`) is what a GPU user needs: the attributes training loader alone
+(a CelebA-layout demo set of `--ceiling-images`, 178x218 JPEGs, hflip), its batches thrown away, at 64,
+128 and 224 px, with 0, 1 and 2 loader workers, one torch thread per process. Each case starts with a
+new loader and an empty decoded cache; it prints images/s and images per CPU second ("per core") of the
+first epoch, which decodes every image, and of the best later epoch, which the decoded cache (shared by
+the persistent loader workers) serves. Cores to keep a GPU fed on data larger than the cache: the GPU's
+images/s over the first epoch's per-core figure. The last line is
+
+    ceiling_img_s_per_core=64px:E/128px:F/224px:G later_vs_first_with_workers=H
+
+E, F, G: the first epoch's images per CPU second with 2 loader workers; H: the smallest later/first
+ratio of images per CPU second over the cases with loader workers (target: at least 5).
+
+Run it from the repository root (about 5 minutes of CPU time on 2 cores, of which the ceiling takes about
+half a minute; `--ceiling-only` took 77 s wall under other users' load):
 
     python benchmarks/data_loader.py [--images 2400] [--batch 64] [--workers 0] [--passes 5] [--steps 8]
+                                     [--ceiling-images 720] [--ceiling-later 2] [--ceiling-only]
 
 (the trials load in the training process unless data.loader_workers is set, which is the
-default `--workers 0`; in DataLoader worker processes the decoded images are not kept).
+default `--workers 0`).
 """
 
 from __future__ import annotations
@@ -202,20 +218,26 @@ def _children_cpu() -> float:
     return t.children_user + t.children_system
 
 
+def _cpu(it) -> float:
+    """CPU seconds of this process, its reaped children and the iterator's live loader workers."""
+    return time.process_time() + _children_cpu() + _worker_cpu(it)
+
+
 def images_per_second(loader) -> tuple[float, float]:
     """One full pass, timed from its first batch (so worker start-up is excluded): (images per
     wall-clock second, images per CPU second of this process and its loader workers). The second is
-    what a loaded, shared machine disturbs least; workers are reaped at the end of the pass, so
-    their CPU time then shows in this process's children's."""
+    what a loaded, shared machine disturbs least. A worker reaped within the pass moves its time from
+    the live workers' to this process's children's, so both are counted at both ends; persistent
+    workers stay live."""
     it = iter(loader)
     next(it)
-    cpu = time.process_time() + _children_cpu() - _worker_cpu(it)
+    cpu = _cpu(it)
     start, n = time.perf_counter(), 0
     for batch in it:
         n += len(batch[0])
     wall = time.perf_counter() - start
-    del it  # shuts the workers down, if the pass did not
-    cpu = time.process_time() + _children_cpu() - cpu
+    cpu = _cpu(it) - cpu
+    del it  # shuts non-persistent workers down, if the pass did not
     return n / wall, n / max(cpu, 1e-9)
 
 
@@ -277,6 +299,48 @@ def train_images_per_second(batch: torch.Tensor, outputs: int, threads: int, ste
     return len(batch) / best
 
 
+CEILING_SIZES = (64, 128, 224)
+CEILING_WORKERS = (0, 1, 2)
+
+
+def loader_ceiling(cache: Path, images: int, batch: int, later: int) -> tuple[dict[int, float], float]:
+    """The attributes training loader alone (CelebA layout, 178x218 JPEGs, hflip), nothing done with
+    its batches, at each size and loader worker count: the first epoch, which decodes every image, and
+    the best of `later` epochs after it, which take them from the decoded cache. Each case starts from a
+    fresh loader and an empty cache. Prints images/s and images per CPU second (this process and its
+    loader workers: "per core"). Returns ({size: first-epoch images per CPU second with the most loader
+    workers}, the smallest later/first ratio of images per CPU second over the cases with workers)."""
+    import dataclasses
+
+    from trainables.config import TrainConfig
+    from trainables.tasks import get_task
+
+    ceiling, ratios = {}, []
+    print(f"loader ceiling: the attributes training loader alone, {images} demo images, batch {batch}, "
+          f"first epoch and the best of {later} later ones, one torch thread per process", flush=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as DataLoader sets in its workers: per core means per decoding thread
+    for size in CEILING_SIZES:
+        cfg = TrainConfig.from_dict({"task": "attributes", "seed": SEED, "data.cache_dir": str(cache),
+                                     "data.image_size": size, "data.augment": ["hflip"],
+                                     "data.demo_images": images, "model.name": "resnet18"})
+        setup = get_task("attributes").build(cfg)
+        for workers in CEILING_WORKERS:
+            stream = dataclasses.replace(setup.train_loader)  # a new stream: a new loader, an empty cache
+            first = np.asarray(images_per_second(stream(0, 0, 1, batch, workers)))
+            best = np.max([images_per_second(stream(epoch, 0, 1, batch, workers))
+                           for epoch in range(1, later + 1)], axis=0)
+            ratio = best[1] / first[1]
+            if workers:
+                ratios.append(ratio)
+                ceiling[size] = first[1]
+            print(f"  {size:3d} px, {workers} loader workers: first epoch {first[0]:6.0f} img/s, {first[1]:6.0f} per core; "
+                  f"later {best[0]:6.0f} img/s, {best[1]:6.0f} per core; later/first per core {ratio:5.1f}", flush=True)
+            del stream  # its loader workers end with it
+    torch.set_num_threads(threads)
+    return ceiling, min(ratios)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2400,
@@ -288,6 +352,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="batch size of both loaders")
     parser.add_argument("--passes", type=int, default=5, help="passes per loader and task, alternating")
     parser.add_argument("--steps", type=int, default=8, help="timed resnet18 training steps (the fastest counts)")
+    parser.add_argument("--ceiling-images", type=int, default=720,
+                        help="demo images of the loader-ceiling case's CelebA set (about 5/6 are train)")
+    parser.add_argument("--ceiling-later", type=int, default=2, help="later epochs per loader-ceiling case")
+    parser.add_argument("--ceiling-only", action="store_true", help="only the loader-ceiling case")
     args = parser.parse_args()
 
     from trainables.config import TrainConfig
@@ -297,7 +365,7 @@ def main() -> None:
     ratios: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
         cache = Path(tmp)
-        for b in benches(args.images):
+        for b in ([] if args.ceiling_only else benches(args.images)):
             t = time.perf_counter()
             raw_root = b.demo(cache)
             built = time.perf_counter() - t
@@ -336,8 +404,12 @@ def main() -> None:
                 loader_vs_train = shard[0] / train
                 print(f"  resnet18 training: {train:.0f} images/s at {b.size} px, batch {args.batch}, "
                       f"{cores} threads: loader_vs_train={loader_vs_train:.3f}", flush=True)
-    print(" ".join(f"{task}_shards_vs_files={r:.3f}" for task, r in ratios.items())
-          + f" loader_vs_train={loader_vs_train:.3f}")
+        if ratios:
+            print(" ".join(f"{task}_shards_vs_files={r:.3f}" for task, r in ratios.items())
+                  + f" loader_vs_train={loader_vs_train:.3f}", flush=True)
+        ceiling, later_vs_first = loader_ceiling(cache, args.ceiling_images, args.batch, args.ceiling_later)
+    print("ceiling_img_s_per_core=" + "/".join(f"{size}px:{rate:.0f}" for size, rate in ceiling.items())
+          + f" later_vs_first_with_workers={later_vs_first:.1f}")
 
 
 if __name__ == "__main__":

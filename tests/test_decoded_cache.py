@@ -1,17 +1,21 @@
 """The one training loader keeps decoded images across epochs (decoding is nearly all of its cost): each
 image is decoded once, later epochs give the same pixels, the byte budget holds, and augmentation still
-runs on every epoch."""
+runs on every epoch. With loader worker processes too: they persist across epochs, share the cache, and
+give the batches one fresh DataLoader per epoch gave."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.data import DataLoader, get_worker_info
 
 from trainables.data import shards
+from trainables.data.decoded_cache import DecodedCache
 from trainables.data.demo.celeba import write_demo_celeba
 from trainables.data.loaders import TrainStream
 from trainables.data.prepare import prepare
-from trainables.data.shards import ShardSplit
+from trainables.data.shards import ShardDataset, ShardSplit
+from trainables.data.transforms import build_augment
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +60,11 @@ def test_the_budget_holds_and_the_rest_is_decoded_each_epoch(train_split, monkey
     real = shards.decode_shard_image
     monkeypatch.setattr(shards, "decode_shard_image", lambda *a, **k: calls.append(1) or real(*a, **k))
     stream = TrainStream(train_split, 32, ["Smiling"], None, seed=0, cache_mb=1)
-    stream._cache.max_bytes = 10 * one_image  # room for ten images
+    stream._cache = DecodedCache(10 * one_image, train_split.row_groups, 32)  # room for ten images
     for epoch in range(2):
         for _ in stream(epoch, 0, 1, 8, 0):
             pass
-    assert stream._cache.used == 10 * one_image and len(stream._cache.items) == 10
+    assert stream._cache.used == 10 * one_image and len(stream._cache) == 10
     assert len(calls) == 2 * train_split.num_rows - 10  # the second epoch decodes all but the ten
 
 
@@ -71,7 +75,56 @@ def test_augmentation_runs_every_epoch_on_the_cached_image(train_split, monkeypa
     assert len(flips) == 2 * (train_split.num_rows // 8 * 8) and len(calls) == train_split.num_rows
 
 
-def test_loader_worker_processes_get_no_cache(train_split, monkeypatch):
+def _count_decodes_per_worker(monkeypatch, workers):
+    """Decodes by loader worker (shared memory, so the counts of worker processes come back)."""
+    counts = torch.zeros(workers, dtype=torch.int64).share_memory_()
+    real = shards.decode_shard_image
+
+    def counted(*args, **kwargs):
+        counts[get_worker_info().id] += 1  # each process writes only its own element
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(shards, "decode_shard_image", counted)
+    return counts
+
+
+def test_loader_workers_persist_and_decode_each_image_once_over_epochs(train_split, monkeypatch):
+    counts = _count_decodes_per_worker(monkeypatch, 2)
     stream = TrainStream(train_split, 32, ["Smiling"], None, seed=0, cache_mb=64)
-    assert stream(0, 0, 1, 8, workers=2).dataset.cache is None
-    assert stream(0, 0, 1, 8, workers=0).dataset.cache is stream._cache
+    pids = []
+    for epoch in range(3):
+        loader = stream(epoch, 0, 1, 8, 2)
+        for _ in loader:
+            pass
+        pids.append(sorted(w.pid for w in loader._iterator._workers))
+        if epoch == 0:
+            first = int(counts.sum())
+    assert first == train_split.num_rows == len(stream._cache)  # both workers filled the one cache
+    assert int(counts.sum()) == first  # later epochs, dealt other rows, decoded none
+    assert pids[0] == pids[1] == pids[2] and stream(3, 0, 1, 8, 2) is loader  # the same processes each epoch
+
+
+def _one_loader_per_epoch(split, epoch, workers, augment):
+    """The training loader as it was before it persisted: a new DataLoader per epoch, no cache."""
+    dataset = ShardDataset(split, split.train_row_groups(0, 1, epoch, 0), 32, ["Smiling"], augment=augment,
+                           shuffle_seed=(0, epoch), limit=split.num_rows)
+    return DataLoader(dataset, batch_size=8, num_workers=workers, drop_last=True)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_persistent_loader_gives_the_batches_of_one_loader_per_epoch(train_split, workers):
+    augment = build_augment(["hflip", "cutout"], 32)  # random: the loader workers' seeding shows
+    stream = TrainStream(train_split, 32, ["Smiling"], augment, seed=0, cache_mb=64)
+    runs = []
+    for make in (lambda epoch: _one_loader_per_epoch(train_split, epoch, workers, augment),
+                 lambda epoch: stream(epoch, 0, 1, 8, workers)):
+        torch.manual_seed(0)
+        batches = [list(make(epoch)) for epoch in range(3)]
+        runs.append((batches, torch.rand(4)))  # the training process's own random stream after 3 epochs
+    (before, after_before), (now, after_now) = runs
+    assert torch.equal(after_before, after_now)
+    for epoch_before, epoch_now in zip(before, now):
+        assert len(epoch_before) == len(epoch_now) > 0
+        for (a, la), (b, lb) in zip(epoch_before, epoch_now):
+            assert torch.equal(a, b) and torch.equal(la, lb)
+    assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(before[0], before[1]))  # epochs differ

@@ -52,3 +52,52 @@ def test_a_nan_loss_fails_the_epoch_with_a_reason():
     optimizer, _ = build_optimizer(OptimConfig(), module, 4)
     with pytest.raises(DivergedError, match="nan"):
         train_one_epoch(module, _batches(), optimizer, pipe)
+
+
+class _NanAtStep(nn.Module):
+    """BCE, but the loss of step `bad` (counting from 0) is NaN; counts the steps it was asked for."""
+
+    def __init__(self, bad: int):
+        super().__init__()
+        self.bad, self.steps = bad, 0
+
+    def forward(self, logits, y):
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, y)
+        self.steps += 1
+        return loss * float("nan") if self.steps - 1 == self.bad else loss
+
+
+@pytest.mark.parametrize("bad", [0, 5, 9])
+def test_a_nan_loss_is_caught_within_n_steps_and_names_the_exact_examples_before_it(bad):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
+    pipe = InputPipe(torch.device("cpu"), (0.5,) * 3, (0.25,) * 3)
+    criterion = _NanAtStep(bad)
+    optimizer, _ = build_optimizer(OptimConfig(), TrainModule(model, criterion), 4)
+    data = _batches(n=16 * 12)  # 12 steps of 16
+    with pytest.raises(DivergedError) as err:
+        train_one_epoch(TrainModule(model, criterion), data, optimizer, pipe, nan_check_every=4)
+    assert f"loss became nan after {bad * 16} examples this epoch" in str(err.value)
+    assert "checked every 4 steps" in str(err.value)
+    assert bad < criterion.steps <= bad + 4  # found at the first check after it: fetched after step 1, 5, 9, ...
+
+
+def test_the_epoch_loss_is_the_sum_of_each_step_loss_times_its_batch():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
+    pipe = InputPipe(torch.device("cpu"), (0.5,) * 3, (0.25,) * 3)
+    losses = []
+
+    def criterion(logits, y):
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, y)
+        losses.append(loss.item())
+        return loss
+
+    module = TrainModule(model, criterion)
+    optimizer, _ = build_optimizer(OptimConfig(), module, 4)
+    data = _batches(n=16 * 7)[:-1] + [(_batches()[0][0][:5], _batches()[0][1][:5])]  # a short last batch
+    stats = train_one_epoch(module, data, optimizer, pipe, nan_check_every=3)
+    expected = 0.0
+    for loss, (_, y) in zip(losses, data):
+        expected += loss * len(y)  # as the loop once added loss.item() * batch after each step
+    assert stats.examples == 16 * 6 + 5 and stats.loss_sum == expected

@@ -28,6 +28,7 @@ OUT_OF_RANGE = [
     ("attributes", "optim.warmup_epochs", -1, "optim.warmup_epochs must be at least 0"),
     ("attributes", "optim.warmup_epochs", 4, "optim.warmup_epochs=4 must be at most optim.epochs=3"),
     ("attributes", "optim.grad_clip", -1.0, "optim.grad_clip must be at least 0 (0 disables)"),
+    ("attributes", "optim.nan_check_every", 0, "optim.nan_check_every must be at least 1"),
     ("attributes", "model.drop_rate", 2, "model.drop_rate=2 is out of range: model.drop_rate must be in [0, 1)"),
     ("attributes", "model.drop_rate", "-inf", "model.drop_rate=-inf is not a finite number"),
     ("attributes", "data.image_size", 8, "data.image_size must be at least 16"),
@@ -65,7 +66,7 @@ def test_a_config_with_a_value_out_of_range_is_a_one_line_error(task, key, value
 @pytest.mark.parametrize("task,key,value", [
     ("attributes", "loss.alpha", -3.0), ("attributes", "loss.alpha", 0.25), ("attributes", "loss.alpha", 1.0),
     ("attributes", "optim.momentum", 0.0), ("attributes", "optim.grad_clip", 0.0),
-    ("attributes", "model.drop_rate", 0.5), ("attributes", "optim.warmup_epochs", 3),  # = epochs: still runs
+    ("attributes", "optim.nan_check_every", 1), ("attributes", "model.drop_rate", 0.5), ("attributes", "optim.warmup_epochs", 3),  # = epochs: still runs
     ("attributes", "data.image_size", 16), ("recognition", "head.m", 0.0),
 ])
 def test_values_at_the_edges_of_their_range_are_accepted(task, key, value):

@@ -90,6 +90,9 @@ class OptimConfig:
     epochs: int = bounded(3, at_least=1)
     batch_size: int = bounded(64, at_least=1)  # per worker
     grad_clip: float = bounded(0.0, at_least=0, note="0 disables")  # max gradient norm
+    # Steps between fetches of the losses from the device (each one a host sync), which is when a NaN or
+    # infinite loss is found; its report still names the exact examples before it (trainables/loop.py).
+    nan_check_every: int = bounded(50, at_least=1)
 
     def check_relations(self, prefix: str) -> None:
         # Equal is allowed: a smoke mode's one epoch meets a searched warmup of 1, and still runs.
@@ -108,7 +111,8 @@ class DataConfig:
     demo_images: int = bounded(4000, at_least=10)  # size of the synthetic demo set (fewer leaves its splits empty)
     cache_dir: str = path()          # demo sets and prepared shards; empty: $FACE_ORCHESTRATOR_CACHE or ~/.cache/face-orchestrator
     max_train_images: int = bounded(0, at_least=0, note="0: all")  # a cap for smoke runs on real data
-    decoded_cache_mb: int = bounded(512, at_least=0, note="0: none")  # decoded training images kept across epochs, per worker
+    # Decoded training images kept across epochs, per DDP worker: one cache its loader processes share.
+    decoded_cache_mb: int = bounded(512, at_least=0, note="0: none")
     # DataLoader processes per DDP worker. -1 (auto): on a GPU, the worker's CPU threads less one, so JPEG
     # decoding keeps up with the GPU; on CPU, 0 (the training process decodes, into the decoded cache).
     loader_workers: int = bounded(-1, at_least=-1, note="-1: auto")

@@ -76,17 +76,24 @@ def train_one_epoch(
     scheduler=None,
     first_update: int = 0,
     grad_clip: float = 0.0,
+    nan_check_every: int = 50,
 ) -> EpochStats:
     """`module(images, targets) -> loss` (a TrainModule, maybe DDP-wrapped); `scheduler` is a timm
-    scheduler stepped per update, counting from `first_update`."""
+    scheduler stepped per update, counting from `first_update`.
+
+    The host never waits for the device within a step: each step's loss stays on the device, and the
+    losses are fetched together after the first step and every `nan_check_every` steps, and at the end
+    of the epoch (one sync each). A non-finite loss is then reported with the exact number of examples
+    before it, at most `nan_check_every - 1` optimizer steps after it happened; no checkpoint is taken
+    within an epoch, so none holds the diverged weights."""
     module.train()
-    loss_sum, examples, first_step = 0.0, 0, None
+    totals = _LossTotals()
+    window: list[tuple[torch.Tensor, int]] = []  # losses not yet fetched, with their batch sizes
+    first_step, steps = None, 0
     start = time.perf_counter()
     for images, targets in loader:
         with autocast(pipe.device):
             loss = module(pipe(images), targets.to(pipe.device, non_blocking=True))
-        if not math.isfinite(loss.item()):
-            raise DivergedError(f"loss became {loss.item()} after {examples} examples this epoch")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:
@@ -95,19 +102,45 @@ def train_one_epoch(
         first_update += 1
         if scheduler is not None:
             scheduler.step_update(num_updates=first_update)
+        window.append((loss.detach(), len(targets)))
+        steps += 1
+        if steps == 1 or len(window) >= nan_check_every:
+            totals.add(window, nan_check_every)
         if first_step is None:
-            first_step = time.time()
-        loss_sum += loss.item() * len(targets)
-        examples += len(targets)
-    return EpochStats(loss_sum, examples, time.perf_counter() - start, first_step)
+            first_step = time.time()  # after the first step's losses were fetched, so the step had finished
+    totals.add(window, nan_check_every)
+    return EpochStats(totals.loss_sum, totals.examples, time.perf_counter() - start, first_step)
+
+
+@dataclass
+class _LossTotals:
+    """An epoch's loss sum and example count, added from fetched windows of per-step losses in step order,
+    so the sum is the same float as adding each step's `loss.item() * batch` as it came."""
+    loss_sum: float = 0.0
+    examples: int = 0
+
+    def add(self, window: list[tuple[torch.Tensor, int]], every: int) -> None:
+        """Fetch `window`'s losses (one host sync), add them, and empty it; DivergedError at a non-finite one."""
+        if not window:
+            return
+        values = torch.stack([loss for loss, _ in window]).cpu().tolist()
+        checked = self.examples + sum(n for _, n in window)
+        for value, (_, n) in zip(values, window):
+            if not math.isfinite(value):
+                raise DivergedError(f"loss became {value} after {self.examples} examples this epoch (found at "
+                                    f"the check after {checked} examples; the loss is checked every {every} steps)")
+            self.loss_sum += value * n
+            self.examples += n
+        window.clear()
 
 
 def train_and_evaluate(module: nn.Module, task, loader, optimizer: torch.optim.Optimizer, pipe: InputPipe,
-                       eval_ctx, scheduler=None, first_update: int = 0, grad_clip: float = 0.0):
+                       eval_ctx, scheduler=None, first_update: int = 0, grad_clip: float = 0.0,
+                       nan_check_every: int = 50):
     """One epoch of `task` (a TaskSetup): train, then evaluate on every rank exactly the weights and
     buffers rank 0 checkpoints. DDP keeps the parameters equal, but it broadcasts buffers only at the
     start of each forward, so after the last step each rank holds its own BatchNorm statistics."""
-    stats = train_one_epoch(module, loader, optimizer, pipe, scheduler, first_update, grad_clip)
+    stats = train_one_epoch(module, loader, optimizer, pipe, scheduler, first_update, grad_clip, nan_check_every)
     broadcast_from_rank0(task.model)
     return stats, task.evaluate(task.model, eval_ctx)
 

@@ -151,7 +151,7 @@ def _train(config: dict) -> None:
     for epoch in range(start_epoch, cfg.optim.epochs):
         loader = task.train_loader(epoch, rank, world, batch, workers)
         stats, evaluation = train_and_evaluate(module, task, loader, optimizer, pipe, eval_ctx, scheduler,
-                                               epoch * steps, cfg.optim.grad_clip)
+                                               epoch * steps, cfg.optim.grad_clip, cfg.optim.nan_check_every)
         train_loss, train_n = all_reduce_sum([stats.loss_sum, stats.examples])
         seconds = all_reduce_max(stats.seconds)
         metrics = {

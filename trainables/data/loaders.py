@@ -4,19 +4,28 @@ Training: per epoch, each rank takes its n // world rows of a seeded permutation
 groups (equal shares, so no rank waits in an all-reduce the others never reach), n capped by
 `data.max_train_images`. Evaluation: contiguous, disjoint shares with no padding, so that results
 gathered over the ranks count every row exactly once. Decoding is nearly all of the cost, so a
-training stream keeps decoded images across epochs up to `data.decoded_cache_mb` (loading in the
-training process, the trials' default).
+training stream keeps decoded images across epochs up to `data.decoded_cache_mb`, in a cache that its
+loader worker processes share (trainables/data/decoded_cache.py).
+
+A training stream builds one DataLoader per (rank, world, batch, workers) and reuses it every epoch, with
+`persistent_workers`, so loader processes start once and keep the cache. Its dataset reads the epoch
+from memory it shares with them: each epoch gets the row slices and shuffle of that epoch, and each
+loader worker is seeded from the training process's torch generator at every epoch as a fresh
+DataLoader's would be (`base seed + worker id`, one draw per epoch), so batches, augmentation and the
+training process's own random stream are what they were with one DataLoader per epoch.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, get_worker_info
 
-from trainables.data.shards import DecodedCache, ShardDataset, ShardSplit
+from trainables.data.decoded_cache import DecodedCache
+from trainables.data.shards import ShardDataset, ShardSplit
 from trainables.errors import UserError
 
 
@@ -28,9 +37,47 @@ def open_split(root: str, name: str, label_columns: Sequence[str] | None = None,
     return split
 
 
+class EpochDataset(ShardDataset):
+    """One rank's training rows, for whichever epoch `set_epoch` last named: the epoch and the loader
+    workers' seed live in shared memory, so persistent loader workers see them at their next pass."""
+
+    def __init__(self, split: ShardSplit, rank: int, world: int, seed: int, size: int, **kwargs):
+        self.rank, self.world, self.seed = rank, world, seed
+        self._state = torch.zeros(2, dtype=torch.int64).share_memory_()  # epoch, loader workers' base seed
+        super().__init__(split, split.train_row_groups(rank, world, 0, seed), size, shuffle_seed=(seed, 0), **kwargs)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._state[0] = epoch
+
+    def set_worker_seed(self, base_seed: int) -> None:
+        self._state[1] = base_seed
+
+    def __iter__(self):
+        epoch, base_seed = self._state.tolist()
+        self.slices = self._limited(self.split.train_row_groups(self.rank, self.world, epoch, self.seed))
+        self.shuffle_seed = (self.seed, epoch)
+        info = get_worker_info()
+        if info is not None:  # as DataLoader seeds the workers it starts for one pass
+            random.seed(base_seed + info.id)
+            torch.manual_seed(base_seed + info.id)
+        return super().__iter__()
+
+
+class EpochLoader(DataLoader):
+    """A DataLoader over an EpochDataset that draws its loader workers' seed once per pass, from the
+    training process's torch generator, as a new DataLoader's first pass does (its own draw comes from a
+    private generator, so the training process's stream advances once per epoch, as before)."""
+
+    def __iter__(self):
+        if self.num_workers:
+            self.dataset.set_worker_seed(int(torch.empty((), dtype=torch.int64).random_()))
+        return super().__iter__()
+
+
 @dataclass
 class TrainStream:
-    """`stream(epoch, rank, world, batch, workers)` is a TaskSetup's train_loader, `stream.rows` its train_rows."""
+    """`stream(epoch, rank, world, batch, workers)` is a TaskSetup's train_loader, `stream.rows` its train_rows:
+    the same DataLoader every epoch, set to that epoch."""
     split: ShardSplit
     size: int
     label_columns: Sequence[str]
@@ -43,19 +90,25 @@ class TrainStream:
     cache_mb: int = 0                      # decoded images kept across epochs (data.decoded_cache_mb); 0: none
 
     def __post_init__(self):
-        self._cache = DecodedCache(self.cache_mb << 20) if self.cache_mb > 0 else None
+        self._cache = (DecodedCache(self.cache_mb << 20, self.split.row_groups, self.size,
+                                    len(self.split.image_columns)) if self.cache_mb > 0 else None)
+        self._loader, self._made_for = None, None
 
     def rows(self, world: int) -> int:
         """Rows each rank trains on per epoch."""
         return min(self.split.num_rows, self.max_rows or self.split.num_rows) // world
 
     def __call__(self, epoch: int, rank: int, world: int, batch: int, workers: int) -> DataLoader:
-        dataset = ShardDataset(self.split, self.split.train_row_groups(rank, world, epoch, self.seed), self.size,
-                               self.label_columns, augment=self.augment, shuffle_seed=(self.seed, epoch),
-                               limit=self.rows(world), label_dtype=self.label_dtype, targets=self.targets,
-                               square=self.square, cache=self._cache if workers == 0 else None)
-        return DataLoader(dataset, batch_size=batch, num_workers=workers, drop_last=True,
-                          pin_memory=torch.cuda.is_available())
+        if self._made_for != (rank, world, batch, workers):
+            dataset = EpochDataset(self.split, rank, world, self.seed, self.size, label_columns=self.label_columns,
+                                   augment=self.augment, limit=self.rows(world), label_dtype=self.label_dtype,
+                                   targets=self.targets, square=self.square, cache=self._cache)
+            self._loader = EpochLoader(dataset, batch_size=batch, num_workers=workers, drop_last=True,
+                                       pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                                       generator=torch.Generator() if workers else None)
+            self._made_for = (rank, world, batch, workers)
+        self._loader.dataset.set_epoch(epoch)
+        return self._loader
 
 
 def eval_loader(split: ShardSplit, size: int, label_columns: Sequence[str], rank: int, world: int, batch: int,

@@ -34,6 +34,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from trainables import storage_fs
 from trainables.data.decode import decode_shard_image
+from trainables.data.decoded_cache import DecodedCache
 from trainables.errors import UserError
 
 METADATA_FILE = "metadata.json"
@@ -211,32 +212,6 @@ def _share(slices: Sequence[RowSlice], lo: int, hi: int) -> list[RowSlice]:
     return out
 
 
-class DecodedCache:
-    """Decoded images kept across epochs, up to a byte budget: decoding a JPEG is nearly all of a shard
-    loader's cost, so an epoch after the first reads each cached image's labels and skips its bytes.
-    What is cached is the image before augmentation, which still runs every epoch. A DataLoader worker
-    process gets an empty cache of its own (it is not shared back), so the trials use it with the
-    default of loading in the training process."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes, self.used, self.items = max_bytes, 0, {}
-
-    def get(self, key):
-        return self.items.get(key)
-
-    def put(self, key, image: torch.Tensor) -> None:
-        size = image.numel() * image.element_size()
-        if key not in self.items and self.used + size <= self.max_bytes:
-            self.items[key] = image
-            self.used += size
-
-    def holds(self, keys) -> bool:
-        return all(key in self.items for key in keys)
-
-    def __getstate__(self):
-        return {"max_bytes": self.max_bytes, "used": 0, "items": {}}
-
-
 class ShardDataset(IterableDataset):
     """Streams (uint8 CHW image, labels) for `row_groups` (slices from ShardSplit), decoded at `size`.
 
@@ -260,12 +235,11 @@ class ShardDataset(IterableDataset):
         self.targets, self.square, self.cache = targets, square, cache
         self.label_columns = list(label_columns if label_columns is not None else split.label_columns)
         self.shuffle_seed, self.shuffle_buffer = shuffle_seed, shuffle_buffer
-        self.slices = [RowSlice(*s) for s in row_groups]
-        total = sum(s.stop - s.start for s in self.slices)
+        total = sum(s[3] - s[2] for s in row_groups)
         if limit is not None and limit > total:
             raise ValueError(f"limit {limit} is more than the {total} rows of these row groups")
         self.num_rows = total if limit is None else limit
-        self.slices = _share(self.slices, 0, self.num_rows)
+        self.slices = self._limited(row_groups)
         if label_dtype is None:
             schema = split.schema()
             floating = schema is not None and any(pa.types.is_floating(schema.field(c).type)
@@ -276,6 +250,10 @@ class ShardDataset(IterableDataset):
 
     def __len__(self) -> int:
         return self.num_rows
+
+    def _limited(self, row_groups: Sequence[RowSlice]) -> list[RowSlice]:
+        """The first `num_rows` rows of `row_groups`, as slices."""
+        return _share([RowSlice(*s) for s in row_groups], 0, self.num_rows)
 
     def __getstate__(self):
         return {**self.__dict__, "_files": {}}  # open files stay in the process that opened them
