@@ -262,13 +262,15 @@ def connect(address: str | None) -> None:
             ray.init(address=target, **kwargs)
         else:
             ray.init(address="local", include_dashboard=True, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        where = target or "a local Ray"
+    except Exception as err:  # noqa: BLE001  Ray raises a bare Exception when a local node times out starting
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"cannot connect to Ray at {where}: {first}; start one with `ray start --head` or fix --address "
-            "(token auth needs RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token)"
-        ) from None
+        if target:
+            raise UserError(
+                f"cannot connect to Ray at {target}: {first}; start one with `ray start --head` or fix --address "
+                "(token auth needs RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token)"
+            ) from None
+        raise UserError(f"a local Ray could not start: {first}; run the command again when the machine is less "
+                        "busy, or start Ray with `ray start --head` and pass --address") from None
 
 
 def store_env(environ) -> dict[str, str]:

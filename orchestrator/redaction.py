@@ -120,10 +120,17 @@ class RedactingStream(io.TextIOBase):
 
     def flush(self) -> None:
         with self._lock:
+            if getattr(self._stream, "closed", False):  # at interpreter exit the wrapped stream may go first
+                return
             held, self._held = self._held, ""
             if held:
                 self._stream.write(redact(held))
             self._stream.flush()
+
+    def close(self) -> None:
+        """Pass on what is held; the wrapped stream stays open (it is not ours)."""
+        self.flush()
+        super().close()
 
     def writable(self) -> bool:
         return True

@@ -101,3 +101,15 @@ def test_installing_redacts_stdout_stderr_and_the_log_handlers_on_them(monkeypat
         logger.removeHandler(handler)
     assert out.getvalue() == "*** in a library's words\n"
     assert err.getvalue() == "retrying s3://bucket/runs\n"
+
+
+def test_a_redacting_stream_outliving_its_wrapped_stream_closes_quietly():
+    import io
+
+    out = io.StringIO()
+    stream = RedactingStream(out)
+    stream.write("held without its newline")
+    out.close()  # as at interpreter exit, when sys.__stdout__ may be closed first
+    stream.flush()
+    stream.close()
+    assert stream.closed
