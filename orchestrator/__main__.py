@@ -16,7 +16,7 @@ import signal
 import sys
 
 from orchestrator.commands.sync import EXIT_STILL_DOWN, add_sync_parser, cmd_sync
-from orchestrator.export import add_export_parser, cmd_export
+from orchestrator.export import add_export_parser, add_register_arguments, cmd_export
 from orchestrator.predict import add_predict_parser, cmd_predict
 from orchestrator.prepare_cli import add_prepare_parser, cmd_prepare
 from orchestrator.redaction import install_on_std_streams
@@ -80,6 +80,7 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
                        help="times a failed trial is retried from its last checkpoint (default: 1)")
     sweep.add_argument("--no-early-stopping", dest="early_stopping", action="store_false",
                        help="run every trial to its last epoch (no ASHA): the full grid, to compare against")
+    add_register_arguments(sweep)
 
 
 def cmd_list(args) -> int:
@@ -112,6 +113,8 @@ def cmd_sweep(args) -> int:
         return signals.exit_status()
     if summary.get("unrecorded"):
         return EXIT_STILL_DOWN
+    if summary.get("register_error"):  # the sweep is recorded; the registration it asked for was a mistake
+        return EXIT_USER_ERROR
     return 1 if summary.get("trials") and summary.get("failed") == summary.get("trials") else 0
 
 

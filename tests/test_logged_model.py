@@ -1,0 +1,113 @@
+"""The best model as an MLflow LoggedModel and a registered model, without Ray: the conditions of
+--register-if, the bad-input lines, and `export --run --register` on the shared tiny trial (conftest's
+`celeba_trial`). The sweep's own registration is checked on the smoke sweep (test_sweep_ray.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from orchestrator.__main__ import main
+from orchestrator.logged_model import Condition, parse_condition, registration
+from trial_fixtures import one_line_error
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("val/race/group_gap<0.05", Condition("val/race/group_gap", "<", 0.05)),
+    ("val/mean_accuracy >= 0.8", Condition("val/mean_accuracy", ">=", 0.8)),
+    ("val/loss<=1e-3", Condition("val/loss", "<=", 0.001)),
+    ("test/f1_opt/macro_f1>.5", Condition("test/f1_opt/macro_f1", ">", 0.5)),
+    ("epoch==-2", Condition("epoch", "==", -2.0)),
+])
+def test_a_condition_is_metric_op_number(text, expected):
+    assert parse_condition(text) == expected
+
+
+@pytest.mark.parametrize("op, value, holds", [("<", 0.05, False), ("<=", 0.05, True), ("==", 0.05, True),
+                                              (">=", 0.05, True), (">", 0.05, False), ("<", 0.06, True)])
+def test_a_condition_holds_by_its_operator(op, value, holds):
+    assert Condition("m", op, value).holds(0.05) is holds
+
+
+@pytest.mark.parametrize("text", ["val/gap", "val/gap<", "<0.05", "val/gap=<0.05", "val/gap<0.05x", "val/gap!=1",
+                                  "val/gap<<1", ""])
+def test_a_malformed_condition_is_one_line_naming_the_flag(text):
+    message = one_line_error(parse_condition, text)
+    assert "--register-if" in message and "METRIC OP NUMBER" in message
+
+
+def test_register_if_without_register_and_a_bad_name_are_one_line_each():
+    assert "--register NAME" in one_line_error(registration, None, "val/gap<1")
+    assert "without '/'" in one_line_error(registration, "team/faces", None)
+    assert registration(None, None) is None
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--register", "faces", "--register-if", "val/gap<<0.05"], "--register-if 'val/gap<<0.05' is not a condition"),
+    (["--register-if", "val/gap<0.05"], "--register-if needs --register NAME"),
+    (["--register", "a@b"], "--register 'a@b' is not a usable model name"),
+])
+def test_bad_register_flags_stop_a_sweep_before_it_starts(extra, says, tmp_path, capsys):
+    code = main(["sweep", "celeba_backbones", "--smoke", "--storage", str(tmp_path / "runs"),
+                 "--tracking-uri", f"sqlite:///{tmp_path}/m.db", *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and says in err and "\n" not in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "m.db").exists()  # nothing started
+
+
+def test_export_register_logs_a_linked_model_that_predicts_as_predict_does(celeba_trial, tmp_path, capsys):
+    from orchestrator.predict import run_predict
+
+    uri, child = celeba_trial["uri"], celeba_trial["child"]
+    out = tmp_path / "export"
+    assert main(["export", "--run", child, "--out", str(out), "--tracking-uri", uri, "--register", "faces-export",
+                 "--register-if", "val/mean_accuracy>=0"]) == 0
+    said = capsys.readouterr().out
+    assert "registered as 'faces-export' version 1, alias champion" in said
+    check_champion(uri, "faces-export", child, out, Path(celeba_trial["root"]) / "img_align_celeba", tmp_path, run_predict)
+
+
+def test_register_if_false_or_naming_an_unknown_metric_registers_nothing(celeba_trial, tmp_path, capsys):
+    uri, child = celeba_trial["uri"], celeba_trial["child"]
+    args = ["export", "--run", child, "--out", str(tmp_path / "export"), "--tracking-uri", uri, "--register", "gated"]
+    assert main([*args, "--register-if", "val/mean_accuracy>2"]) == 0
+    said = capsys.readouterr().out
+    assert "model: not registered as 'gated': val/mean_accuracy is" in said and "asks val/mean_accuracy>2" in said
+    assert main([*args, "--register-if", "val/no_such_metric<1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --register-if names 'val/no_such_metric'") and "\n" not in err
+    assert "val/mean_accuracy" in err  # the fix: the metrics it could name
+    assert not MlflowClient(uri).search_registered_models(filter_string="name = 'gated'")
+
+
+def check_champion(uri: str, name: str, best_run: str, export: Path, images, tmp_path, run_predict) -> None:
+    """The LoggedModel is linked to `best_run` with its metrics, `champion` resolves to it, and the pyfunc
+    model's scores are predict's score/ columns on the same images (to 1e-5)."""
+    import mlflow
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    from trainables import inference
+
+    client = MlflowClient(uri)
+    run = client.get_run(best_run)
+    models = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{best_run}'")
+    version = client.get_model_version_by_alias(name, "champion")
+    model = next(m for m in models if version.source == f"models:/{m.model_id}")
+    assert str(model.status) == "READY" and version.run_id == best_run
+    assert {m.key for m in model.metrics} >= {"val/mean_accuracy"} and all(m.model_id == model.model_id
+                                                                           for m in model.metrics)
+    assert model.model_id in {o.model_id for o in run.outputs.model_outputs}
+
+    paths = inference.find_images(images)[:6]
+    table = pd.read_csv(Path(run_predict(export, images, tmp_path / "predicted", limit=1)["out"]) / "predictions.csv")
+    table = table.set_index("file").loc[[p.name for p in paths]]
+    exported = inference.load_exported(export, device="cpu")
+    pixels = inference.load_faces(exported, paths).numpy().astype(np.float32) / 255
+    with _use_tracking_uri(uri):
+        scores = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(pixels)
+    expected = table[[f"score/{n}" for n in exported.output_names]].to_numpy()
+    assert scores.shape == expected.shape and np.abs(scores - expected).max() < 1e-5
