@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from orchestrator.__main__ import main
 from orchestrator.logged_model import Condition, parse_condition, registration
+from champion import check_champion
 from trial_fixtures import one_line_error
 
 
@@ -60,15 +59,13 @@ def test_bad_register_flags_stop_a_sweep_before_it_starts(extra, says, tmp_path,
 
 
 def test_export_register_logs_a_linked_model_that_predicts_as_predict_does(celeba_trial, tmp_path, capsys):
-    from orchestrator.predict import run_predict
-
     uri, child = celeba_trial["uri"], celeba_trial["child"]
     out = tmp_path / "export"
     assert main(["export", "--run", child, "--out", str(out), "--tracking-uri", uri, "--register", "faces-export",
                  "--register-if", "val/mean_accuracy>=0"]) == 0
     said = capsys.readouterr().out
     assert "registered as 'faces-export' version 1, alias champion" in said
-    check_champion(uri, "faces-export", child, out, Path(celeba_trial["root"]) / "img_align_celeba", tmp_path, run_predict)
+    check_champion(uri, "faces-export", child, out, Path(celeba_trial["root"]) / "img_align_celeba", tmp_path)
 
 
 def test_register_if_false_or_naming_an_unknown_metric_registers_nothing(celeba_trial, tmp_path, capsys):
@@ -82,32 +79,3 @@ def test_register_if_false_or_naming_an_unknown_metric_registers_nothing(celeba_
     assert err.startswith("error: --register-if names 'val/no_such_metric'") and "\n" not in err
     assert "val/mean_accuracy" in err  # the fix: the metrics it could name
     assert not MlflowClient(uri).search_registered_models(filter_string="name = 'gated'")
-
-
-def check_champion(uri: str, name: str, best_run: str, export: Path, images, tmp_path, run_predict) -> None:
-    """The LoggedModel is linked to `best_run` with its metrics, `champion` resolves to it, and the pyfunc
-    model's scores are predict's score/ columns on the same images (to 1e-5)."""
-    import mlflow
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-    from trainables import inference
-
-    client = MlflowClient(uri)
-    run = client.get_run(best_run)
-    models = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{best_run}'")
-    version = client.get_model_version_by_alias(name, "champion")
-    model = next(m for m in models if version.source == f"models:/{m.model_id}")
-    assert str(model.status) == "READY" and version.run_id == best_run
-    assert {m.key for m in model.metrics} >= {"val/mean_accuracy"} and all(m.model_id == model.model_id
-                                                                           for m in model.metrics)
-    assert model.model_id in {o.model_id for o in run.outputs.model_outputs}
-
-    paths = inference.find_images(images)[:6]
-    table = pd.read_csv(Path(run_predict(export, images, tmp_path / "predicted", limit=1)["out"]) / "predictions.csv")
-    table = table.set_index("file").loc[[p.name for p in paths]]
-    exported = inference.load_exported(export, device="cpu")
-    pixels = inference.load_faces(exported, paths).numpy().astype(np.float32) / 255
-    with _use_tracking_uri(uri):
-        scores = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(pixels)
-    expected = table[[f"score/{n}" for n in exported.output_names]].to_numpy()
-    assert scores.shape == expected.shape and np.abs(scores - expected).max() < 1e-5
