@@ -122,7 +122,10 @@ def cmd_doctor(args) -> int:
     from orchestrator.preflight import Preflight
     from orchestrator.sweep import SweepOptions
 
+    from orchestrator.logged_model import registration
+
     options = SweepOptions(**{k: v for k, v in vars(args).items() if k != "command"})
+    registration(options.register, options.register_if)  # a bad --register-if is a one-line error here too
     ok = Preflight(options).report()
     print("all checks passed: `sweep` would start" if ok else "fix the ✗ lines above, then run the sweep")
     return 0 if ok else EXIT_USER_ERROR
