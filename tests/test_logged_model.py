@@ -79,3 +79,26 @@ def test_register_if_false_or_naming_an_unknown_metric_registers_nothing(celeba_
     assert err.startswith("error: --register-if names 'val/no_such_metric'") and "\n" not in err
     assert "val/mean_accuracy" in err  # the fix: the metrics it could name
     assert not MlflowClient(uri).search_registered_models(filter_string="name = 'gated'")
+
+
+def test_a_model_kept_while_mlflow_is_down_is_logged_and_registered_when_it_is_back(celeba_trial, capsys):
+    import time
+
+    from orchestrator.export import log_best_model
+    from orchestrator.tracking import Tracking
+    from trainables.tasks import get_task
+
+    client, child = celeba_trial["client"], celeba_trial["child"]
+    tracking = Tracking(celeba_trial["uri"])
+    parent = client.create_run(celeba_trial["experiment_id"]).info.run_id
+    outbox = tracking.keep_records(None, celeba_trial["experiment_id"], "kept-sweep")
+    outbox.down, outbox._probed = True, time.monotonic()  # just seen down: the next probe is not due yet
+    summary = {"trials": 1, "failed": 0, "best_run_id": child}
+    line = log_best_model(tracking, parent, summary, get_task("attributes"), "val/mean_accuracy", "max",
+                          wanted=registration("kept-faces", "val/mean_accuracy>0"))
+    assert "registered as 'kept-faces' when MLflow is back" in line and outbox.pending == 1
+    assert not client.search_registered_models(filter_string="name = 'kept-faces'")
+    assert outbox.flush() and outbox.pending == 0  # what `sync` or the next event does once it answers
+    assert "registered as 'kept-faces' version 1, alias champion" in capsys.readouterr().out
+    assert client.get_model_version_by_alias("kept-faces", "champion").run_id == child
+    assert {"model/model.safetensors", "model/labels.json"} <= {a.path for a in client.list_artifacts(parent, "model")}
