@@ -145,6 +145,8 @@ def log_best_model(tracking, parent_id: str, summary: dict, task, metric: str, m
 
     best_run = summary.get("best_run_id")
     if task.outputs is None or not completed or not best_run or summary.get("failed", 0) >= summary.get("trials", 0):
+        if wanted is not None and task.outputs is not None and completed:
+            print(f"model: not registered as '{wanted.name}': no trial of this sweep left a model", flush=True)
         return None
     outbox = getattr(tracking, "outbox", None)  # a server that is down: the export is kept for when it is back
     kept = {"op": "best_model", "run": parent_id, "best_run": best_run, "metric": metric, "mode": mode,

@@ -102,3 +102,15 @@ def test_a_model_kept_while_mlflow_is_down_is_logged_and_registered_when_it_is_b
     assert "registered as 'kept-faces' version 1, alias champion" in capsys.readouterr().out
     assert client.get_model_version_by_alias("kept-faces", "champion").run_id == child
     assert {"model/model.safetensors", "model/labels.json"} <= {a.path for a in client.list_artifacts(parent, "model")}
+
+
+def test_a_sweep_whose_every_trial_failed_says_it_registered_nothing(celeba_trial, capsys):
+    from orchestrator.export import log_best_model
+    from orchestrator.tracking import Tracking
+    from trainables.tasks import get_task
+
+    tracking = Tracking(celeba_trial["uri"])
+    failed = {"trials": 2, "failed": 2, "best_run_id": celeba_trial["child"]}
+    assert log_best_model(tracking, celeba_trial["parent"], failed, get_task("attributes"), "val/mean_accuracy", "max",
+                          wanted=registration("never", None)) is None
+    assert capsys.readouterr().out.strip() == "model: not registered as 'never': no trial of this sweep left a model"
