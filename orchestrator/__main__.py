@@ -16,7 +16,7 @@ import signal
 import sys
 
 from orchestrator.commands.sync import EXIT_STILL_DOWN, add_sync_parser, cmd_sync
-from orchestrator.export import add_export_parser, cmd_export
+from orchestrator.export import add_export_parser, add_register_arguments, cmd_export
 from orchestrator.predict import add_predict_parser, cmd_predict
 from orchestrator.prepare_cli import add_prepare_parser, cmd_prepare
 from orchestrator.redaction import install_on_std_streams
@@ -80,6 +80,7 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
                        help="times a failed trial is retried from its last checkpoint (default: 1)")
     sweep.add_argument("--no-early-stopping", dest="early_stopping", action="store_false",
                        help="run every trial to its last epoch (no ASHA): the full grid, to compare against")
+    add_register_arguments(sweep)
 
 
 def cmd_list(args) -> int:
@@ -112,6 +113,8 @@ def cmd_sweep(args) -> int:
         return signals.exit_status()
     if summary.get("unrecorded"):
         return EXIT_STILL_DOWN
+    if summary.get("register_error"):  # the sweep is recorded; the registration it asked for was a mistake
+        return EXIT_USER_ERROR
     return 1 if summary.get("trials") and summary.get("failed") == summary.get("trials") else 0
 
 
@@ -119,7 +122,10 @@ def cmd_doctor(args) -> int:
     from orchestrator.preflight import Preflight
     from orchestrator.sweep import SweepOptions
 
+    from orchestrator.logged_model import registration
+
     options = SweepOptions(**{k: v for k, v in vars(args).items() if k != "command"})
+    registration(options.register, options.register_if)  # a bad --register-if is a one-line error here too
     ok = Preflight(options).report()
     print("all checks passed: `sweep` would start" if ok else "fix the ✗ lines above, then run the sweep")
     return 0 if ok else EXIT_USER_ERROR

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -46,14 +47,35 @@ def add_export_parser(subparsers) -> None:
     parser.add_argument("--mode", choices=("max", "min"),
                         help="whether the metric's maximum or minimum is best (default: min for losses, errors "
                              "and gaps, else max)")
+    add_register_arguments(parser)
+
+
+def add_register_arguments(parser) -> None:
+    """--register and --register-if, the same on `sweep` and `export` (logged_model.py)."""
+    parser.add_argument("--register", metavar="NAME",
+                        help="also log the model as an MLflow LoggedModel of its trial's run, register it as NAME "
+                             "and point the alias 'champion' at it (models:/NAME@champion)")
+    parser.add_argument("--register-if", metavar="CONDITION",
+                        help="register only when the chosen epoch's metric satisfies CONDITION, "
+                             "e.g. 'val/race/group_gap<0.05' (ops: < <= > >= ==)")
 
 
 def cmd_export(args) -> int:
-    summary = export_run(args.run, args.out, tracking_uri=args.tracking_uri, metric=args.metric, mode=args.mode)
+    from orchestrator import logged_model
+    from orchestrator.tracking import Tracking
+
+    wanted = logged_model.registration(args.register, args.register_if)  # a bad condition fails before any work
+    tracking = Tracking(args.tracking_uri)
+    summary = export_run(args.run, args.out, metric=args.metric, mode=args.mode, tracking=tracking)
     print(f"exported run {summary['run_id']} epoch {summary['epoch']} ({summary['metric']} "
           f"{summary['value']:.4f}, best of epochs {summary['epochs']}) to {summary['out']}\n"
           f"predict with: python -m orchestrator predict --model {summary['out']} --images PATH --out DIR\n"
           + timm_line(summary["timm"], summary["out"]))
+    if wanted is not None:
+        lines, error = logged_model.publish(tracking, Path(summary["out"]), summary, wanted)
+        print("\n".join(lines), flush=True)
+        if error:
+            raise UserError(error)
     return 0
 
 
@@ -111,50 +133,66 @@ def export_run(run_id: str, out, tracking_uri: str | None = None, metric: str | 
 
 
 def log_best_model(tracking, parent_id: str, summary: dict, task, metric: str, mode: str,
-                   completed: bool = True) -> str | None:
+                   completed: bool = True, wanted=None) -> str | None:
     """After a train sweep: export its best trial (`summary["best_run_id"]`, by the sweep's own metric) into
-    the parent run's artifacts `model/`, so the MLflow UI links the sweep to its model. Skipped for a task
-    without outputs, an interrupted sweep (a resume finishes it) or one whose every trial failed. Returns
-    the line it printed; a failure is that one line, never an exception: the sweep's results are stored."""
+    the parent run's artifacts `model/`, so the MLflow UI links the sweep to its model, and log it as a
+    LoggedModel of that trial's run, registered as `wanted` (a logged_model.Registration) asks. Skipped for a
+    task without outputs, an interrupted sweep (a resume finishes it) or one whose every trial failed. Returns
+    the line it printed; a failure is that one line, never an exception: the sweep's results are stored. A
+    --register-if naming a metric the trial did not log is printed as an `error:` line and left in
+    `summary["register_error"]` (the exit status says it)."""
     from trainables.artifacts import SWEEP_MODEL
 
     best_run = summary.get("best_run_id")
     if task.outputs is None or not completed or not best_run or summary.get("failed", 0) >= summary.get("trials", 0):
+        if wanted is not None and task.outputs is not None and completed:
+            print(f"model: not registered as '{wanted.name}': no trial of this sweep left a model", flush=True)
         return None
     outbox = getattr(tracking, "outbox", None)  # a server that is down: the export is kept for when it is back
-    kept = {"op": "best_model", "run": parent_id, "best_run": best_run, "metric": metric, "mode": mode}
-    later = (f"model: the best trial goes into the artifacts {SWEEP_MODEL}/ of parent run {parent_id} when MLflow "
-             f"is back" + (f" (kept in {outbox.where})" if outbox is not None else ""))
+    kept = {"op": "best_model", "run": parent_id, "best_run": best_run, "metric": metric, "mode": mode,
+            **(wanted.as_dict() if wanted is not None else {})}
+    then = " and becomes a LoggedModel" + (f" registered as '{wanted.name}'" if wanted is not None else "")
+    later = (f"model: the best trial goes into the artifacts {SWEEP_MODEL}/ of parent run {parent_id}{then} when "
+             f"MLflow is back" + (f" (kept in {outbox.where})" if outbox is not None else ""))
     if outbox is not None and (outbox.down or outbox.pending):
-        done = f"model: the best trial is in the artifacts {SWEEP_MODEL}/ of parent run {parent_id}"
+        done = f"model: the best trial is in the artifacts {SWEEP_MODEL}/ of parent run {parent_id}{then}"
         line = done if outbox.submit(kept) else later
         print(line, flush=True)
         return line
     try:
-        chosen = log_model_files(tracking, parent_id, best_run, metric, mode)
+        chosen = log_model_files(tracking, parent_id, best_run, metric, mode, wanted)
         line = (f"model: the best trial's epoch {chosen['epoch']} is in the artifacts {SWEEP_MODEL}/ of parent run "
                 f"{parent_id}" + ("; timm loads it (see its MODEL_CARD.md)" if chosen["timm"].ok else ""))
+        line = "\n".join([line, *chosen["published"][0]])
+        if chosen["published"][1]:
+            summary["register_error"] = chosen["published"][1]
     except Exception as err:  # noqa: BLE001  the sweep is done and stored; the model can be exported later
         if outbox is not None and outbox.keep_if_down(kept, err):
             line = later
         else:
             reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
             choose = f" --metric {metric} --mode {mode}" if metric != task.metric else ""
-            line = (f"warning: the best model was not logged to MLflow ({reason}); export it with: "
-                    f"python -m orchestrator export --run {parent_id} --out DIR{choose}")
+            register = f" --register {wanted.name}" if wanted is not None else ""
+            line = (f"warning: the best model was not fully logged to MLflow ({reason}); export it with: "
+                    f"python -m orchestrator export --run {parent_id} --out DIR{choose}{register}")
     print(line, flush=True)
+    if summary.get("register_error"):
+        print(f"error: {summary['register_error']}", file=sys.stderr, flush=True)
     return line
 
 
-def log_model_files(tracking, parent_id: str, best_run: str, metric: str, mode: str) -> dict:
-    """Export `best_run`'s best checkpoint into `parent_id`'s artifacts `model/`; returns what was chosen."""
+def log_model_files(tracking, parent_id: str, best_run: str, metric: str, mode: str, wanted=None) -> dict:
+    """Export `best_run`'s best checkpoint into `parent_id`'s artifacts `model/`, then as a LoggedModel of
+    `best_run`, registered as `wanted` asks; returns what was chosen, with `published`: (lines, error line)."""
+    from orchestrator import logged_model
     from trainables.artifacts import SWEEP_MODEL
 
     with tempfile.TemporaryDirectory() as tmp:
         chosen = export_run(best_run, Path(tmp) / SWEEP_MODEL, metric=metric, mode=mode, tracking=tracking,
                             logged_to=parent_id)
         tracking.log_files(parent_id, Path(tmp), [SWEEP_MODEL])
-    tracking.log(parent_id, tags={"model": f"{SWEEP_MODEL}/ = run {best_run} epoch {chosen['epoch']}"})
+        tracking.log(parent_id, tags={"model": f"{SWEEP_MODEL}/ = run {best_run} epoch {chosen['epoch']}"})
+        chosen["published"] = logged_model.publish(tracking, Path(tmp) / SWEEP_MODEL, chosen, wanted)
     return chosen
 
 

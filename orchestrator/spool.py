@@ -377,9 +377,14 @@ class Outbox:
         self.tracking.client.set_terminated(self.run_of(op), status=op["status"])
 
     def _op_best_model(self, op: dict, replay: bool) -> None:
+        from orchestrator import logged_model
         from orchestrator.export import log_model_files
 
-        log_model_files(self.tracking, self.run_of(op), self.resolve(op["best_run"]), op["metric"], op["mode"])
+        chosen = log_model_files(self.tracking, self.run_of(op), self.resolve(op["best_run"]), op["metric"], op["mode"],
+                                 logged_model.from_record(op))
+        lines, error = chosen["published"]
+        for line in [*lines, *([f"error: {error}"] if error else [])]:
+            self._say(line)
 
     # -- the end of a sweep ----------------------------------------------------------------------------
 

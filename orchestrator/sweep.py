@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from orchestrator import accounting, cluster, report, rungs, signals, state, store_outage
+from orchestrator import accounting, cluster, logged_model, report, rungs, signals, state, store_outage
 from orchestrator.runners import train_driver_fn
 from orchestrator.preflight import Preflight
 from orchestrator.space import count_trials, describe, grid_note, max_epochs, search_algorithm, varying_keys
@@ -48,6 +48,8 @@ class SweepOptions:
     max_failures: int = 1
     from_run: str | None = None
     early_stopping: bool = True  # False: no ASHA, every trial runs all its epochs (the full grid)
+    register: str | None = None  # the best model's registered name (logged_model.py)
+    register_if: str | None = None  # ... only when this condition on its metric holds
 
 
 class MaxFailures(tune.Callback):
@@ -81,8 +83,11 @@ def run_sweep(opts: SweepOptions) -> dict:
     controller_log = logging.getLogger("ray.tune.execution.tune_controller")
     if not any(isinstance(f, OneLineUserErrors) for f in controller_log.filters):
         controller_log.addFilter(OneLineUserErrors())
+    wanted = logged_model.registration(opts.register, opts.register_if)  # a bad flag costs no training
     pre = Preflight(opts)
     pre.check_sweep()
+    if wanted is not None:
+        logged_model.check_registrable(pre.sweep.runner, get_task(pre.base.task))
     if pre.sweep.runner == "thresholds":
         from orchestrator.threshold_sweep import run_threshold_sweep
 
@@ -200,7 +205,8 @@ def run_sweep(opts: SweepOptions) -> dict:
         else:
             from orchestrator.export import log_best_model  # the results are stored: a failure here loses nothing
 
-            log_best_model(tracking, parent_id, summary, task, sweep.metric, sweep.mode, completed=True)
+            log_best_model(tracking, parent_id, summary, task, sweep.metric, sweep.mode, completed=True,
+                           wanted=wanted)
             report.close_sweep(tracking, parent_id, summary)  # best/* and FINISHED: the very last records
             run.save(status="finished")
             accounting.finished()

@@ -3,7 +3,7 @@
 `sweep celeba_backbones --smoke` runs in its own process group (its own local Ray). A DDP worker is
 SIGKILLed in the first trial's second epoch, once its epoch-1 checkpoint is reported (Tune retries the
 trial from it); the driver is SIGKILLed once that trial has finished; the same command is run again
-(it must refuse), then with `--resume`. What each step left behind is kept for the tests to judge.
+(it must refuse), then with `--resume` (and `--register`). What each step left behind is kept for the tests to judge.
 
 On a fast machine trial 1 may end before the kill lands: the story sees its `done` line before any
 `RETRY`, and starts over in a fresh folder with four times the images per epoch. `story.args` are the
@@ -25,6 +25,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 SWEEP = "celeba_backbones"
+REGISTERED = "smoke-faces"  # the resumed sweep registers its best model under this name (test_sweep_ray.py)
 
 
 class CliRun:
@@ -154,6 +155,6 @@ def _crash_and_resume(tmp: Path, args: list[str]) -> CrashStory | None:
     story.before = story.runs()[1]
     again = CliRun(args, tmp)
     story.refused = (again.finish(timeout=900), again.seen)
-    resumed = CliRun(args + ["--resume"], tmp)
+    resumed = CliRun(args + ["--resume", "--register", REGISTERED, "--register-if", "val/mean_accuracy>=0"], tmp)
     story.resumed = (resumed.finish(timeout=1800), resumed.seen)
     return story

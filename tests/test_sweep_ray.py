@@ -5,6 +5,8 @@ worker and its driver must be as complete as one that never crashed. The thresho
 in-process on the local Ray, from that sweep's best trial.
 """
 
+from pathlib import Path
+
 import pytest
 
 from orchestrator.sweep import SweepOptions, run_sweep
@@ -56,6 +58,24 @@ def test_smoke_sweep_records_parent_and_child_runs(smoke_sweep):
     model_files = {a.path for a in client.list_artifacts(parent.info.run_id, "model")}
     assert {"model/config.json", "model/model.safetensors", "model/trial_config.json"} <= model_files
     assert summary["best_run_id"] in parent.data.tags["model"]
+
+
+def test_the_finished_sweep_registers_its_best_trial_as_a_logged_model_that_predicts_as_predict_does(
+        crashed_smoke_sweep, smoke_sweep, tmp_path):
+    from champion import check_champion
+    from crash_story import REGISTERED
+    from fake_images import jpeg
+
+    summary, client, _ = smoke_sweep
+    output = "\n".join(crashed_smoke_sweep.resumed[1])
+    assert f"registered as '{REGISTERED}' version 1, alias champion" in output
+    parent = crashed_smoke_sweep.runs()[0][0].info.run_id
+    model = client.download_artifacts(parent, "model", str(tmp_path))  # the timm-format export, as predict reads it
+    images = tmp_path / "images"
+    images.mkdir()
+    for seed in range(4):
+        (images / f"face{seed}.jpg").write_bytes(jpeg(seed, (40, 40)))
+    check_champion(crashed_smoke_sweep.uri, REGISTERED, summary["best_run_id"], Path(model), images, tmp_path)
 
 
 def test_best_trial_beats_the_majority_baseline(smoke_sweep):

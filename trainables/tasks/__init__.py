@@ -78,6 +78,9 @@ class TaskOutputs:
     captions: Callable[["pd.Series"], list[str]]                  # the lines under a face in a grid
     export_files: tuple[str, ...] = ()                            # checkpoint files copied into the export
     card_lines: Callable[[list[str], str], list[str]] = lambda strategies, strategy: []
+    # the served model's activations (trainables/served.py): (config, labels.json) -> [(start, stop, kind)]
+    # over the output columns, kind softmax | sigmoid | raw; [] serves the raw outputs
+    score_groups: Callable[["TrainConfig", dict], list[tuple[int, int, str]]] = lambda cfg, labels: []
 
 
 @dataclass(frozen=True)

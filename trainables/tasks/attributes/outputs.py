@@ -71,4 +71,5 @@ ATTRIBUTE_OUTPUTS = TaskOutputs(
                             "test/fixed/mean_accuracy", "test/fixed/macro_f1"],
     output_names=output_names, describe=describe, captions=captions,
     export_files=(artifacts.THRESHOLDS,), card_lines=card_lines,
+    score_groups=lambda cfg, labels: [(0, len(labels["outputs"]), "sigmoid")],  # the score/ columns of describe
 )

@@ -40,6 +40,15 @@ def describe_predictions(outputs: np.ndarray, cfg) -> pd.DataFrame:
                          "age_years": decoded.age_years})
 
 
+def score_groups(cfg, labels: dict) -> list[tuple[int, int, str]]:
+    """The served scores: seed 000's 18 sigmoids, or per head a softmax (age in years stays as regressed)."""
+    head = build_multitask_loss(cfg).head
+    if not hasattr(head, "columns"):
+        return [(0, head.num_outputs, "sigmoid")]
+    return [(c.start, c.stop, "raw" if task == "age" and cfg.age.mode != "bins" else "softmax")
+            for task, c in head.columns.items()]
+
+
 def captions(row: pd.Series) -> list[str]:
     return [str(row["race"]), str(row["gender"]), f"age {row['age_bin']} (~{float(row['age_years']):.0f} y)"]
 
@@ -50,4 +59,5 @@ FAIRFACE_OUTPUTS = TaskOutputs(
     output_names=output_names,
     describe=lambda outputs, exported, strategy: describe_predictions(outputs, exported.cfg),
     captions=captions,
+    score_groups=score_groups,
 )
