@@ -107,25 +107,6 @@ def test_sweep_from_a_bucket_killed_resumed_and_exported(s3_server, s3_shards, t
         assert not any(SECRET_KEY in line for line in output)
 
 
-def wait_for_any(run: CliRun, texts: tuple[str, ...], timeout: float) -> str:
-    """The first line holding any of `texts` (CliRun.wait_for takes one)."""
-    import queue
-    import time
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            line = run.lines.get(timeout=max(0.1, deadline - time.time()))
-        except queue.Empty:
-            break
-        if line is None:
-            break
-        run.seen.append(line)
-        if any(text in line for text in texts):
-            return line
-    raise AssertionError(f"never saw any of {texts}; output:\n" + "\n".join(run.seen[-40:]))
-
-
 def test_the_store_going_away_mid_sweep_is_one_line_and_the_sweep_finishes(s3_server, s3_shards, tmp_path,
                                                                           monkeypatch):
     monkeypatch.setenv("FACE_ORCHESTRATOR_STORE_RETRY_S", "5")  # the CLI's bounded wait on the store, made short
@@ -137,7 +118,7 @@ def test_the_store_going_away_mid_sweep_is_one_line_and_the_sweep_finishes(s3_se
         run.wait_for("trial 1/2 resnet18  epoch 1/2", timeout=900)
         s3_server.stop()
         # The trial's next read or checkpoint write fails after its bounded retries: one line, then Tune's retry.
-        failed = wait_for_any(run, ("RETRY  trial 1/2", "FAILED trial 1/2"), timeout=600)
+        failed = run.wait_for_any(["RETRY  trial 1/2", "FAILED trial 1/2"], timeout=600)[1]
         assert "does not answer" in failed or "cannot read s3://" in failed or "cannot write" in failed, failed
         s3_server.start()  # same port, same buckets
         code = run.finish(timeout=900)
