@@ -1,33 +1,63 @@
 """A policy sweep on a finished trial's stored scores (a sweep with `runner="thresholds"`, `--from-run`).
 
-No model is loaded: the source trial's task says which of its stored files it needs and how a
-policy is scored on them (`Task.policy`); each Tune trial scores one policy, and the stored data
-travels to the trials once through Ray's object store. The trials become child
-runs of a new run nested under the source trial's sweep, so the UI shows them together.
+No model is loaded and no Ray is started: the source trial's task says which of its stored files it
+needs and how a policy is scored on them (`Task.policy`). Scoring one policy is a few numpy passes, so
+the policies run one after another in this process, drawn by the sweep's search (Optuna's sampler
+through Tune's `Searcher` interface, or Tune's grid and random draws). Each policy is one child run of
+a new run nested under the source trial's sweep, so the UI shows them together.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from mlflow.artifacts import download_artifacts
-from ray import tune
 
-from orchestrator import cluster, report
+from orchestrator import report
 from orchestrator.space import count_trials, describe, search_algorithm, varying_keys
-from orchestrator.tracking import KIND_KEY, SWEEP_KEY, TRIAL_KEY, MlflowTrialCallback, Tracking
-from orchestrator.progress import ProgressPrinter
+from orchestrator.tracking import KIND_KEY, SWEEP_KEY, TRIAL_KEY, Tracking, is_metric
 from trainables.errors import UserError
-from trainables.tasks import PolicySearch, get_task
-
-TRIAL_CPUS = 0.25  # a trial is a few numpy passes over the scores
+from trainables.tasks import get_task
 
 
-def policy_trial(config: dict, stored: object, policy: PolicySearch) -> None:
-    tune.report({**policy.evaluate(stored, config), "epoch": 1})
+class PolicyDraws:
+    """The sweep's policies, one at a time: `next()` draws a config, `tell()` gives the search its result
+    (Optuna's next draw depends on it)."""
+
+    def __init__(self, sweep):
+        self.searcher = search_algorithm(sweep.search)
+        if self.searcher is not None:
+            logging.getLogger("optuna").setLevel(logging.WARNING)  # no "A new study created" line
+            self.searcher.set_search_properties(sweep.metric, sweep.mode, sweep.param_space)
+            self._drawn = iter(())
+        else:  # Tune's basic generator: the whole grid once per sample, its random values drawn anew each time
+            from ray.tune.search.variant_generator import generate_variants
+
+            self._drawn = (config for _ in range(sweep.num_samples) for _, config in generate_variants(sweep.param_space))
+
+    def next(self, trial_id: str) -> dict:
+        return self.searcher.suggest(trial_id) if self.searcher is not None else next(self._drawn)
+
+    def tell(self, trial_id: str, metrics: dict) -> None:
+        if self.searcher is not None:
+            self.searcher.on_trial_complete(trial_id, metrics)
+
+
+class PolicyResults(list):
+    """The policies' results as the sweep's report reads a Tune result grid: each with `config`, `metrics`
+    and `error`, and the best by a metric."""
+
+    def get_best_result(self, metric: str, mode: str, scope: str = "last"):
+        scored = [r for r in self if metric in r.metrics]
+        if not scored:
+            raise RuntimeError(f"no policy reported {metric}")
+        pick = max if mode == "max" else min
+        return pick(scored, key=lambda r: r.metrics[metric])
 
 
 def run_threshold_sweep(opts, sweep) -> dict:
@@ -53,7 +83,6 @@ def run_threshold_sweep(opts, sweep) -> dict:
                                 f"trial (its run has {', '.join(policy.files)})") from None
         stored = policy.load(Path(tmp))
 
-    cluster.connect(opts.address)
     total = count_trials(sweep.param_space, sweep.num_samples)
     name_of = functools.partial(describe, keys=varying_keys(sweep.param_space))
     experiment_id = source.info.experiment_id
@@ -65,23 +94,29 @@ def run_threshold_sweep(opts, sweep) -> dict:
     parent_id, _ = tracking.find_or_create_run(experiment_id, {SWEEP_KEY: key}, f"{sweep.name} of {source.info.run_name}", tags)
     tracking.log(parent_id, params={"sweep": sweep.name, "source_run": source.info.run_id, "trials": total})
     print(f"Sweep {sweep.name}: {sweep.question}\n  {total} policies on the stored scores of run "
-          f"{source.info.run_id} ({source.info.run_name}); MLflow parent run {parent_id}", flush=True)
+          f"{source.info.run_id} ({source.info.run_name}), scored in this process; MLflow parent run {parent_id}",
+          flush=True)
 
-    callbacks = [
-        MlflowTrialCallback(tracking, experiment_id, parent_id, key, name_of, params_of=dict,
-                            on_finish=lambda *args: None),
-        ProgressPrinter(sweep.metric, sweep.mode, total, 1, name_of),
-    ]
-    with tempfile.TemporaryDirectory() as storage:
-        tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(policy_trial, stored=stored, policy=policy), {"CPU": TRIAL_CPUS}),
-            param_space=sweep.param_space,
-            tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
-                                        search_alg=search_algorithm(sweep.search), reuse_actors=True),
-            run_config=tune.RunConfig(name=sweep.name, storage_path=storage, callbacks=callbacks, verbose=0),
-        )
-        results = tuner.fit()
-        summary = report.finish_sweep(results, sweep, task, tracking, parent_id, {}, name_of, started,
-                                      child_run=lambda trial_id: tracking.find_run(
-                                          experiment_id, {SWEEP_KEY: key, TRIAL_KEY: trial_id}))
-    return summary
+    draws, results, run_ids = PolicyDraws(sweep), PolicyResults(), {}
+    best: tuple[float, str] | None = None
+    for index in range(total):
+        trial_id = f"policy_{index + 1:03d}"
+        config = draws.next(trial_id)
+        metrics = {**policy.evaluate(stored, config), "epoch": 1, "trial_id": trial_id, "config": config}
+        draws.tell(trial_id, metrics)
+        results.append(SimpleNamespace(config=config, metrics=metrics, error=None))
+        name = name_of(config)
+        run_ids[trial_id], _ = tracking.find_or_create_run(
+            experiment_id, {SWEEP_KEY: key, TRIAL_KEY: trial_id}, f"{trial_id} {name}",
+            {"mlflow.parentRunId": parent_id, KIND_KEY: "trial"})
+        tracking.log(run_ids[trial_id], step=1, params=config,
+                     metrics={k: v for k, v in metrics.items() if is_metric(k, v)})
+        tracking.set_terminated(run_ids[trial_id], status="FINISHED")
+        value = metrics.get(sweep.metric)
+        if value is not None and (best is None or (value > best[0] if sweep.mode == "max" else value < best[0])):
+            best = (value, name)
+        shown = f"{sweep.metric} {value:.4f}" if value is not None else "no result"
+        print(f"[{time.strftime('%H:%M:%S')}] policy {index + 1}/{total} {name}: {shown}"
+              + (f"  | best {best[0]:.4f} ({best[1]})" if best else ""), flush=True)
+    return report.finish_sweep(results, sweep, task, tracking, parent_id, {}, name_of, started,
+                               child_run=run_ids.get)
