@@ -144,7 +144,7 @@ def run_sweep(opts: SweepOptions) -> dict:
         ledger,
         MaxFailures(opts.max_failures),
         recorder,
-        ProgressPrinter(sweep.metric, sweep.mode, total, epochs, name_of),
+        ProgressPrinter(sweep.metric, sweep.mode, total, epochs, name_of, stopper="ASHA" if asha else None),
         PlacementGroupCleanup(),  # last: an ended trial's files are recorded before its workers go
     ]
     if opts.resume:
