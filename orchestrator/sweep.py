@@ -122,7 +122,7 @@ def run_sweep(opts: SweepOptions) -> dict:
                 f"1/{sweep.reduction_factor} so far" if asha else "every trial runs all its epochs")
     print(f"Sweep {sweep.name}: {sweep.question}" + (f"\n  from {sweep.source}" if sweep.source else "")
           + f"\n  {total} trials, {epochs} epochs each; {resources.describe()}\n  {stopping}"
-          + (f"\n  {note}" if note else "")
+          + (f"\n  {note}" if note else "") + "".join(f"\n  {line}" for line in pre.notes)
           + f"\n  storage {redact(run.path)}; MLflow {redact(tracking.uri)} (experiment '{sweep.name}', parent run {parent_id})"
           + ("\n  resuming: finished trials are kept, unfinished ones continue from their last checkpoint"
              if opts.resume else ""), flush=True)
