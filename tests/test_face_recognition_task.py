@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from trainables.config import TrainConfig
-from trainables.data.formats.insightface_bin import write_insightface_bin
-from trainables.data.formats.insightface_rec import write_insightface_rec
+from insightface_writers import write_insightface_bin
+from insightface_writers import write_insightface_rec
 from trainables.data.formats.lfw_pairs import read_lfw_pairs
 from task_harness import build, evaluate, pipe_for, prepare
 from trainables.data.demo.celeba import write_demo_celeba
