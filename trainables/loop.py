@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from trainables.distributed import broadcast_from_rank0
+from trainables.models.freeze import keep_frozen_norms_eval
 
 
 class DivergedError(RuntimeError):
@@ -87,6 +88,7 @@ def train_one_epoch(
     before it, at most `nan_check_every - 1` optimizer steps after it happened; no checkpoint is taken
     within an epoch, so none holds the diverged weights."""
     module.train()
+    keep_frozen_norms_eval(module)  # a frozen backbone's BatchNorm statistics stay as they were
     totals = _LossTotals()
     window: list[tuple[torch.Tensor, int]] = []  # losses not yet fetched, with their batch sizes
     first_step, steps = None, 0

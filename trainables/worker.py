@@ -101,6 +101,7 @@ def _train(config: dict) -> None:
     from trainables.distributed import all_gather_objects, all_reduce_max, all_reduce_sum
     from trainables.loop import InputPipe, TrainModule, train_and_evaluate
     from trainables.models import input_normalization
+    from trainables.models.freeze import freeze
     from trainables.models.weights import report_of
     from trainables.optim import build_optimizer
     from trainables.tasks import EvalContext, get_task
@@ -119,6 +120,7 @@ def _train(config: dict) -> None:
     task = task_spec.build(cfg)
     built = time.time()
     weights_report = report_of(task.model)  # before DDP wraps it; beside every checkpoint
+    trainable_params = freeze(task.model, cfg.model.freeze)  # before DDP, which then syncs only the rest
     mean, std = input_normalization(task.model)
     if on_gpu and cfg.model.channels_last:
         task.model = task.model.to(memory_format=torch.channels_last)
@@ -164,6 +166,7 @@ def _train(config: dict) -> None:
         }
         if epoch == start_epoch:
             metrics["workers/nodes"] = len(set(placement))
+            metrics["model.trainable_params"] = trainable_params
             metrics[TAG + "worker_nodes"] = ",".join(placement)
             metrics[TAG + "device"] = torch.cuda.get_device_name(device) if on_gpu else "cpu"
             if stats.first_step_time is not None:
