@@ -111,3 +111,15 @@ def test_bad_freeze_values_are_one_line_errors_naming_the_key():
         TrainConfig.from_dict({"model.freeze": "stages:x"})
     with pytest.raises(UserError, match=r"ResNet has 4 stages.*stages:4"):
         freeze(timm.create_model("resnet18", num_classes=3), "stages:5")
+
+
+def test_accumulation_counts_optimizer_steps_and_bad_values_are_one_line_errors():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3))
+    module = TrainModule(model, nn.BCEWithLogitsLoss())
+    optimizer, scheduler = build_optimizer(OptimConfig(lr=0.05, epochs=2), module, 2)  # a cosine over 4 updates
+    stats = train_one_epoch(module, _batches(n=40, batch=8), optimizer, PIPE, scheduler, accum_steps=3)
+    assert stats.updates == 2 and stats.examples == 40  # 5 batches: one update of 3, a short one of 2
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025)  # half-way: it counted 2 updates, not 5 batches
+    with pytest.raises(UserError, match=r"optim\.accum_steps=-1 is out of range.*--set optim\.accum_steps=1"):
+        TrainConfig.from_dict({"optim.accum_steps": -1})

@@ -131,7 +131,8 @@ def _train(config: dict) -> None:
     if workers:  # the loader processes decode on the other cores
         torch.set_num_threads(max(1, _threads() - workers))
     batch = cfg.optim.batch_size
-    steps = steps_per_epoch(task, world, batch)
+    accum = cfg.optim.accum_steps
+    steps = -(-steps_per_epoch(task, world, batch) // accum)  # optimizer updates: the schedule counts these
     optimizer, scheduler = build_optimizer(cfg.optim, module, steps, task.param_groups)
     start_epoch, last_metrics = _restore(task.model, task.criterion, optimizer, scheduler)
     eval_ctx = EvalContext(pipe, rank, world, batch, workers)
@@ -153,7 +154,8 @@ def _train(config: dict) -> None:
     for epoch in range(start_epoch, cfg.optim.epochs):
         loader = task.train_loader(epoch, rank, world, batch, workers)
         stats, evaluation = train_and_evaluate(module, task, loader, optimizer, pipe, eval_ctx, scheduler,
-                                               epoch * steps, cfg.optim.grad_clip, cfg.optim.nan_check_every)
+                                               epoch * steps, cfg.optim.grad_clip, cfg.optim.nan_check_every,
+                                               accum)
         train_loss, train_n = all_reduce_sum([stats.loss_sum, stats.examples])
         seconds = all_reduce_max(stats.seconds)
         metrics = {
@@ -167,6 +169,7 @@ def _train(config: dict) -> None:
         if epoch == start_epoch:
             metrics["workers/nodes"] = len(set(placement))
             metrics["model.trainable_params"] = trainable_params
+            metrics["optim.effective_batch"] = batch * world * accum
             metrics[TAG + "worker_nodes"] = ",".join(placement)
             metrics[TAG + "device"] = torch.cuda.get_device_name(device) if on_gpu else "cpu"
             if stats.first_step_time is not None:
