@@ -123,3 +123,59 @@ def test_accumulation_counts_optimizer_steps_and_bad_values_are_one_line_errors(
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025)  # half-way: it counted 2 updates, not 5 batches
     with pytest.raises(UserError, match=r"optim\.accum_steps=-1 is out of range.*--set optim\.accum_steps=1"):
         TrainConfig.from_dict({"optim.accum_steps": -1})
+
+
+def test_ema_is_what_is_evaluated_and_checkpointed_and_equals_a_hand_computed_ema(tmp_path):
+    from types import SimpleNamespace
+
+    from timm.utils import ModelEmaV3
+
+    from trainables.artifacts import MODEL_WEIGHTS, TRAIN_STATE
+    from trainables.loop import train_and_evaluate
+    from trainables.tasks import EvalResult
+    from trainables.worker import _save
+
+    torch.manual_seed(0)
+    decay = 0.7
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 14 * 14, 3))
+    module = TrainModule(model, nn.BCEWithLogitsLoss())
+    optimizer, scheduler = build_optimizer(OptimConfig(lr=0.05, epochs=2), module, 2)
+    ema = ModelEmaV3(model, decay=decay)
+    by_hand = {k: v.clone().double() for k, v in model.state_dict().items()}
+
+    def after_step(*_):  # the hand-made EMA of every float tensor, parameters and BN statistics alike
+        for k, v in model.state_dict().items():
+            by_hand[k] = by_hand[k] * decay + v.double() * (1 - decay) if v.is_floating_point() else v.clone().double()
+    optimizer.register_step_post_hook(after_step)
+
+    evaluated = []
+    task = SimpleNamespace(model=model, evaluate=lambda m, ctx: (evaluated.append(m), EvalResult({}, lambda _: None))[1])
+    for epoch in range(2):
+        stats, _ = train_and_evaluate(module, task, _batches(n=32, batch=8, seed=epoch), optimizer, PIPE, None,
+                                      scheduler, epoch * 2, accum_steps=2, ema=ema)
+        assert stats.updates == 2
+    assert all(m is ema.module for m in evaluated)
+    for k, v in ema.module.state_dict().items():
+        torch.testing.assert_close(v.double(), by_hand[k], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(ema.module[3].weight, model[3].weight)  # not simply the training weights
+
+    cfg = TrainConfig.from_dict({"optim.ema": decay})
+    _save(tmp_path, model, nn.Module(), optimizer, scheduler, 1, cfg, {}, ema)
+    saved = torch.load(tmp_path / MODEL_WEIGHTS, weights_only=True)
+    assert torch.equal(saved["3.weight"], ema.module[3].weight)  # export and predict read the EMA's weights
+    assert torch.equal(torch.load(tmp_path / TRAIN_STATE, weights_only=True)["model"]["3.weight"], model[3].weight)
+
+
+def test_the_model_card_says_the_weights_are_an_ema():
+    from types import SimpleNamespace
+
+    from orchestrator.export import model_card
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3, 3))
+    model.pretrained_cfg = {"mean": (0.5,) * 3, "std": (0.5,) * 3}
+    run = SimpleNamespace(info=SimpleNamespace(run_id="abc", run_name="calm-cat"))
+    chosen = {"epoch": 2, "out": "model", "metric": "m", "mode": "max", "epochs": [2], "checkpoint": "/c"}
+    card = lambda cfg: model_card(cfg=cfg, title="t", card_lines=[], model=model, run=run, tracking_uri="sqlite:///m.db",
+                                  chosen=chosen, metrics={}, strategy="", num_outputs=3)
+    assert "ModelEmaV3, decay optim.ema=0.999" in card(TrainConfig.from_dict({"optim.ema": 0.999}))
+    assert "moving average" not in card(TrainConfig.from_dict({}))

@@ -116,6 +116,8 @@ class OptimConfig:
     # Steps between fetches of the losses from the device (each one a host sync), which is when a NaN or
     # infinite loss is found; its report still names the exact examples before it (trainables/loop.py).
     nan_check_every: int = bounded(50, at_least=1)
+    ema: float = bounded(0.0, at_least=0, below=1, note="0: off", help="decay of an EMA of the weights (timm "
+                         "ModelEmaV3), e.g. 0.999; when on, the EMA is what is evaluated, checkpointed and exported")
     accum_steps: int = bounded(1, at_least=1, help="batches whose gradients are averaged into each optimizer step "
                                "(effective batch = batch_size x workers x accum_steps); DDP syncs on the last only")
 

@@ -171,14 +171,26 @@ class _LossTotals:
 
 def train_and_evaluate(module: nn.Module, task, loader, optimizer: torch.optim.Optimizer, pipe: InputPipe,
                        eval_ctx, scheduler=None, first_update: int = 0, grad_clip: float = 0.0,
-                       nan_check_every: int = 50, accum_steps: int = 1):
+                       nan_check_every: int = 50, accum_steps: int = 1, ema=None):
     """One epoch of `task` (a TaskSetup): train, then evaluate on every rank exactly the weights and
     buffers rank 0 checkpoints. DDP keeps the parameters equal, but it broadcasts buffers only at the
-    start of each forward, so after the last step each rank holds its own BatchNorm statistics."""
+    start of each forward, so after the last step each rank holds its own BatchNorm statistics.
+
+    With `ema` (timm's ModelEmaV3 of `task.model`) the EMA is updated after every optimizer step from the
+    weights DDP has just made equal on every rank, and it is what is evaluated (and checkpointed)."""
+    after_update = (lambda _: ema.update(task.model)) if ema is not None else None
     stats = train_one_epoch(module, loader, optimizer, pipe, scheduler, first_update, grad_clip, nan_check_every,
-                            accum_steps)
+                            accum_steps, after_update)
+    evaluated = evaluated_model(task.model, ema)
     broadcast_from_rank0(task.model)
-    return stats, task.evaluate(task.model, eval_ctx)
+    if evaluated is not task.model:
+        broadcast_from_rank0(evaluated)  # its BatchNorm statistics came from each rank's own batches
+    return stats, task.evaluate(evaluated, eval_ctx)
+
+
+def evaluated_model(model: nn.Module, ema=None) -> nn.Module:
+    """What is evaluated, checkpointed and exported: the EMA of the weights when there is one."""
+    return ema.module if ema is not None else model
 
 
 @torch.no_grad()

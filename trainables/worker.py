@@ -99,6 +99,8 @@ def _train(config: dict) -> None:
     from trainables import timing
     from trainables.config import TrainConfig
     from trainables.distributed import all_gather_objects, all_reduce_max, all_reduce_sum
+    from timm.utils import ModelEmaV3
+
     from trainables.loop import InputPipe, TrainModule, train_and_evaluate
     from trainables.models import input_normalization
     from trainables.models.freeze import freeze
@@ -134,7 +136,9 @@ def _train(config: dict) -> None:
     accum = cfg.optim.accum_steps
     steps = -(-steps_per_epoch(task, world, batch) // accum)  # optimizer updates: the schedule counts these
     optimizer, scheduler = build_optimizer(cfg.optim, module, steps, task.param_groups)
-    start_epoch, last_metrics = _restore(task.model, task.criterion, optimizer, scheduler)
+    # Built from the same weights on every rank (DDP broadcast them), updated from the same reduced steps.
+    ema = ModelEmaV3(task.model, decay=cfg.optim.ema) if cfg.optim.ema else None
+    start_epoch, last_metrics = _restore(task.model, task.criterion, optimizer, scheduler, ema)
     eval_ctx = EvalContext(pipe, rank, world, batch, workers)
     if start_epoch >= cfg.optim.epochs and last_metrics:
         # The Train run had already finished when its trial was restarted (a driver killed after a
@@ -155,7 +159,7 @@ def _train(config: dict) -> None:
         loader = task.train_loader(epoch, rank, world, batch, workers)
         stats, evaluation = train_and_evaluate(module, task, loader, optimizer, pipe, eval_ctx, scheduler,
                                                epoch * steps, cfg.optim.grad_clip, cfg.optim.nan_check_every,
-                                               accum)
+                                               accum, ema)
         train_loss, train_n = all_reduce_sum([stats.loss_sum, stats.examples])
         seconds = all_reduce_max(stats.seconds)
         metrics = {
@@ -183,7 +187,7 @@ def _train(config: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
-                _save(Path(tmp), task.model, task.criterion, optimizer, scheduler, epoch, cfg, metrics)
+                _save(Path(tmp), task.model, task.criterion, optimizer, scheduler, epoch, cfg, metrics, ema)
                 evaluation.write_files(Path(tmp))
                 (Path(tmp) / WEIGHTS_REPORT).write_text(json.dumps(weights_report, indent=1))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
@@ -204,12 +208,19 @@ def _report(metrics: dict, checkpoint) -> None:
                         "last checkpoint (or continue with --resume once the store answers)") from None
 
 
-def _save(out: Path, model, criterion, optimizer, scheduler, epoch: int, cfg: TrainConfig, metrics: dict) -> None:
+def _save(out: Path, model, criterion, optimizer, scheduler, epoch: int, cfg: TrainConfig, metrics: dict,
+          ema=None) -> None:
+    """MODEL_WEIGHTS holds the evaluated weights (the EMA's when on: export and predict use those); the
+    training weights an EMA run resumes from go into TRAIN_STATE."""
     import torch
 
-    torch.save(model.state_dict(), out / MODEL_WEIGHTS)
+    from trainables.loop import evaluated_model
+
+    torch.save(evaluated_model(model, ema).state_dict(), out / MODEL_WEIGHTS)
     state = {"criterion": criterion.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict() if scheduler else None}
+    if ema is not None:
+        state["model"] = model.state_dict()
     torch.save(state, out / TRAIN_STATE)
     meta = {"epoch": epoch + 1, "config": cfg.to_flat_dict(), "metrics": metrics}
     (out / CHECKPOINT_META).write_text(json.dumps(meta, indent=1, default=float))
@@ -226,7 +237,7 @@ def _report_again(rank: int, metrics: dict) -> None:
         _report(metrics, checkpoint)
 
 
-def _restore(model, criterion, optimizer, scheduler) -> tuple[int, dict]:
+def _restore(model, criterion, optimizer, scheduler, ema=None) -> tuple[int, dict]:
     """Resume from Ray Train's latest checkpoint if this trial is restarting.
 
     Returns the first epoch to run and the metrics reported with that checkpoint.
@@ -238,8 +249,11 @@ def _restore(model, criterion, optimizer, scheduler) -> tuple[int, dict]:
         return 0, {}
     with checkpoint.as_directory() as folder:
         folder = Path(folder)
-        model.load_state_dict(torch.load(folder / MODEL_WEIGHTS, map_location="cpu", weights_only=True))
+        evaluated = torch.load(folder / MODEL_WEIGHTS, map_location="cpu", weights_only=True)
         state = torch.load(folder / TRAIN_STATE, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("model", evaluated))
+        if ema is not None:
+            ema.module.load_state_dict(evaluated)
         criterion.load_state_dict(state["criterion"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state["scheduler"] is not None:
