@@ -179,3 +179,36 @@ def test_the_model_card_says_the_weights_are_an_ema():
                                   chosen=chosen, metrics={}, strategy="", num_outputs=3)
     assert "ModelEmaV3, decay optim.ema=0.999" in card(TrainConfig.from_dict({"optim.ema": 0.999}))
     assert "moving average" not in card(TrainConfig.from_dict({}))
+
+
+def test_patience_stops_at_the_evaluation_that_exhausts_it_and_resumes_its_count():
+    from trainables.patience import Patience
+
+    def stop_at(values, evaluations, mode="max"):
+        watch = Patience(evaluations, mode)
+        return next((i + 1 for i, v in enumerate(values) if watch.update(v)), None)
+
+    # best at evaluation 2 (0.6); 3, 4 and 5 do not beat it (an equal value is no improvement)
+    values = [0.5, 0.6, 0.6, 0.55, float("nan"), 0.9]
+    assert stop_at(values, 3) == 5 and stop_at(values, 2) == 4 and stop_at(values, 4) is None
+    assert stop_at(values, 0) is None  # off
+    assert stop_at([3.0, 2.0, 2.5, 2.4, 1.0], 2, mode="min") == 4  # a loss: lower is better
+
+    watch = Patience(3)
+    for v in values[:3]:
+        watch.update(v)
+    resumed = Patience(3)
+    resumed.load(watch.state())  # what a checkpoint carries
+    assert [resumed.update(v) for v in values[3:5]] == [False, True]
+
+
+def test_a_trial_stopped_by_patience_is_shown_so():
+    from types import SimpleNamespace
+
+    from orchestrator.report import results_table
+    from trainables.artifacts import STOPPED
+
+    grid = [SimpleNamespace(metrics={"trial_id": "a", "epoch": 4, "m": 0.7, STOPPED: "patience"}, config={}, error=None),
+            SimpleNamespace(metrics={"trial_id": "b", "epoch": 8, "m": 0.6}, config={}, error=None)]
+    table = results_table(grid, "m", "max", describe=lambda c: "", status_of=lambda trial: "done")
+    assert dict(zip(table["trial"], table["status"])) == {"a": "patience", "b": "done"}

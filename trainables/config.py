@@ -118,6 +118,8 @@ class OptimConfig:
     nan_check_every: int = bounded(50, at_least=1)
     ema: float = bounded(0.0, at_least=0, below=1, note="0: off", help="decay of an EMA of the weights (timm "
                          "ModelEmaV3), e.g. 0.999; when on, the EMA is what is evaluated, checkpointed and exported")
+    patience: int = bounded(0, at_least=0, note="0: off", help="stop the trial when the sweep's metric has not "
+                            "improved for this many evaluations; its best checkpoint is kept and exported")
     accum_steps: int = bounded(1, at_least=1, help="batches whose gradients are averaged into each optimizer step "
                                "(effective batch = batch_size x workers x accum_steps); DDP syncs on the last only")
 

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 import ray.train
 
-from trainables.artifacts import CHECKPOINT_META, MODEL_WEIGHTS, RESUMED, TAG, TRAIN_STATE, WEIGHTS_REPORT
+from trainables.artifacts import (CHECKPOINT_META, MODEL_WEIGHTS, OBJECTIVE, RESUMED, STOPPED, TAG, TRAIN_STATE,
+                                  WEIGHTS_REPORT)
 from trainables.errors import UserError
 
 if TYPE_CHECKING:
@@ -57,7 +58,8 @@ def train_fn_per_worker(config: dict) -> None:
     if not any(isinstance(f, _UserErrorsOnce) for f in _TRAIN_FN_ERRORS.filters):
         _TRAIN_FN_ERRORS.addFilter(_UserErrorsOnce())
     try:
-        _train(config)
+        config = dict(config)
+        _train(config, config.pop(OBJECTIVE, None) or {})
     except UserError as err:
         # One line, not a traceback per worker: the driver shows it and tags the child run with it.
         raise UserError(str(err)) from None
@@ -89,7 +91,8 @@ def steps_per_epoch(task: TaskSetup, world: int, batch: int) -> int:
     return rows // batch
 
 
-def _train(config: dict) -> None:
+def _train(config: dict, objective: dict) -> None:
+    """`objective`: the sweep's {"metric", "mode"} (patience watches that metric)."""
     entered = time.time()
     # Ray Train logs every report (with every metric) at INFO; progress is the driver's job.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
@@ -106,6 +109,7 @@ def _train(config: dict) -> None:
     from trainables.models.freeze import freeze
     from trainables.models.weights import report_of
     from trainables.optim import build_optimizer
+    from trainables.patience import Patience
     from trainables.tasks import EvalContext, get_task
 
     cfg = TrainConfig.from_dict(config)
@@ -138,9 +142,10 @@ def _train(config: dict) -> None:
     optimizer, scheduler = build_optimizer(cfg.optim, module, steps, task.param_groups)
     # Built from the same weights on every rank (DDP broadcast them), updated from the same reduced steps.
     ema = ModelEmaV3(task.model, decay=cfg.optim.ema) if cfg.optim.ema else None
-    start_epoch, last_metrics = _restore(task.model, task.criterion, optimizer, scheduler, ema)
+    patience = Patience(cfg.optim.patience, objective.get("mode", "max"))
+    start_epoch, last_metrics = _restore(task.model, task.criterion, optimizer, scheduler, ema, patience)
     eval_ctx = EvalContext(pipe, rank, world, batch, workers)
-    if start_epoch >= cfg.optim.epochs and last_metrics:
+    if (start_epoch >= cfg.optim.epochs or patience.exhausted) and last_metrics:
         # The Train run had already finished when its trial was restarted (a driver killed after a
         # trial ended but before Tune saved that): hand Tune the final result again, not nothing.
         _report_again(rank, last_metrics)
@@ -170,6 +175,8 @@ def _train(config: dict) -> None:
             "train/lr": optimizer.param_groups[0]["lr"],
             "train/threads_per_worker": torch.get_num_threads(),
         }
+        if patience.update(metrics.get(objective.get("metric", ""))):
+            metrics[STOPPED] = "patience"
         if epoch == start_epoch:
             metrics["workers/nodes"] = len(set(placement))
             metrics["model.trainable_params"] = trainable_params
@@ -187,11 +194,14 @@ def _train(config: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
-                _save(Path(tmp), task.model, task.criterion, optimizer, scheduler, epoch, cfg, metrics, ema)
+                _save(Path(tmp), task.model, task.criterion, optimizer, scheduler, epoch, cfg, metrics, ema,
+                      patience.state())
                 evaluation.write_files(Path(tmp))
                 (Path(tmp) / WEIGHTS_REPORT).write_text(json.dumps(weights_report, indent=1))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             _report(metrics, checkpoint)
+        if patience.exhausted:  # the best checkpoint is the one Train keeps (scored by the sweep's metric)
+            return
 
 
 def _report(metrics: dict, checkpoint) -> None:
@@ -209,7 +219,7 @@ def _report(metrics: dict, checkpoint) -> None:
 
 
 def _save(out: Path, model, criterion, optimizer, scheduler, epoch: int, cfg: TrainConfig, metrics: dict,
-          ema=None) -> None:
+          ema=None, patience: dict | None = None) -> None:
     """MODEL_WEIGHTS holds the evaluated weights (the EMA's when on: export and predict use those); the
     training weights an EMA run resumes from go into TRAIN_STATE."""
     import torch
@@ -222,7 +232,7 @@ def _save(out: Path, model, criterion, optimizer, scheduler, epoch: int, cfg: Tr
     if ema is not None:
         state["model"] = model.state_dict()
     torch.save(state, out / TRAIN_STATE)
-    meta = {"epoch": epoch + 1, "config": cfg.to_flat_dict(), "metrics": metrics}
+    meta = {"epoch": epoch + 1, "config": cfg.to_flat_dict(), "metrics": metrics, "patience": patience}
     (out / CHECKPOINT_META).write_text(json.dumps(meta, indent=1, default=float))
 
 
@@ -237,7 +247,7 @@ def _report_again(rank: int, metrics: dict) -> None:
         _report(metrics, checkpoint)
 
 
-def _restore(model, criterion, optimizer, scheduler, ema=None) -> tuple[int, dict]:
+def _restore(model, criterion, optimizer, scheduler, ema=None, patience=None) -> tuple[int, dict]:
     """Resume from Ray Train's latest checkpoint if this trial is restarting.
 
     Returns the first epoch to run and the metrics reported with that checkpoint.
@@ -259,4 +269,6 @@ def _restore(model, criterion, optimizer, scheduler, ema=None) -> tuple[int, dic
         if scheduler is not None and state["scheduler"] is not None:
             scheduler.load_state_dict(state["scheduler"])
         meta = json.loads((folder / CHECKPOINT_META).read_text())
+        if patience is not None:
+            patience.load(meta.get("patience"))
         return int(meta["epoch"]), meta.get("metrics", {})
