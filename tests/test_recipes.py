@@ -212,3 +212,17 @@ def test_a_trial_stopped_by_patience_is_shown_so():
             SimpleNamespace(metrics={"trial_id": "b", "epoch": 8, "m": 0.6}, config={}, error=None)]
     table = results_table(grid, "m", "max", describe=lambda c: "", status_of=lambda trial: "done")
     assert dict(zip(table["trial"], table["status"])) == {"a": "patience", "b": "done"}
+
+
+def test_every_trial_reports_its_best_evaluations_numbers_and_step():
+    from trainables.patience import Patience
+
+    evaluations = [{"val/acc": 0.5, "val/loss": 0.9, "train/loss": 1.0, "epoch": 1, "timing/x_s": 3.0},
+                   {"val/acc": 0.8, "val/loss": 0.7, "train/loss": 0.8, "epoch": 2},
+                   {"val/acc": 0.7, "val/loss": 0.6, "train/loss": 0.6, "epoch": 3}]
+    watch, logged = Patience(0, "max"), {}
+    reports = [watch.observe(m, "val/acc", step=m["epoch"]) for m in evaluations]
+    for report in reports:  # MLflow keeps each metric's last value: what its table would show
+        logged.update({k: v for k, v in report.items() if k.startswith("best/")})
+    assert logged == {"best/val/acc": 0.8, "best/val/loss": 0.7, "best/train/loss": 0.8, "best/step": 2.0}
+    assert "best/val/acc" not in reports[2]  # only an improvement reports them

@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING
 
 import ray.train
 
-from trainables.artifacts import (CHECKPOINT_META, MODEL_WEIGHTS, OBJECTIVE, RESUMED, STOPPED, TAG, TRAIN_STATE,
-                                  WEIGHTS_REPORT)
+from trainables.artifacts import CHECKPOINT_META, MODEL_WEIGHTS, OBJECTIVE, RESUMED, TAG, TRAIN_STATE, WEIGHTS_REPORT
 from trainables.errors import UserError
 
 if TYPE_CHECKING:
@@ -175,12 +174,11 @@ def _train(config: dict, objective: dict) -> None:
             "train/lr": optimizer.param_groups[0]["lr"],
             "train/threads_per_worker": torch.get_num_threads(),
         }
-        if patience.update(metrics.get(objective.get("metric", ""))):
-            metrics[STOPPED] = "patience"
+        metrics = patience.observe(metrics, objective.get("metric", ""), step=epoch + 1)  # the MLflow step
         if epoch == start_epoch:
             metrics["workers/nodes"] = len(set(placement))
-            metrics["model.trainable_params"] = trainable_params
-            metrics["optim.effective_batch"] = batch * world * accum
+            metrics["model/trainable_params"] = trainable_params
+            metrics["optim/effective_batch"] = batch * world * accum
             metrics[TAG + "worker_nodes"] = ",".join(placement)
             metrics[TAG + "device"] = torch.cuda.get_device_name(device) if on_gpu else "cpu"
             if stats.first_step_time is not None:
