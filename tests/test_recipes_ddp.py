@@ -1,4 +1,4 @@
-"""Gradient accumulation and frozen backbones under DDP: 2 gloo processes (torch.multiprocessing), no Ray."""
+"""Gradient accumulation, frozen backbones and the EMA under DDP: 2 gloo processes (torch.multiprocessing), no Ray."""
 
 from __future__ import annotations
 
@@ -60,12 +60,35 @@ def _frozen(rank: int) -> dict:
     return {"changed": sorted(k for k in before if not torch.equal(before[k], after[k])), "fc": model.fc.weight.detach().clone()}
 
 
+def _ema(rank: int) -> dict:
+    """The EMA each rank evaluates, after training on its own rows (so its BatchNorm statistics differ)."""
+    from types import SimpleNamespace
+
+    from timm.utils import ModelEmaV3
+
+    from trainables.loop import train_and_evaluate
+    from trainables.tasks import EvalResult
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 2 * 2, 3))
+    module = DDP(TrainModule(model, nn.BCEWithLogitsLoss()))
+    ema = ModelEmaV3(model, decay=0.5)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=0.05)
+    seen = {}
+    task = SimpleNamespace(model=model, evaluate=lambda m, ctx: (seen.update({k: v.clone() for k, v in m.state_dict().items()}),
+                                                                 EvalResult({}, lambda _: None))[1])
+    images, labels = _rows(rank, 2 * B)
+    train_and_evaluate(module, task, [(images[:B], labels[:B]), (images[B:], labels[B:])], optimizer, PIPE, None, ema=ema)
+    return seen
+
+
 def _worker(rank: int, world: int, port: int, folder: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        torch.save({"accumulation": _accumulation(rank), "frozen": _frozen(rank)}, os.path.join(folder, f"{rank}.pt"))
+        torch.save({"accumulation": _accumulation(rank), "frozen": _frozen(rank), "ema": _ema(rank)},
+                   os.path.join(folder, f"{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -76,7 +99,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_accumulation_and_frozen_backbones_under_ddp(tmp_path):
+def test_accumulation_frozen_backbones_and_ema_under_ddp(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"{rank}.pt", weights_only=False) for rank in range(2)]
 
@@ -99,3 +122,8 @@ def test_accumulation_and_frozen_backbones_under_ddp(tmp_path):
     for result in ranks:  # DDP with a frozen backbone: trains the head only, and the ranks agree
         assert result["frozen"]["changed"] == ["fc.bias", "fc.weight"]
     torch.testing.assert_close(ranks[0]["frozen"]["fc"], ranks[1]["frozen"]["fc"], rtol=0, atol=0)
+
+    # the EMA every rank evaluates is one and the same, BatchNorm statistics included
+    assert ranks[0]["ema"].keys() == ranks[1]["ema"].keys()
+    for key, value in ranks[0]["ema"].items():
+        assert torch.equal(value, ranks[1]["ema"][key]), key
