@@ -226,3 +226,19 @@ def test_every_trial_reports_its_best_evaluations_numbers_and_step():
         logged.update({k: v for k, v in report.items() if k.startswith("best/")})
     assert logged == {"best/val/acc": 0.8, "best/val/loss": 0.7, "best/train/loss": 0.8, "best/step": 2.0}
     assert "best/val/acc" not in reports[2]  # only an improvement reports them
+
+
+def test_the_recipe_keys_are_listed_with_their_help_and_default_to_doing_nothing(capsys):
+    from argparse import Namespace
+
+    from orchestrator.__main__ import cmd_list
+
+    cmd_list(Namespace(keys=True))
+    lines = [line for line in capsys.readouterr().out.splitlines() if "model.freeze" in line or "optim." in line]
+    for key, default in (("model.freeze", "'none'"), ("optim.ema", "0.0"), ("optim.patience", "0"),
+                         ("optim.accum_steps", "1")):
+        line = next(line for line in lines if line.split()[0] == key)
+        assert line.split()[1] == default and "  # " in line  # one line of help beside the default
+    cfg = TrainConfig.from_dict({"model.freeze": "stages:2", "optim.ema": "0.999", "optim.patience": "3",
+                                 "optim.accum_steps": "4"})  # as --set and sweep files give them
+    assert (cfg.model.freeze, cfg.optim.ema, cfg.optim.patience, cfg.optim.accum_steps) == ("stages:2", 0.999, 3, 4)
