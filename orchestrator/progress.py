@@ -13,7 +13,7 @@ from typing import Callable
 from ray import tune
 
 from orchestrator.tracking import error_line
-from trainables.artifacts import RESUMED
+from trainables.artifacts import RESUMED, STOPPED
 
 
 class ProgressPrinter(tune.Callback):
@@ -79,6 +79,8 @@ class ProgressPrinter(tune.Callback):
         epochs = result.get("epoch", 0)
         how = ("done" if epochs >= self.epochs else f"stopped early by {self.stopper} after epoch {epochs}"
                if self.stopper else f"ended after epoch {epochs} of {self.epochs}")
+        if result.get(STOPPED) == "patience":
+            how = f"stopped by patience after epoch {epochs} (optim.patience)"
         value = result.get(self.metric)
         shown = f"{self.metric} {value:.4f}" if value is not None else "no result"
         self._say(f"{'done':<6} {self._label(trial, trials)}: {shown}, {how}, {seconds:.0f}s")
