@@ -46,3 +46,36 @@ def serving(models: dict, **options):
 def post(url: str, photos: list[tuple[str, bytes]], field: str = "image", timeout: float = 60, **data):
     files = [(field, (name, content, "application/octet-stream")) for name, content in photos]
     return requests.post(url, files=files, data=data, timeout=timeout)
+
+
+@contextlib.contextmanager
+def serve_command(*args: str, seconds: float = 300):
+    """`python -m orchestrator serve ARGS --port P` as a person runs it, on its own local Ray; yields the page's
+    URL once it says it is serving, then stops it with Ctrl-C (SIGINT) and checks that it said so and exited 0."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from waiting import wait_until
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator", "serve", *args, "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        said = wait_until(lambda: next((l for l in lines if l.startswith("serving")), None) or process.poll() is not None,
+                          seconds, "`serve` to say it is serving")
+        assert said is not True and process.poll() is None, f"serve exited {process.returncode}: {lines[-5:]}"
+        assert f"http://127.0.0.1:{port}/" in said, said
+        yield f"http://127.0.0.1:{port}/"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=120) == 0
+        reader.join(timeout=10)
+        assert "stopped serving\n" in lines, lines[-3:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
