@@ -62,6 +62,7 @@ def test_predict_answers_what_in_process_predict_writes(served, models, app, tmp
     served_table = pd.DataFrame([i["table"] for i in body["images"]])
     assert list(served_table.columns) == list(expected.columns[1:])
     for column in served_table.columns:
+        assert served_table[column].dtype.kind == expected[column].dtype.kind, column  # a 0/1 label stays an int
         if served_table[column].dtype.kind == "f":
             np.testing.assert_allclose(served_table[column], expected[column], atol=1e-5, err_msg=column)
         else:

@@ -224,10 +224,10 @@ def analyse(exported: ExportedModel, outputs: np.ndarray, strategy: str) -> list
     groups = exported.outputs.score_groups(exported.cfg, exported.labels)
     scores = activate(torch.from_numpy(np.asarray(outputs, dtype=np.float32)), groups).numpy()
     results = []
-    for (_, row), values in zip(table.iterrows(), scores):
+    # to_json of the whole table keeps each column's type (a label stays 0/1; iterrows would make it 0.0)
+    for (_, row), record, values in zip(table.iterrows(), json.loads(table.to_json(orient="records")), scores):
         by_name = {name: float(v) for name, v in zip(names, values)}
-        results.append({"table": json.loads(row.to_json()), "scores": by_name,
-                        "sections": exported.outputs.present(row, by_name)})
+        results.append({"table": record, "scores": by_name, "sections": exported.outputs.present(row, by_name)})
     return results
 
 
