@@ -15,6 +15,7 @@ import argparse
 import signal
 import sys
 
+from orchestrator.commands.serve import add_serve_parser, cmd_serve
 from orchestrator.commands.sync import EXIT_STILL_DOWN, add_sync_parser, cmd_sync
 from orchestrator.export import add_export_parser, add_register_arguments, cmd_export
 from orchestrator.predict import add_predict_parser, cmd_predict
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(commands)
     add_predict_parser(commands)
     add_sync_parser(commands)
+    add_serve_parser(commands)
     return parser
 
 
@@ -133,7 +135,8 @@ def cmd_doctor(args) -> int:
 
 
 COMMANDS = {"list": cmd_list, "sweep": cmd_sweep, "doctor": cmd_doctor, "prepare": cmd_prepare,
-            "export": cmd_export, "predict": cmd_predict, "sync": cmd_sync}
+            "export": cmd_export, "predict": cmd_predict, "sync": cmd_sync,
+            "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,10 +94,12 @@ class Checkpoint:
 
 
 def export_run(run_id: str, out, tracking_uri: str | None = None, metric: str | None = None,
-               mode: str | None = None, *, tracking=None, logged_to: str | None = None) -> dict:
+               mode: str | None = None, *, tracking=None, logged_to: str | None = None,
+               checkpoint: str | None = None) -> dict:
     """Write the export folder; returns what was chosen (run_id, epoch, metric, value, epochs, out, checkpoint,
     timm: a TimmLoad, whether `timm.create_model("local-dir:…")` loads it). `tracking` (an open store) stands for
-    `tracking_uri`; `logged_to` names the run whose artifacts the folder is going to, for the model card."""
+    `tracking_uri`; `logged_to` names the run whose artifacts the folder is going to, for the model card;
+    `checkpoint` (a path as `chosen["checkpoint"]` gives it) exports that checkpoint instead of the best."""
     from orchestrator.tracking import SWEEP_KEY, Tracking
     from trainables.config import TrainConfig
     from trainables.inference import task_outputs
@@ -122,6 +124,11 @@ def export_run(run_id: str, out, tracking_uri: str | None = None, metric: str | 
         known = sorted(k for k in run.data.metrics if "/" in k)[:12]
         raise UserError(f"run {run_id} has no '{metric}' for the epochs {[c.epoch for c in checkpoints]} of its "
                         f"checkpoints: pass --metric, one of {', '.join(known) or 'none logged'}")
+    if checkpoint is not None:  # a LoggedModel's own checkpoint (logged_model.CHECKPOINT_TAG)
+        scored = [(v, c) for v, c in scored if c.path == checkpoint]
+        if not scored:
+            raise UserError(f"run {run_id} no longer has the checkpoint {checkpoint}, which its model was made "
+                            "from (was the sweep's storage moved?): restore it, or serve --run RUN_ID")
     sign = 1 if mode == "max" else -1
     value, best = max(scored, key=lambda vc: (sign * vc[0], vc[1].epoch))  # a tie goes to the later epoch
     out = Path(out).expanduser()

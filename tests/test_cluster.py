@@ -34,6 +34,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from waiting import wait_until
+
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[1]
 # Ports a second Ray on the machine would otherwise share (a local Ray of the test session holds the defaults).
@@ -48,14 +50,7 @@ def _free_port() -> int:
 
 
 def _wait(condition, seconds: float, what: str):
-    """Poll `condition` until it returns something true; fail naming `what` after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)  # polling for a condition, not waiting a fixed time
-    raise AssertionError(f"timed out after {seconds:g}s waiting for {what}")
+    return wait_until(condition, seconds, what, every=0.5)
 
 
 def _stop_processes_under(folder: Path, sig: int = signal.SIGKILL) -> None:

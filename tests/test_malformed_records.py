@@ -8,7 +8,6 @@ import pickle
 import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from trainables.data.prepare import prepare
 from trainables.data.shards import load_metadata
 from trainables.errors import UserError
 
-from fake_images import jpeg
+from fake_images import jpeg, jpeg_claiming, png_claiming
 
 
 def skipped_and_refused(tmp_path, fmt, src, where: str, count: dict):
@@ -124,21 +123,6 @@ def test_an_issame_entry_nested_200000_deep(tmp_path):
     assert info.counts == {"train": 6} and [s["file"] for s in info.skipped] == ["agedb_30.bin"]
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A 60-byte PNG whose header claims width x height RGB pixels, with data for almost none."""
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + _chunk(b"IDAT", zlib.compress(b"\x00" * 25)) + _chunk(b"IEND", b""))
-
-
-def jpeg_claiming(width: int, height: int) -> bytes:
-    data = bytearray(jpeg(1))
-    at = data.find(b"\xff\xc0")
-    data[at + 5:at + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
 
 
 def test_a_png_bomb_and_a_truncated_png_do_not_crash_the_shard_decoder(tmp_path):
@@ -146,7 +130,7 @@ def test_a_png_bomb_and_a_truncated_png_do_not_crash_the_shard_decoder(tmp_path)
     script = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
               "from trainables.data.decode import decode_shard_image\n"
               "from trainables.errors import UserError\n"
-              "from test_malformed_records import png_claiming\n"
+              "from fake_images import png_claiming\n"
               "for w in (20000, 64):\n"
               "    try:\n"
               "        decode_shard_image(png_claiming(w, w), 64, 'bomb.png')\n"

@@ -4,25 +4,17 @@ MLflow 3's empty GenAI overview. Skipped where no Chromium is installed (Debian'
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
-import pytest
 
+from browser import BROWSER, needs_browser
+from mlflow_server import free_port
 from orchestrator.tracking import DatasetRecord, Tracking
 
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(BROWSER is None, reason="needs headless Chromium (apt-get install chromium)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = needs_browser
 
 
 def _wait_healthy(url: str, server: subprocess.Popen, seconds: float = 90) -> None:
@@ -44,7 +36,7 @@ def test_the_printed_link_opens_the_training_runs(tmp_path):
     run_id, _ = tracking.find_or_create_run(experiment, {"orchestrator.sweep_path": str(tmp_path)}, "my-sweep", {})
     tracking.log_dataset(run_id, DatasetRecord(str(tmp_path / "celeba-shards"), "feedc0de12345678", "celeba",
                                                {"train": 8, "val": 1, "test": 1}))
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],

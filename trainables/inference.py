@@ -201,6 +201,36 @@ def run_model(exported: ExportedModel, paths: list[Path], batch_size: int = 64
     return outputs[ok], [p for p, good in zip(paths, ok) if good], failed
 
 
+def decode_bytes(exported: ExportedModel, data: bytes, name: str, fix: str) -> torch.Tensor:
+    """(3, size, size) uint8 from an encoded image (an upload), decoded as `decode_file` does; else a
+    UserError ending with `fix`, what the sender can do."""
+    return decode_shard_image(data, exported.cfg.data.image_size, name, fix=fix)
+
+
+def predict_faces(exported: ExportedModel, faces: torch.Tensor) -> np.ndarray:
+    """Raw outputs for (N, 3, H, W) uint8 faces, through the same `loop.predict` as `run_model`."""
+    with torch.no_grad():
+        outputs, _ = predict(exported.model, [(faces, torch.zeros(len(faces)))], exported.pipe)
+    return outputs
+
+
+def analyse(exported: ExportedModel, outputs: np.ndarray, strategy: str) -> list[dict]:
+    """Per image, what `serve` answers: `table` (the row predict writes to predictions.csv), `scores` (the
+    served scores by output name, as the MLflow model gives them) and `sections` (the task's own display)."""
+    from trainables.served import activate
+
+    names = exported.output_names
+    table = exported.outputs.describe(outputs, exported, strategy)
+    groups = exported.outputs.score_groups(exported.cfg, exported.labels)
+    scores = activate(torch.from_numpy(np.asarray(outputs, dtype=np.float32)), groups).numpy()
+    results = []
+    # to_json of the whole table keeps each column's type (a label stays 0/1; iterrows would make it 0.0)
+    for (_, row), record, values in zip(table.iterrows(), json.loads(table.to_json(orient="records")), scores):
+        by_name = {name: float(v) for name, v in zip(names, values)}
+        results.append({"table": record, "scores": by_name, "sections": exported.outputs.present(row, by_name)})
+    return results
+
+
 def load_faces(exported: ExportedModel, paths: list[Path], size: int | None = None) -> torch.Tensor:
     """(N, 3, size, size) uint8: what the model saw (decoded at another `size` if given)."""
     size = size or exported.cfg.data.image_size

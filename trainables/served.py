@@ -28,7 +28,11 @@ class ServedModel(nn.Module):
         self.groups = [(int(start), int(stop), kind) for start, stop, kind in groups]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        raw = self.model((images * 255 - self.mean255) / self.std255)
-        if not self.groups:
-            return raw
-        return torch.cat([ACTIVATIONS[kind](raw[:, start:stop]) for start, stop, kind in self.groups], dim=1)
+        return activate(self.model((images * 255 - self.mean255) / self.std255), self.groups)
+
+
+def activate(raw: torch.Tensor, groups: list[tuple[int, int, str]]) -> torch.Tensor:
+    """The task's scores from raw outputs (N, K): each group's columns through its activation; [] keeps them raw."""
+    if not groups:
+        return raw
+    return torch.cat([ACTIVATIONS[kind](raw[:, start:stop]) for start, stop, kind in groups], dim=1)

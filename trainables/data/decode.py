@@ -65,7 +65,11 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def decode_image(source: bytes | Path, size: int, name: str = "", square: bool = False) -> torch.Tensor:
+DROP_IT = "re-copy the file or drop it from the labels"  # what a dataset's owner does about a bad image
+
+
+def decode_image(source: bytes | Path, size: int, name: str = "", square: bool = False,
+                 fix: str = DROP_IT) -> torch.Tensor:
     """PIL's decoder: JPEG draft mode lets libjpeg decode at 1/2, 1/4 or 1/8 scale when the target is
     well below the stored size. With `square`, the centred square is kept (CelebA's 178x218 faces keep
     their proportions); otherwise the image is resized as it is."""
@@ -83,7 +87,7 @@ def decode_image(source: bytes | Path, size: int, name: str = "", square: bool =
                 img = img.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
     except Exception as err:  # PIL raises many types for bad data (OSError, SyntaxError, struct.error ...)
         reason = "not a readable image" if "BytesIO" in str(err) else str(err).rstrip(".")  # PIL names its buffer
-        raise UserError(f"cannot decode image {name or source}: {reason}; re-copy the file or drop it from the labels") from None
+        raise UserError(f"cannot decode image {name or source}: {reason}; {fix}") from None
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
 
 
@@ -97,7 +101,8 @@ def _torchvision_decoder():
     return tv_decode, ImageReadMode.RGB
 
 
-def decode_shard_image(data: bytes, size: int, name: str = "", square: bool = False) -> torch.Tensor:
+def decode_shard_image(data: bytes, size: int, name: str = "", square: bool = False,
+                       fix: str = DROP_IT) -> torch.Tensor:
     """About twice as fast as `decode_image` at 112 px from CelebA's 178x218: torchvision's
     libjpeg-turbo decoder and torch's uint8 antialiased bilinear resize (within one grey level of
     PIL's). An image already `size` px square (112x112 faces at 112) skips the resize, which is the
@@ -112,8 +117,7 @@ def decode_shard_image(data: bytes, size: int, name: str = "", square: bool = Fa
     decoder = _torchvision_decoder()
     dims = jpeg_size(data)
     if dims is not None and too_many_pixels(*dims):
-        raise UserError(f"cannot decode image {name or 'bytes'}: {too_many_pixels(*dims)}; re-copy the file or "
-                        f"drop it from the labels")
+        raise UserError(f"cannot decode image {name or 'bytes'}: {too_many_pixels(*dims)}; {fix}")
     if decoder is not None and dims is not None:
         try:
             with warnings.catch_warnings():
@@ -128,4 +132,4 @@ def decode_shard_image(data: bytes, size: int, name: str = "", square: bool = Fa
                                                    align_corners=False, antialias=True)[0]
         except RuntimeError:
             pass
-    return decode_image(data, size, name, square)
+    return decode_image(data, size, name, square, fix)

@@ -81,6 +81,10 @@ class TaskOutputs:
     # the served model's activations (trainables/served.py): (config, labels.json) -> [(start, stop, kind)]
     # over the output columns, kind softmax | sigmoid | raw; [] serves the raw outputs
     score_groups: Callable[["TrainConfig", dict], list[tuple[int, int, str]]] = lambda cfg, labels: []
+    # what `serve` shows for one image: (its row of `describe`, {output name: served score}) -> sections
+    # [{"title": str, "items": [{"name": str, "score": float, "decision": str}]}]; the page draws them as they are
+    present: Callable[["pd.Series", dict], list[dict]] = lambda row, scores: [
+        {"title": "outputs", "items": [{"name": n, "score": s, "decision": ""} for n, s in scores.items()]}]
 
 
 @dataclass(frozen=True)

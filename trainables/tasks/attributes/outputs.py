@@ -58,6 +58,13 @@ def captions(row: pd.Series) -> list[str]:
     return [key.split("/", 1)[1] for key, value in row.items() if key.startswith(artifacts.LABEL) and value == 1]
 
 
+def present(row: pd.Series, scores: dict) -> list[dict]:
+    """Every attribute with its score and its decision under the exported threshold policy (describe's label/)."""
+    return [{"title": "attributes", "items": [
+        {"name": name, "score": float(score), "decision": "yes" if row[f"{artifacts.LABEL}{name}"] == 1 else "no"}
+        for name, score in scores.items()]}]
+
+
 def card_lines(strategies: list[str], strategy: str) -> list[str]:
     if not strategy:
         return []
@@ -70,6 +77,6 @@ ATTRIBUTE_OUTPUTS = TaskOutputs(
     card_metrics=lambda s: ["val/mean_accuracy", "val/macro_f1", f"test/{s}/mean_accuracy", f"test/{s}/macro_f1",
                             "test/fixed/mean_accuracy", "test/fixed/macro_f1"],
     output_names=output_names, describe=describe, captions=captions,
-    export_files=(artifacts.THRESHOLDS,), card_lines=card_lines,
+    export_files=(artifacts.THRESHOLDS,), card_lines=card_lines, present=present,
     score_groups=lambda cfg, labels: [(0, len(labels["outputs"]), "sigmoid")],  # the score/ columns of describe
 )

@@ -49,6 +49,21 @@ def score_groups(cfg, labels: dict) -> list[tuple[int, int, str]]:
             for task, c in head.columns.items()]
 
 
+def present(row: pd.Series, scores: dict) -> list[dict]:
+    """Race, gender and age: each class with its served probability, the predicted one marked; a regressed
+    age is its years."""
+    chosen = {"race": row["race"], "gender": row["gender"], "age": row["age_bin"]}
+    sections = []
+    for task in TASKS:
+        items = [{"name": name.split("/", 1)[1], "score": float(score),
+                  "decision": "predicted" if name.split("/", 1)[1] == chosen[task] else ""}
+                 for name, score in scores.items() if name.split("/", 1)[0] == task]
+        if task == "age" and not any(item["decision"] for item in items):  # age.mode=regression
+            items = [{"name": "years", "score": float(row["age_years"]), "decision": f"predicted ({row['age_bin']})"}]
+        sections.append({"title": task, "items": items})
+    return sections
+
+
 def captions(row: pd.Series) -> list[str]:
     return [str(row["race"]), str(row["gender"]), f"age {row['age_bin']} (~{float(row['age_years']):.0f} y)"]
 
@@ -60,4 +75,5 @@ FAIRFACE_OUTPUTS = TaskOutputs(
     describe=lambda outputs, exported, strategy: describe_predictions(outputs, exported.cfg),
     captions=captions,
     score_groups=score_groups,
+    present=present,
 )

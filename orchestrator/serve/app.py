@@ -1,0 +1,146 @@
+"""The Ray Serve application: one deployment that holds an exported model and answers
+  GET /           the page (index.html): upload photos, see the analysis, Grad-CAM one click away;
+  GET /info       what is served: the model's id, task, output names and decision policy;
+  POST /predict   form field `image`, repeatable -> per photo the task's table, scores and sections (JSON);
+  POST /gradcam   one `image` and an `output` name -> a PNG of the Grad-CAM overlay.
+Each photo of every request goes through `infer`, which `@serve.batch` gathers into one forward pass.
+Everything a photo's answer holds comes from `trainables.inference.analyse`, so from the task's own
+outputs, as `predict` uses them. A bad request is a 4xx with one sentence (`{"error": ...}`), and the
+replica goes on serving.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the routes' `Request` annotations at runtime.
+import asyncio
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from ray import serve
+
+from orchestrator.serve.uploads import FIELD, MAX_FILES, MAX_UPLOAD_BYTES, BadRequest, read_form, uploaded_images
+from trainables.errors import UserError
+
+PAGE = Path(__file__).with_name("index.html")
+SEND_A_PHOTO = "send a JPEG or PNG face photo"
+api = FastAPI(title="face-orchestrator", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+def refused(err: BadRequest) -> JSONResponse:
+    return JSONResponse({"error": err.message}, status_code=err.status)
+
+
+@serve.deployment(max_ongoing_requests=64)
+@serve.ingress(api)
+class FaceModel:
+    def __init__(self, files: dict[str, bytes], model_id: str, device: str = "cpu", max_batch_size: int = 16,
+                 batch_wait_timeout_s: float = 0.005, max_upload_bytes: int = MAX_UPLOAD_BYTES):
+        from trainables import inference
+
+        # The export folder travels as bytes, so a replica on any node of a cluster has it.
+        self.folder = tempfile.TemporaryDirectory(prefix="served-model-")
+        for name, data in files.items():
+            (Path(self.folder.name) / name).write_bytes(data)
+        self.exported = inference.load_exported(self.folder.name, device=device)
+        self.strategy = inference.pick_strategy(self.exported, None)
+        self.model_id, self.limit = model_id, max_upload_bytes
+        self.infer.set_max_batch_size(max_batch_size)
+        self.infer.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.page = PAGE.read_text()
+
+    @api.get("/", response_class=HTMLResponse)
+    def index(self) -> str:
+        return self.page
+
+    @api.get("/info")
+    def info(self) -> dict:
+        from trainables.tasks import get_task
+
+        cfg = self.exported.cfg
+        return {"model": self.model_id, "task": cfg.task, "title": get_task(cfg.task).title,
+                "outputs": self.exported.output_names, "strategy": self.strategy, "image_size": cfg.data.image_size,
+                "field": FIELD, "max_files": MAX_FILES, "max_upload_bytes": self.limit}
+
+    @api.post("/predict")
+    async def predict(self, request: Request):
+        from trainables import inference
+
+        try:
+            photos = await self.photos(request)
+            outputs = np.stack(await asyncio.gather(*(self.infer(face) for _, face in photos)))
+        except BadRequest as err:
+            return refused(err)
+        results = inference.analyse(self.exported, outputs, self.strategy)
+        return {"model": self.model_id, "task": self.exported.cfg.task, "strategy": self.strategy,
+                "images": [{"file": name, **result} for (name, _), result in zip(photos, results)]}
+
+    @api.post("/gradcam")
+    async def gradcam(self, request: Request):
+        from orchestrator.predict import overlay
+        from trainables import inference
+
+        try:
+            form = await read_form(request, self.limit)
+            photos = await self.decoded(form, request)
+            if len(photos) != 1:
+                raise BadRequest(400, f"Grad-CAM explains one photo at a time; this form has {len(photos)}.")
+            column = self.output_column(str(form.get("output") or ""))
+        except BadRequest as err:
+            return refused(err)
+        _, face = photos[0]
+        cams, _ = inference.grad_cam(self.exported, face[None], column)
+        png = io.BytesIO()
+        overlay(face, cams[0], size=256).save(png, format="PNG")
+        return Response(png.getvalue(), media_type="image/png")
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def infer(self, faces: list) -> list[np.ndarray]:
+        """Raw outputs for the photos of every request waiting now, in one forward pass."""
+        import torch
+
+        from trainables import inference
+
+        return list(inference.predict_faces(self.exported, torch.stack(faces)))
+
+    # ---- reading a request ------------------------------------------------------------------------
+
+    async def photos(self, request: Request) -> list[tuple[str, object]]:
+        return await self.decoded(await read_form(request, self.limit), request)
+
+    async def decoded(self, form, request: Request) -> list[tuple[str, object]]:
+        """(name, (3, H, W) uint8 face) per uploaded photo, after the model id is checked."""
+        from trainables import inference
+
+        wanted = request.query_params.get("model") or form.get("model")
+        if wanted and wanted != self.model_id:
+            raise BadRequest(404, f"This server serves the model '{self.model_id}', not '{wanted}'; "
+                                  f"ask for '{self.model_id}' or leave out the model.")
+        photos = []
+        for name, data in await uploaded_images(form):
+            try:
+                photos.append((name, inference.decode_bytes(self.exported, data, name, SEND_A_PHOTO)))
+            except UserError as err:
+                raise BadRequest(400, f"{str(err)[0].upper()}{str(err)[1:]}.") from None
+        return photos
+
+    def output_column(self, name: str) -> int:
+        from orchestrator.predict import output_column
+
+        if not name:
+            raise BadRequest(400, "Name the output to explain in the form field 'output' (see GET info).")
+        try:
+            return output_column(self.exported.output_names, name)
+        except UserError as err:
+            raise BadRequest(400, f"{str(err).replace(' for --explain', '')}.") from None
+
+
+def build(files: dict[str, bytes], model_id: str, *, replicas: int = 1, gpus_per_replica: float = 0,
+          cpus_per_replica: float = 1, max_batch_size: int = 16, max_upload_bytes: int = MAX_UPLOAD_BYTES):
+    """The bound application for `serve.run`."""
+    device = "cuda" if gpus_per_replica > 0 else "cpu"
+    return FaceModel.options(
+        num_replicas=replicas,
+        ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},
+    ).bind(files, model_id, device, max_batch_size, max_upload_bytes=max_upload_bytes)
