@@ -67,3 +67,23 @@ def test_path_keys_are_declared_per_task():
 
     assert set(path_keys("recognition")) == {"model.weights", "data.root", "data.cache_dir", "eval.targets"}
     assert "eval.targets" not in path_keys("attributes")
+
+
+def test_every_key_of_every_task_has_its_help_in_list_keys(capsys):
+    """`list --keys` prints each key with its default and its one-line help (and its declared range): none is
+    without help, so the CLI, not a source comment, says what a key does."""
+    from argparse import Namespace
+
+    from orchestrator.__main__ import cmd_list
+    from trainables.config import key_help
+    from trainables.tasks import TASKS
+
+    for task in TASKS:
+        for key in TrainConfig(task).to_flat_dict():
+            assert key_help(key, task).strip(), f"{key} of task {task} has no help"
+    cmd_list(Namespace(keys=True))
+    out = capsys.readouterr().out
+    listed = [line for line in out.splitlines() if line.startswith("  ") and "  # " in line]
+    assert len(listed) == sum(len(TrainConfig(t).to_flat_dict()) - 1 for t in TASKS)  # all but `task`
+    lr = next(line for line in listed if line.split()[0] == "optim.lr")
+    assert "peak learning rate" in lr and lr.endswith("[above 0]"), lr

@@ -30,11 +30,12 @@ from trainables.errors import UserError
 DEFAULT_TASK = "attributes"
 
 
-def path(default: Any = "", **kwargs):
-    """A dataclass field that holds a path (or a list of them)."""
+def path(default: Any = "", help: str = "", **kwargs):
+    """A dataclass field that holds a path (or a list of them), with its one-line help."""
+    metadata = {"path": True, **({"help": help} if help else {})}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"path": True}, **kwargs)
-    return field(default=default, metadata={"path": True}, **kwargs)
+        return field(default_factory=lambda: list(default), metadata=metadata, **kwargs)
+    return field(default=default, metadata=metadata, **kwargs)
 
 
 def helped(default: Any, help: str, **metadata):
@@ -76,12 +77,14 @@ def bounded(default: float, *, at_least: float | None = None, above: float | Non
 
 @dataclass
 class ModelConfig:
-    name: str = "resnet18"           # any timm model name (or one we register, e.g. mobilefacenet)
-    pretrained: bool = False         # timm's pretrained weights, from the Hugging Face cache (HF_HOME; never downloaded)
-    weights: str = path()            # a local .safetensors / .pth file, or local-dir:/folder (timm's layout); used instead of pretrained
-    drop_rate: float = bounded(0.0, at_least=0, below=1)  # dropout probability
-    attn_layer: str = ""             # timm block attention for ResNets, e.g. "cbam" (CBAM-ResNet)
-    channels_last: bool = True       # used on GPU only
+    name: str = helped("resnet18", "any timm model name, or one registered here (mobilefacenet, cbam_resnet*)")
+    pretrained: bool = helped(False, "start from timm's pretrained weights, read from the Hugging Face cache "
+                                     "(HF_HOME; never downloaded)")
+    weights: str = path(help="start from a local .safetensors / .pth file, or local-dir:/folder in timm's layout "
+                             "(instead of pretrained)")
+    drop_rate: float = bounded(0.0, at_least=0, below=1, help="dropout probability before the classifier")
+    attn_layer: str = helped("", "timm's block attention for ResNets, e.g. cbam (CBAM-ResNet); empty: none")
+    channels_last: bool = helped(True, "channels-last memory layout on a GPU (ignored on CPU)")
     freeze: str = helped("none", "none | backbone | stages:N (stem + first N stages): frozen parts get no "
                                  "gradient, no optimizer state, and keep their BatchNorm in eval mode")
 
@@ -104,18 +107,21 @@ def parse_freeze(value: str) -> tuple[str, int]:
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"              # any timm.optim optimizer name
-    lr: float = bounded(2e-3, above=0)
-    weight_decay: float = bounded(0.05, at_least=0)
-    momentum: float = bounded(0.9, at_least=0, below=1)  # sgd's; 1 would never forget a gradient
-    scheduler: str = "cosine"        # any timm.scheduler name
-    warmup_epochs: int = bounded(0, at_least=0)  # and at most epochs (check_relations)
-    epochs: int = bounded(3, at_least=1)
-    batch_size: int = bounded(64, at_least=1)  # per worker
-    grad_clip: float = bounded(0.0, at_least=0, note="0 disables")  # max gradient norm
-    # Steps between fetches of the losses from the device (each one a host sync), which is when a NaN or
-    # infinite loss is found; its report still names the exact examples before it (trainables/loop.py).
-    nan_check_every: int = bounded(50, at_least=1)
+    name: str = helped("adamw", "any timm.optim optimizer name (adamw, sgd, lamb, ...)")
+    lr: float = bounded(2e-3, above=0, help="peak learning rate, reached after the warm-up")
+    weight_decay: float = bounded(0.05, at_least=0, help="decoupled weight decay; never on norms, biases or a "
+                                                         "model's no_weight_decay() tensors")
+    # 1 would never forget a gradient
+    momentum: float = bounded(0.9, at_least=0, below=1, help="momentum of sgd-style optimizers")
+    scheduler: str = helped("cosine", "any timm.scheduler name: the learning rate's schedule over the epochs")
+    warmup_epochs: int = bounded(0, at_least=0, help="epochs of linear warm-up to lr (at most optim.epochs)")
+    epochs: int = bounded(3, at_least=1, help="epochs each trial trains (ASHA may stop it sooner)")
+    batch_size: int = bounded(64, at_least=1, help="images per step on each DDP worker")
+    grad_clip: float = bounded(0.0, at_least=0, note="0 disables", help="largest gradient norm; larger ones are "
+                                                                         "scaled down")
+    # Each fetch of the losses from the device is a host sync (trainables/loop.py).
+    nan_check_every: int = bounded(50, at_least=1, help="steps between checks for a NaN or infinite loss; the "
+                                                        "report still names the exact examples before it")
     ema: float = bounded(0.0, at_least=0, below=1, note="0: off", help="decay of an EMA of the weights (timm "
                          "ModelEmaV3), e.g. 0.999; when on, the EMA is what is evaluated, checkpointed and exported")
     patience: int = bounded(0, at_least=0, note="0: off", help="stop the trial when the sweep's metric has not "
@@ -133,22 +139,34 @@ class OptimConfig:
 
 @dataclass
 class DataConfig:
-    root: str = path()               # empty: the task's demo set; else a raw dataset folder, a prepared one, or a URI
-    format: str = ""                 # the raw layout of `root`; empty: detected from its files
-    image_size: int = bounded(64, at_least=16)  # the backbones downsample by up to 32x
-    augment: list = field(default_factory=lambda: ["hflip"])
-    demo_images: int = bounded(4000, at_least=10)  # size of the synthetic demo set (fewer leaves its splits empty)
-    cache_dir: str = path()          # demo sets and prepared shards; empty: $FACE_ORCHESTRATOR_CACHE or ~/.cache/face-orchestrator
-    max_train_images: int = bounded(0, at_least=0, note="0: all")  # a cap for smoke runs on real data
-    # Decoded training images kept across epochs, per DDP worker: one cache its loader processes share.
-    decoded_cache_mb: int = bounded(512, at_least=0, note="0: none")
-    # DataLoader processes per DDP worker. -1 (auto): on a GPU, the worker's CPU threads less one, so JPEG
-    # decoding keeps up with the GPU; on CPU, 0 (the training process decodes, into the decoded cache).
-    loader_workers: int = bounded(-1, at_least=-1, note="-1: auto")
+    root: str = path(help="a raw dataset folder, its prepared shards, or an s3:// / gs:// URI; empty: the "
+                          "task's demo set")
+    format: str = helped("", "the raw layout of data.root (see `list`); empty: detected from its files")
+    # The backbones downsample by up to 32x.
+    image_size: int = bounded(64, at_least=16, help="side of the square images the model sees, in pixels")
+    augment: list = field(default_factory=lambda: ["hflip"],
+                          metadata={"help": "training augmentations, applied in order: hflip, color_jitter, "
+                                                   "resize_crop, cutout, half_face"})
+    demo_images: int = bounded(4000, at_least=10, help="size of the synthetic demo set (fewer leaves its splits "
+                                                       "empty)")
+    cache_dir: str = path(help="where demo sets and prepared shards go; empty: $FACE_ORCHESTRATOR_CACHE or "
+                               "~/.cache/face-orchestrator")
+    max_train_images: int = bounded(0, at_least=0, note="0: all", help="training images an epoch reads at most "
+                                                                       "(a cap for smoke runs)")
+    # One cache per DDP worker, which its loader processes share.
+    decoded_cache_mb: int = bounded(512, at_least=0, note="0: none", help="MiB of decoded training images kept "
+                                                                          "across epochs, per DDP worker")
+    # -1 (auto): on a GPU, the worker's CPU threads less one, so JPEG decoding keeps up with the GPU; on CPU, 0
+    # (the training process decodes, into the decoded cache).
+    loader_workers: int = bounded(-1, at_least=-1, note="-1: auto", help="DataLoader processes per DDP worker "
+                                                                         "(auto: the CPU threads less one on a "
+                                                                         "GPU, none on CPU)")
 
 
 SHARED_SECTIONS: dict[str, type] = {"model": ModelConfig, "optim": OptimConfig, "data": DataConfig}
 SCALARS: dict[str, type] = {"task": str, "seed": int}
+SCALAR_HELP = {"task": "what the trials learn: attributes | fairface | recognition",
+               "seed": "seeds the weights' initialisation, the data order and the augmentations of every trial"}
 SEED_RANGE = Range(0)                # numpy's seed sequences refuse a negative seed
 
 
@@ -286,6 +304,8 @@ def range_problem(key: str, value: Any, valid: Range | None) -> str:
 
 def key_help(key: str, task: str = DEFAULT_TASK) -> str:
     """The one-line help a dotted key declares ("" when none)."""
+    if key in SCALAR_HELP:
+        return SCALAR_HELP[key]
     section, _, name = key.partition(".")
     cls = task_sections(task).get(section)
     found = [f for f in dataclasses.fields(cls) if f.name == name] if cls else []
