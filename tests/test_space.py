@@ -79,7 +79,7 @@ def test_a_batch_larger_than_a_workers_share_is_refused_with_the_largest_that_fi
 
     from orchestrator.preflight import Preflight
 
-    pre = Preflight(SimpleNamespace())
+    pre = Preflight(SimpleNamespace(smoke=False))
     pre.space = {"optim.batch_size": tune.grid_search([16, 48])}
     pre.check_batch(train_rows=100, workers=2)  # 50 rows each: both fit
     pre.space = {"optim.batch_size": tune.grid_search([16, 64])}
