@@ -11,6 +11,7 @@ import pytest
 
 from orchestrator import pareto, report
 from orchestrator.threshold_sweep import PolicyResults
+import search_spaces
 from search_spaces import Sweep, UserError, with_options
 
 NAN = float("nan")
@@ -148,3 +149,18 @@ def test_bad_objectives_on_the_command_line_are_one_line(metric, mode, message):
 def test_objectives_from_the_command_line_replace_the_sweeps():
     sweep = with_options(Sweep("s", "q", {}), ["val/race/accuracy", "val/race/group_gap"], ["max", "min"])
     assert sweep.objectives == ACC_GAP and (sweep.metric, sweep.mode) == ACC_GAP[0]
+
+
+def test_the_fair_frontier_sweep_is_a_full_grid_of_two_fairface_objectives_without_asha():
+    from orchestrator.preflight import Preflight
+    from orchestrator.space import count_trials
+    from orchestrator.sweep import SweepOptions
+
+    for real, smoke, trials in [(False, False, 8), (True, False, 12), (False, True, 4)]:
+        sweep = search_spaces.get("fairface_fair_frontier")(real_data=real, smoke=smoke)
+        assert sweep.objectives == ACC_GAP and sweep.grace_period == 0
+        assert count_trials(sweep.param_space, sweep.num_samples) == trials
+    pre = Preflight(SweepOptions(name="fairface_fair_frontier", smoke=True))
+    pre.check_sweep()  # every backbone, formulation and weighting is known
+    assert {"model.name", "multitask.formulation", "multitask.weighting"} <= {
+        k for k, v in pre.space.items() if isinstance(v, dict) and "grid_search" in v}
