@@ -164,3 +164,24 @@ def test_the_fair_frontier_sweep_is_a_full_grid_of_two_fairface_objectives_witho
     pre.check_sweep()  # every backbone, formulation and weighting is known
     assert {"model.name", "multitask.formulation", "multitask.weighting"} <= {
         k for k, v in pre.space.items() if isinstance(v, dict) and "grid_search" in v}
+
+
+def test_a_sweep_file_names_several_objectives_and_its_mistakes_are_one_line(tmp_path):
+    from search_spaces import loader
+
+    file = tmp_path / "fair.yaml"
+    head = "question: q?\ntask: fairface\nspace:\n  model.name: {grid: [resnet18, legacy_seresnet18]}\n"
+    file.write_text(head + "metric: [val/race/accuracy, val/race/group_gap]\nmode: [max, min]\nmax_gap: 0.05\n")
+    sweep = loader.load(str(file))
+    assert sweep.objectives == ACC_GAP and sweep.metric == "val/race/accuracy" and sweep.max_gap == 0.05
+    for body, fragment in [
+        ("metric: [val/race/accuracy, val/race/group_gap]\nmode: [max]\n", "gives 1 mode(s): give one mode"),
+        ("metric: [val/race/accuracy, val/race/group_gap]\n", "mode: missing"),
+        ("metric: [val/race/accuracy, val/race/group_gap]\nmode: [max, least]\n", "unknown mode 'least'"),
+        ("metric: [val/race/accuracy, race/group_gap]\nmode: [max, min]\n", "'race/group_gap' is not a validation"),
+        ("metric: [val/race/accuracy, val/race/group_gap]\nmode: [max, max]\nmax_gap: 0.05\n", "max_gap: limits"),
+    ]:
+        file.write_text(head + body)
+        with pytest.raises(UserError) as err:
+            loader.load(str(file))
+        assert str(err.value).startswith(str(file)) and fragment in str(err.value) and "\n" not in str(err.value)
