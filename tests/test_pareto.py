@@ -185,3 +185,29 @@ def test_a_sweep_file_names_several_objectives_and_its_mistakes_are_one_line(tmp
         with pytest.raises(UserError) as err:
             loader.load(str(file))
         assert str(err.value).startswith(str(file)) and fragment in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.ray
+def test_tune_runs_a_multi_objective_optuna_study_though_its_own_config_names_one_metric(local_ray, tmp_path):
+    """Tune hands the searcher its TuneConfig's single metric; the study still gets both objectives' values
+    (a plain function trainable: no Train workers, seconds)."""
+    from ray import tune
+
+    from orchestrator.space import search_algorithm
+
+    def trial(config):
+        tune.report({"val/race/accuracy": config["x"], "val/race/group_gap": config["x"] ** 2})
+
+    search = search_algorithm("optuna", 0, ACC_GAP)
+    tuner = tune.Tuner(trial, param_space={"x": tune.uniform(0, 1)},
+                       tune_config=tune.TuneConfig(metric=ACC_GAP[0][0], mode="max", num_samples=3, search_alg=search,
+                                                   max_concurrent_trials=1),
+                       run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0))
+    results = tuner.fit()
+    assert len(results) == 3 and not results.errors
+    searcher = tuner._local_tuner._tune_config.search_alg
+    searcher = getattr(searcher, "searcher", searcher)  # Tune may wrap it in a ConcurrencyLimiter
+    assert searcher.metric == [m for m, _ in ACC_GAP]
+    study = searcher._ot_study
+    values = [t.values for t in study.trials]
+    assert len(study.directions) == 2 and len(values) == 3 and all(len(v) == 2 for v in values)
