@@ -100,13 +100,14 @@ def cmd_list(args) -> int:
         print(f"{name:<24} {search_spaces.question(name)}")
     print(f"\ndataset layouts (for --data and prepare): {', '.join(FORMATS.names())}")
     if args.keys:
-        from trainables.config import TrainConfig
+        from trainables.config import TrainConfig, key_help
 
         for task_name, task in TASKS.items():
             print(f"\nconfig keys of task '{task_name}' ({task.title}); use with --set KEY=VALUE:")
             for key, value in TrainConfig(task_name).to_flat_dict().items():
                 if key != "task":
-                    print(f"  {key:<24} {value!r}")
+                    note = key_help(key, task_name)
+                    print(f"  {key:<24} {value!r}" + (f"  # {note}" if note else ""))
     return 0
 
 

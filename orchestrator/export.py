@@ -345,6 +345,9 @@ def model_card(*, cfg, title: str, card_lines: list[str], model, run, tracking_u
         f"- **Checkpoint:** epoch {epoch} of {cfg.optim.epochs}, chosen by `{chosen['metric']}` ({chosen['mode']}) "
         f"among the kept epochs {chosen['epochs']}.",
     ]
+    if cfg.optim.ema:
+        lines.append(f"- **Weights:** an exponential moving average of the training weights (timm ModelEmaV3, "
+                     f"decay optim.ema={cfg.optim.ema:g}); these are the weights that were evaluated.")
     lines += card_lines
     lines += [
         f"- **Source:** MLflow run `{run.info.run_id}` ({run.info.run_name}), tracking URI `{redact(tracking_uri)}`; "

@@ -2,7 +2,8 @@
 files and tags that record them.
 
 Only trials that ran all their epochs are candidates: a trial ASHA stopped early (ASHA ranks by the
-first objective alone) never reaches the front, nor does a failed or unfinished one. A candidate is on
+first objective alone) never reaches the front, nor does one `optim.patience` stopped, nor a failed or
+unfinished one. A candidate is on
 the front when no other candidate is at least as good in every objective and better in one; equal
 points are all on it.
 """

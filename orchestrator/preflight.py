@@ -31,6 +31,7 @@ class Preflight:
     run: state.SweepRun | None = None
     data: DataSummary | None = None
     resources: cluster.TrialResources | None = None
+    notes: list[str] = field(default_factory=list)  # what the checks changed, for the sweep's header
 
     def check_sweep(self) -> str:
         opts = self.opts
@@ -92,13 +93,19 @@ class Preflight:
                                                 concurrent, self.sweep.workers_per_trial)
         if self.data is not None:
             self.check_batch(self.data.train_rows, self.resources.num_workers)
-        return f"resources fit: {self.resources.describe()}"
+        return "; ".join([f"resources fit: {self.resources.describe()}", *self.notes])
 
     def check_batch(self, train_rows: int, workers: int) -> None:
-        """A batch larger than a worker's share of the training rows would run no step at all."""
+        """A batch larger than a worker's share of the training rows would run no step at all. A `--smoke` run
+        exists to exercise every part, so there the batch is fitted to the data instead (and the header says so)."""
         share = train_rows // workers
         too_big = [b for b in batch_sizes(self.space) if b > share]
-        if too_big:
+        if too_big and self.opts.smoke and share >= 1:
+            self.space["optim.batch_size"] = share
+            self.base.optim.batch_size = share
+            self.notes.append(f"--smoke fits optim.batch_size to {share} (was {max(too_big)}): {train_rows} training "
+                              f"rows over {workers} workers")
+        elif too_big:
             raise UserError(f"optim.batch_size={max(too_big)} is larger than a worker's share of the training data "
                             f"({train_rows} rows over {workers} workers = {share} each), so no training step would "
                             f"run: the largest batch that fits is {share}; pass --set optim.batch_size={share} "

@@ -13,13 +13,14 @@ from typing import Callable
 from ray import tune
 
 from orchestrator.tracking import error_line
-from trainables.artifacts import RESUMED
+from trainables.artifacts import RESUMED, STOPPED
 
 
 class ProgressPrinter(tune.Callback):
     def __init__(self, metric: str, mode: str, total_trials: int, epochs: int, describe: Callable[[dict], str],
-                 stream=None):
+                 stream=None, stopper: str | None = None):
         self.metric, self.mode, self.total, self.epochs = metric, mode, total_trials, epochs
+        self.stopper = stopper  # what may stop a trial before its last epoch ("ASHA"), or None
         self.describe, self.stream = describe, stream  # None: sys.stdout at print time (picklable)
         self.order: dict[str, int] = {}
         self.started: dict[str, float] = {}
@@ -76,7 +77,10 @@ class ProgressPrinter(tune.Callback):
         result = trial.last_result or {}
         seconds = time.time() - self.started.get(trial.trial_id, time.time())
         epochs = result.get("epoch", 0)
-        how = "done" if epochs >= self.epochs else f"stopped early by ASHA after epoch {epochs}"
+        how = ("done" if epochs >= self.epochs else f"stopped early by {self.stopper} after epoch {epochs}"
+               if self.stopper else f"ended after epoch {epochs} of {self.epochs}")
+        if result.get(STOPPED) == "patience":
+            how = f"stopped by patience after epoch {epochs} (optim.patience)"
         value = result.get(self.metric)
         shown = f"{self.metric} {value:.4f}" if value is not None else "no result"
         self._say(f"{'done':<6} {self._label(trial, trials)}: {shown}, {how}, {seconds:.0f}s")

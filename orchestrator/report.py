@@ -20,7 +20,7 @@ from ray import tune
 from orchestrator import pareto
 from orchestrator.tracking import Tracking, is_metric, redact
 from trainables import storage_fs
-from trainables.artifacts import TRIALS_TABLE, WEIGHTS_REPORT
+from trainables.artifacts import STOPPED, TRIALS_TABLE, WEIGHTS_REPORT
 from trainables.models.weights import report_tags
 from trainables.tasks import Task
 
@@ -82,6 +82,8 @@ def results_table(results: tune.ResultGrid, metric: str, mode: str, describe, ex
             shown = status_of(trial_id)
         else:
             shown = "failed" if result.error or status == "ERROR" else "done" if status in ("TERMINATED", "") else "unfinished"
+        if shown == "done" and metrics.get(STOPPED) == "patience":
+            shown = "patience"  # optim.patience ended it: its metric stopped improving
         row = {"trial": trial_id or metrics.get("trial_id", ""), "config": describe(result.config or {}),
                "status": shown, "epochs": metrics.get("epoch", 0), metric: metrics.get(metric, np.nan)}
         row.update({c: metrics[c] for c in [*extra, *columns, *COLUMNS] if c != metric and c in metrics})

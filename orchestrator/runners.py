@@ -18,7 +18,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from orchestrator import cluster, placement, state
 from orchestrator.store_outage import store_error
 from trainables import storage_fs
-from trainables.artifacts import DIVERGED_MARKER, TRAIN_RUNS
+from trainables.artifacts import DIVERGED_MARKER, OBJECTIVE, TRAIN_RUNS
 from trainables.errors import UserError
 from trainables.worker import train_fn_per_worker
 
@@ -58,7 +58,7 @@ def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: 
         storage_fs.check_answers(runs_fs, runs_path, runs)
     trainer = TorchTrainer(
         train_fn_per_worker,
-        train_loop_config=config,
+        train_loop_config={**config, OBJECTIVE: {"metric": metric, "mode": mode}},
         **group,
         run_config=ray.train.RunConfig(
             # Same name and storage on a restart: Train resumes from the trial's last checkpoint.

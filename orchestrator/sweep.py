@@ -132,7 +132,8 @@ def run_sweep(opts: SweepOptions) -> dict:
                     + (f", by {sweep.metric} alone; a trial it stops is never on the front" if asha else ""))
     print(f"Sweep {sweep.name}: {sweep.question}" + (f"\n  from {sweep.source}" if sweep.source else "")
           + f"\n  {total} trials, {epochs} epochs each; {resources.describe()}\n  {stopping}"
-          + (f"\n  {note}" if note else "") + f"\n  seed {sweep.seed}: the same seed draws the same configs"
+          + (f"\n  {note}" if note else "") + "".join(f"\n  {line}" for line in pre.notes)
+          + f"\n  seed {sweep.seed}: the same seed draws the same configs"
           + f"\n  storage {redact(run.path)}; MLflow {redact(tracking.uri)} (experiment '{sweep.name}', parent run {parent_id})"
           + ("\n  resuming: finished trials are kept, unfinished ones continue from their last checkpoint"
              if opts.resume else ""), flush=True)
@@ -154,7 +155,7 @@ def run_sweep(opts: SweepOptions) -> dict:
         ledger,
         MaxFailures(opts.max_failures),
         recorder,
-        ProgressPrinter(sweep.metric, sweep.mode, total, epochs, name_of),
+        ProgressPrinter(sweep.metric, sweep.mode, total, epochs, name_of, stopper="ASHA" if asha else None),
         PlacementGroupCleanup(),  # last: an ended trial's files are recorded before its workers go
     ]
     if opts.resume:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from trainables.data.formats.insightface_bin import write_insightface_bin
-from trainables.data.formats.insightface_rec import write_insightface_rec
+from insightface_writers import write_insightface_bin
+from insightface_writers import write_insightface_rec
 
 from fake_images import jpeg
 

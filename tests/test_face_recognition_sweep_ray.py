@@ -102,7 +102,7 @@ def test_best_trial_clearly_beats_the_untrained_net(recognition_sweep):
     an epoch whose steps change nothing all score no better than the untrained net."""
     summary, _, parents, _ = recognition_sweep
     parent = parents[0].data.metrics
-    assert parent["val/chance_accuracy"] == 0.5
+    assert 0.5 <= parent["val/chance_accuracy"] < summary["best_value"]
     assert parent["best/val/mean_verification_accuracy"] == pytest.approx(summary["best_value"])
     untrained = _untrained_accuracy(summary["best_metrics"]["config"])
     print(f"untrained {untrained:.4f}, best trial {summary['best_value']:.4f}")

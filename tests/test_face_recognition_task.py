@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from trainables.config import TrainConfig
-from trainables.data.formats.insightface_bin import write_insightface_bin
-from trainables.data.formats.insightface_rec import write_insightface_rec
+from insightface_writers import write_insightface_bin
+from insightface_writers import write_insightface_rec
 from trainables.data.formats.lfw_pairs import read_lfw_pairs
 from task_harness import build, evaluate, pipe_for, prepare
 from trainables.data.demo.celeba import write_demo_celeba
@@ -119,7 +119,8 @@ def test_any_timm_backbone_gets_the_embedding_head(tiny_faces):
 
 def test_prepare_checks_the_data_and_every_target(tiny_faces, tmp_path):
     summary = prepare(config(tiny_faces))
-    assert summary.baseline == {"val/chance_accuracy": 0.5}
+    same = read_lfw_pairs(tiny_faces / "lfw").issame.mean()
+    assert summary.baseline == {"val/chance_accuracy": pytest.approx(max(same, 1 - same))}
     assert summary.settings["data.root"] == summary.root and len(summary.settings["eval.targets"]) == 2
     assert summary.splits == {"train": 32, "lfw": 40, "lfw_copy": 40}
     with pytest.raises(UserError, match="missing.bin"):
@@ -151,3 +152,16 @@ def test_celeba_identities_use_the_train_split_and_a_square_crop(tiny_faces, tmp
     classes = len(np.unique(index.identity[train]))
     assert task.criterion.criterion.head.weight.shape[0] == classes
     assert set(labels.tolist()) <= set(range(classes))
+
+
+def test_chance_accuracy_is_the_more_common_answer_of_each_sets_own_pairs():
+    from types import SimpleNamespace
+
+    from trainables.tasks.recognition import chance_accuracy
+
+    balanced = SimpleNamespace(issame=np.array([True, False] * 10))
+    mostly_same = SimpleNamespace(issame=np.array([True, True, True, False] * 5))
+    mostly_different = SimpleNamespace(issame=np.array([False] * 9 + [True]))
+    assert chance_accuracy([balanced]) == 0.5
+    assert chance_accuracy([mostly_same]) == 0.75
+    assert chance_accuracy([balanced, mostly_same, mostly_different]) == pytest.approx((0.5 + 0.75 + 0.9) / 3)

@@ -9,9 +9,10 @@ import struct
 
 import pytest
 
-from trainables.data.formats import insightface_bin
 from trainables.data.formats.insightface_bin import read_insightface_bin, safe_loads
 from trainables.errors import UserError
+
+from insightface_writers import write_insightface_bin
 
 
 def _global(module: str, name: str) -> bytes:
@@ -124,7 +125,7 @@ def test_reader_never_calls_pickle_load(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("pickle.load/loads must not be used on .bin files")
 
-    insightface_bin.write_insightface_bin(tmp_path / "lfw.bin", [b"\xff\xd8a", b"\xff\xd8b"], [True])
+    write_insightface_bin(tmp_path / "lfw.bin", [b"\xff\xd8a", b"\xff\xd8b"], [True])
     monkeypatch.setattr(pickle, "load", refuse)
     monkeypatch.setattr(pickle, "loads", refuse)
     monkeypatch.setattr(pickle, "Unpickler", None)  # only the subclass, created at import, remains

@@ -15,7 +15,7 @@ import pytest
 
 import dataset_writers
 from orchestrator.__main__ import main
-from trainables.data.formats.insightface_bin import write_insightface_bin
+from insightface_writers import write_insightface_bin
 from trainables.data.prepare import is_prepared, prepare
 from trainables.data.shards import ShardDataset, ShardSplit, SplitWriter, load_metadata
 from trainables.errors import UserError

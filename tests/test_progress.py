@@ -27,3 +27,14 @@ def test_a_resumed_sweep_numbers_each_trial_by_its_place_and_remembers_the_best(
     assert lines[0].endswith("start  trial 2/3 seresnet18"), lines
     assert "trial 2/3 seresnet18  epoch 1/2" in lines[1] and lines[1].endswith("best 0.8000 (resnet18)"), lines
     assert lines[2].endswith("start  trial 3/3 densenet121"), lines
+
+
+def test_a_short_trial_is_called_stopped_by_asha_only_when_asha_runs():
+    for stopper, expected in (("ASHA", "stopped early by ASHA after epoch 1"), (None, "ended after epoch 1 of 3")):
+        out = io.StringIO()
+        printer = ProgressPrinter("val/acc", "max", 1, 3, lambda config: config["model"], stream=out, stopper=stopper)
+        trial = _trial("a", "resnet18", "TERMINATED")
+        trial.last_result = {"val/acc": 0.7, "epoch": 1}
+        printer.on_trial_start(0, [trial], trial)
+        printer.on_trial_complete(0, [trial], trial)
+        assert out.getvalue().splitlines()[-1].split(": ", 1)[1].startswith(f"val/acc 0.7000, {expected},"), out.getvalue()

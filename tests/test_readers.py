@@ -12,11 +12,12 @@ import pytest
 from sklearn.model_selection import KFold
 
 from trainables.data.formats.faces import read_face_folders
-from trainables.data.formats.insightface_bin import read_insightface_bin, write_insightface_bin
-from trainables.data.formats.insightface_rec import (MAGIC, read_insightface_rec, read_record_image,
-                                             write_insightface_rec)
+from trainables.data.formats.insightface_bin import read_insightface_bin
+from trainables.data.formats.insightface_rec import MAGIC, read_insightface_rec, read_record_image
 from trainables.data.formats.lfw_pairs import read_lfw_pairs
 from trainables.errors import UserError
+
+from insightface_writers import write_insightface_bin, write_insightface_rec
 
 from fake_images import jpeg
 

@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 from trainables.data.formats.celeba import ATTRIBUTE_NAMES, read_celeba
-from trainables.data.formats.insightface_bin import write_insightface_bin
-from trainables.data.formats.insightface_rec import write_insightface_rec
+from insightface_writers import write_insightface_bin
+from insightface_writers import write_insightface_rec
 from trainables.data.prepare import detect_format, is_prepared, prepare
 from trainables.data.shards import PairShardDataset, ShardDataset, ShardSplit, load_metadata
 from trainables.data.demo.celeba import write_demo_celeba

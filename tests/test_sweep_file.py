@@ -193,3 +193,24 @@ def test_doctor_on_a_sweep_file_passes_its_sweep_check(tmp_path, capsys, monkeyp
     assert any(line.startswith("✓ storage") and "runs/my_sweep" in line for line in lines), out
     assert any(line.startswith("✓ data at") for line in lines), out
     assert any(line.startswith("✓ Ray" if ray_up else "✗ Ray") for line in lines), out
+
+
+def readme_sweep_file() -> str:
+    """The sweep file shown in README.md, exactly as printed there."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return readme.split("**Your own sweep file.**", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize("smoke", [True, False], ids=["smoke", "full"])
+def test_the_readmes_sweep_file_as_printed_passes_doctor(smoke, tmp_path, capsys, monkeypatch, demo_cache):
+    """Copied from the README as shown, the example passes every check of `doctor my_sweep.yaml` that needs
+    no Ray (Ray is refused at an address where none answers)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my_sweep.yaml").write_text(readme_sweep_file())
+    main(["doctor", "my_sweep.yaml", *(["--smoke"] if smoke else []), "--address", "127.0.0.1:1",
+          "--storage", str(tmp_path / "runs"), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"])
+    lines = capsys.readouterr().out.splitlines()
+    failed = [line for line in lines if line.startswith("✗") and not line.startswith("✗ Ray")]
+    assert not failed, lines
+    assert any(line.startswith("✓ sweep my_sweep") for line in lines), lines
+    assert any(line.startswith("✓ data at") for line in lines), lines

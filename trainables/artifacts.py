@@ -48,3 +48,5 @@ SCORE, LABEL = "score/", "label/"          # predictions/<split>.parquet: one co
 VAL, TEST, TRAIN, BEST = "val/", "test/", "train/", "best/"
 TAG = "tag/"                               # a reported text value: the trial's MLflow run gets it as a tag
 RESUMED = "resumed"                        # 1 on a result reported again from the checkpoint an attempt resumes from
+STOPPED = TAG + "stopped"                  # "patience" on the last result of a trial that optim.patience stopped
+OBJECTIVE = "_objective"                   # the sweep's {"metric", "mode"}, handed to the workers beside the config

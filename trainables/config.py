@@ -37,6 +37,11 @@ def path(default: Any = "", **kwargs):
     return field(default=default, metadata={"path": True}, **kwargs)
 
 
+def helped(default: Any, help: str, **metadata):
+    """A dataclass field with its one-line help, shown by `list --keys`."""
+    return field(default=default, metadata={"help": help, **metadata})
+
+
 @dataclass(frozen=True)
 class Range:
     """The values a numeric field accepts: `low`/`high` are None when unbounded on that side."""
@@ -62,11 +67,11 @@ class Range:
 
 
 def bounded(default: float, *, at_least: float | None = None, above: float | None = None,
-            at_most: float | None = None, below: float | None = None, note: str = ""):
+            at_most: float | None = None, below: float | None = None, note: str = "", help: str = ""):
     """A numeric dataclass field with its valid range, e.g. `bounded(0.9, at_least=0, below=1)` for [0, 1)."""
     low, high = (above if at_least is None else at_least), (below if at_most is None else at_most)
     valid = Range(low, high, low_open=above is not None, high_open=below is not None, note=note)
-    return field(default=default, metadata={"range": valid})
+    return field(default=default, metadata={"range": valid, **({"help": help} if help else {})})
 
 
 @dataclass
@@ -77,6 +82,24 @@ class ModelConfig:
     drop_rate: float = bounded(0.0, at_least=0, below=1)  # dropout probability
     attn_layer: str = ""             # timm block attention for ResNets, e.g. "cbam" (CBAM-ResNet)
     channels_last: bool = True       # used on GPU only
+    freeze: str = helped("none", "none | backbone | stages:N (stem + first N stages): frozen parts get no "
+                                 "gradient, no optimizer state, and keep their BatchNorm in eval mode")
+
+    def check_relations(self, prefix: str) -> None:
+        parse_freeze(self.freeze)
+
+
+FREEZE_CHOICES = "none, backbone or stages:N (the stem and the first N stages, N >= 0)"
+
+
+def parse_freeze(value: str) -> tuple[str, int]:
+    """`model.freeze` as ("none" | "backbone" | "stages", N); a one-line UserError for anything else."""
+    if value in ("none", "backbone"):
+        return value, 0
+    kind, _, count = value.partition(":")
+    if kind == "stages" and count.strip().isdigit():
+        return "stages", int(count)
+    raise UserError(f"model.freeze={value!r} is not one of {FREEZE_CHOICES}: e.g. --set model.freeze=stages:2")
 
 
 @dataclass
@@ -93,6 +116,12 @@ class OptimConfig:
     # Steps between fetches of the losses from the device (each one a host sync), which is when a NaN or
     # infinite loss is found; its report still names the exact examples before it (trainables/loop.py).
     nan_check_every: int = bounded(50, at_least=1)
+    ema: float = bounded(0.0, at_least=0, below=1, note="0: off", help="decay of an EMA of the weights (timm "
+                         "ModelEmaV3), e.g. 0.999; when on, the EMA is what is evaluated, checkpointed and exported")
+    patience: int = bounded(0, at_least=0, note="0: off", help="stop the trial when the sweep's metric has not "
+                            "improved for this many evaluations; its best checkpoint is kept and exported")
+    accum_steps: int = bounded(1, at_least=1, help="batches whose gradients are averaged into each optimizer step "
+                               "(effective batch = batch_size x workers x accum_steps); DDP syncs on the last only")
 
     def check_relations(self, prefix: str) -> None:
         # Equal is allowed: a smoke mode's one epoch meets a searched warmup of 1, and still runs.
@@ -253,6 +282,14 @@ def range_problem(key: str, value: Any, valid: Range | None) -> str:
     if valid is not None and value not in valid:
         return f"{key}={value:g} is out of range: {key} must be {valid}"
     return ""
+
+
+def key_help(key: str, task: str = DEFAULT_TASK) -> str:
+    """The one-line help a dotted key declares ("" when none)."""
+    section, _, name = key.partition(".")
+    cls = task_sections(task).get(section)
+    found = [f for f in dataclasses.fields(cls) if f.name == name] if cls else []
+    return found[0].metadata.get("help", "") if found else ""
 
 
 def key_range(key: str, task: str = DEFAULT_TASK) -> Range | None:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from trainables.distributed import broadcast_from_rank0
+from trainables.models.freeze import keep_frozen_norms_eval
 
 
 class DivergedError(RuntimeError):
@@ -66,6 +67,20 @@ class EpochStats:
     examples: int
     seconds: float
     first_step_time: float | None  # wall-clock time when the first optimizer step finished
+    updates: int = 0               # optimizer steps taken
+
+
+def _marking_last(loader):
+    """(is_last, batch) for each batch of `loader`, looking one batch ahead."""
+    iterator = iter(loader)
+    try:
+        current = next(iterator)
+    except StopIteration:
+        return
+    for following in iterator:
+        yield False, current
+        current = following
+    yield True, current
 
 
 def train_one_epoch(
@@ -77,39 +92,59 @@ def train_one_epoch(
     first_update: int = 0,
     grad_clip: float = 0.0,
     nan_check_every: int = 50,
+    accum_steps: int = 1,
+    after_update=None,
 ) -> EpochStats:
     """`module(images, targets) -> loss` (a TrainModule, maybe DDP-wrapped); `scheduler` is a timm
-    scheduler stepped per update, counting from `first_update`.
+    scheduler stepped per optimizer update, counting from `first_update`.
 
-    The host never waits for the device within a step: each step's loss stays on the device, and the
-    losses are fetched together after the first step and every `nan_check_every` steps, and at the end
-    of the epoch (one sync each). A non-finite loss is then reported with the exact number of examples
-    before it, at most `nan_check_every - 1` optimizer steps after it happened; no checkpoint is taken
+    With `accum_steps` > 1 the gradients of that many batches are averaged before each optimizer step,
+    the same gradient as one batch that many times larger; DDP all-reduces only on each update's last
+    batch (`no_sync` on the others). The epoch's last update may gather fewer batches: its gradient is
+    their mean too. `after_update(updates_so_far)` runs after each optimizer step (the EMA's update).
+
+    The host never waits for the device within a step: each batch's loss stays on the device, and the
+    losses are fetched together after the first optimizer step and every `nan_check_every` batches, and at
+    the end of the epoch (one sync each). A non-finite loss is then reported with the exact number of
+    examples before it, at most `nan_check_every - 1` batches after it happened; no checkpoint is taken
     within an epoch, so none holds the diverged weights."""
     module.train()
+    keep_frozen_norms_eval(module)  # a frozen backbone's BatchNorm statistics stay as they were
     totals = _LossTotals()
     window: list[tuple[torch.Tensor, int]] = []  # losses not yet fetched, with their batch sizes
-    first_step, steps = None, 0
+    first_step, updates, gathered = None, 0, 0
     start = time.perf_counter()
-    for images, targets in loader:
-        with autocast(pipe.device):
-            loss = module(pipe(images), targets.to(pipe.device, non_blocking=True))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
-        optimizer.step()
-        first_update += 1
-        if scheduler is not None:
-            scheduler.step_update(num_updates=first_update)
+    optimizer.zero_grad(set_to_none=True)
+    for last, (images, targets) in _marking_last(loader):
+        gathered += 1
+        update = gathered == accum_steps or last
+        # The accumulating batches skip DDP's all-reduce: the update's last batch reduces the sum.
+        sync = module.no_sync() if not update and hasattr(module, "no_sync") else nullcontext()
+        with sync:
+            with autocast(pipe.device):
+                loss = module(pipe(images), targets.to(pipe.device, non_blocking=True))
+            (loss / accum_steps if accum_steps > 1 else loss).backward()
         window.append((loss.detach(), len(targets)))
-        steps += 1
-        if steps == 1 or len(window) >= nan_check_every:
+        if update:
+            if gathered < accum_steps:  # a short last update: the mean over the batches it has
+                for p in module.parameters():
+                    if p.grad is not None:
+                        p.grad.mul_(accum_steps / gathered)
+            if grad_clip > 0:
+                nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            gathered, updates, first_update = 0, updates + 1, first_update + 1
+            if scheduler is not None:
+                scheduler.step_update(num_updates=first_update)
+            if after_update is not None:
+                after_update(first_update)
+        if (update and updates == 1 and first_step is None) or len(window) >= nan_check_every:
             totals.add(window, nan_check_every)
-        if first_step is None:
+        if first_step is None and updates == 1:
             first_step = time.time()  # after the first step's losses were fetched, so the step had finished
     totals.add(window, nan_check_every)
-    return EpochStats(totals.loss_sum, totals.examples, time.perf_counter() - start, first_step)
+    return EpochStats(totals.loss_sum, totals.examples, time.perf_counter() - start, first_step, updates)
 
 
 @dataclass
@@ -136,13 +171,26 @@ class _LossTotals:
 
 def train_and_evaluate(module: nn.Module, task, loader, optimizer: torch.optim.Optimizer, pipe: InputPipe,
                        eval_ctx, scheduler=None, first_update: int = 0, grad_clip: float = 0.0,
-                       nan_check_every: int = 50):
+                       nan_check_every: int = 50, accum_steps: int = 1, ema=None):
     """One epoch of `task` (a TaskSetup): train, then evaluate on every rank exactly the weights and
     buffers rank 0 checkpoints. DDP keeps the parameters equal, but it broadcasts buffers only at the
-    start of each forward, so after the last step each rank holds its own BatchNorm statistics."""
-    stats = train_one_epoch(module, loader, optimizer, pipe, scheduler, first_update, grad_clip, nan_check_every)
+    start of each forward, so after the last step each rank holds its own BatchNorm statistics.
+
+    With `ema` (timm's ModelEmaV3 of `task.model`) the EMA is updated after every optimizer step from the
+    weights DDP has just made equal on every rank, and it is what is evaluated (and checkpointed)."""
+    after_update = (lambda _: ema.update(task.model)) if ema is not None else None
+    stats = train_one_epoch(module, loader, optimizer, pipe, scheduler, first_update, grad_clip, nan_check_every,
+                            accum_steps, after_update)
+    evaluated = evaluated_model(task.model, ema)
     broadcast_from_rank0(task.model)
-    return stats, task.evaluate(task.model, eval_ctx)
+    if evaluated is not task.model:
+        broadcast_from_rank0(evaluated)  # its BatchNorm statistics came from each rank's own batches
+    return stats, task.evaluate(evaluated, eval_ctx)
+
+
+def evaluated_model(model: nn.Module, ema=None) -> nn.Module:
+    """What is evaluated, checkpointed and exported: the EMA of the weights when there is one."""
+    return ema.module if ema is not None else model
 
 
 @torch.no_grad()

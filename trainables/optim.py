@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from timm.optim import create_optimizer_v2, list_optimizers
+from timm.optim import create_optimizer_v2, list_optimizers, param_groups_weight_decay
 from timm.scheduler import create_scheduler_v2
 from torch import nn
 
@@ -28,8 +28,8 @@ def build_optimizer(cfg: OptimConfig, module: nn.Module, updates_per_epoch: int,
     check_optim_names(cfg)
     kwargs = {"momentum": cfg.momentum} if cfg.name in ("sgd", "nesterov", "momentum") else {}
     special = {id(p) for group in extra_groups for p in group["params"]}
-    main = [(n, p) for n, p in module.named_parameters() if p.requires_grad and id(p) not in special]
-    groups = _decay_groups(main, cfg.weight_decay) + [dict(g) for g in extra_groups]
+    groups = [{**g, "params": [p for p in g["params"] if id(p) not in special]} for g in decay_groups(module, cfg.weight_decay)]
+    groups = [g for g in groups if g["params"]] + [dict(g) for g in extra_groups]
     optimizer = create_optimizer_v2(groups, opt=cfg.name, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
     if cfg.scheduler == "none":
         return optimizer, None
@@ -44,9 +44,13 @@ def build_optimizer(cfg: OptimConfig, module: nn.Module, updates_per_epoch: int,
     return optimizer, scheduler
 
 
-def _decay_groups(named: list, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and norm weights (1-d tensors), as timm does for a whole model."""
-    decay = [p for _, p in named if p.ndim > 1]
-    no_decay = [p for _, p in named if p.ndim <= 1]
-    return [g for g in ({"params": decay, "weight_decay": weight_decay},
-                        {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+def decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """timm's groups: no weight decay on biases, norms (1-d tensors) and whatever a model names in its
+    `no_weight_decay()` (a ViT's position embedding and class token), wherever that model sits inside
+    `module` (a TrainModule, maybe DDP-wrapped). Frozen parameters are in no group."""
+    skip = set()
+    for prefix, sub in module.named_modules():
+        names = getattr(sub, "no_weight_decay", None)
+        if callable(names):
+            skip |= {f"{prefix}.{name}" if prefix else name for name in names()}
+    return param_groups_weight_decay(module, weight_decay, no_weight_decay_list=skip)

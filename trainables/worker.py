@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import ray.train
 
-from trainables.artifacts import CHECKPOINT_META, MODEL_WEIGHTS, RESUMED, TAG, TRAIN_STATE, WEIGHTS_REPORT
+from trainables.artifacts import CHECKPOINT_META, MODEL_WEIGHTS, OBJECTIVE, RESUMED, TAG, TRAIN_STATE, WEIGHTS_REPORT
 from trainables.errors import UserError
 
 if TYPE_CHECKING:
@@ -57,7 +57,8 @@ def train_fn_per_worker(config: dict) -> None:
     if not any(isinstance(f, _UserErrorsOnce) for f in _TRAIN_FN_ERRORS.filters):
         _TRAIN_FN_ERRORS.addFilter(_UserErrorsOnce())
     try:
-        _train(config)
+        config = dict(config)
+        _train(config, config.pop(OBJECTIVE, None) or {})
     except UserError as err:
         # One line, not a traceback per worker: the driver shows it and tags the child run with it.
         raise UserError(str(err)) from None
@@ -89,7 +90,8 @@ def steps_per_epoch(task: TaskSetup, world: int, batch: int) -> int:
     return rows // batch
 
 
-def _train(config: dict) -> None:
+def _train(config: dict, objective: dict) -> None:
+    """`objective`: the sweep's {"metric", "mode"} (patience watches that metric)."""
     entered = time.time()
     # Ray Train logs every report (with every metric) at INFO; progress is the driver's job.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
@@ -99,10 +101,14 @@ def _train(config: dict) -> None:
     from trainables import timing
     from trainables.config import TrainConfig
     from trainables.distributed import all_gather_objects, all_reduce_max, all_reduce_sum
+    from timm.utils import ModelEmaV3
+
     from trainables.loop import InputPipe, TrainModule, train_and_evaluate
     from trainables.models import input_normalization
+    from trainables.models.freeze import freeze
     from trainables.models.weights import report_of
     from trainables.optim import build_optimizer
+    from trainables.patience import Patience
     from trainables.tasks import EvalContext, get_task
 
     cfg = TrainConfig.from_dict(config)
@@ -119,6 +125,7 @@ def _train(config: dict) -> None:
     task = task_spec.build(cfg)
     built = time.time()
     weights_report = report_of(task.model)  # before DDP wraps it; beside every checkpoint
+    trainable_params = freeze(task.model, cfg.model.freeze)  # before DDP, which then syncs only the rest
     mean, std = input_normalization(task.model)
     if on_gpu and cfg.model.channels_last:
         task.model = task.model.to(memory_format=torch.channels_last)
@@ -129,11 +136,15 @@ def _train(config: dict) -> None:
     if workers:  # the loader processes decode on the other cores
         torch.set_num_threads(max(1, _threads() - workers))
     batch = cfg.optim.batch_size
-    steps = steps_per_epoch(task, world, batch)
+    accum = cfg.optim.accum_steps
+    steps = -(-steps_per_epoch(task, world, batch) // accum)  # optimizer updates: the schedule counts these
     optimizer, scheduler = build_optimizer(cfg.optim, module, steps, task.param_groups)
-    start_epoch, last_metrics = _restore(task.model, task.criterion, optimizer, scheduler)
+    # Built from the same weights on every rank (DDP broadcast them), updated from the same reduced steps.
+    ema = ModelEmaV3(task.model, decay=cfg.optim.ema) if cfg.optim.ema else None
+    patience = Patience(cfg.optim.patience, objective.get("mode", "max"))
+    start_epoch, last_metrics = _restore(task.model, task.criterion, optimizer, scheduler, ema, patience)
     eval_ctx = EvalContext(pipe, rank, world, batch, workers)
-    if start_epoch >= cfg.optim.epochs and last_metrics:
+    if (start_epoch >= cfg.optim.epochs or patience.exhausted) and last_metrics:
         # The Train run had already finished when its trial was restarted (a driver killed after a
         # trial ended but before Tune saved that): hand Tune the final result again, not nothing.
         _report_again(rank, last_metrics)
@@ -151,7 +162,8 @@ def _train(config: dict) -> None:
     for epoch in range(start_epoch, cfg.optim.epochs):
         loader = task.train_loader(epoch, rank, world, batch, workers)
         stats, evaluation = train_and_evaluate(module, task, loader, optimizer, pipe, eval_ctx, scheduler,
-                                               epoch * steps, cfg.optim.grad_clip, cfg.optim.nan_check_every)
+                                               epoch * steps, cfg.optim.grad_clip, cfg.optim.nan_check_every,
+                                               accum, ema)
         train_loss, train_n = all_reduce_sum([stats.loss_sum, stats.examples])
         seconds = all_reduce_max(stats.seconds)
         metrics = {
@@ -162,8 +174,11 @@ def _train(config: dict) -> None:
             "train/lr": optimizer.param_groups[0]["lr"],
             "train/threads_per_worker": torch.get_num_threads(),
         }
+        metrics = patience.observe(metrics, objective.get("metric", ""), step=epoch + 1)  # the MLflow step
         if epoch == start_epoch:
             metrics["workers/nodes"] = len(set(placement))
+            metrics["model/trainable_params"] = trainable_params
+            metrics["optim/effective_batch"] = batch * world * accum
             metrics[TAG + "worker_nodes"] = ",".join(placement)
             metrics[TAG + "device"] = torch.cuda.get_device_name(device) if on_gpu else "cpu"
             if stats.first_step_time is not None:
@@ -177,11 +192,14 @@ def _train(config: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
-                _save(Path(tmp), task.model, task.criterion, optimizer, scheduler, epoch, cfg, metrics)
+                _save(Path(tmp), task.model, task.criterion, optimizer, scheduler, epoch, cfg, metrics, ema,
+                      patience.state())
                 evaluation.write_files(Path(tmp))
                 (Path(tmp) / WEIGHTS_REPORT).write_text(json.dumps(weights_report, indent=1))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             _report(metrics, checkpoint)
+        if patience.exhausted:  # the best checkpoint is the one Train keeps (scored by the sweep's metric)
+            return
 
 
 def _report(metrics: dict, checkpoint) -> None:
@@ -198,14 +216,21 @@ def _report(metrics: dict, checkpoint) -> None:
                         "last checkpoint (or continue with --resume once the store answers)") from None
 
 
-def _save(out: Path, model, criterion, optimizer, scheduler, epoch: int, cfg: TrainConfig, metrics: dict) -> None:
+def _save(out: Path, model, criterion, optimizer, scheduler, epoch: int, cfg: TrainConfig, metrics: dict,
+          ema=None, patience: dict | None = None) -> None:
+    """MODEL_WEIGHTS holds the evaluated weights (the EMA's when on: export and predict use those); the
+    training weights an EMA run resumes from go into TRAIN_STATE."""
     import torch
 
-    torch.save(model.state_dict(), out / MODEL_WEIGHTS)
+    from trainables.loop import evaluated_model
+
+    torch.save(evaluated_model(model, ema).state_dict(), out / MODEL_WEIGHTS)
     state = {"criterion": criterion.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict() if scheduler else None}
+    if ema is not None:
+        state["model"] = model.state_dict()
     torch.save(state, out / TRAIN_STATE)
-    meta = {"epoch": epoch + 1, "config": cfg.to_flat_dict(), "metrics": metrics}
+    meta = {"epoch": epoch + 1, "config": cfg.to_flat_dict(), "metrics": metrics, "patience": patience}
     (out / CHECKPOINT_META).write_text(json.dumps(meta, indent=1, default=float))
 
 
@@ -220,7 +245,7 @@ def _report_again(rank: int, metrics: dict) -> None:
         _report(metrics, checkpoint)
 
 
-def _restore(model, criterion, optimizer, scheduler) -> tuple[int, dict]:
+def _restore(model, criterion, optimizer, scheduler, ema=None, patience=None) -> tuple[int, dict]:
     """Resume from Ray Train's latest checkpoint if this trial is restarting.
 
     Returns the first epoch to run and the metrics reported with that checkpoint.
@@ -232,11 +257,16 @@ def _restore(model, criterion, optimizer, scheduler) -> tuple[int, dict]:
         return 0, {}
     with checkpoint.as_directory() as folder:
         folder = Path(folder)
-        model.load_state_dict(torch.load(folder / MODEL_WEIGHTS, map_location="cpu", weights_only=True))
+        evaluated = torch.load(folder / MODEL_WEIGHTS, map_location="cpu", weights_only=True)
         state = torch.load(folder / TRAIN_STATE, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("model", evaluated))
+        if ema is not None:
+            ema.module.load_state_dict(evaluated)
         criterion.load_state_dict(state["criterion"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state["scheduler"] is not None:
             scheduler.load_state_dict(state["scheduler"])
         meta = json.loads((folder / CHECKPOINT_META).read_text())
+        if patience is not None:
+            patience.load(meta.get("patience"))
         return int(meta["epoch"]), meta.get("metrics", {})

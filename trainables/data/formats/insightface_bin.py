@@ -118,15 +118,3 @@ def read_insightface_bin(path: str | os.PathLike) -> VerificationPairs:
         left_names=[f"{path.name}#{2 * i}" for i in range(n)],
         right_names=[f"{path.name}#{2 * i + 1}" for i in range(n)],
     )
-
-
-def write_insightface_bin(path: str | os.PathLike, pairs_bytes: list[bytes], issame: list[bool],
-                          protocol: int = pickle.HIGHEST_PROTOCOL) -> Path:
-    """Write `(pairs_bytes, issame)` as InsightFace does; pairs_bytes holds 2 images per pair."""
-    if len(pairs_bytes) != 2 * len(issame):
-        raise ValueError("pairs_bytes must hold two images per issame entry")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        pickle.dump(([bytes(b) for b in pairs_bytes], [bool(s) for s in issame]), f, protocol=protocol)
-    return path

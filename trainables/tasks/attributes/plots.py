@@ -20,16 +20,15 @@ def render_trial_plots(checkpoint: Path, out: Path) -> list[str]:
 
 def plot_pr_curves(predictions: pd.DataFrame, out: Path) -> None:
     """One small precision-recall panel per attribute, with its average precision."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
     names = [c.split("/", 1)[1] for c in predictions.columns if c.startswith(artifacts.SCORE)]
     cols = min(8, max(1, len(names)))
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.0, rows * 2.0), squeeze=False)
+    from trainables.plotting import new_figure
+
+    fig = new_figure((cols * 2.0, rows * 2.0))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, name in zip(axes.flat, names):
         y, s = predictions[f"{artifacts.LABEL}{name}"].to_numpy(), predictions[f"{artifacts.SCORE}{name}"].to_numpy()
         if 0 < y.sum() < len(y):
@@ -43,4 +42,3 @@ def plot_pr_curves(predictions: pd.DataFrame, out: Path) -> None:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(out, dpi=90)
-    plt.close(fig)

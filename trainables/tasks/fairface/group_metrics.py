@@ -70,14 +70,12 @@ def group_metrics(table: pd.DataFrame, tasks) -> dict[str, float]:
 
 def plot_group_accuracy(table: pd.DataFrame, tasks, out) -> None:
     """A grouped bar chart: accuracy of each task within each group (Agg backend, no display)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from trainables.plotting import new_figure
 
     labels = [f"{g}\n({k}, n={n})" for k, g, n in zip(table["kind"], table["group"], table["n"])]
     x, width = np.arange(len(table)), 0.8 / max(1, len(tasks))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.05 * len(table)), 3.6))
+    fig = new_figure((max(6.0, 1.05 * len(table)), 3.6))
+    ax = fig.add_subplot()
     for j, task in enumerate(tasks):
         ax.bar(x + (j - (len(tasks) - 1) / 2) * width, table[f"{task}_accuracy"].fillna(0), width, label=task)
     ax.set_xticks(x, labels, fontsize=6.5)
@@ -87,4 +85,3 @@ def plot_group_accuracy(table: pd.DataFrame, tasks, out) -> None:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never over a bar
     fig.tight_layout()
     fig.savefig(out, dpi=80)
-    plt.close(fig)

@@ -171,12 +171,11 @@ def recompute_accuracy(table: pd.DataFrame, thresholds: np.ndarray = ACCURACY_TH
 
 def plot_roc(tables: dict[str, pd.DataFrame], path) -> Path:
     """ROC curves (TPR against FAR on a log axis), one per verification table, saved to `path`."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from sklearn.metrics import roc_curve
 
-    fig = Figure(figsize=(5, 4))
-    FigureCanvasAgg(fig)  # an Agg canvas of its own: no pyplot, no global backend switch
+    from trainables.plotting import new_figure
+
+    fig = new_figure((5, 4))
     ax = fig.add_subplot()
     floor = 1.0
     for name, table in tables.items():
