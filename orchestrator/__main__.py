@@ -82,6 +82,14 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
                        help="times a failed trial is retried from its last checkpoint (default: 1)")
     sweep.add_argument("--no-early-stopping", dest="early_stopping", action="store_false",
                        help="run every trial to its last epoch (no ASHA): the full grid, to compare against")
+    sweep.add_argument("--metric", action="append", default=[], metavar="METRIC",
+                       help="the objective, replacing the sweep's (e.g. val/race/accuracy); repeat it for several "
+                            "objectives, whose non-dominated trials form a Pareto front (Tune and ASHA rank by the first)")
+    sweep.add_argument("--mode", action="append", default=[], choices=["max", "min"],
+                       help="max or min for each --metric, in the same order; repeatable")
+    sweep.add_argument("--seed", type=int, metavar="N",
+                       help="seeds Optuna's sampler and Tune's random draws (default: the sweep's, else 0): the same "
+                            "seed draws the same configs")
     add_register_arguments(sweep)
 
 

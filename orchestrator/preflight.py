@@ -38,7 +38,9 @@ class Preflight:
         cluster.check_shape_options(opts.num_workers, opts.gpus_per_worker, opts.max_concurrent)
         if opts.max_failures < 0:
             raise UserError(f"--max-failures cannot be negative, got {opts.max_failures}")
-        self.sweep = search_spaces.get(opts.name)(real_data=bool(opts.data), smoke=opts.smoke)
+        self.sweep = search_spaces.with_options(search_spaces.get(opts.name)(real_data=bool(opts.data), smoke=opts.smoke),
+                                                getattr(opts, 'metric', None), getattr(opts, 'mode', None),
+                                                getattr(opts, 'seed', None))
         if self.sweep.runner != "train":
             return f"sweep {self.sweep.name} ({self.sweep.runner} runner)"
         space = dict(self.sweep.param_space)

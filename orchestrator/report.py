@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from ray import tune
 
+from orchestrator import pareto
 from orchestrator.tracking import Tracking, is_metric, redact
 from trainables import storage_fs
 from trainables.artifacts import STOPPED, TRIALS_TABLE, WEIGHTS_REPORT
@@ -105,25 +106,43 @@ def trial_statuses(results: tune.ResultGrid) -> list[tuple[str, str]]:
 def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking, parent_id: str,
                  baseline: dict | None, describe, started: float, child_run=lambda trial_id: None,
                  interrupted: bool = False, status_of=None, total: int | None = None,
-                 closing_later: bool = False) -> dict:
+                 closing_later: bool = False, full_epochs: int | None = None) -> dict:
     """Print the table and log the sweep's files to the parent run. An interrupted sweep logs no `best/*`:
     its parent and its unfinished trials' runs are KILLED. A finished one gets `best/*` (and which child
     run is best) and is closed FINISHED, here, or with `closing_later` by the caller's `close_sweep`, as
     its very last step (after the model is logged), so that an interrupt during the report never leaves
     a FINISHED parent with half a record; the closing line (the link to the runs) is then
-    `summary["closing"]`, for the caller to print last."""
-    table = results_table(results, sweep.metric, sweep.mode, describe, sweep.report, task.report_columns, status_of)
+    `summary["closing"]`, for the caller to print last.
+
+    A sweep of several objectives (`sweep.objectives`) marks its Pareto front in the table, tags each
+    trial's run `pareto=true|false`, logs pareto.csv and pareto.png, and its best trial is the front
+    member its rule picks (pareto.choose). `full_epochs`: a trial's epochs when its config does not say."""
+    objectives = getattr(sweep, "objectives", [(sweep.metric, sweep.mode)])
+    extra = [m for m, _ in objectives[1:] if m not in sweep.report] + list(sweep.report)
+    table = results_table(results, sweep.metric, sweep.mode, describe, extra, task.report_columns, status_of)
+    front = None
+    if len(objectives) > 1 and not interrupted and not table.empty:
+        front = pareto_front(results, table, objectives, getattr(sweep, "max_gap", None), full_epochs)
+        table = front["table"]
     failed = int((table["status"] == "failed").sum()) if not table.empty else 0
     print("\n" + (table.to_string(index=False, float_format=lambda v: f"{v:.4f}") if not table.empty else "no trials ran"))
     summary: dict = {"trials": len(table), "failed": failed, "baseline": baseline}
     if interrupted:
         return interrupted_sweep(tracking, parent_id, table, started, child_run, summary, total)
-    try:
-        best = results.get_best_result(metric=sweep.metric, mode=sweep.mode, scope="last")
-    except RuntimeError:
-        best = None
+    if front is not None:
+        best = front["best"]
+        tag_front(tracking, table, child_run)
+        print(f"\nPareto front of {', '.join(f'{m} ({d})' for m, d in objectives)}: {front['members']} of "
+              f"{front['candidates']} trials that ran all their epochs (column {pareto.FRONT}); best: {front['rule']}")
+    else:
+        try:
+            best = results.get_best_result(metric=sweep.metric, mode=sweep.mode, scope="last")
+        except RuntimeError:
+            best = None
     if best is not None and best.metrics and sweep.metric in best.metrics:
         tags = {"best_trial": describe(best.config)}
+        if front is not None:
+            tags["pareto_rule"] = front["rule"]
         best_run = child_run(best.metrics.get("trial_id", ""))
         if best_run:
             tags["best_run_id"] = best_run
@@ -135,8 +154,12 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
     if task.leaderboard is not None:
         rows = [(describe(r.config or {}), r.metrics or {}, r.config or {}) for r in results if r.metrics]
         leaderboard = lambda folder: task.leaderboard(rows, folder)  # noqa: E731
-    log_sweep_files(tracking, parent_id, table, leaderboard)
-    tracking.log(parent_id, metrics={"sweep/minutes": (time.time() - started) / 60, "sweep/failed_trials": failed})
+    files = None
+    if front is not None:
+        files = lambda folder: pareto.write(table, objectives, front["candidate"], folder, sweep.name)  # noqa: E731
+    log_sweep_files(tracking, parent_id, table, leaderboard, files)
+    tracking.log(parent_id, metrics={"sweep/minutes": (time.time() - started) / 60, "sweep/failed_trials": failed,
+                                     **({"pareto/members": front["members"]} if front is not None else {})})
     experiment = tracking.experiment_of(parent_id)
     summary["closing"] = (f"{len(table)} trials in {(time.time() - started) / 60:.1f} min; compare them in MLflow: "
                           f"{tracking.runs_url(experiment)}")
@@ -144,6 +167,31 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
         close_sweep(tracking, parent_id, summary)
         print(summary["closing"], flush=True)
     return summary
+
+
+def pareto_front(results, table: pd.DataFrame, objectives: list[tuple[str, str]], max_gap: float | None,
+                 full_epochs: int | None) -> dict:
+    """The table with its front marked, which rows were candidates (done, and all their epochs run: never
+    a trial ASHA stopped), the picked member's result and the rule that picked it."""
+    by_trial = {str((r.metrics or {}).get("trial_id", "")): r for r in results}
+    candidate = []
+    for _, row in table.iterrows():
+        result = by_trial.get(str(row["trial"]))
+        config = (result.config or {}) if result is not None else {}
+        planned = int(config.get("optim.epochs", full_epochs or row["epochs"] or 0))
+        candidate.append(result is not None and row["status"] == "done" and int(row["epochs"] or 0) >= planned)
+    marked, picked, rule = pareto.mark(table, objectives, candidate, max_gap)
+    best = by_trial.get(str(marked.loc[picked, "trial"])) if picked is not None else None
+    return {"table": marked, "candidate": candidate, "best": best, "rule": rule,
+            "members": int((marked[pareto.FRONT] == "*").sum()), "candidates": int(sum(candidate))}
+
+
+def tag_front(tracking: Tracking, table: pd.DataFrame, child_run) -> None:
+    """`pareto=true` on each front member's run, `pareto=false` on every other trial's."""
+    for _, row in table.iterrows():
+        run_id = child_run(row["trial"])
+        if run_id:
+            tracking.log(run_id, tags={"pareto": "true" if row[pareto.FRONT] == "*" else "false"})
 
 
 def close_sweep(tracking: Tracking, parent_id: str, summary: dict) -> None:
@@ -156,11 +204,11 @@ def close_sweep(tracking: Tracking, parent_id: str, summary: dict) -> None:
     tracking.set_terminated(parent_id, status="FAILED" if failed == trials else "FINISHED")
 
 
-def log_sweep_files(tracking: Tracking, parent_id: str, table: pd.DataFrame, leaderboard=None) -> None:
-    """trials.csv, and the task's leaderboard files (`leaderboard(folder) -> names`), into the parent run."""
+def log_sweep_files(tracking: Tracking, parent_id: str, table: pd.DataFrame, leaderboard=None, more=None) -> None:
+    """trials.csv, and the task's leaderboard files and any `more` (each `(folder) -> names`), into the parent run."""
     with tempfile.TemporaryDirectory() as tmp:
         table.to_csv(Path(tmp) / TRIALS_TABLE, index=False)
-        files = [TRIALS_TABLE] + (leaderboard(Path(tmp)) if leaderboard is not None else [])
+        files = [TRIALS_TABLE] + [name for write in (leaderboard, more) if write is not None for name in write(Path(tmp))]
         tracking.log_files(parent_id, Path(tmp), files)
 
 

@@ -198,12 +198,24 @@ def describe(config: dict[str, Any], keys: list[str]) -> str:
     return " ".join(parts) or str(config.get("model.name", "default"))  # nothing varies: name the backbone
 
 
-def search_algorithm(name: str):
-    """The Tune search algorithm a sweep declares ("" keeps Tune's grid/random variant generator)."""
+def search_algorithm(name: str, seed: int, objectives: list[tuple[str, str]] | None = None,
+                     max_concurrent: int | None = None):
+    """The Tune search algorithm a sweep declares, seeded, so that the same sweep draws the same configs:
+    "" is Tune's grid and random variant generator (its `random_state`), "optuna" Optuna's TPE sampler
+    (`seed`). With several `objectives` Optuna searches them all (a multi-objective study); Tune itself
+    ranks by the first. `max_concurrent` goes to the variant generator (Tune's `max_concurrent_trials`
+    only wraps a `Searcher`: the caller passes it there for Optuna)."""
     if not name:
-        return None
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(max_concurrent=max_concurrent or 0, random_state=seed)
     if name == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch()
+        if objectives and len(objectives) > 1:
+            from orchestrator.optuna_objectives import ObjectivesOptunaSearch
+
+            return ObjectivesOptunaSearch(metric=[m for m, _ in objectives], mode=[d for _, d in objectives],
+                                          seed=seed)
+        return OptunaSearch(seed=seed)
     raise UserError(f"sweep declares unknown search '{name}': use optuna, or none for Tune's grid and random draws")

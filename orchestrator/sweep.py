@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from orchestrator import accounting, cluster, logged_model, report, rungs, signals, state, store_outage
 from orchestrator.runners import train_driver_fn
@@ -50,6 +51,9 @@ class SweepOptions:
     early_stopping: bool = True  # False: no ASHA, every trial runs all its epochs (the full grid)
     register: str | None = None  # the best model's registered name (logged_model.py)
     register_if: str | None = None  # ... only when this condition on its metric holds
+    metric: list[str] = field(default_factory=list)  # --metric, repeatable: replaces the sweep's objectives
+    mode: list[str] = field(default_factory=list)    # --mode, one per --metric
+    seed: int | None = None  # --seed: replaces the sweep's seed (search_spaces.DEFAULT_SEED unless it declares one)
 
 
 class MaxFailures(tune.Callback):
@@ -112,7 +116,8 @@ def run_sweep(opts: SweepOptions) -> dict:
         tracking.log_dataset(parent_id, dataset)
     tracking.log(parent_id, metrics=data.baseline, params={
         "sweep": sweep.name, "data.root": data.root, "data.source": opts.data or "synthetic demo set",
-        "smoke": opts.smoke, "trials": total,
+        "smoke": opts.smoke, "trials": total, "seed": sweep.seed,
+        "objectives": ", ".join(f"{m} ({d})" for m, d in sweep.objectives),
         "resources": resources.describe(), "storage": run.path,
         **{f"override.{o.split('=')[0]}": o.split("=", 1)[-1] for o in opts.overrides},
     })
@@ -120,9 +125,15 @@ def run_sweep(opts: SweepOptions) -> dict:
     asha = sweep.grace_period and opts.early_stopping
     stopping = (f"ASHA stops a trial at epoch {sweep.grace_period} (and at each later rung) unless it is in the best "
                 f"1/{sweep.reduction_factor} so far" if asha else "every trial runs all its epochs")
+    several = len(sweep.objectives) > 1
+    if several:
+        stopping = (f"objectives {', '.join(f'{m} ({d})' for m, d in sweep.objectives)}: a Pareto front; Tune "
+                    f"ranks by the first, {sweep.metric}\n  " + stopping
+                    + (f", by {sweep.metric} alone; a trial it stops is never on the front" if asha else ""))
     print(f"Sweep {sweep.name}: {sweep.question}" + (f"\n  from {sweep.source}" if sweep.source else "")
           + f"\n  {total} trials, {epochs} epochs each; {resources.describe()}\n  {stopping}"
           + (f"\n  {note}" if note else "") + "".join(f"\n  {line}" for line in pre.notes)
+          + f"\n  seed {sweep.seed}: the same seed draws the same configs"
           + f"\n  storage {redact(run.path)}; MLflow {redact(tracking.uri)} (experiment '{sweep.name}', parent run {parent_id})"
           + ("\n  resuming: finished trials are kept, unfinished ones continue from their last checkpoint"
              if opts.resume else ""), flush=True)
@@ -154,10 +165,14 @@ def run_sweep(opts: SweepOptions) -> dict:
         # The restored run config is the pickled one: this invocation's callbacks (today's MLflow store),
         # --max-failures and --max-concurrent apply instead. Ray 2.60 keeps both configs on its TunerInternal.
         local = tuner._local_tuner
+        restored = local._tune_config.search_alg  # keeps its seed and its draws so far
+        if isinstance(restored, BasicVariantGenerator):  # Tune applies --max-concurrent to a Searcher only
+            restored.max_concurrent = resources.max_concurrent or 0
         # ASHA's rungs come back from the callbacks' saved state (rungs.py): the same list as the first run's.
         local._run_config.callbacks = callbacks + rungs.keeper_for(local._tune_config.scheduler)
         local._run_config.failure_config = tune.FailureConfig(max_failures=opts.max_failures)
-        local._tune_config.max_concurrent_trials = resources.max_concurrent
+        local._tune_config.max_concurrent_trials = (None if isinstance(restored, BasicVariantGenerator)
+                                                    else resources.max_concurrent)
     else:
         scheduler = None
         if sweep.grace_period and opts.early_stopping:
@@ -169,7 +184,8 @@ def run_sweep(opts: SweepOptions) -> dict:
             param_space=space,
             tune_config=tune.TuneConfig(
                 metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples, scheduler=scheduler,
-                search_alg=search_algorithm(sweep.search), max_concurrent_trials=resources.max_concurrent,
+                search_alg=search_algorithm(sweep.search, sweep.seed, sweep.objectives, resources.max_concurrent),
+                max_concurrent_trials=resources.max_concurrent if sweep.search else None,
             ),
             run_config=tune.RunConfig(
                 name=run.name, storage_path=storage_path, storage_filesystem=storage_filesystem,
@@ -197,7 +213,7 @@ def run_sweep(opts: SweepOptions) -> dict:
     try:
         summary = report.finish_sweep(results, sweep, task, tracking, parent_id, data.baseline, name_of, started,
                                       child_run=child_run, interrupted=interrupted, status_of=ledger.status,
-                                      total=total, closing_later=True)
+                                      total=total, closing_later=True, full_epochs=epochs)
         if interrupted:
             run.save(status="interrupted")
             accounting.finished()

@@ -30,15 +30,18 @@ class PolicyDraws:
     (Optuna's next draw depends on it)."""
 
     def __init__(self, sweep):
-        self.searcher = search_algorithm(sweep.search)
+        self.searcher = search_algorithm(sweep.search, sweep.seed, sweep.objectives) if sweep.search else None
         if self.searcher is not None:
             logging.getLogger("optuna").setLevel(logging.WARNING)  # no "A new study created" line
             self.searcher.set_search_properties(sweep.metric, sweep.mode, sweep.param_space)
             self._drawn = iter(())
         else:  # Tune's basic generator: the whole grid once per sample, its random values drawn anew each time
+            import numpy as np
             from ray.tune.search.variant_generator import generate_variants
 
-            self._drawn = (config for _ in range(sweep.num_samples) for _, config in generate_variants(sweep.param_space))
+            rng = np.random.default_rng(sweep.seed)  # one stream for all samples: the same seed, the same draws
+            self._drawn = (config for _ in range(sweep.num_samples)
+                           for _, config in generate_variants(sweep.param_space, random_state=rng))
 
     def next(self, trial_id: str) -> dict:
         return self.searcher.suggest(trial_id) if self.searcher is not None else next(self._drawn)

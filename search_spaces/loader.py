@@ -2,8 +2,10 @@
 
     question: Which backbone and learning rate predict my attributes best?
     task: attributes
-    metric: val/macro_f1          # default: the task's usual objective
-    mode: max
+    metric: val/macro_f1          # default: the task's usual objective; or several, e.g.
+    mode: max                     #   metric: [val/race/accuracy, val/race/group_gap] with mode: [max, min]
+    max_gap: 0.05                 # several objectives: the chosen trial's second one is at most this
+    seed: 0                       # seeds Optuna and the random draws (default 0): the same seed, the same configs
     search: optuna                # basic (Tune's grids and random draws) or optuna
     scheduler: asha               # asha (stops weak trials early) or none
     grace_period: 1               # epochs before ASHA may stop a trial
@@ -37,7 +39,7 @@ import yaml
 
 from ray.tune.search.sample import Domain
 
-from search_spaces import SWEEPS, Sweep
+from search_spaces import DEFAULT_SEED, SWEEPS, Sweep, objectives_of
 from search_spaces.distributions import KINDS, build, parse_call, render, show_yaml, type_name
 from trainables.config import TrainConfig, coerce, key_type, path_keys
 from trainables.errors import UserError
@@ -45,7 +47,7 @@ from trainables.tasks import get_task
 
 SUFFIXES = (".yaml", ".yml")
 SWEEP_FIELDS = ("samples", "scheduler", "grace_period", "reduction_factor", "workers_per_trial")  # what real_data and smoke may change
-FIELDS = ("name", "question", "task", "metric", "mode", "search", "report", *SWEEP_FIELDS,
+FIELDS = ("name", "question", "task", "metric", "mode", "max_gap", "seed", "search", "report", *SWEEP_FIELDS,
           "space", "real_data", "smoke")
 BLOCKS = ("space", "real_data", "smoke")
 SEARCHES = {"basic": "", "optuna": "optuna"}
@@ -89,21 +91,49 @@ def load(path: str, real_data: bool = False, smoke: bool = False) -> Sweep:
     if not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name):
         raise UserError(f"{path}: name: {name!r} cannot name an MLflow experiment and a storage folder: "
                         f"use letters, digits, '_', '-' or '.' (default: the file's name)")
-    metric = _text(path, "metric", doc.get("metric", get_task(task).metric))
-    if not metric.startswith("val/"):
-        raise UserError(f"{path}: metric: {metric!r} is not a validation metric: the objective is one of the "
-                        f"val/ metrics a trial reports, e.g. {get_task(task).metric} (task {task}'s usual one)")
+    metric, mode = _objectives(path, doc, task)
+    seed, max_gap = doc.get("seed", DEFAULT_SEED), doc.get("max_gap")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UserError(f"{path}: seed: expects a whole number of at least 0, got {seed!r}")
+    if max_gap is not None and (isinstance(max_gap, bool) or not isinstance(max_gap, (int, float)) or max_gap < 0):
+        raise UserError(f"{path}: max_gap: expects a number of at least 0 (the largest second objective, e.g. a "
+                        f"group gap of 0.05), got {max_gap!r}")
     report = doc.get("report", [])
     if not isinstance(report, list) or not all(isinstance(m, str) for m in report):
         raise UserError(f"{path}: report: expects a list of metric names, e.g. report: [val/mean_accuracy]")
     return Sweep(
-        name=name, question=question, param_space=space, metric=metric,
-        mode=_choose(path, "mode", doc.get("mode", "max"), ["max", "min"]),
+        name=name, question=question, param_space=space, metric=metric, mode=mode, seed=seed,
+        max_gap=None if max_gap is None else float(max_gap),
         num_samples=fields["samples"], search=SEARCHES[search],
         grace_period=fields["grace_period"] if fields["scheduler"] == "asha" else 0,
         reduction_factor=fields["reduction_factor"],
         workers_per_trial=fields["workers_per_trial"], report=report, source=str(Path(path).expanduser().resolve()),
     )
+
+
+def _objectives(path: str, doc: dict, task: str) -> tuple[list[str], list[str]]:
+    """`metric` and `mode`: one of each, or two lists of equal length (several objectives), checked."""
+    usual = get_task(task).metric
+    metric = doc.get("metric", usual)
+    metrics = metric if isinstance(metric, list) else [_text(path, "metric", metric)]
+    mode = doc.get("mode", "max" if not isinstance(metric, list) else None)
+    if mode is None:
+        raise UserError(f"{path}: mode: missing: with several objectives give one mode per metric, e.g. "
+                        f"mode: [max, min]")
+    modes = mode if isinstance(mode, list) else [mode]
+    modes = [str(m).strip().lower() for m in modes]
+    try:
+        pairs = objectives_of(metrics, modes, "metric", "mode")
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
+    for name, _ in pairs:
+        if not name.startswith("val/"):
+            raise UserError(f"{path}: metric: {name!r} is not a validation metric: the objective is one of the "
+                            f"val/ metrics a trial reports, e.g. {usual} (task {task}'s usual one)")
+    if doc.get("max_gap") is not None and (len(pairs) < 2 or pairs[1][1] != "min"):
+        raise UserError(f"{path}: max_gap: limits the second objective, which must be minimised: name two objectives "
+                        f"with the second's mode min (e.g. mode: [max, min]), or remove max_gap")
+    return [m for m, _ in pairs], [d for _, d in pairs]
 
 
 class _Twice(yaml.MarkedYAMLError):

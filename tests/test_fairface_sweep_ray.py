@@ -100,3 +100,34 @@ def test_logged_accuracies_are_recomputed_from_the_best_runs_predictions(smoke_s
         assert logged[f"val/{task}/balanced_accuracy"] == pytest.approx(
             balanced_accuracy_score(val[f"true_{column}"], val[f"pred_{column}"]), abs=1e-9)
     assert logged["val/mean_task_accuracy"] == pytest.approx(np.mean(accuracies), abs=1e-9)
+
+
+def test_the_fair_frontier_smoke_sweep_tags_exactly_its_non_dominated_trials(local_ray, tmp_path, monkeypatch, capsys):
+    """`sweep fairface_fair_frontier --smoke` from the command line (one weighting: 2 trials of 1 epoch): the
+    `pareto=true` runs are exactly the non-dominated ones by the children's own metrics in MLflow."""
+    from orchestrator.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    status = main(["sweep", "fairface_fair_frontier", "--smoke", "--num-workers", "1", "--storage", str(tmp_path / "runs"),
+                   "--tracking-uri", uri, "--set", "multitask.weighting=fixed", "--seed", "3"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "objectives val/race/accuracy (max), val/race/group_gap (min): a Pareto front" in out
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("fairface_fair_frontier").experiment_id])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    points = {c.info.run_id: (c.data.metrics["val/race/accuracy"], c.data.metrics["val/race/group_gap"])
+              for c in children if int(c.data.metrics["epoch"]) == int(c.data.params["optim.epochs"])}
+
+    def dominated(p):  # accuracy up, gap down
+        return any(q[0] >= p[0] and q[1] <= p[1] and q != p for q in points.values())
+
+    front = {run_id for run_id, p in points.items() if not dominated(p)}
+    assert front and front == {c.info.run_id for c in children if c.data.tags["pareto"] == "true"}
+    assert {c.data.tags["pareto"] for c in children} <= {"true", "false"}
+    assert parent.data.tags["best_run_id"] in front and parent.data.params["seed"] == "3"
+    files = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"pareto.csv", "pareto.png", "trials.csv"} <= files

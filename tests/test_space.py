@@ -134,14 +134,14 @@ def test_a_grid_on_an_optuna_sweep_becomes_a_categorical_choice_that_optuna_take
     sweep = search_spaces.get("celeba_losses")(real_data=False, smoke=True)
     space = apply_overrides(sweep.param_space, ["loss.name=bce,focal,asl"])
     with pytest.raises(ValueError, match="Grid search parameters cannot be automatically converted"):
-        search_algorithm(sweep.search).set_search_properties(sweep.metric, sweep.mode, space)  # what Tune calls
+        search_algorithm(sweep.search, sweep.seed).set_search_properties(sweep.metric, sweep.mode, space)  # what Tune calls
 
     converted = grids_as_choices(space, sweep.search)
     assert isinstance(converted["loss.name"], Categorical) and converted["loss.name"].categories == ["bce", "focal", "asl"]
     assert count_trials(converted, sweep.num_samples) == sweep.num_samples and "loss.name" in varying_keys(converted)
     assert grid_note(converted) == ("Optuna takes no grid, so each trial draws loss.name from bce, focal, asl "
                                     "(a categorical choice)")
-    search = search_algorithm(sweep.search)
+    search = search_algorithm(sweep.search, sweep.seed)
     assert search.set_search_properties(sweep.metric, sweep.mode, converted)
     assert search.suggest("trial_1")["loss.name"] in ("bce", "focal", "asl")
 
@@ -164,4 +164,4 @@ def test_an_unknown_search_is_a_user_error():
     from orchestrator.space import search_algorithm
 
     with pytest.raises(UserError, match="unknown search 'hyperopt'"):
-        search_algorithm("hyperopt")
+        search_algorithm("hyperopt", 0)

@@ -32,6 +32,7 @@ DIVERGED_MARKER = "diverged.txt"           # a trial whose loss became NaN: neve
 # A sweep's parent run.
 TRIALS_TABLE = "trials.csv"
 LEADERBOARD_CSV, LEADERBOARD_MD = "leaderboard.csv", "leaderboard.md"
+PARETO_TABLE, PARETO_PLOT = "pareto.csv", "pareto.png"  # a sweep of several objectives
 
 # An export folder: timm's own layout (`timm.create_model("local-dir:DIR", pretrained=True)` reads
 # TIMM_CONFIG and EXPORT_WEIGHTS), plus the files `predict` reads.
