@@ -72,10 +72,11 @@ def registration(name: str | None, condition: str | None) -> Registration | None
     return Registration(name, parse_condition(condition) if condition is not None else None)
 
 
-def check_registrable(runner: str, task) -> None:
-    """A sweep that yields no servable model cannot register one: said before it starts."""
-    if runner == "thresholds":
-        raise UserError("--register applies to sweeps that train models; a threshold-policy sweep trains none: "
+def check_registrable(runner, task) -> None:
+    """A sweep that yields no servable model cannot register one: said before it starts. `runner`: the sweep's
+    `runners.Runner`; `task`: its task, or None when its runner trains no model."""
+    if not runner.trains_models:
+        raise UserError(f"--register applies to sweeps that train models; {runner.what}, and trains none: "
                         "register its source run with `export --run RUN_ID --out DIR --register NAME`")
     if task.outputs is None:
         raise UserError(f"--register: task '{task.name}' has no outputs to serve (its models produce embeddings): "

@@ -1,4 +1,5 @@
-"""`train_driver_fn`: what one Tune trial runs, namely one `TorchTrainer` of DDP workers.
+"""`train_driver_fn`: what one Tune trial runs, namely one `TorchTrainer` of DDP workers; and `RUNNERS`, the
+table of what a sweep's `runner` names.
 
 This runs in the trial's own Ray actor, which imports this module before the trial's first step, so
 it imports only Ray and the worker's light entry point: no MLflow, pandas or plotting (the driver's
@@ -7,7 +8,9 @@ it imports only Ray and the worker's light entry point: no MLflow, pandas or plo
 
 from __future__ import annotations
 
+import importlib
 import os
+from dataclasses import dataclass
 
 import ray
 import ray.train
@@ -24,6 +27,28 @@ from trainables.worker import train_fn_per_worker
 
 
 USER_ERROR = "UserError: "
+
+
+@dataclass(frozen=True)
+class Runner:
+    """How a sweep's trials run. "train" is sweep.py's own Tune pipeline of Train workers; any other names a
+    function `(opts, sweep) -> summary` that runs the whole sweep instead, imported only when chosen (this
+    module stays light: each Tune trial's actor imports it)."""
+    trains_models: bool             # its trials leave checkpoints a model can be exported from and registered
+    entry: str = ""                 # "module:function" for a runner other than training
+    what: str = ""                  # for messages: what its trials do
+
+    def run(self, opts, sweep) -> dict:
+        module, _, function = self.entry.partition(":")
+        return getattr(importlib.import_module(module), function)(opts, sweep)
+
+
+TRAIN = "train"
+RUNNERS: dict[str, Runner] = {
+    TRAIN: Runner(trains_models=True, what="trials train models"),
+    "thresholds": Runner(trains_models=False, entry="orchestrator.threshold_sweep:run_threshold_sweep",
+                         what="a threshold-policy sweep scores a finished trial's stored predictions"),
+}
 
 
 def worker_group(resources: cluster.TrialResources) -> dict:

@@ -17,7 +17,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from orchestrator import accounting, cluster, logged_model, report, rungs, signals, state, store_outage
-from orchestrator.runners import train_driver_fn
+from orchestrator.runners import RUNNERS, TRAIN, train_driver_fn
 from orchestrator.preflight import Preflight
 from orchestrator.space import count_trials, describe, grid_note, max_epochs, search_algorithm, varying_keys
 from orchestrator.tracking import (KIND_KEY, SWEEP_KEY, DatasetRecord, MlflowTrialCallback,
@@ -90,12 +90,11 @@ def run_sweep(opts: SweepOptions) -> dict:
     wanted = logged_model.registration(opts.register, opts.register_if)  # a bad flag costs no training
     pre = Preflight(opts)
     pre.check_sweep()
+    runner = RUNNERS[pre.sweep.runner]
     if wanted is not None:
-        logged_model.check_registrable(pre.sweep.runner, get_task(pre.base.task))
-    if pre.sweep.runner == "thresholds":
-        from orchestrator.threshold_sweep import run_threshold_sweep
-
-        return run_threshold_sweep(opts, pre.sweep)
+        logged_model.check_registrable(runner, get_task(pre.base.task) if runner.trains_models else None)
+    if pre.sweep.runner != TRAIN:
+        return runner.run(opts, pre.sweep)
     pre.run_all()
     sweep, space, tracking, run, data, resources = pre.sweep, pre.space, pre.tracking, pre.run, pre.data, pre.resources
     task = get_task(pre.base.task)
