@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -91,6 +92,8 @@ def sweep_start_s(prepared: str, work: Path) -> float:
     """Seconds from `sweep` to the first `start  trial` line of a one-worker smoke sweep on `prepared`."""
     sys.path.insert(0, str(ROOT / "tests"))
     from crash_story import SWEEP, CliRun
+
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
     runs = Path(tempfile.mkdtemp(prefix="sweep-", dir=work))
     start = time.perf_counter()
