@@ -45,16 +45,24 @@ first epoch, which decodes every image, and of the best later epoch, which the d
 the persistent loader workers) serves. Cores to keep a GPU fed on data larger than the cache: the GPU's
 images/s over the first epoch's per-core figure. The last line is
 
-    ceiling_img_s_per_core=64px:E/128px:F/224px:G later_vs_first_with_workers=H
+    ceiling_img_s_per_core=64px:E/128px:F/224px:G later_vs_first_with_workers=H s3_vs_local=S
 
 E, F, G: the first epoch's images per CPU second with 2 loader workers; H: the smallest later/first
-ratio of images per CPU second over the cases with loader workers (target: at least 5).
+ratio of images per CPU second over the cases with loader workers (target: at least 5); S: `s3_vs_local`
+of later epochs, below.
+
+**From S3** (`s3_vs_local`): the attributes training loader over the ceiling's demo set, from its local
+shards and from the same set prepared into an S3 bucket (moto's server on loopback, started here in this
+process, as tests/s3_server.py does), alternating within each epoch. Each row group is one request (and
+the next one is fetched while this one is decoded); once the decoded cache holds a row group's images,
+its labels are kept too, so later epochs make no request. The line before the last is
+`s3_vs_local_first=… s3_vs_local_later=…` (target for later epochs: at least 0.8).
 
 Run it from the repository root (about 5 minutes of CPU time on 2 cores, of which the ceiling takes about
 half a minute; `--ceiling-only` took 77 s wall under other users' load):
 
     python benchmarks/data_loader.py [--images 2400] [--batch 64] [--workers 0] [--passes 5] [--steps 8]
-                                     [--ceiling-images 720] [--ceiling-later 2] [--ceiling-only]
+                                     [--ceiling-images 720] [--ceiling-later 2] [--s3-later 3] [--ceiling-only]
 
 (the trials load in the training process unless data.loader_workers is set, which is the
 default `--workers 0`).
@@ -71,7 +79,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -341,6 +350,49 @@ def loader_ceiling(cache: Path, images: int, batch: int, later: int) -> tuple[di
     return ceiling, min(ratios)
 
 
+def s3_vs_local(cache: Path, images: int, batch: int, later: int) -> tuple[float, float]:
+    """The attributes training loader (64 px, hflip, no loader workers, as a CPU trial loads) over the
+    demo's local shards and over the same demo prepared into an S3 bucket: moto's server on loopback,
+    started here as the tests start it (tests/s3_server.py), in this process. Local and S3 alternate
+    within each epoch; returns the S3 images/s over the local ones for the first epoch (every row group's
+    image bytes fetched and decoded) and for the best of `later` epochs (the decoded cache serves the
+    images; only the label columns are fetched)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from s3_server import S3Server, apply_env, restore_env
+
+    from trainables.config import TrainConfig
+    from trainables.data.prepare import prepare
+    from trainables.tasks import get_task
+
+    server = S3Server()
+    server.start()
+    saved = apply_env(server)
+    try:
+        settings = {"task": "attributes", "seed": SEED, "data.cache_dir": str(cache), "data.image_size": 64,
+                    "data.augment": ["hflip"], "data.demo_images": images, "model.name": "resnet18"}
+        local = get_task("attributes").build(TrainConfig.from_dict(settings)).train_loader
+        uri = f"s3://{server.create_bucket('bench-shards')}/celeba"
+        t = time.perf_counter()
+        prepare("celeba", celeba_demo(images)(cache), uri)
+        print(f"s3: the {images}-image demo prepared into {uri} (moto on loopback) in {time.perf_counter() - t:.0f} s; "
+              f"the attributes training loader, batch {batch}, first epoch and the best of {later} later ones",
+              flush=True)
+        remote = get_task("attributes").build(TrainConfig.from_dict({**settings, "data.root": uri})).train_loader
+        rates = {"local": [], "s3": []}
+        for epoch in range(later + 1):
+            for name, stream in (("local", local), ("s3", remote)):
+                rates[name].append(images_per_second(stream(epoch, 0, 1, batch, 0))[0])
+    finally:
+        restore_env(saved)
+        server.stop()
+    first = rates["s3"][0] / rates["local"][0]
+    best = max(rates["s3"][1:]) / max(rates["local"][1:])
+    print(f"  first epoch: local {rates['local'][0]:.0f} img/s, s3 {rates['s3'][0]:.0f} img/s; later: local "
+          f"{max(rates['local'][1:]):.0f} img/s, s3 {max(rates['s3'][1:]):.0f} img/s", flush=True)
+    print(f"s3_vs_local_first={first:.3f} s3_vs_local_later={best:.3f}", flush=True)
+    return first, best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2400,
@@ -355,7 +407,8 @@ def main() -> None:
     parser.add_argument("--ceiling-images", type=int, default=720,
                         help="demo images of the loader-ceiling case's CelebA set (about 5/6 are train)")
     parser.add_argument("--ceiling-later", type=int, default=2, help="later epochs per loader-ceiling case")
-    parser.add_argument("--ceiling-only", action="store_true", help="only the loader-ceiling case")
+    parser.add_argument("--ceiling-only", action="store_true", help="only the loader-ceiling and S3 cases")
+    parser.add_argument("--s3-later", type=int, default=3, help="later epochs of the S3 case (the best counts)")
     args = parser.parse_args()
 
     from trainables.config import TrainConfig
@@ -407,9 +460,10 @@ def main() -> None:
         if ratios:
             print(" ".join(f"{task}_shards_vs_files={r:.3f}" for task, r in ratios.items())
                   + f" loader_vs_train={loader_vs_train:.3f}", flush=True)
+        _, s3_later = s3_vs_local(cache, args.ceiling_images, args.batch, args.s3_later)
         ceiling, later_vs_first = loader_ceiling(cache, args.ceiling_images, args.batch, args.ceiling_later)
     print("ceiling_img_s_per_core=" + "/".join(f"{size}px:{rate:.0f}" for size, rate in ceiling.items())
-          + f" later_vs_first_with_workers={later_vs_first:.1f}")
+          + f" later_vs_first_with_workers={later_vs_first:.1f} s3_vs_local={s3_later:.3f}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from orchestrator.space import (apply_overrides, batch_sizes, check_space, count
                                 is_domain)
 from orchestrator.tracking import Tracking, redact
 from trainables.config import TrainConfig
+from trainables.data.sources import is_demo
 from trainables.errors import UserError
 from trainables.tasks import DataSummary, get_task
 
@@ -38,7 +39,9 @@ class Preflight:
         cluster.check_shape_options(opts.num_workers, opts.gpus_per_worker, opts.max_concurrent)
         if opts.max_failures < 0:
             raise UserError(f"--max-failures cannot be negative, got {opts.max_failures}")
-        self.sweep = search_spaces.with_options(search_spaces.get(opts.name)(real_data=bool(opts.data), smoke=opts.smoke),
+        # The demo's settings for the demo set wherever its shards are (a bucket, a folder, the cache).
+        self.sweep = search_spaces.with_options(search_spaces.get(opts.name)(real_data=not is_demo(opts.data),
+                                                                             smoke=opts.smoke),
                                                 getattr(opts, 'metric', None), getattr(opts, 'mode', None),
                                                 getattr(opts, 'seed', None))
         if self.sweep.runner != "train":

@@ -54,6 +54,18 @@ def test_each_image_is_decoded_once_over_epochs(train_split, monkeypatch):
             assert torch.equal(a, b) and torch.equal(la, lb)
 
 
+def test_an_epoch_the_cache_serves_whole_reads_nothing_from_the_store(train_split, monkeypatch):
+    """On s3:// every read is a request: once the images are cached, the labels are kept too."""
+    reads = []
+    real = ShardDataset._read_group
+    monkeypatch.setattr(ShardDataset, "_read_group", lambda self, *a: reads.append(a) or real(self, *a))
+    stream = TrainStream(train_split, 32, ["Smiling"], None, seed=0, cache_mb=64)
+    for epoch in range(3):
+        reads.clear()
+        assert sum(len(labels) for _, labels in stream(epoch, 0, 1, 8, 0)) == train_split.num_rows // 8 * 8
+        assert len(reads) == (len(train_split.row_groups) if epoch == 0 else 0)
+
+
 def test_the_budget_holds_and_the_rest_is_decoded_each_epoch(train_split, monkeypatch):
     one_image = 3 * 32 * 32
     calls = []

@@ -173,3 +173,20 @@ def test_cues_carry_the_labels(demo):
     assert "Pointy_Nose" in NO_CUE_ATTRIBUTES
     accuracy, majority = probe("Pointy_Nose")
     assert accuracy < majority + 0.05, ("Pointy_Nose", accuracy, majority)
+
+
+def test_a_large_set_from_a_few_distinct_faces_has_distinct_valid_files(tmp_path):
+    """benchmarks/scale.py's sets: K faces encoded once, every file different, each decoding to its face."""
+    from trainables.data.decode import decode_shard_image
+    from trainables.data.prepare import check_image
+
+    root = write_demo_celeba(tmp_path / "big", num_images=12, seed=4, distinct=3)
+    files = [(root / "img_align_celeba" / name).read_bytes() for name in read_celeba(root).files]
+    assert len(set(files)) == 12
+    for i, data in enumerate(files):
+        check_image(data)  # what prepare checks
+        assert Image.open(root / "img_align_celeba" / f"{i + 1:06d}.jpg").size == (178, 218)
+        assert np.array_equal(decode_shard_image(data, 32), decode_shard_image(files[i % 3], 32))
+    plain = write_demo_celeba(tmp_path / "plain", num_images=12, seed=4)  # the same labels, drawn faces
+    for name in LABEL_FILES[:3]:
+        assert (root / name).read_bytes() == (plain / name).read_bytes()

@@ -33,6 +33,7 @@ import pyarrow as pa
 from PIL import Image
 
 from trainables.data.decode import too_many_pixels
+from trainables.data.demo.build_once import MARKER as DEMO_MARKER
 from trainables.data.formats.rejects import Rejects
 from trainables.data.plans import FORMATS, Plan, SplitPlan
 from trainables.data.prepared_output import PreparedOutput, write_error
@@ -112,8 +113,20 @@ def detect_format(path) -> str:
     raise UserError(f"cannot tell the dataset format of {path}; name it: one of {', '.join(FORMATS)}")
 
 
-def _fingerprint(fmt: str, plan: Plan, settings: dict) -> str:
+def demo_params(src: Path) -> dict | None:
+    """The build parameters of a synthetic demo set (its completion marker), None for any other dataset.
+    Recorded in metadata.json, so the shards say they are the demo wherever they are copied or prepared to."""
+    try:
+        found = json.loads((src / DEMO_MARKER).read_text()) if src.is_dir() else None
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _fingerprint(fmt: str, plan: Plan, settings: dict, demo: dict | None) -> str:
     digest = hashlib.sha256(json.dumps([fmt, PREPARE_VERSION, settings]).encode())
+    if demo is not None:  # demo shards prepared before metadata.json recorded `demo` are prepared again
+        digest.update(json.dumps({"demo": demo}, sort_keys=True).encode())
     for path in plan.label_files:
         digest.update(f"{path.name}\n".encode())
         digest.update(path.read_bytes())
@@ -239,7 +252,8 @@ def prepare(format: str, src, out: str, strict: bool = False, progress: Callable
         if not sp.names:
             _refuse_empty(plan, split, src, rejects.rows)
     settings = {"strict": strict, "row_group_rows": row_group_rows, "max_file_bytes": max_file_bytes}
-    fingerprint = _fingerprint(format, plan, settings)
+    demo = demo_params(src)
+    fingerprint = _fingerprint(format, plan, settings, demo)
     if is_prepared(out):
         meta = load_metadata(out)
         if meta.get("fingerprint") == fingerprint:
@@ -275,7 +289,7 @@ def prepare(format: str, src, out: str, strict: bool = False, progress: Callable
             "split_source": plan.split_source,
             "splits": {s: list(dict.fromkeys(g[0] for g in groups)) for s, groups in row_groups.items()},
             "row_groups": row_groups, "skipped": skipped, "fingerprint": fingerprint, "source": str(src),
-            "settings": settings, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "settings": settings, "demo": demo, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         }
         output.commit(meta)
     except OSError as err:

@@ -221,7 +221,8 @@ class ShardDataset(IterableDataset):
     buffer spanning several row groups. `targets` maps each row group's (rows, columns) label array to
     the task's targets (a picklable callable, e.g. class ids to contiguous ones); `square` keeps the
     centred square of non-square images; `cache` keeps decoded images for the next epochs (it must only
-    ever see one split at one size and crop). With `limit`, exactly the first `limit` rows of the slices
+    ever see one split at one size and crop), and beside it this process keeps each row group's labels, so
+    an epoch the cache serves whole reads nothing from the store (an `s3://` epoch makes no request). With `limit`, exactly the first `limit` rows of the slices
     are yielded, so ranks with the same limit take the same number of steps. DataLoader workers
     split the rows between them (contiguous, equal to within one row).
     """
@@ -247,6 +248,7 @@ class ShardDataset(IterableDataset):
             label_dtype = torch.float32 if floating else torch.int64
         self.label_dtype = label_dtype
         self._files: dict[str, pq.ParquetFile] = {}
+        self._labels: dict[tuple[str, int], np.ndarray] = {}  # a row group's labels, kept beside a decoded cache
 
     def __len__(self) -> int:
         return self.num_rows
@@ -256,28 +258,41 @@ class ShardDataset(IterableDataset):
         return _share([RowSlice(*s) for s in row_groups], 0, self.num_rows)
 
     def __getstate__(self):
-        return {**self.__dict__, "_files": {}}  # open files stay in the process that opened them
+        return {**self.__dict__, "_files": {}, "_labels": {}}  # open files stay in the process that opened them
 
     def _read(self, s: RowSlice):
-        pf = self._files.get(s.path) or self._files.setdefault(s.path, self.split.open(s.path))
         keys = [(s.path, s.group, row) for row in range(s.start, s.stop)]
         columns = self.split.image_columns
         cached = self.cache is not None and self.cache.holds((*key, j) for key in keys for j in range(len(columns)))
-        try:
-            table = pf.read_row_group(s.group, columns=[*([] if cached else columns), *self.label_columns])
-        except OSError as err:
-            self._files.pop(s.path, None)  # its connection may be gone: the next read reopens it
-            raise unreadable(self.split.root, s.path, err) from None
-        table = table.slice(s.start, s.stop - s.start)
-        images = ([[None] * table.num_rows for _ in columns] if cached
+        group_labels = self._labels.get((s.path, s.group)) if cached else None
+        if group_labels is None:
+            table = self._read_group(s.path, s.group, [*([] if cached else columns), *self.label_columns])
+            group_labels = self._label_array(table)
+            if self.cache is not None:  # with the images cached, a later epoch makes no request at all
+                self._labels[(s.path, s.group)] = group_labels
+            table = table.slice(s.start, s.stop - s.start)
+        images = ([[None] * len(keys) for _ in columns] if cached
                   else [table.column(c).to_pylist() for c in columns])
+        labels = group_labels[s.start:s.stop].copy()  # rows handed on never alias the kept array
+        if self.targets is not None:
+            labels = self.targets(labels)
+        return list(zip(keys, *images, labels))
+
+    def _read_group(self, path: str, group: int, columns: list[str]) -> pa.Table:
+        pf = self._files.get(path) or self._files.setdefault(path, self.split.open(path))
+        try:
+            return pf.read_row_group(group, columns=columns)
+        except OSError as err:
+            self._files.pop(path, None)  # its connection may be gone: the next read reopens it
+            raise unreadable(self.split.root, path, err) from None
+
+    def _label_array(self, table: pa.Table) -> np.ndarray:
+        """The label columns of `table` as one (rows, columns) array of the dataset's label type."""
         dtype = np.float32 if self.label_dtype.is_floating_point else np.int64
         labels = np.empty((table.num_rows, len(self.label_columns)), dtype=dtype)
         for j, c in enumerate(self.label_columns):
             labels[:, j] = table.column(c).to_numpy(zero_copy_only=False)
-        if self.targets is not None:
-            labels = self.targets(labels)
-        return list(zip(keys, *images, labels))
+        return labels
 
     def _rows(self, slices: list[RowSlice], rng) -> Iterator[tuple]:
         """Rows of `slices` in order, or through a shuffle buffer; the next row group is read

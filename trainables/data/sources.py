@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from trainables.data.prepare import StderrProgress, detect_format, is_prepared, prepare
+from trainables.data.prepare import StderrProgress, demo_params, detect_format, is_prepared, prepare
 from trainables.data.shards import load_metadata
 from trainables.errors import UserError
 
@@ -24,6 +24,17 @@ def cache_dir(cache: str = "") -> Path:
     """`data.cache_dir`, else $FACE_ORCHESTRATOR_CACHE, else ~/.cache/face-orchestrator."""
     chosen = cache or os.environ.get("FACE_ORCHESTRATOR_CACHE") or "~/.cache/face-orchestrator"
     return Path(chosen).expanduser()
+
+
+def is_demo(source: str) -> bool:
+    """Whether `source` (a `--data` value; empty: none) is a synthetic demo set: none given, a demo folder,
+    or shards prepared from one, wherever they are (metadata.json records it). A sweep picks its settings
+    by this, so the demo's shards in a bucket or a folder train exactly as the demo does."""
+    if not source:
+        return True
+    if is_prepared(source):
+        return bool(load_metadata(source).get("demo"))
+    return "://" not in source and demo_params(Path(source).expanduser()) is not None
 
 
 def prepared_root(source: str, formats: Sequence[str], *, what: str, cache: str = "", fmt: str = "",

@@ -9,6 +9,7 @@ once into a cache folder, atomically, so the default sweep can run without any d
 from __future__ import annotations
 
 import functools
+import io
 import pathlib
 from dataclasses import dataclass
 
@@ -328,8 +329,13 @@ def _assign_identities(n: int, num_identities: int, rng: np.random.Generator):
     return ids, labels[ids], id_split[ids]
 
 
-def write_demo_celeba(root, num_images: int, seed: int = 0, num_identities: int | None = None) -> pathlib.Path:
-    """Write a synthetic CelebA root (images and label files, real layout) and return its path."""
+def write_demo_celeba(root, num_images: int, seed: int = 0, num_identities: int | None = None,
+                      distinct: int | None = None) -> pathlib.Path:
+    """Write a synthetic CelebA root (images and label files, real layout) and return its path.
+
+    With `distinct`, only that many faces are drawn and encoded; image i is face i % distinct's JPEG with
+    i written into a comment segment, so every file differs and large sets (benchmarks/scale.py) cost
+    little more than their writes. Those images do not show their labels, and landmarks are left at 0."""
     root = pathlib.Path(root)
     (root / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     label_rng, id_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
@@ -340,11 +346,23 @@ def write_demo_celeba(root, num_images: int, seed: int = 0, num_identities: int 
     people = [sample_identity(id_rng) for _ in range(int(ids.max(initial=0)) + 1)]
     names = [f"{i + 1:06d}.jpg" for i in range(num_images)]
     marks = np.zeros((num_images, 10), dtype=np.int64)
+    encoded: list[bytes] = []
     for i, name in enumerate(names):
+        if distinct is not None and i >= distinct:
+            base = encoded[i % distinct]  # SOI, then a COM segment holding i, then the rest of the file
+            (root / IMAGE_DIR / name).write_bytes(base[:2] + b"\xff\xfe\x00\x08" + i.to_bytes(6, "big") + base[2:])
+            continue
         rng = np.random.default_rng([seed, 7, i])  # per image, so any subset can be re-rendered alone
         lm: list = []
-        render_face(attrs[i], people[ids[i]], rng, landmarks=lm).save(root / IMAGE_DIR / name, quality=90)
-        marks[i] = lm
+        face = render_face(attrs[i], people[ids[i]], rng, landmarks=lm)
+        if distinct is None:
+            face.save(root / IMAGE_DIR / name, quality=90)
+            marks[i] = lm
+            continue
+        buf = io.BytesIO()
+        face.save(buf, format="JPEG", quality=90)
+        encoded.append(buf.getvalue())
+        (root / IMAGE_DIR / name).write_bytes(encoded[-1])
 
     values = np.where(attrs == 1, "  1", " -1")
     rows = [f"{name} {v[0].strip()}{''.join(v[1:])}\n" for name, v in zip(names, values)]
