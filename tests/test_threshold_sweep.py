@@ -64,13 +64,19 @@ def check_children(source_trial, summary, expected: int):
     return children
 
 
-def test_optuna_policies_run_in_this_process_without_ray(source_trial, tmp_path, capsys):
+def test_optuna_policies_run_in_this_process_without_ray(source_trial, tmp_path, capsys, monkeypatch):
     import ray
 
+    from orchestrator import cluster
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("a policy sweep must not start or join Ray")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+    monkeypatch.setattr(cluster, "connect", no_ray)
     sweep = search_spaces.get("celeba_thresholds")(real_data=False, smoke=True)
     # --address names a cluster that does not exist: a policy sweep never connects to one.
     summary = run_threshold_sweep(options(source_trial, tmp_path), sweep)
-    assert not ray.is_initialized()
     assert summary["trials"] == 8 and summary["failed"] == 0
     children = check_children(source_trial, summary, 8)
     assert len({c.data.params["policy.strategy"] + c.data.params["policy.offset"] for c in children}) == 8
