@@ -10,24 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from trainables.data.demo.faces import write_demo_faces
-
-from trial_fixtures import fake_trial
-
-TINY = dict(num_identities=8, images_per_identity=4, verify_identities=20, pairs_per_fold=2, seed=5)
-
-
-def recognition_export(tmp, mlflow_uri: str):
-    """(export folder, the trial, the demo faces' root) of a one-epoch MobileFaceNet trial."""
-    from orchestrator.export import export_run
-
-    root = write_demo_faces(tmp / "faces", **TINY)
-    trial = fake_trial(tmp, mlflow_uri, {"task": "recognition", "model.name": "mobilefacenet",
-                                         "data.root": str(root / "train"), "data.image_size": 112,
-                                         "eval.targets": [str(root / "lfw")], "head.embedding_size": 32},
-                       1, "recognition-export")
-    summary = export_run(trial["child"], tmp / "model", tracking_uri=trial["uri"])
-    return tmp / "model", trial, root, summary
+from serve_fixtures import recognition_export
 
 
 @pytest.fixture(scope="module")
