@@ -25,6 +25,24 @@ def fairface_export(tmp, mlflow_uri: str):
     return tmp / "model", root
 
 
+TINY = dict(num_identities=8, images_per_identity=4, verify_identities=20, pairs_per_fold=2, seed=5)
+
+
+def recognition_export(tmp, mlflow_uri: str):
+    """(export folder, the trial, the demo faces' root, export's summary) of a one-epoch MobileFaceNet trial at
+    112 px with 32-dimensional embeddings, verified on the demo's 40 LFW-style pairs."""
+    from orchestrator.export import export_run
+    from trainables.data.demo.faces import write_demo_faces
+
+    root = write_demo_faces(tmp / "faces", **TINY)
+    trial = fake_trial(tmp, mlflow_uri, {"task": "recognition", "model.name": "mobilefacenet",
+                                         "data.root": str(root / "train"), "data.image_size": 112,
+                                         "eval.targets": [str(root / "lfw")], "head.embedding_size": 32},
+                       1, "recognition-export")
+    summary = export_run(trial["child"], tmp / "model", tracking_uri=trial["uri"])
+    return tmp / "model", trial, root, summary
+
+
 @contextlib.contextmanager
 def serving(models: dict, **options):
     """Each {name: export folder} as its own application under /name/ of one Serve instance on a free port;

@@ -16,6 +16,7 @@ PER_ATTRIBUTE = "per_attribute.csv"        # attributes: the test split's per-at
 PREDICTIONS = "predictions"                # folder of <split>.parquet: scores and labels per example
 PER_GROUP = "per_group.csv"                # fairface: accuracy per task and group
 GROUP_PLOT = "group_accuracy.png"          # fairface
+VERIFICATION_THRESHOLD = "verification_threshold.json"  # recognition: the exported same/different rule
 VERIFICATION = "verification"              # recognition: <target>.parquet per verification set, and ROC_PLOT
 ROC_PLOT = "roc.png"
 PR_PLOT = "pr_curves.png"                  # attributes: rendered by the driver from predictions/test.parquet

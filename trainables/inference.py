@@ -44,16 +44,20 @@ def task_outputs(task: str, command: str) -> TaskOutputs:
     if outputs is None:
         usable = [name for name, t in TASKS.items() if t.outputs is not None]
         raise UserError(f"`{command}` supports the tasks {', '.join(usable)}, not '{task}' "
-                        "(its models produce embeddings, not labels)")
+                        "(its models have no outputs to export)")
     return outputs
 
 
 # ---- loading -------------------------------------------------------------------------------------
 
 def model_from_state(cfg: TrainConfig, state: dict[str, torch.Tensor]) -> nn.Module:
-    """The config's backbone with the saved weights; its output count comes from the saved head."""
+    """The config's backbone with the saved weights; its output count comes from the saved head. A task may
+    say which model its weights load into (`TaskOutputs.load_model`)."""
     # The saved state replaces every weight, and model.weights may name a file only the trial's node has.
     model_cfg = dataclasses.replace(cfg.model, weights="", pretrained=False)
+    load = task_outputs(cfg.task, "predict").load_model
+    if load is not None:
+        return load(cfg, state).eval()  # which builds no pretrained weights
     probe = build_model(model_cfg, num_outputs=1)
     head = {id(m): name for name, m in probe.named_modules()}[id(probe.get_classifier())]
     keys = [k for k in probe.state_dict() if k.startswith(f"{head}.") and k.endswith("weight")]

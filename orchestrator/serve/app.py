@@ -2,6 +2,7 @@
   GET /           the page (index.html): upload photos, see the analysis, Grad-CAM one click away;
   GET /info       what is served: the model's id, task, output names and decision policy;
   POST /predict   form field `image`, repeatable -> per photo the task's table, scores and sections (JSON);
+                  for a task whose outputs compare a pair (`TaskOutputs.compare`), exactly two photos, and `pair`;
   POST /gradcam   one `image` and an `output` name -> a PNG of the Grad-CAM overlay.
 Each photo of every request goes through `infer`, which `@serve.batch` gathers into one forward pass.
 Everything a photo's answer holds comes from `trainables.inference.analyse`, so from the task's own
@@ -61,20 +62,31 @@ class FaceModel:
         cfg = self.exported.cfg
         return {"model": self.model_id, "task": cfg.task, "title": get_task(cfg.task).title,
                 "outputs": self.exported.output_names, "strategy": self.strategy, "image_size": cfg.data.image_size,
+                "pair": self.exported.outputs.compare is not None,
                 "field": FIELD, "max_files": MAX_FILES, "max_upload_bytes": self.limit}
 
     @api.post("/predict")
     async def predict(self, request: Request):
         from trainables import inference
 
+        compare = self.exported.outputs.compare
         try:
             photos = await self.photos(request)
+            if compare is not None and len(photos) != 2:
+                raise BadRequest(400, f"This model compares two photos: send exactly two in the field '{FIELD}'; "
+                                      f"this form has {len(photos)}.")
             outputs = np.stack(await asyncio.gather(*(self.infer(face) for _, face in photos)))
         except BadRequest as err:
             return refused(err)
         results = inference.analyse(self.exported, outputs, self.strategy)
-        return {"model": self.model_id, "task": self.exported.cfg.task, "strategy": self.strategy,
-                "images": [{"file": name, **result} for (name, _), result in zip(photos, results)]}
+        answer = {"model": self.model_id, "task": self.exported.cfg.task, "strategy": self.strategy,
+                  "images": [{"file": name, **result} for (name, _), result in zip(photos, results)]}
+        if compare is not None:  # what the pair shows (e.g. similarity and same/different), the task's to say
+            try:
+                answer["pair"] = compare(self.exported, outputs[0], outputs[1])
+            except UserError as err:
+                return JSONResponse({"error": f"{str(err)[0].upper()}{str(err)[1:]}."}, status_code=500)
+        return answer
 
     @api.post("/gradcam")
     async def gradcam(self, request: Request):
@@ -84,6 +96,9 @@ class FaceModel:
         try:
             form = await read_form(request, self.limit)
             photos = await self.decoded(form, request)
+            if self.exported.outputs.compare is not None:
+                raise BadRequest(400, "This model compares two photos and has no output of its own to explain; "
+                                      "send them to predict.")
             if len(photos) != 1:
                 raise BadRequest(400, f"Grad-CAM explains one photo at a time; this form has {len(photos)}.")
             column = self.output_column(str(form.get("output") or ""))

@@ -85,6 +85,13 @@ class TaskOutputs:
     # [{"title": str, "items": [{"name": str, "score": float, "decision": str}]}]; the page draws them as they are
     present: Callable[["pd.Series", dict], list[dict]] = lambda row, scores: [
         {"title": "outputs", "items": [{"name": n, "score": s, "decision": ""} for n, s in scores.items()]}]
+    # the model an export's weights load into: (config, saved state) -> the eval-mode model; None: the config's
+    # timm backbone with a classifier as wide as the saved one
+    load_model: Callable[["TrainConfig", dict], nn.Module] | None = None
+    # a task whose served photos come in pairs: (the exported model, raw outputs of photo A, of photo B) -> what
+    # the pair shows, {"similarity": float, "same": bool, ..., "sections": [...] as `present`}; `serve` then takes
+    # exactly two photos per request. None: each photo is shown on its own
+    compare: Callable[[object, "np.ndarray", "np.ndarray"], dict] | None = None
 
 
 @dataclass(frozen=True)

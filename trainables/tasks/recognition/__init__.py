@@ -14,11 +14,13 @@ How it is scored: every epoch, on each verification set (an LFW folder with pair
 (see verification.py): `val/<set>/accuracy`, `val/<set>/accuracy_std`, `val/<set>/tar_at_far_1e-3`, and
 their mean `val/mean_verification_accuracy`. Each distinct image is embedded once (pairs.py). There is
 no `val/loss`: the verification identities are not training classes. Rank 0 writes
-`verification/<set>.parquet` (distance, issame, fold per pair) and `verification/roc.png`.
+`verification/<set>.parquet` (distance, issame, fold per pair), `verification/roc.png` and
+`verification_threshold.json` (the same/different rule an export carries, outputs.py).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +43,9 @@ from trainables.tasks.recognition.config import EvalConfig, HeadConfig
 from trainables.tasks.recognition.margin_losses import (RecognitionCriterion, build_recognition_criterion,
                                                         center_param_group, margin_head_arguments)
 from trainables.tasks.recognition.pairs import PairSplit, distances, pair_split_names
-from trainables.tasks.recognition.verification import plot_roc, tar_at_far, ten_fold_accuracy, verification_table
+from trainables.tasks.recognition.outputs import RECOGNITION_OUTPUTS
+from trainables.tasks.recognition.verification import (decision_threshold, plot_roc, tar_at_far, ten_fold_accuracy,
+                                                       verification_table)
 
 DEMO_SEED = 0
 FAR = 1e-3
@@ -208,6 +212,8 @@ def write_verification_files(out: Path, tables: dict) -> None:
     for name, table in tables.items():
         table.to_parquet(folder / f"{name}.parquet", index=False)
     plot_roc(tables, folder / artifacts.ROC_PLOT)
+    if tables:  # beside the checkpoint, where `export` copies it from
+        (out / artifacts.VERIFICATION_THRESHOLD).write_text(json.dumps(decision_threshold(tables), indent=1))
 
 
 register_task(Task(
@@ -218,4 +224,5 @@ register_task(Task(
     prepare=prepare, build=build, check=check,
     trial_files=(artifacts.VERIFICATION,),
     report_columns=("val/mean_verification_accuracy",),
+    outputs=RECOGNITION_OUTPUTS,
 ))

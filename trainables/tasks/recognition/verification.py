@@ -169,6 +169,28 @@ def recompute_accuracy(table: pd.DataFrame, thresholds: np.ndarray = ACCURACY_TH
                           table["fold"].to_numpy(np.int64), np.asarray(thresholds, dtype=np.float64))["accuracy"]
 
 
+def pooled_threshold(table: pd.DataFrame, thresholds: np.ndarray = ACCURACY_THRESHOLDS) -> tuple[float, float]:
+    """(threshold, accuracy): the distance threshold of `thresholds` with the best accuracy over every pair of
+    the table (all folds pooled), picked as the 10-fold protocol picks each fold's (first on a tie, `dist <
+    threshold` is "same"). This is the decision threshold a served model uses."""
+    dist, same = table["distance"].to_numpy(np.float64), table["issame"].to_numpy(bool)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    correct = _count_below(dist[same], thresholds) + (np.sum(~same) - _count_below(dist[~same], thresholds))
+    best = int(np.argmax(correct))
+    return float(thresholds[best]), float(correct[best] / max(len(dist), 1))
+
+
+def decision_threshold(tables: dict[str, pd.DataFrame]) -> dict:
+    """The exported decision rule, from the verification set with the most pairs (by name on a tie):
+    its pooled best-accuracy distance threshold, and the same threshold on the cosine similarity of the
+    L2-normalised embeddings (squared L2 distance d = 2 - 2 cos, so d < t exactly when cos > 1 - t / 2)."""
+    target = min(tables, key=lambda name: (-len(tables[name]), name))
+    distance, accuracy = pooled_threshold(tables[target])
+    return {"target": target, "pairs": int(len(tables[target])), "distance": distance,
+            "similarity": 1.0 - distance / 2.0, "accuracy": accuracy,
+            "rule": "same person when cosine similarity > similarity (squared L2 distance < distance)"}
+
+
 def plot_roc(tables: dict[str, pd.DataFrame], path) -> Path:
     """ROC curves (TPR against FAR on a log axis), one per verification table, saved to `path`."""
     from sklearn.metrics import roc_curve
