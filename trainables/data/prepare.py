@@ -35,7 +35,7 @@ from PIL import Image
 from trainables.data.decode import too_many_pixels
 from trainables.data.demo.build_once import MARKER as DEMO_MARKER
 from trainables.data.formats.rejects import Rejects
-from trainables.data.plans import FORMATS, Plan, SplitPlan
+from trainables.data.plans import FORMATS, Plan, SplitPlan, detection_order
 from trainables.data.prepared_output import PreparedOutput, write_error
 from trainables.data.shards import PAIR_LABELS, SplitWriter, load_metadata
 from trainables.errors import UserError
@@ -81,34 +81,14 @@ def is_prepared(path) -> bool:
     return meta.get("version") == PREPARE_VERSION and "splits" in meta
 
 
-def _is_fairface_root(root: Path) -> bool:
-    from trainables.data.formats.fairface import is_fairface_root
-
-    return is_fairface_root(root)
-
-
 def detect_format(path) -> str:
-    """The format of a dataset folder (or .bin or label .csv file): the first whose files are there."""
-    from trainables.data.formats.attributes_csv import is_attributes_csv_root
-    from trainables.data.formats.celeba import is_celeba_root
-    from trainables.data.formats.faces import is_face_folder_root
-    from trainables.data.formats.insightface_rec import is_insightface_rec_root
-    from trainables.data.formats.lfw_pairs import is_lfw_pairs_root
-
+    """The format of a dataset folder (or .bin or label .csv file): the first registered layout, in their
+    order of detection, whose files are there."""
     if is_prepared(path):
         return "prepared"
     root = Path(path)
-    checks = [
-        ("celeba", is_celeba_root),
-        ("fairface", _is_fairface_root),
-        ("attributes_csv", is_attributes_csv_root),  # after fairface: its folders hold label CSVs too
-        ("insightface_rec", is_insightface_rec_root),
-        ("lfw_pairs", is_lfw_pairs_root),
-        ("insightface_bin", lambda r: r.suffix == ".bin" and r.is_file() or r.is_dir() and any(r.glob("*.bin"))),
-        ("faces", is_face_folder_root),
-    ]
-    for name, check in checks:
-        if check(root):
+    for name, layout in detection_order():
+        if layout.detect(root):
             return name
     raise UserError(f"cannot tell the dataset format of {path}; name it: one of {', '.join(FORMATS)}")
 
@@ -236,7 +216,7 @@ def _refuse_empty(plan: Plan, split: str, src: Path, skipped: list[dict]) -> Non
 def prepare(format: str, src, out: str, strict: bool = False, progress: Callable[[int, int], None] | None = None,
             row_group_rows: int = 1000, max_file_bytes: int = 64 << 20, threads: int | None = None) -> PreparedInfo:
     """Pack `src` (read as `format`) into shards under `out` (a path or URI); see the module docstring."""
-    read_plan = FORMATS.get(format)
+    read_plan = FORMATS.get(format).plan
     _check_settings(row_group_rows, max_file_bytes)
     src = Path(src).expanduser().resolve()
     if not src.exists():

@@ -29,6 +29,7 @@ import numpy as np
 
 from trainables.data.formats.celeba import RESERVED_NAMES
 from trainables.data.formats.rejects import Rejects, csv_rows, outside_problem, printable
+from trainables.data.plans import Plan, by_split, register_format
 from trainables.errors import UserError
 
 FILE_COLUMN = "file"
@@ -240,3 +241,15 @@ def make_split(files: list[str], seed: int = SPLIT_SEED) -> np.ndarray:
     split[shuffled[n - sum(held): n - held[1]]] = SPLITS["val"]
     split[shuffled[n - held[1]:]] = SPLITS["test"]
     return split
+
+
+@register_format("attributes_csv", detect=is_attributes_csv_root, order=30)
+def plan(src: pathlib.Path, rejects: Rejects) -> Plan:
+    """The layout's splits as `prepare` packs them."""
+    index = read_attributes_csv(src, rejects)
+    labels = {name: index.attributes[:, j] for j, name in enumerate(index.attribute_names)}
+    paths = [index.image_path(i) for i in range(len(index.files))]
+    fix = {s: f"no row of {index.label_file.name} has `{s}` in its `{SPLIT_COLUMN}` column: put some images in "
+              f"{s}, or drop the column for a seeded 80/10/10 split" for s in SPLITS}
+    return Plan(by_split(index.split, SPLITS, index.files, paths, labels), [index.label_file], paths,
+                list(labels), split_source=index.split_source, empty_fix=fix)

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from trainables.data.formats.rejects import Rejects, outside_problem, printable
+from trainables.data.plans import Plan, by_split, register_format
 from trainables.errors import UserError
 
 ATTRIBUTE_NAMES: tuple[str, ...] = (
@@ -328,3 +329,19 @@ def read_celeba(root: str | os.PathLike, rejects: Rejects | None = None) -> Cele
         identity=identity,
         landmarks=landmarks,
     )
+
+
+@register_format("celeba", detect=is_celeba_root, order=10)
+def plan(src: pathlib.Path, rejects: Rejects) -> Plan:
+    """The layout's splits as `prepare` packs them."""
+    index = read_celeba(src, rejects)
+    labels = {name: index.attributes[:, j] for j, name in enumerate(index.attribute_names)}
+    if index.identity is not None:
+        labels["identity"] = index.identity.astype(np.int32)
+    paths = [index.image_path(i) for i in range(len(index.files))]
+    classes = {"identity": int(index.identity.max(initial=0)) + 1} if index.identity is not None else {}
+    return Plan(by_split(index.split, SPLITS, index.files, paths, labels),
+                [src / f for f in (ATTR_FILE, PARTITION_FILE, IDENTITY_FILE) if (src / f).is_file()], paths,
+                list(labels), num_classes=classes, split_source={"file": PARTITION_FILE},
+                empty_fix={s: f"{PARTITION_FILE} gives no listed image the split {c} ({s}): give some images {c}"
+                           for s, c in SPLITS.items()})

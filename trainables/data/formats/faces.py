@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from trainables.data.formats.rejects import Rejects, is_utf8, printable
+from trainables.data.plans import Plan, SplitPlan, fetch_files, register_format
 from trainables.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -96,3 +97,13 @@ def read_face_folders(root: str | os.PathLike, rejects: Rejects | None = None) -
                         f"folders of {root}; put each person's aligned images in their folder")
     return FaceFolderIndex(root=root, files=files, labels=np.asarray(labels, dtype=np.int64),
                            class_names=class_names)
+
+
+@register_format("faces", detect=is_face_folder_root, order=70)
+def plan(src: Path, rejects: Rejects) -> Plan:
+    """The layout's splits as `prepare` packs them."""
+    index = read_face_folders(src, rejects)
+    split = SplitPlan([index.relative(i) for i in range(len(index.files))], fetch_files(index.files),
+                      {"identity": index.labels.astype(np.int32)})
+    return Plan({"train": split}, [], index.files, ["identity"], {"identity": index.class_names},
+                {"identity": len(index.class_names)})

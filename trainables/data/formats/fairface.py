@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from trainables.data.formats.rejects import Rejects, csv_rows, outside_problem, printable
+from trainables.data.plans import Plan, by_split, register_format
 from trainables.errors import UserError
 
 AGE_BINS: tuple[str, ...] = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70")
@@ -239,3 +240,21 @@ def _file_problem(name: str, split: str) -> str:
     if len(parts) != 2 or parts[0] != split or parts[1] in ("", ".", "..") or "\\" in name or outside_problem(name):
         return f"is not of the form {split}/N.jpg"
     return ""
+
+
+@register_format("fairface", detect=is_fairface_root, order=20)
+def plan(src: pathlib.Path, rejects: Rejects) -> Plan:
+    """The layout's splits as `prepare` packs them."""
+    index = read_fairface(src, rejects)  # it has checked every value against these classes
+    classes = {"age": list(AGE_BINS), "gender": list(GENDERS), "race": list(RACES)}
+    labels = {column: np.array([names.index(v) for v in getattr(index, column)], dtype=np.int16)
+              for column, names in classes.items()}
+    labels["service_test"] = np.asarray(index.service_test, dtype=bool)
+    if index.age_years is not None:  # seed 001's labels: keep the years; `age` stays the bin they fall in
+        labels["age_years"] = np.asarray(index.age_years, dtype=np.float32)
+    paths = [index.image_path(i) for i in range(len(index.files))]
+    fix = {s: f"{f.name} lists no usable image: put FairFace's {s} rows in it"
+           for s, f in zip(SPLITS, index.label_files)}
+    return Plan(by_split(index.split, SPLITS, index.files, paths, labels), list(index.label_files), paths,
+                list(labels), class_names=classes, num_classes={k: len(v) for k, v in classes.items()},
+                empty_fix=fix)

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from trainables.data.formats.rejects import Rejects
 from trainables.data.formats.verification_pairs import VerificationPairs, contiguous_folds
+from trainables.data.plans import Plan, bin_splits, register_format
 from trainables.errors import UserError
 
 _LATIN1 = ("latin1", "latin-1", "iso-8859-1", "iso8859-1")
@@ -118,3 +120,21 @@ def read_insightface_bin(path: str | os.PathLike) -> VerificationPairs:
         left_names=[f"{path.name}#{2 * i}" for i in range(n)],
         right_names=[f"{path.name}#{2 * i + 1}" for i in range(n)],
     )
+
+
+def is_insightface_bin_root(root) -> bool:
+    """An InsightFace verification file (lfw.bin), or a folder holding some."""
+    root = Path(root)
+    return root.suffix == ".bin" and root.is_file() or root.is_dir() and any(root.glob("*.bin"))
+
+
+@register_format("insightface_bin", detect=is_insightface_bin_root, order=60)
+def plan(src: Path, rejects: Rejects) -> Plan:
+    """The layout's splits as `prepare` packs them."""
+    paths = [src] if src.is_file() else sorted(src.glob("*.bin"))
+    if not paths:
+        raise UserError(f"no .bin files in {src}; pass an InsightFace verification file (lfw.bin) or its folder")
+    splits = bin_splits(paths, rejects)
+    if not splits:  # each was rejected: its own message says what is wrong with it
+        raise UserError(rejects.rows[0]["reason"])
+    return Plan(splits, [], paths)

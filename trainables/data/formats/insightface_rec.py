@@ -21,6 +21,7 @@ property's classes) are a `UserError`.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import struct
@@ -32,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from trainables.data.formats.rejects import Rejects
+from trainables.data.plans import Plan, SPLIT_NAMES, SplitPlan, bin_splits, register_format
 from trainables.errors import UserError
 
 MAGIC = 0xCED7230A
@@ -287,3 +289,24 @@ def read_insightface_rec(root: str | os.PathLike, rejects: Rejects | None = None
         keys, offsets, labels, lengths = keys[keep], offsets[keep], labels[keep], lengths[keep]
     return RecIndex(root=root, rec_path=rec_path, keys=keys, offsets=offsets, lengths=lengths.astype(np.int64),
                     labels=labels.astype(np.int64), num_classes=num_classes, image_size=image_size)
+
+
+@register_format("insightface_rec", detect=is_insightface_rec_root, order=40)
+def plan(src: Path, rejects: Rejects) -> Plan:
+    """The layout's splits as `prepare` packs them."""
+    bins = sorted(src.glob("*.bin"))  # faces_emore/ and its kin ship lfw.bin, cfp_fp.bin ... beside train.rec
+    taken = next((p for p in bins if p.stem in SPLIT_NAMES), None)
+    if taken is not None:
+        raise UserError(f"{taken}: a verification file named {taken.name} would replace the {taken.stem} split of "
+                        f"train.rec; rename it (e.g. to lfw.bin) or move it out of {src} (nothing was changed)")
+    index = read_insightface_rec(src, rejects)
+
+    def fetch(i: int) -> bytes:  # one read of the record's byte range; a file per call is thread-safe
+        with open(index.rec_path, "rb") as f:
+            f.seek(int(index.offsets[i]))
+            return read_record_image(io.BytesIO(f.read(int(index.lengths[i]))), 0)
+
+    splits = {"train": SplitPlan([f"train.rec#{k}" for k in index.keys.tolist()], fetch,
+                                 {"identity": index.labels.astype(np.int32)}), **bin_splits(bins, rejects)}
+    return Plan(splits, [src / IDX_FILE, src / PROPERTY_FILE], [index.rec_path, *bins], ["identity"],
+                num_classes={"identity": index.num_classes})

@@ -19,6 +19,7 @@ import numpy as np
 
 from trainables.data.formats.verification_pairs import VerificationPairs
 from trainables.data.formats.rejects import Rejects, is_utf8, outside_problem, printable
+from trainables.data.plans import Plan, pair_split, register_format
 from trainables.errors import UserError
 
 PAIRS_FILE = "pairs.txt"
@@ -131,3 +132,10 @@ def read_lfw_pairs(root: str | os.PathLike, images: str | None = None, rejects: 
     tree = _image_tree(pairs_path.parent, left[0], images, pairs_path)
     return VerificationPairs(left=[tree / name for name in left], right=[tree / name for name in right],
                              issame=issame, fold=fold, name="lfw", left_names=left, right_names=right)
+
+
+@register_format("lfw_pairs", detect=is_lfw_pairs_root, order=50)
+def plan(src: Path, rejects: Rejects) -> Plan:
+    """The layout's splits as `prepare` packs them."""
+    pairs = read_lfw_pairs(src, rejects=rejects)
+    return Plan({"lfw": pair_split(pairs)}, [find_pairs_file(src)], sorted(set(pairs.left) | set(pairs.right)))
