@@ -52,45 +52,50 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
+    """The options of `sweep` and `doctor`, in groups as `--help` shows them (as timm's train.py groups its own)."""
+    data = sweep.add_argument_group("data")
+    search = sweep.add_argument_group("search", "what the trials try, and how they are judged")
+    resources = sweep.add_argument_group("resources", "where and how wide the trials run")
+    storage = sweep.add_argument_group("storage and tracking")
     sweep.add_argument("name", metavar="NAME|FILE.yaml",
                        help="a built-in sweep (see `orchestrator list`) or the path of a sweep file of your own")
-    sweep.add_argument("--data", metavar="PATH",
+    data.add_argument("--data", metavar="PATH",
                        help="the dataset: a folder in its distributed layout, a `prepare`d folder, or a URI of one "
                             "(s3://, gs://, file://); without it, a synthetic demo set in the same format is used")
-    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+    search.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set optim.lr=0.01 or --set model.name=resnet18,seresnet18 "
                             "(a comma list becomes a grid), or draw it: loguniform(1e-4,1e-2), uniform(0,1), "
                             "randint(1,5) (5 excluded), choice(a,b), grid(a,b); repeatable")
-    sweep.add_argument("--smoke", action="store_true", help="the smallest run that exercises every part (minutes)")
-    sweep.add_argument("--num-workers", type=int, metavar="N", help="DDP workers per trial (default: the sweep's, usually 2)")
-    sweep.add_argument("--gpus-per-worker", type=float, metavar="G",
+    data.add_argument("--smoke", action="store_true", help="the smallest run that exercises every part (minutes)")
+    resources.add_argument("--num-workers", type=int, metavar="N", help="DDP workers per trial (default: the sweep's, usually 2)")
+    resources.add_argument("--gpus-per-worker", type=float, metavar="G",
                        help="GPUs per worker (default: 1 when the cluster has GPUs, else 0); NCCL is used on GPUs")
-    sweep.add_argument("--max-concurrent", type=int, metavar="K",
+    resources.add_argument("--max-concurrent", type=int, metavar="K",
                        help="trials at once (default: as many as the cluster's resources fit)")
-    sweep.add_argument("--storage", default="runs", metavar="PATH",
+    storage.add_argument("--storage", default="runs", metavar="PATH",
                        help="where Tune state and checkpoints go: a folder or a URI such as s3://bucket/runs (default: ./runs)")
-    sweep.add_argument("--tracking-uri", metavar="URI",
+    storage.add_argument("--tracking-uri", metavar="URI",
                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here)")
-    sweep.add_argument("--address", metavar="ADDR",
+    resources.add_argument("--address", metavar="ADDR",
                        help="Ray cluster to attach to (default: $RAY_ADDRESS, else a local Ray)")
-    sweep.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this name and storage")
-    sweep.add_argument("--name", dest="run_name", metavar="NAME",
+    storage.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this name and storage")
+    storage.add_argument("--name", dest="run_name", metavar="NAME",
                        help="name of this sweep run under --storage (default: the sweep's name)")
-    sweep.add_argument("--from-run", metavar="RUN_ID",
+    search.add_argument("--from-run", metavar="RUN_ID",
                        help="for a threshold-policy sweep: the MLflow run (a trial, or a sweep for its best trial) whose stored scores to use")
-    sweep.add_argument("--max-failures", type=int, default=1, metavar="N",
+    resources.add_argument("--max-failures", type=int, default=1, metavar="N",
                        help="times a failed trial is retried from its last checkpoint (default: 1)")
-    sweep.add_argument("--no-early-stopping", dest="early_stopping", action="store_false",
+    search.add_argument("--no-early-stopping", dest="early_stopping", action="store_false",
                        help="run every trial to its last epoch (no ASHA): the full grid, to compare against")
-    sweep.add_argument("--metric", action="append", default=[], metavar="METRIC",
+    search.add_argument("--metric", action="append", default=[], metavar="METRIC",
                        help="the objective, replacing the sweep's (e.g. val/race/accuracy); repeat it for several "
                             "objectives, whose non-dominated trials form a Pareto front (Tune and ASHA rank by the first)")
-    sweep.add_argument("--mode", action="append", default=[], choices=["max", "min"],
+    search.add_argument("--mode", action="append", default=[], choices=["max", "min"],
                        help="max or min for each --metric, in the same order; repeatable")
-    sweep.add_argument("--seed", type=int, metavar="N",
+    search.add_argument("--seed", type=int, metavar="N",
                        help="seeds Optuna's sampler and Tune's random draws (default: the sweep's, else 0): the same "
                             "seed draws the same configs")
-    add_register_arguments(sweep)
+    add_register_arguments(sweep.add_argument_group("model registry"))
 
 
 def cmd_list(args) -> int:

@@ -112,3 +112,15 @@ def test_bad_input_is_one_line_and_exit_2(argv, fragment, broken, tmp_path, caps
 
 def test_the_table_has_at_least_fifteen_kinds():
     assert len(ROWS) >= 15
+
+
+def test_sweep_help_groups_its_options():
+    """`sweep --help` shows its options in groups (data, search, resources, storage and tracking, model
+    registry), as timm's train.py does, not as one list."""
+    from orchestrator.__main__ import build_parser
+
+    text = build_parser()._subparsers._group_actions[0].choices["sweep"].format_help()
+    headings = [line.rstrip(":") for line in text.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert headings[-5:] == ["data", "search", "resources", "storage and tracking", "model registry"], headings
+    section = text.split("\nresources:\n", 1)[1].split("\nstorage and tracking:\n", 1)[0]
+    assert "--num-workers" in section and "--address" in section and "--storage" not in section
