@@ -115,11 +115,14 @@ class CrashStory:
         return MlflowClient(self.uri)
 
     def runs(self) -> tuple[list, list]:
-        """(parent runs, child runs) of the sweep's experiment, now."""
+        """(parent runs, their trials' runs) of the sweep's experiment, now. A threshold-policy sweep nested under
+        the sweep (a test may run one on its best trial) is neither: its runs are not the sweep's trials."""
         client = self.client
         runs = client.search_runs([client.get_experiment_by_name(SWEEP).experiment_id])
-        return ([r for r in runs if "mlflow.parentRunId" not in r.data.tags],
-                [r for r in runs if "mlflow.parentRunId" in r.data.tags])
+        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        ids = {r.info.run_id for r in parents}
+        return parents, [r for r in runs if r.data.tags.get("mlflow.parentRunId") in ids
+                         and r.data.tags.get("orchestrator.kind") == "trial"]
 
 
 def smoke_args(images: int = 480) -> list[str]:
