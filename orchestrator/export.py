@@ -89,8 +89,9 @@ def timm_line(timm_load, out: str) -> str:
 @dataclass
 class Checkpoint:
     path: str
-    epoch: int
+    epoch: int          # epochs finished when it was taken
     config: dict
+    step: int = 0       # the MLflow step of its metrics: the epoch, or the optimizer step (eval.every_steps)
 
 
 def export_run(run_id: str, out, tracking_uri: str | None = None, metric: str | None = None,
@@ -118,11 +119,11 @@ def export_run(run_id: str, out, tracking_uri: str | None = None, metric: str | 
     outputs = task_outputs(task, "export")
     metric = metric or get_task(task).metric
     mode = mode or ("min" if any(part in metric.rsplit("/", 1)[-1] for part in LOWER_IS_BETTER) else "max")
-    history = metric_by_epoch(tracking, run_id, metric)
-    scored = [(history[c.epoch], c) for c in checkpoints if c.epoch in history]
+    history = metric_by_step(tracking, run_id, metric)
+    scored = [(history[c.step], c) for c in checkpoints if c.step in history]
     if not scored:
         known = sorted(k for k in run.data.metrics if "/" in k)[:12]
-        raise UserError(f"run {run_id} has no '{metric}' for the epochs {[c.epoch for c in checkpoints]} of its "
+        raise UserError(f"run {run_id} has no '{metric}' for the steps {[c.step for c in checkpoints]} of its "
                         f"checkpoints: pass --metric, one of {', '.join(known) or 'none logged'}")
     if checkpoint is not None:  # a LoggedModel's own checkpoint (logged_model.CHECKPOINT_TAG)
         scored = [(v, c) for v, c in scored if c.path == checkpoint]
@@ -130,11 +131,11 @@ def export_run(run_id: str, out, tracking_uri: str | None = None, metric: str | 
             raise UserError(f"run {run_id} no longer has the checkpoint {checkpoint}, which its model was made "
                             "from (was the sweep's storage moved?): restore it, or serve --run RUN_ID")
     sign = 1 if mode == "max" else -1
-    value, best = max(scored, key=lambda vc: (sign * vc[0], vc[1].epoch))  # a tie goes to the later epoch
+    value, best = max(scored, key=lambda vc: (sign * vc[0], vc[1].step))  # a tie goes to the later checkpoint
     out = Path(out).expanduser()
     check_writable(out)
-    chosen = {"run_id": run_id, "epoch": best.epoch, "metric": metric, "mode": mode, "value": value,
-              "epochs": [c.epoch for c in checkpoints], "out": str(out), "checkpoint": best.path}
+    chosen = {"run_id": run_id, "epoch": best.epoch, "step": best.step, "metric": metric, "mode": mode,
+              "value": value, "epochs": [c.epoch for c in checkpoints], "out": str(out), "checkpoint": best.path}
     chosen["timm"] = write_export(fs, best, outputs, tracking, run, chosen, out, logged_to)
     return chosen
 
@@ -250,7 +251,7 @@ def write_export(fs: pafs.FileSystem, best: Checkpoint, outputs, tracking, run, 
     strategy = pick_default_strategy(strategies)
     run_id, metric = chosen["run_id"], chosen["metric"]
     card_values = {m: v for m in dict.fromkeys([metric] + outputs.card_metrics(strategy or "fixed"))
-                   if (v := metric_by_epoch(tracking, run_id, m).get(best.epoch)) is not None}
+                   if (v := metric_by_step(tracking, run_id, m).get(best.step)) is not None}
     (out / MODEL_CARD).write_text(model_card(
         cfg=cfg, title=get_task(cfg.task).title, card_lines=outputs.card_lines(strategies, strategy), model=model, run=run,
         tracking_uri=tracking.uri, chosen=chosen,
@@ -305,15 +306,16 @@ def list_checkpoints(fs: pafs.FileSystem, train_run: str) -> list[Checkpoint]:
         meta = read_bytes(fs, f"{info.path}/{CHECKPOINT_META}")
         if meta is not None:  # a checkpoint Ray was still writing when the trial stopped has none
             record = json.loads(meta)
-            found.append(Checkpoint(info.path, int(record["epoch"]), record["config"]))
+            found.append(Checkpoint(info.path, int(record["epoch"]), record["config"],
+                                    int(record.get("step", record["epoch"]))))
     if not found:
         raise UserError(f"no checkpoints (checkpoint_*/meta.json) in {train_run}: the storage copy is incomplete; "
                         "export another run")
-    return sorted(found, key=lambda c: c.epoch)
+    return sorted(found, key=lambda c: c.step)
 
 
-def metric_by_epoch(tracking, run_id: str, metric: str) -> dict[int, float]:
-    """{epoch: value}; a resumed trial may have logged an epoch twice, and its last value counts."""
+def metric_by_step(tracking, run_id: str, metric: str) -> dict[int, float]:
+    """{MLflow step: value}; a resumed trial may have logged a step twice, and its last value counts."""
     history = sorted(tracking.client.get_metric_history(run_id, metric), key=lambda m: m.timestamp)
     return {int(m.step): float(m.value) for m in history}
 

@@ -118,7 +118,8 @@ def log_model(tracking, folder: Path, chosen: dict) -> str:
         tags={CHECKPOINT_TAG: chosen["checkpoint"], "epoch": str(epoch), "metric": chosen["metric"]})
     with torch.no_grad():
         mlflow.pytorch.log_model(
-            served.eval(), name=title, model_id=model.model_id, run_id=run_id, step=epoch,  # links the epoch's metrics
+            # step: links the checkpoint's metrics (its epoch, or its optimizer step with eval.every_steps)
+            served.eval(), name=title, model_id=model.model_id, run_id=run_id, step=chosen.get("step", epoch),
             signature=signature, input_example=example,
             pip_requirements=[f"{name}=={version(name)}" for name in ("torch", "timm", "mlflow", "numpy")],
             metadata={"task": exported.cfg.task, "outputs": names, "labels": exported.labels,
@@ -142,12 +143,12 @@ def register(tracking, model_id: str, chosen: dict, wanted: Registration) -> tup
     reads the chosen epoch's value of its metric; the alias `champion` moves to the new version."""
     from mlflow.exceptions import MlflowException
 
-    from orchestrator.export import metric_by_epoch
+    from orchestrator.export import metric_by_step
 
     client, run_id, epoch = tracking.client, chosen["run_id"], chosen["epoch"]
     if wanted.condition is not None:
         metric = wanted.condition.metric
-        value = metric_by_epoch(tracking, run_id, metric).get(epoch)
+        value = metric_by_step(tracking, run_id, metric).get(chosen.get("step", epoch))
         if value is None:
             known = sorted(k for k in client.get_run(run_id).data.metrics if "/" in k)
             prefix = metric.split("/", 1)[0] + "/"  # close names first, then those of the same split

@@ -70,7 +70,8 @@ class ProgressPrinter(tune.Callback):
             return
         speed = result.get("train/images_per_sec")
         speed_text = f"  {speed:.0f} img/s" if speed else ""
-        self._say(f"       {label}  epoch {result.get('epoch', '?')}/{self.epochs}  "
+        step = f" (step {result['step']})" if "step" in result else ""  # evaluating every N steps
+        self._say(f"       {label}  epoch {result.get('epoch', '?')}/{self.epochs}{step}  "
                   f"{self.metric} {value:.4f}{speed_text}  | {best}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):

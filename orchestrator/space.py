@@ -170,6 +170,18 @@ def max_epochs(space: dict[str, Any]) -> int:
     return max(int(v) for v in values)
 
 
+def evaluation_interval(space: dict[str, Any], early_stopping: bool) -> int:
+    """`eval.every_steps` of every trial (0: they evaluate once per epoch). ASHA compares trials at the same
+    count of evaluations, so with ASHA the interval must be the same for all of them."""
+    value = space.get("eval.every_steps", 0)
+    if is_domain(value):
+        if early_stopping:
+            raise UserError("eval.every_steps varies between trials, so ASHA would compare evaluations of different "
+                            "lengths: give it one value, or run without ASHA (--no-early-stopping)")
+        return 0
+    return int(value)
+
+
 def varying_keys(space: dict[str, Any]) -> list[str]:
     """The keys whose value differs between trials: what names a trial in tables and run names."""
     return [k for k, v in space.items() if is_domain(v)]

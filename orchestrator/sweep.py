@@ -19,7 +19,8 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from orchestrator import accounting, cluster, logged_model, report, rungs, signals, state, store_outage
 from orchestrator.runners import RUNNERS, TRAIN, train_driver_fn
 from orchestrator.preflight import Preflight
-from orchestrator.space import count_trials, describe, grid_note, max_epochs, search_algorithm, varying_keys
+from orchestrator.space import (count_trials, describe, evaluation_interval, grid_note, max_epochs, search_algorithm,
+                                varying_keys)
 from orchestrator.tracking import (KIND_KEY, SWEEP_KEY, DatasetRecord, MlflowTrialCallback,
                                    OneLineUserErrors, redact)
 from orchestrator.progress import ProgressPrinter
@@ -54,6 +55,10 @@ class SweepOptions:
     metric: list[str] = field(default_factory=list)  # --metric, repeatable: replaces the sweep's objectives
     mode: list[str] = field(default_factory=list)    # --mode, one per --metric
     seed: int | None = None  # --seed: replaces the sweep's seed (search_spaces.DEFAULT_SEED unless it declares one)
+
+
+# ASHA's max_t when it counts evaluations (eval.every_steps): far beyond any trial, which ends with its epochs.
+EVALUATIONS_UNBOUNDED = 10**6
 
 
 class MaxFailures(tune.Callback):
@@ -122,15 +127,19 @@ def run_sweep(opts: SweepOptions) -> dict:
     })
     note = grid_note(space)
     asha = sweep.grace_period and opts.early_stopping
-    stopping = (f"ASHA stops a trial at epoch {sweep.grace_period} (and at each later rung) unless it is in the best "
-                f"1/{sweep.reduction_factor} so far" if asha else "every trial runs all its epochs")
+    every = evaluation_interval(space, bool(asha))
+    unit = (f"evaluation {sweep.grace_period} (one every {every} optimizer steps)" if every
+            else f"epoch {sweep.grace_period}")
+    stopping = (f"ASHA stops a trial at {unit} (and at each later rung) unless it is in the "
+                f"best 1/{sweep.reduction_factor} so far" if asha else "every trial runs all its epochs")
     several = len(sweep.objectives) > 1
     if several:
         stopping = (f"objectives {', '.join(f'{m} ({d})' for m, d in sweep.objectives)}: a Pareto front; Tune "
                     f"ranks by the first, {sweep.metric}\n  " + stopping
                     + (f", by {sweep.metric} alone; a trial it stops is never on the front" if asha else ""))
     print(f"Sweep {sweep.name}: {sweep.question}" + (f"\n  from {sweep.source}" if sweep.source else "")
-          + f"\n  {total} trials, {epochs} epochs each; {resources.describe()}\n  {stopping}"
+          + f"\n  {total} trials, {epochs} epochs each" + (f", evaluated every {every} steps" if every else "")
+          + f"; {resources.describe()}\n  {stopping}"
           + (f"\n  {note}" if note else "") + "".join(f"\n  {line}" for line in pre.notes)
           + f"\n  seed {sweep.seed}: the same seed draws the same configs"
           + f"\n  storage {redact(run.path)}; MLflow {redact(tracking.uri)} (experiment '{sweep.name}', parent run {parent_id})"
@@ -175,8 +184,11 @@ def run_sweep(opts: SweepOptions) -> dict:
     else:
         scheduler = None
         if sweep.grace_period and opts.early_stopping:
-            scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs + 1, grace_period=sweep.grace_period,
-                                      reduction_factor=sweep.reduction_factor)
+            # Every N steps, ASHA counts evaluations; how many a trial makes depends on its data, so no max_t
+            # stops it: it ends with its epochs.
+            scheduler = ASHAScheduler(time_attr="evaluation" if every else "epoch",
+                                      max_t=EVALUATIONS_UNBOUNDED if every else epochs + 1,
+                                      grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor)
         storage_path, storage_filesystem = storage_fs.ray_storage(run.path.rsplit("/", 1)[0])
         tuner = tune.Tuner(
             trainable,

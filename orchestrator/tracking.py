@@ -314,7 +314,8 @@ class MlflowTrialCallback(tune.Callback):
 
     @_never_raises
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        # The optimizer step when the trial evaluates every N steps (eval.every_steps), else its epoch.
+        step = int(result.get("step", result.get("epoch", result.get("training_iteration", 0))))
         run_id = self.run_id(trial)
         # Tags say what is true now (where the workers of this attempt run), so they are kept even when
         # the epoch is not: a restart from scratch reports epochs again that are already logged.

@@ -31,7 +31,8 @@ class Sweep:
     metric: str | list[str] = "val/mean_accuracy"
     mode: str | list[str] = "max"
     num_samples: int = 1                 # samples per grid point
-    grace_period: int = 1                # ASHA: epochs before a trial can be stopped; 0 disables ASHA
+    grace_period: int = 1                # ASHA: evaluations before a trial can be stopped (epochs, unless
+    #                                      eval.every_steps); 0 disables ASHA
     reduction_factor: int = 2            # ASHA: keeps the best 1/reduction_factor of the trials at each rung
     search: str = ""                     # "" (Tune's basic variant generator) or "optuna"
     workers_per_trial: int = 2           # DDP workers of one trial, unless --num-workers says otherwise

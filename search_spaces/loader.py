@@ -8,7 +8,7 @@
     seed: 0                       # seeds Optuna and the random draws (default 0): the same seed, the same configs
     search: optuna                # basic (Tune's grids and random draws) or optuna
     scheduler: asha               # asha (stops weak trials early) or none
-    grace_period: 1               # epochs before ASHA may stop a trial
+    grace_period: 1               # evaluations (epochs) before ASHA may stop a trial
     reduction_factor: 3           # ASHA keeps the best 1/3 of the trials at each rung (default 2)
     samples: 8                    # trials per grid point
     workers_per_trial: 2

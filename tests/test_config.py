@@ -53,7 +53,7 @@ def test_a_config_holds_only_the_sections_its_task_reads():
 
 
 @pytest.mark.parametrize("task,key", [("recognition", "loss.gamma"), ("attributes", "head.m"),
-                                      ("fairface", "eval.threshold")])
+                                      ("fairface", "loss.gamma")])
 def test_a_key_of_a_section_the_task_ignores_is_a_one_line_error(task, key):
     from trainables.errors import UserError
 

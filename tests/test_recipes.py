@@ -132,6 +132,7 @@ def test_ema_is_what_is_evaluated_and_checkpointed_and_equals_a_hand_computed_em
 
     from trainables.artifacts import MODEL_WEIGHTS, TRAIN_STATE
     from trainables.loop import train_and_evaluate
+    from trainables.position import Position
     from trainables.tasks import EvalResult
     from trainables.worker import _save
 
@@ -160,7 +161,7 @@ def test_ema_is_what_is_evaluated_and_checkpointed_and_equals_a_hand_computed_em
     assert not torch.allclose(ema.module[3].weight, model[3].weight)  # not simply the training weights
 
     cfg = TrainConfig.from_dict({"optim.ema": decay})
-    _save(tmp_path, model, nn.Module(), optimizer, scheduler, 1, cfg, {}, ema)
+    _save(tmp_path, model, nn.Module(), optimizer, scheduler, Position(epoch=2, updates=4, evaluations=2), cfg, {}, ema)
     saved = torch.load(tmp_path / MODEL_WEIGHTS, weights_only=True)
     assert torch.equal(saved["3.weight"], ema.module[3].weight)  # export and predict read the EMA's weights
     assert torch.equal(torch.load(tmp_path / TRAIN_STATE, weights_only=True)["model"]["3.weight"], model[3].weight)

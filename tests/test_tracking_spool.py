@@ -154,3 +154,20 @@ def test_a_failure_that_is_no_outage_is_one_line_and_never_reaches_tune(tmp_path
     assert "is not answering" not in out
     run = tracking.client.get_run(callback.run_ids["t1"])
     assert run.info.status == "FAILED" and "error" in run.data.tags and epochs(tracking.client, run.info.run_id) == [1]
+
+
+def test_a_trial_evaluating_every_n_steps_is_logged_at_its_optimizer_steps(tmp_path):
+    """eval.every_steps: the MLflow step is the optimizer step, so curves of trials line up; epoch is a fraction."""
+    tracking = Tracking(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = tracking.experiment_id("steps")
+    parent, _ = tracking.find_or_create_run(experiment, {"orchestrator.sweep_path": "sweep"}, "sweep", {})
+    callback = MlflowTrialCallback(tracking, experiment, parent, "sweep", describe=lambda c: c["model.name"],
+                                   params_of=lambda c: c, on_finish=lambda *a: None)
+    callback.on_trial_start(0, [], trial("t1"))
+    for step, epoch in [(5, 0.8333), (10, 1.6667), (12, 2.0)]:
+        callback.on_trial_result(0, [], trial("t1"), {**result(1), "epoch": epoch, "step": step, "evaluation": 1})
+    callback.on_trial_result(0, [], trial("t1"), {**result(1), "epoch": 0.8333, "step": 5})  # a restart's repeat
+    history = tracking.client.get_metric_history(callback.run_ids["t1"], "val/mean_accuracy")
+    assert sorted(m.step for m in history) == [5, 10, 12]
+    assert [m.value for m in sorted(tracking.client.get_metric_history(callback.run_ids["t1"], "epoch"),
+                                    key=lambda m: m.step)] == [0.8333, 1.6667, 2.0]

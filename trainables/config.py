@@ -163,7 +163,16 @@ class DataConfig:
                                                                          "GPU, none on CPU)")
 
 
-SHARED_SECTIONS: dict[str, type] = {"model": ModelConfig, "optim": OptimConfig, "data": DataConfig}
+@dataclass
+class EvalConfig:
+    """When a trial evaluates. A task with evaluation settings of its own extends this section."""
+    every_steps: int = bounded(0, at_least=0, note="0: once per epoch",
+                               help="evaluate, report and checkpoint every this many optimizer steps instead of "
+                                    "each epoch (seed 004: 5000); ASHA and patience then count evaluations")
+
+
+SHARED_SECTIONS: dict[str, type] = {"model": ModelConfig, "optim": OptimConfig, "data": DataConfig,
+                                    "eval": EvalConfig}
 SCALARS: dict[str, type] = {"task": str, "seed": int}
 SCALAR_HELP = {"task": "what the trials learn: attributes | fairface | recognition",
                "seed": "seeds the weights' initialisation, the data order and the augmentations of every trial"}

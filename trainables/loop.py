@@ -70,17 +70,35 @@ class EpochStats:
     updates: int = 0               # optimizer steps taken
 
 
-def _marking_last(loader):
-    """(is_last, batch) for each batch of `loader`, looking one batch ahead."""
-    iterator = iter(loader)
-    try:
-        current = next(iterator)
-    except StopIteration:
-        return
-    for following in iterator:
-        yield False, current
-        current = following
-    yield True, current
+_END = object()
+
+
+class EpochBatches:
+    """One epoch's batches as `(is_last, batch)`, looking one batch ahead, handed out across as many
+    training calls as there are evaluations in the epoch (`eval.every_steps`). `taken` counts the batches
+    handed out, so a checkpoint can say where in the epoch it was taken; `skip` reads and drops that many
+    first (a trial resumed from such a checkpoint trains on each of the epoch's batches exactly once)."""
+
+    def __init__(self, loader, skip: int = 0):
+        self._iterator = iter(loader)
+        for _ in range(skip):
+            next(self._iterator, None)
+        self.taken = skip
+        self._ahead = next(self._iterator, _END)
+
+    @property
+    def exhausted(self) -> bool:
+        return self._ahead is _END
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._ahead is _END:
+            raise StopIteration
+        current, self._ahead = self._ahead, next(self._iterator, _END)
+        self.taken += 1
+        return self._ahead is _END, current
 
 
 def train_one_epoch(
@@ -94,6 +112,7 @@ def train_one_epoch(
     nan_check_every: int = 50,
     accum_steps: int = 1,
     after_update=None,
+    max_updates: int | None = None,
 ) -> EpochStats:
     """`module(images, targets) -> loss` (a TrainModule, maybe DDP-wrapped); `scheduler` is a timm
     scheduler stepped per optimizer update, counting from `first_update`.
@@ -115,7 +134,8 @@ def train_one_epoch(
     first_step, updates, gathered = None, 0, 0
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
-    for last, (images, targets) in _marking_last(loader):
+    batches = loader if isinstance(loader, EpochBatches) else EpochBatches(loader)
+    for last, (images, targets) in batches:
         gathered += 1
         update = gathered == accum_steps or last
         # The accumulating batches skip DDP's all-reduce: the update's last batch reduces the sum.
@@ -143,6 +163,8 @@ def train_one_epoch(
             totals.add(window, nan_check_every)
         if first_step is None and updates == 1:
             first_step = time.time()  # after the first step's losses were fetched, so the step had finished
+        if update and max_updates is not None and updates >= max_updates:
+            break
     totals.add(window, nan_check_every)
     return EpochStats(totals.loss_sum, totals.examples, time.perf_counter() - start, first_step, updates)
 
@@ -172,20 +194,27 @@ class _LossTotals:
 def train_and_evaluate(module: nn.Module, task, loader, optimizer: torch.optim.Optimizer, pipe: InputPipe,
                        eval_ctx, scheduler=None, first_update: int = 0, grad_clip: float = 0.0,
                        nan_check_every: int = 50, accum_steps: int = 1, ema=None):
-    """One epoch of `task` (a TaskSetup): train, then evaluate on every rank exactly the weights and
-    buffers rank 0 checkpoints. DDP keeps the parameters equal, but it broadcasts buffers only at the
-    start of each forward, so after the last step each rank holds its own BatchNorm statistics.
-
-    With `ema` (timm's ModelEmaV3 of `task.model`) the EMA is updated after every optimizer step from the
-    weights DDP has just made equal on every rank, and it is what is evaluated (and checkpointed)."""
-    after_update = (lambda _: ema.update(task.model)) if ema is not None else None
+    """One epoch of `task` (a TaskSetup): train, then `evaluate_on_every_rank`."""
     stats = train_one_epoch(module, loader, optimizer, pipe, scheduler, first_update, grad_clip, nan_check_every,
-                            accum_steps, after_update)
+                            accum_steps, ema_updater(task.model, ema))
+    return stats, evaluate_on_every_rank(task, eval_ctx, ema)
+
+
+def ema_updater(model: nn.Module, ema=None):
+    """`after_update` for train_one_epoch: with `ema` (timm's ModelEmaV3 of `model`) the EMA is updated after
+    every optimizer step from the weights DDP has just made equal on every rank."""
+    return (lambda _: ema.update(model)) if ema is not None else None
+
+
+def evaluate_on_every_rank(task, eval_ctx, ema=None):
+    """Evaluate on every rank exactly the weights and buffers rank 0 checkpoints: the EMA when there is one.
+    DDP keeps the parameters equal, but it broadcasts buffers only at the start of each forward, so after
+    the last step each rank holds its own BatchNorm statistics."""
     evaluated = evaluated_model(task.model, ema)
     broadcast_from_rank0(task.model)
     if evaluated is not task.model:
         broadcast_from_rank0(evaluated)  # its BatchNorm statistics came from each rank's own batches
-    return stats, task.evaluate(evaluated, eval_ctx)
+    return task.evaluate(evaluated, eval_ctx)
 
 
 def evaluated_model(model: nn.Module, ema=None) -> nn.Module:

@@ -29,6 +29,7 @@ from trainables.errors import UserError
 
 if TYPE_CHECKING:
     from trainables.config import TrainConfig
+    from trainables.position import Position
     from trainables.tasks import TaskSetup
 
 
@@ -103,12 +104,14 @@ def _train(config: dict, objective: dict) -> None:
     from trainables.distributed import all_gather_objects, all_reduce_max, all_reduce_sum
     from timm.utils import ModelEmaV3
 
-    from trainables.loop import InputPipe, TrainModule, train_and_evaluate
+    from trainables.loop import (EpochBatches, InputPipe, TrainModule, ema_updater, evaluate_on_every_rank,
+                                 train_one_epoch)
     from trainables.models import input_normalization
     from trainables.models.freeze import freeze
     from trainables.models.weights import report_of
     from trainables.optim import build_optimizer
     from trainables.patience import Patience
+    from trainables.position import Position, Segment
     from trainables.tasks import EvalContext, get_task
 
     cfg = TrainConfig.from_dict(config)
@@ -137,19 +140,20 @@ def _train(config: dict, objective: dict) -> None:
         torch.set_num_threads(max(1, _threads() - workers))
     batch = cfg.optim.batch_size
     accum = cfg.optim.accum_steps
-    steps = -(-steps_per_epoch(task, world, batch) // accum)  # optimizer updates: the schedule counts these
+    batches_per_epoch = steps_per_epoch(task, world, batch)
+    steps = -(-batches_per_epoch // accum)  # optimizer updates per epoch: the schedule counts these
     optimizer, scheduler = build_optimizer(cfg.optim, module, steps, task.param_groups)
     # Built from the same weights on every rank (DDP broadcast them), updated from the same reduced steps.
     ema = ModelEmaV3(task.model, decay=cfg.optim.ema) if cfg.optim.ema else None
     patience = Patience(cfg.optim.patience, objective.get("mode", "max"))
-    start_epoch, last_metrics = _restore(task.model, task.criterion, optimizer, scheduler, ema, patience)
+    position, last_metrics = _restore(task.model, task.criterion, optimizer, scheduler, steps, ema, patience)
     eval_ctx = EvalContext(pipe, rank, world, batch, workers)
-    if (start_epoch >= cfg.optim.epochs or patience.exhausted) and last_metrics:
+    if (position.epoch >= cfg.optim.epochs or patience.exhausted) and last_metrics:
         # The Train run had already finished when its trial was restarted (a driver killed after a
         # trial ended but before Tune saved that): hand Tune the final result again, not nothing.
         _report_again(rank, last_metrics)
         return
-    if start_epoch and last_metrics:
+    if position.evaluations and last_metrics:
         # The result of the checkpoint this attempt starts from may never have reached Tune (seen: a node
         # lost between the two): report it again, first. The driver logs each epoch once.
         ray.train.report({**{k: v for k, v in last_metrics.items() if not k.endswith("_unix")}, RESUMED: 1})
@@ -159,47 +163,59 @@ def _train(config: dict, objective: dict) -> None:
     # Which node each rank runs on, in rank order: a trial's record shows where its workers were.
     placement = all_gather_objects(_node_id())
 
-    for epoch in range(start_epoch, cfg.optim.epochs):
-        loader = task.train_loader(epoch, rank, world, batch, workers)
-        stats, evaluation = train_and_evaluate(module, task, loader, optimizer, pipe, eval_ctx, scheduler,
-                                               epoch * steps, cfg.optim.grad_clip, cfg.optim.nan_check_every,
-                                               accum, ema)
-        train_loss, train_n = all_reduce_sum([stats.loss_sum, stats.examples])
-        seconds = all_reduce_max(stats.seconds)
-        metrics = {
-            **evaluation.metrics,
-            "epoch": epoch + 1,
-            "train/loss": train_loss / max(train_n, 1),
-            "train/images_per_sec": train_n / max(seconds, 1e-9),
-            "train/lr": optimizer.param_groups[0]["lr"],
-            "train/threads_per_worker": torch.get_num_threads(),
-        }
-        metrics = patience.observe(metrics, objective.get("metric", ""), step=epoch + 1)  # the MLflow step
-        if epoch == start_epoch:
-            metrics["workers/nodes"] = len(set(placement))
-            metrics["model/trainable_params"] = trainable_params
-            metrics["optim/effective_batch"] = batch * world * accum
-            metrics[TAG + "worker_nodes"] = ",".join(placement)
-            metrics[TAG + "device"] = torch.cuda.get_device_name(device) if on_gpu else "cpu"
-            if stats.first_step_time is not None:
-                # Absolute times, so the driver can measure from its own clock (trial start, or fit()).
-                metrics["timing/first_step_unix"] = stats.first_step_time
-                metrics["timing/worker_start_unix"] = entered
-                metrics["timing/worker_setup_s"] = stats.first_step_time - entered
-                start_phases["first_batch"] = stats.first_step_time - wrapped
-                metrics.update({f"timing/{name}_s": value for name, value in start_phases.items()})
+    every = cfg.eval.every_steps
+    segment = Segment()  # the training since the last evaluation
+    first_report = True
+    while position.epoch < cfg.optim.epochs:
+        batches = EpochBatches(task.train_loader(position.epoch, rank, world, batch, workers), skip=position.batches)
+        while not batches.exhausted:
+            stats = train_one_epoch(module, batches, optimizer, pipe, scheduler, position.updates, cfg.optim.grad_clip,
+                                    cfg.optim.nan_check_every, accum, ema_updater(task.model, ema),
+                                    max_updates=every - position.updates % every if every else None)
+            segment.add(stats)
+            position.advance(stats.updates, batches, cfg.optim.epochs)
+            if not position.evaluation_due(every, stats.updates, cfg.optim.epochs):
+                continue
+            evaluation = evaluate_on_every_rank(task, eval_ctx, ema)
+            position.evaluations += 1
+            train_loss, train_n = all_reduce_sum([segment.loss_sum, segment.examples])
+            seconds = all_reduce_max(segment.seconds)
+            metrics = {
+                **evaluation.metrics,
+                **position.reported(every, batches_per_epoch),
+                "train/loss": train_loss / max(train_n, 1),
+                "train/images_per_sec": train_n / max(seconds, 1e-9),
+                "train/lr": optimizer.param_groups[0]["lr"],
+                "train/threads_per_worker": torch.get_num_threads(),
+            }
+            metrics = patience.observe(metrics, objective.get("metric", ""), step=position.mlflow_step(every))
+            if first_report:
+                first_report = False
+                metrics["workers/nodes"] = len(set(placement))
+                metrics["model/trainable_params"] = trainable_params
+                metrics["optim/effective_batch"] = batch * world * accum
+                metrics[TAG + "worker_nodes"] = ",".join(placement)
+                metrics[TAG + "device"] = torch.cuda.get_device_name(device) if on_gpu else "cpu"
+                if segment.first_step_time is not None:
+                    # Absolute times, so the driver can measure from its own clock (trial start, or fit()).
+                    metrics["timing/first_step_unix"] = segment.first_step_time
+                    metrics["timing/worker_start_unix"] = entered
+                    metrics["timing/worker_setup_s"] = segment.first_step_time - entered
+                    start_phases["first_batch"] = segment.first_step_time - wrapped
+                    metrics.update({f"timing/{name}_s": value for name, value in start_phases.items()})
+            segment = Segment()
 
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            if rank == 0:
-                _save(Path(tmp), task.model, task.criterion, optimizer, scheduler, epoch, cfg, metrics, ema,
-                      patience.state())
-                evaluation.write_files(Path(tmp))
-                (Path(tmp) / WEIGHTS_REPORT).write_text(json.dumps(weights_report, indent=1))
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            _report(metrics, checkpoint)
-        if patience.exhausted:  # the best checkpoint is the one Train keeps (scored by the sweep's metric)
-            return
+            with tempfile.TemporaryDirectory() as tmp:
+                checkpoint = None
+                if rank == 0:
+                    _save(Path(tmp), task.model, task.criterion, optimizer, scheduler, position, cfg, metrics, ema,
+                          patience.state())
+                    evaluation.write_files(Path(tmp))
+                    (Path(tmp) / WEIGHTS_REPORT).write_text(json.dumps(weights_report, indent=1))
+                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                _report(metrics, checkpoint)
+            if patience.exhausted:  # the best checkpoint is the one Train keeps (scored by the sweep's metric)
+                return
 
 
 def _report(metrics: dict, checkpoint) -> None:
@@ -216,7 +232,7 @@ def _report(metrics: dict, checkpoint) -> None:
                         "last checkpoint (or continue with --resume once the store answers)") from None
 
 
-def _save(out: Path, model, criterion, optimizer, scheduler, epoch: int, cfg: TrainConfig, metrics: dict,
+def _save(out: Path, model, criterion, optimizer, scheduler, position: Position, cfg: TrainConfig, metrics: dict,
           ema=None, patience: dict | None = None) -> None:
     """MODEL_WEIGHTS holds the evaluated weights (the EMA's when on: export and predict use those); the
     training weights an EMA run resumes from go into TRAIN_STATE."""
@@ -230,7 +246,9 @@ def _save(out: Path, model, criterion, optimizer, scheduler, epoch: int, cfg: Tr
     if ema is not None:
         state["model"] = model.state_dict()
     torch.save(state, out / TRAIN_STATE)
-    meta = {"epoch": epoch + 1, "config": cfg.to_flat_dict(), "metrics": metrics, "patience": patience}
+    # "step": the MLflow step of this checkpoint's metrics (export and the model registry read them there).
+    meta = {"epoch": position.epoch, "step": metrics.get("step", position.epoch), "position": position.state(),
+            "config": cfg.to_flat_dict(), "metrics": metrics, "patience": patience}
     (out / CHECKPOINT_META).write_text(json.dumps(meta, indent=1, default=float))
 
 
@@ -245,16 +263,20 @@ def _report_again(rank: int, metrics: dict) -> None:
         _report(metrics, checkpoint)
 
 
-def _restore(model, criterion, optimizer, scheduler, ema=None, patience=None) -> tuple[int, dict]:
+def _restore(model, criterion, optimizer, scheduler, steps_per_epoch: int, ema=None,
+             patience=None) -> tuple[Position, dict]:
     """Resume from Ray Train's latest checkpoint if this trial is restarting.
 
-    Returns the first epoch to run and the metrics reported with that checkpoint.
+    Returns where training goes on (the start, without a checkpoint) and the metrics reported with that
+    checkpoint.
     """
     import torch
 
+    from trainables.position import Position
+
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return 0, {}
+        return Position(), {}
     with checkpoint.as_directory() as folder:
         folder = Path(folder)
         evaluated = torch.load(folder / MODEL_WEIGHTS, map_location="cpu", weights_only=True)
@@ -269,4 +291,4 @@ def _restore(model, criterion, optimizer, scheduler, ema=None, patience=None) ->
         meta = json.loads((folder / CHECKPOINT_META).read_text())
         if patience is not None:
             patience.load(meta.get("patience"))
-        return int(meta["epoch"]), meta.get("metrics", {})
+        return Position.load(meta, steps_per_epoch), meta.get("metrics", {})

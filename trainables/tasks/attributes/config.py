@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trainables.config import bounded, helped
+from trainables.config import EvalConfig as SharedEvalConfig, bounded, helped
 
 
 @dataclass
@@ -22,6 +22,6 @@ class LossConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(SharedEvalConfig):
     threshold: float = bounded(0.5, above=0, below=1, help="the fixed decision threshold of the per-epoch "
                                                             "metrics (test/fixed/*)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trainables.config import bounded, helped, path
+from trainables.config import EvalConfig as SharedEvalConfig, bounded, helped, path
 
 
 @dataclass
@@ -27,7 +27,7 @@ class HeadConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(SharedEvalConfig):
     # faces_emore ships lfw.bin, cfp_fp.bin, agedb_30.bin beside train.rec.
     targets: list = path([], help="verification sets: LFW folders, InsightFace .bin files or folders of them, or "
                                   "prepared pair shards; empty: the training data's own pair sets, else the demo pairs")
