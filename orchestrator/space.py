@@ -19,7 +19,7 @@ from ray import tune
 from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform
 
 from search_spaces.distributions import build, parse_call, show_call
-from trainables.config import (DEFAULT_TASK, TrainConfig, absolute, coerce, key_range, key_type, path_keys,
+from trainables.config import (TrainConfig, absolute, coerce, key_range, key_type, path_keys,
                                range_problem)
 from trainables.data.transforms import build_augment
 from trainables.errors import UserError
@@ -30,14 +30,17 @@ from trainables.tasks import get_task
 
 
 def task_of(space: dict[str, Any]) -> str:
-    task = space.get("task", DEFAULT_TASK)
+    if "task" not in space:
+        raise UserError("a sweep's space names its task (`task:`), and this one does not: every sweep says which "
+                        "task its trials learn")
+    task = space["task"]
     if is_domain(task):
         raise UserError("`task` cannot vary within one sweep: run one sweep per task")
     get_task(task)
     return task
 
 
-def parse_override(text: str, task: str = DEFAULT_TASK) -> tuple[str, Any]:
+def parse_override(text: str, task: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -162,12 +165,16 @@ def check_space(space: dict[str, Any]) -> None:
 
 
 def batch_sizes(space: dict[str, Any]) -> list[int]:
-    return [int(v) for v in choices(space.get("optim.batch_size", TrainConfig(task_of(space)).optim.batch_size))]
+    return [int(v) for v in choices(_value_or_default(space, "optim.batch_size"))]
 
 
 def max_epochs(space: dict[str, Any]) -> int:
-    values = choices(space.get("optim.epochs", TrainConfig(task_of(space)).optim.epochs))
-    return max(int(v) for v in values)
+    return max(int(v) for v in choices(_value_or_default(space, "optim.epochs")))
+
+
+def _value_or_default(space: dict[str, Any], key: str) -> Any:
+    """The space's value of `key`, else its default for the space's task."""
+    return space[key] if key in space else TrainConfig(task_of(space)).to_flat_dict()[key]
 
 
 def varying_keys(space: dict[str, Any]) -> list[str]:

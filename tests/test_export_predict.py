@@ -55,7 +55,7 @@ def test_model_card_says_when_the_data_was_synthetic():
     from trainables.inference import model_from_state
     from trainables.models import build_model
 
-    cfg = TrainConfig.from_dict({"model.name": "resnet18", "data.image_size": 48})
+    cfg = TrainConfig.from_dict({"task": "attributes", "model.name": "resnet18", "data.image_size": 48})
     model = model_from_state(cfg, build_model(cfg.model, 40).state_dict())
     run = SimpleNamespace(info=SimpleNamespace(run_id="abc", run_name="calm-cat"))
     chosen = {"epoch": 2, "out": "model", "metric": "val/mean_accuracy", "mode": "max", "epochs": [2, 3],

@@ -122,7 +122,8 @@ BAD = [
     ("a key written twice", _edit("  optim.epochs: 4", "  optim.epochs: 4\n  optim.epochs: 5"), [":18: 'optim.epochs' appears twice"]),
     ("YAML syntax", _edit("  loss.name: {choice: [bce, focal]}", "  loss.name: {choice: [bce, focal]"), [":15:", "not valid YAML", "flow mapping from line 14"]),
     ("no question", _edit("question: Which backbone and learning rate predict my attributes best?\n", ""), ["`question:` missing"]),
-    ("optuna with nothing to search", lambda t: "question: q?\nsearch: optuna\nspace:\n  optim.lr: 0.1\n", ["search: optuna", "nothing to search"]),
+    ("no task", _edit("task: attributes\n", ""), ["`task:` missing", "task: attributes", "attributes, fairface, recognition"]),
+    ("optuna with nothing to search", lambda t: "question: q?\ntask: attributes\nsearch: optuna\nspace:\n  optim.lr: 0.1\n", ["search: optuna", "nothing to search"]),
     ("not a mapping", lambda t: "- question: q?\n", ["a mapping of fields", "got a list"]),
 ]
 

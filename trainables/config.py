@@ -27,9 +27,6 @@ from typing import Any
 
 from trainables.errors import UserError
 
-DEFAULT_TASK = "attributes"
-
-
 def path(default: Any = "", help: str = "", **kwargs):
     """A dataclass field that holds a path (or a list of them), with its one-line help."""
     metadata = {"path": True, **({"help": help} if help else {})}
@@ -177,6 +174,13 @@ def task_sections(task: str) -> dict[str, type]:
     return {**SHARED_SECTIONS, **get_task(task).sections}
 
 
+def known_tasks() -> list[str]:
+    """The names of every registered task."""
+    from trainables.tasks import TASKS
+
+    return list(TASKS.names())
+
+
 def all_sections() -> dict[str, list[str]]:
     """Section name -> the tasks that read it (for telling a foreign section from a typo)."""
     from trainables.tasks import TASKS
@@ -192,7 +196,7 @@ class TrainConfig:
     """A trial's config: its task, its seed, and exactly the sections that task reads (as attributes:
     `cfg.model.name`, `cfg.loss.gamma`)."""
 
-    def __init__(self, task: str = DEFAULT_TASK, seed: int = 0, **sections: Any):
+    def __init__(self, task: str, seed: int = 0, **sections: Any):
         classes = task_sections(task)
         for name in sections:
             if name not in classes:
@@ -218,7 +222,10 @@ class TrainConfig:
         """Build from flat dotted keys or nested dicts; unknown keys, keys of sections the task does not
         read, and bad types are UserErrors."""
         flat = flatten(config)
-        task = coerce("task", flat.pop("task", DEFAULT_TASK), str)
+        if "task" not in flat:
+            raise UserError(f"a config names its task, and this one has no `task` key: add task: one of "
+                            f"{', '.join(known_tasks())} (e.g. task: attributes)")
+        task = coerce("task", flat.pop("task"), str)
         classes = task_sections(task)
         seed = coerce("seed", flat.pop("seed", 0), int)
         values: dict[str, dict[str, Any]] = {}
@@ -238,12 +245,12 @@ class TrainConfig:
                 **flatten({name: dataclasses.asdict(section) for name, section in self.sections.items()})}
 
 
-def known_keys(task: str = DEFAULT_TASK) -> list[str]:
+def known_keys(task: str) -> list[str]:
     """Every dotted key a config of `task` accepts, in declaration order."""
     return list(TrainConfig(task).to_flat_dict())
 
 
-def key_type(key: str, task: str = DEFAULT_TASK) -> Any:
+def key_type(key: str, task: str) -> Any:
     """The declared type of a dotted key for `task` (for parsing `--set`)."""
     if key in SCALARS:
         return SCALARS[key]
@@ -257,7 +264,7 @@ def key_type(key: str, task: str = DEFAULT_TASK) -> Any:
     return _field_type(section_cls, name, task)
 
 
-def path_keys(task: str = DEFAULT_TASK) -> list[str]:
+def path_keys(task: str) -> list[str]:
     """The dotted keys whose values are paths, which the driver makes absolute."""
     return [f"{name}.{f.name}" for name, cls in task_sections(task).items()
             for f in dataclasses.fields(cls) if f.metadata.get("path")]
@@ -302,7 +309,7 @@ def range_problem(key: str, value: Any, valid: Range | None) -> str:
     return ""
 
 
-def key_help(key: str, task: str = DEFAULT_TASK) -> str:
+def key_help(key: str, task: str) -> str:
     """The one-line help a dotted key declares ("" when none)."""
     if key in SCALAR_HELP:
         return SCALAR_HELP[key]
@@ -312,7 +319,7 @@ def key_help(key: str, task: str = DEFAULT_TASK) -> str:
     return found[0].metadata.get("help", "") if found else ""
 
 
-def key_range(key: str, task: str = DEFAULT_TASK) -> Range | None:
+def key_range(key: str, task: str) -> Range | None:
     """The declared range of a dotted key for `task` (None when it declares none)."""
     if key == "seed":
         return SEED_RANGE
@@ -322,7 +329,7 @@ def key_range(key: str, task: str = DEFAULT_TASK) -> Range | None:
     return found[0].metadata.get("range") if found else None
 
 
-def unknown_key_error(key: str, task: str = DEFAULT_TASK) -> UserError:
+def unknown_key_error(key: str, task: str) -> UserError:
     close = difflib.get_close_matches(key, known_keys(task), n=3)
     hint = (f"did you mean {', '.join(close)}?" if close
             else "run `python -m orchestrator list --keys` for the keys of each task")
