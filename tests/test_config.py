@@ -96,3 +96,21 @@ def test_no_task_is_assumed():
     assert "`task`" in message and "attributes, fairface, recognition" in message and "\n" not in message
     with pytest.raises(TypeError):
         TrainConfig()  # the task is the first argument, with no default
+
+
+def test_config_imports_no_task_and_a_config_imports_only_its_own_task():
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import trainables.config
+
+    tree = ast.parse(Path(trainables.config.__file__).read_text())
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m.startswith("trainables.tasks")], imported
+    code = ("import sys; from trainables.config import TrainConfig; TrainConfig.from_dict({'task': 'fairface'}); "
+            "print(sorted({m.split('.')[2] for m in sys.modules if m.startswith('trainables.tasks.')}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['fairface']"

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainables.errors import UserError
+from trainables.registry import Registry
 
 def path(default: Any = "", help: str = "", **kwargs):
     """A dataclass field that holds a path (or a list of them), with its one-line help."""
@@ -167,27 +168,27 @@ SCALAR_HELP = {"task": "what the trials learn: attributes | fairface | recogniti
 SEED_RANGE = Range(0)                # numpy's seed sequences refuse a negative seed
 
 
+# Task name -> the config sections that task reads beyond the shared ones. Each task registers its own
+# when its folder is imported (register_task, in the tasks package); this module imports no task:
+# the package root (trainables/__init__.py) tells the registry how to import the task folders.
+TASK_SECTIONS: Registry[dict[str, type]] = Registry("task", key="task")
+
+
 def task_sections(task: str) -> dict[str, type]:
     """Every section a config of `task` holds: the shared ones, then the task's own."""
-    from trainables.tasks import get_task  # the task registry imports this module
-
-    return {**SHARED_SECTIONS, **get_task(task).sections}
+    return {**SHARED_SECTIONS, **TASK_SECTIONS.get(task)}
 
 
 def known_tasks() -> list[str]:
     """The names of every registered task."""
-    from trainables.tasks import TASKS
-
-    return list(TASKS.names())
+    return TASK_SECTIONS.names()
 
 
 def all_sections() -> dict[str, list[str]]:
     """Section name -> the tasks that read it (for telling a foreign section from a typo)."""
-    from trainables.tasks import TASKS
-
-    out: dict[str, list[str]] = {name: list(TASKS.names()) for name in SHARED_SECTIONS}
-    for name, task in TASKS.items():
-        for section in task.sections:
+    out: dict[str, list[str]] = {name: known_tasks() for name in SHARED_SECTIONS}
+    for name, sections in TASK_SECTIONS.items():
+        for section in sections:
             out.setdefault(section, []).append(name)
     return out
 
