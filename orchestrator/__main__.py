@@ -18,7 +18,7 @@ import sys
 from orchestrator.commands.serve import add_serve_parser, cmd_serve
 from orchestrator.commands.sync import EXIT_STILL_DOWN, add_sync_parser, cmd_sync
 from orchestrator.commands.export import add_export_parser, add_register_arguments, cmd_export
-from orchestrator.predict import add_predict_parser, cmd_predict
+from orchestrator.commands.predict import add_predict_parser, cmd_predict
 from orchestrator.commands.prepare import add_prepare_parser, cmd_prepare
 from orchestrator.redaction import install_on_std_streams
 from trainables.errors import UserError

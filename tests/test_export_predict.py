@@ -209,7 +209,7 @@ def test_inference_needs_neither_tune_nor_mlflow():
 
 def test_cli_parsers_run_both_commands(celeba_trial, tmp_path):
     from orchestrator.commands.export import add_export_parser, cmd_export
-    from orchestrator.predict import add_predict_parser, cmd_predict
+    from orchestrator.commands.predict import add_predict_parser, cmd_predict
 
     parser = argparse.ArgumentParser()
     commands = parser.add_subparsers(dest="command", required=True)
