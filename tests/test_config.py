@@ -74,7 +74,7 @@ def test_every_key_of_every_task_has_its_help_in_list_keys(capsys):
     without help, so the CLI, not a source comment, says what a key does."""
     from argparse import Namespace
 
-    from orchestrator.__main__ import cmd_list
+    from orchestrator.commands.list import cmd_list
     from trainables.config import key_help
     from trainables.tasks import TASKS
 

@@ -231,7 +231,7 @@ def test_every_trial_reports_its_best_evaluations_numbers_and_step():
 def test_the_recipe_keys_are_listed_with_their_help_and_default_to_doing_nothing(capsys):
     from argparse import Namespace
 
-    from orchestrator.__main__ import cmd_list
+    from orchestrator.commands.list import cmd_list
 
     cmd_list(Namespace(keys=True))
     lines = [line for line in capsys.readouterr().out.splitlines() if "model.freeze" in line or "optim." in line]
