@@ -41,7 +41,7 @@ from ray.tune.search.sample import Domain
 
 from search_spaces import DEFAULT_SEED, SWEEPS, Sweep, objectives_of
 from search_spaces.distributions import KINDS, build, parse_call, render, show_yaml, type_name
-from trainables.config import TrainConfig, coerce, key_type, path_keys
+from trainables.config import TrainConfig, coerce, key_help, key_type, path_keys, with_help
 from trainables.errors import UserError
 from trainables.tasks import TASKS, get_task
 
@@ -270,7 +270,10 @@ def _block(path: str, name: str, block: Any, task: str, folder: Path) -> tuple[d
             typ = key_type(key, task)
         except UserError as err:
             raise UserError(f"{path}: {name}: {err}") from None
-        space[key] = _value(where, key, raw, typ, folder if key in paths else None, defaults.get(key))
+        try:
+            space[key] = _value(where, key, raw, typ, folder if key in paths else None, defaults.get(key))
+        except UserError as err:  # a known key's bad value: the line says what the key is for
+            raise UserError(with_help(str(err), key, key_help(key, task))) from None
     return fields, space
 
 

@@ -215,3 +215,20 @@ def test_the_readmes_sweep_file_as_printed_passes_doctor(smoke, tmp_path, capsys
     assert not failed, lines
     assert any(line.startswith("✓ sweep my_sweep") for line in lines), lines
     assert any(line.startswith("✓ data at") for line in lines), lines
+
+
+@pytest.mark.parametrize("space,overrides,key", [
+    ("  optim.epochs: many\n", [], "optim.epochs"),                    # a wrong type, read from the file
+    ("  optim.ema: 1.5\n", [], "optim.ema"),                           # out of range, found when configs are built
+    ("  model.drop_rate: {uniform: [0, 2]}\n", [], "model.drop_rate"),  # a draw out of range
+    ("  optim.lr: 0.01\n", ["optim.epochs=x"], "optim.epochs"),       # --set of a wrong type
+    ("  optim.lr: 0.01\n", ["optim.ema=2"], "optim.ema"),             # --set out of range
+], ids=["file type", "file range", "file draw", "--set type", "--set range"])
+def test_a_bad_value_of_a_known_key_quotes_the_keys_help(tmp_path, space, overrides, key):
+    from trainables.config import key_help
+
+    path = write(tmp_path, f"question: q?\ntask: attributes\nmetric: val/macro_f1\nspace:\n{space}")
+    with pytest.raises(UserError) as err:
+        Preflight(SweepOptions(name=path, overrides=overrides)).check_sweep()
+    message, help = str(err.value), key_help(key, "attributes")
+    assert help and message.endswith(f"; {key}: {help}") and "\n" not in message, message

@@ -228,7 +228,7 @@ class TrainConfig:
                             f"{', '.join(known_tasks())} (e.g. task: attributes)")
         task = coerce("task", flat.pop("task"), str)
         classes = task_sections(task)
-        seed = coerce("seed", flat.pop("seed", 0), int)
+        seed = helped_coerce("seed", flat.pop("seed", 0), int, SCALAR_HELP["seed"])
         values: dict[str, dict[str, Any]] = {}
         for key, value in flat.items():
             section, _, name = key.partition(".")
@@ -286,14 +286,15 @@ def check_values(cfg: "TrainConfig") -> None:
     """Every float finite, every `bounded()` range held, and each section's own `check_relations`
     (rules between its fields): a one-line UserError naming the key, the value and the range."""
     if (problem := range_problem("seed", cfg.seed, SEED_RANGE)):
-        raise UserError(f"{problem}: fix the value, e.g. --set seed=0")
+        raise UserError(with_help(f"{problem}: fix the value, e.g. --set seed=0", "seed", SCALAR_HELP["seed"]))
     for name, section in cfg.sections.items():
         for f in dataclasses.fields(section):
             key, value = f"{name}.{f.name}", getattr(section, f.name)
             problem = range_problem(key, value, f.metadata.get("range"))
             if problem:
                 example = f"{f.default:g} (its default)" if isinstance(f.default, (int, float)) else "..."
-                raise UserError(f"{problem}: fix the value, e.g. --set {key}={example}")
+                raise UserError(with_help(f"{problem}: fix the value, e.g. --set {key}={example}", key,
+                                          f.metadata.get("help", "")))
         relations = getattr(section, "check_relations", None)
         if relations is not None:
             relations(name + ".")
@@ -328,6 +329,20 @@ def key_range(key: str, task: str) -> Range | None:
     cls = task_sections(task).get(section)
     found = [f for f in dataclasses.fields(cls) if f.name == name] if cls else []
     return found[0].metadata.get("range") if found else None
+
+
+def with_help(message: str, key: str, help: str) -> str:
+    """An error line about a value of `key`, ending with what the key does (its declared help), so a
+    mistake in a sweep file or a `--set` says what the key is for."""
+    return f"{message}; {key}: {help}" if help else message
+
+
+def helped_coerce(key: str, value: Any, typ: Any, help: str) -> Any:
+    """`coerce`, whose one-line error also quotes the key's help."""
+    try:
+        return coerce(key, value, typ)
+    except UserError as err:
+        raise UserError(with_help(str(err), key, help)) from None
 
 
 def unknown_key_error(key: str, task: str) -> UserError:
@@ -398,11 +413,12 @@ def coerce(key: str, value: Any, typ: Any) -> Any:
 
 
 def _build(section_cls: type, values: dict[str, Any], prefix: str, task: str) -> Any:
-    names = {f.name for f in dataclasses.fields(section_cls)}
+    fields = {f.name: f for f in dataclasses.fields(section_cls)}
     for key in values:
-        if key not in names:
+        if key not in fields:
             raise unknown_key_error(prefix + key, task)
-    return section_cls(**{k: coerce(prefix + k, v, _field_type(section_cls, k, task)) for k, v in values.items()})
+    return section_cls(**{k: helped_coerce(prefix + k, v, _field_type(section_cls, k, task),
+                                           fields[k].metadata.get("help", "")) for k, v in values.items()})
 
 
 def _field_type(cls: type, name: str, task: str) -> Any:
