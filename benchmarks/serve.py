@@ -46,7 +46,7 @@ def untrained_export(folder: Path, size: int) -> Path:
     from trainables.inference import CONFIG_FILE, LABELS_FILE, MODEL_FILE, THRESHOLDS_FILE
     from trainables.models import build_model
 
-    cfg = TrainConfig.from_dict({"model.name": "resnet18", "data.image_size": size})
+    cfg = TrainConfig.from_dict({"task": "attributes", "model.name": "resnet18", "data.image_size": size})
     folder.mkdir(parents=True, exist_ok=True)
     save_file(build_model(cfg.model, len(ATTRIBUTE_NAMES)).state_dict(), str(folder / MODEL_FILE))
     (folder / CONFIG_FILE).write_text(json.dumps(cfg.to_flat_dict()))

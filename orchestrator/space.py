@@ -19,8 +19,8 @@ from ray import tune
 from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform
 
 from search_spaces.distributions import build, parse_call, show_call
-from trainables.config import (DEFAULT_TASK, TrainConfig, absolute, coerce, key_range, key_type, path_keys,
-                               range_problem)
+from trainables.config import (TrainConfig, absolute, coerce, key_help, key_range, key_type, path_keys,
+                               range_problem, with_help)
 from trainables.data.transforms import build_augment
 from trainables.errors import UserError
 from trainables.models import check_model_name
@@ -30,14 +30,17 @@ from trainables.tasks import get_task
 
 
 def task_of(space: dict[str, Any]) -> str:
-    task = space.get("task", DEFAULT_TASK)
+    if "task" not in space:
+        raise UserError("a sweep's space names its task (`task:`), and this one does not: every sweep says which "
+                        "task its trials learn")
+    task = space["task"]
     if is_domain(task):
         raise UserError("`task` cannot vary within one sweep: run one sweep per task")
     get_task(task)
     return task
 
 
-def parse_override(text: str, task: str = DEFAULT_TASK) -> tuple[str, Any]:
+def parse_override(text: str, task: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -45,13 +48,21 @@ def parse_override(text: str, task: str = DEFAULT_TASK) -> tuple[str, Any]:
     if key == "task":
         raise UserError("--set task=... is not allowed: a sweep's task is part of the sweep; run a sweep of that task")
     typ = key_type(key, task)
+    try:
+        return key, _parse_value(key, raw, typ, text)
+    except UserError as err:  # a known key's bad value: the line says what the key is for
+        raise UserError(with_help(str(err), key, key_help(key, task))) from None
+
+
+def _parse_value(key: str, raw: str, typ: Any, text: str) -> Any:
+    """The value of `--set key=raw`: a Tune domain, a grid of a comma list, or one value of the key's type."""
     spec = parse_call(raw)
     if spec:
-        return key, build(*spec, key=key, typ=typ, where=f"--set {text}",
-                          show=lambda kind, args: f"--set {key}={show_call(kind, args)}")
+        return build(*spec, key=key, typ=typ, where=f"--set {text}",
+                     show=lambda kind, args: f"--set {key}={show_call(kind, args)}")
     if typ is not list and "," in raw:
-        return key, tune.grid_search([coerce(key, part.strip(), typ) for part in raw.split(",")])
-    return key, coerce(key, raw, typ)
+        return tune.grid_search([coerce(key, part.strip(), typ) for part in raw.split(",")])
+    return coerce(key, raw, typ)
 
 
 def apply_overrides(space: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -137,8 +148,9 @@ def check_bounds(space: dict[str, Any], task: str) -> None:
                 kind = "randint" if isinstance(value, Integer) else (
                     "loguniform" if isinstance(value.get_sampler(), LogUniform) else "uniform")
                 allowed = f"{key} must be {valid}" if valid else f"{key} must be a finite number"
-                raise UserError(f"{key}={kind}({value.lower:g}, {value.upper:g}) can draw {bound:g}, but {allowed}: "
-                                f"narrow the distribution's bounds")
+                raise UserError(with_help(f"{key}={kind}({value.lower:g}, {value.upper:g}) can draw {bound:g}, "
+                                          f"but {allowed}: narrow the distribution's bounds", key,
+                                          key_help(key, task)))
 
 
 def check_space(space: dict[str, Any]) -> None:
@@ -162,12 +174,16 @@ def check_space(space: dict[str, Any]) -> None:
 
 
 def batch_sizes(space: dict[str, Any]) -> list[int]:
-    return [int(v) for v in choices(space.get("optim.batch_size", TrainConfig(task_of(space)).optim.batch_size))]
+    return [int(v) for v in choices(_value_or_default(space, "optim.batch_size"))]
 
 
 def max_epochs(space: dict[str, Any]) -> int:
-    values = choices(space.get("optim.epochs", TrainConfig(task_of(space)).optim.epochs))
-    return max(int(v) for v in values)
+    return max(int(v) for v in choices(_value_or_default(space, "optim.epochs")))
+
+
+def _value_or_default(space: dict[str, Any], key: str) -> Any:
+    """The space's value of `key`, else its default for the space's task."""
+    return space[key] if key in space else TrainConfig(task_of(space)).to_flat_dict()[key]
 
 
 def evaluation_interval(space: dict[str, Any], early_stopping: bool) -> int:

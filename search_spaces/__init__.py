@@ -25,10 +25,11 @@ class Sweep:
     name: str
     question: str
     param_space: dict[str, Any]          # dotted config keys -> fixed values or Tune domains
+    task: str                            # what the trials learn (a trainables task); no sweep goes without one
     # One objective, or several as lists (`metric=[acc, gap], mode=["max", "min"]`): a Pareto front. After
     # construction `metric`/`mode` are the first objective (what Tune, ASHA and checkpoints rank by) and
-    # `objectives` lists every (metric, mode) pair.
-    metric: str | list[str] = "val/mean_accuracy"
+    # `objectives` lists every (metric, mode) pair. A sweep names its own: no metric is assumed.
+    metric: str | list[str]
     mode: str | list[str] = "max"
     num_samples: int = 1                 # samples per grid point
     grace_period: int = 1                # ASHA: evaluations before a trial can be stopped (epochs, unless
@@ -46,6 +47,14 @@ class Sweep:
     objectives: list[tuple[str, str]] = field(init=False, repr=False)
 
     def __post_init__(self):
+        if not isinstance(self.task, str) or not self.task:
+            raise UserError(f"sweep {self.name}: `task` is missing: every sweep names the task its trials learn")
+        if self.runner == "train":  # a training trial's config holds its task, like every other key
+            named = self.param_space.get("task", self.task)
+            if named != self.task:
+                raise UserError(f"sweep {self.name}: its space says task {named!r} but the sweep's task is "
+                                f"{self.task!r}: name the task once, as the sweep's `task`")
+            self.param_space = {"task": self.task, **self.param_space}
         self.objectives = objectives_of(self.metric, self.mode, "metric", "mode")
         self.metric, self.mode = self.objectives[0]
         if self.max_gap is not None and (len(self.objectives) < 2 or self.objectives[1][1] != "min"):

@@ -29,6 +29,7 @@ def celeba_backbones(real_data: bool, smoke: bool) -> Sweep:
     return Sweep(
         name="celeba_backbones",
         question=celeba_backbones.__doc__,
+        task="attributes",
         param_space={
             "model.name": tune.grid_search(backbones),
             "loss.name": "bce",

@@ -15,6 +15,7 @@ def celeba_losses(real_data: bool, smoke: bool) -> Sweep:
     return Sweep(
         name="celeba_losses",
         question=celeba_losses.__doc__,
+        task="attributes",
         param_space={
             "loss.name": tune.choice(["bce", "focal", "asl"]),
             "loss.gamma": tune.choice([1.0, 2.0]),

@@ -17,6 +17,7 @@ def celeba_thresholds(real_data: bool, smoke: bool) -> Sweep:
     return Sweep(
         name="celeba_thresholds",
         question=celeba_thresholds.__doc__,
+        task="attributes",
         param_space={
             "policy.strategy": tune.choice(list(THRESHOLD_STRATEGIES)),
             "policy.smoothing": tune.uniform(0.0, 1.0),

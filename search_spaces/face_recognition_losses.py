@@ -27,8 +27,8 @@ def face_recognition_losses(real_data: bool, smoke: bool) -> Sweep:
     return Sweep(
         name="face_recognition_losses",
         question=face_recognition_losses.__doc__,
+        task="recognition",
         param_space={
-            "task": "recognition",
             "model.name": "mobilefacenet",
             "head.name": "arcface",
             "head.s": 64.0,

@@ -27,7 +27,6 @@ SMOKE = ["resnet18"]
 def _settings(real_data: bool, smoke: bool, smoke_epochs: int) -> dict:
     """The training settings both sweeps share."""
     return {
-        "task": "fairface",
         "optim.lr": 1e-3 if real_data else 3e-3,
         "optim.epochs": smoke_epochs if smoke else 20 if real_data else 4,
         "optim.batch_size": 64 if real_data else 32,
@@ -43,6 +42,7 @@ def fairface_multitask(real_data: bool, smoke: bool) -> Sweep:
     return Sweep(
         name="fairface_multitask",
         question=fairface_multitask.__doc__,
+        task="fairface",
         param_space={
             **_settings(real_data, smoke, smoke_epochs=2),
             "model.name": tune.grid_search(SMOKE if smoke else REAL if real_data else DEMO),
@@ -64,6 +64,7 @@ def fairface_fair_frontier(real_data: bool, smoke: bool) -> Sweep:
     return Sweep(
         name="fairface_fair_frontier",
         question=fairface_fair_frontier.__doc__,
+        task="fairface",
         param_space={
             **_settings(real_data, smoke, smoke_epochs=1),
             "model.name": tune.grid_search(SMOKE if smoke else REAL if real_data else DEMO[1:]),

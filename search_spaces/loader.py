@@ -1,7 +1,7 @@
 """A sweep file: a sweep written in YAML outside the package, read and checked into a `Sweep`.
 
     question: Which backbone and learning rate predict my attributes best?
-    task: attributes
+    task: attributes              # required: attributes | fairface | recognition
     metric: val/macro_f1          # default: the task's usual objective; or several, e.g.
     mode: max                     #   metric: [val/race/accuracy, val/race/group_gap] with mode: [max, min]
     max_gap: 0.05                 # several objectives: the chosen trial's second one is at most this
@@ -41,9 +41,9 @@ from ray.tune.search.sample import Domain
 
 from search_spaces import DEFAULT_SEED, SWEEPS, Sweep, objectives_of
 from search_spaces.distributions import KINDS, build, parse_call, render, show_yaml, type_name
-from trainables.config import TrainConfig, coerce, key_type, path_keys
+from trainables.config import TrainConfig, coerce, key_help, key_type, path_keys, with_help
 from trainables.errors import UserError
-from trainables.tasks import get_task
+from trainables.tasks import TASKS, get_task
 
 SUFFIXES = (".yaml", ".yml")
 SWEEP_FIELDS = ("samples", "scheduler", "grace_period", "reduction_factor", "workers_per_trial")  # what real_data and smoke may change
@@ -73,12 +73,12 @@ def load(path: str, real_data: bool = False, smoke: bool = False) -> Sweep:
         raise UserError(f"{path}: {missing} missing: a sweep file says the question it answers and its space "
                         f"(see the example in the README)")
     question = _text(path, "question", doc["question"])
-    task = _task(path, doc.get("task", "attributes"))
+    task = _task(path, doc.get("task"))
     folder = Path(path).expanduser().resolve().parent
     blocks = {name: _block(path, name, doc.get(name) or {}, task, folder) for name in BLOCKS}
     fields = {"samples": 1, "scheduler": "asha", "grace_period": 1, "reduction_factor": 2, "workers_per_trial": 2}
     fields.update(_sweep_fields(path, "", doc))
-    space = {"task": task, **blocks["space"][1]}
+    space = dict(blocks["space"][1])
     for name, applies in (("real_data", real_data), ("smoke", smoke)):
         if applies:
             fields.update(blocks[name][0])
@@ -102,7 +102,7 @@ def load(path: str, real_data: bool = False, smoke: bool = False) -> Sweep:
     if not isinstance(report, list) or not all(isinstance(m, str) for m in report):
         raise UserError(f"{path}: report: expects a list of metric names, e.g. report: [val/mean_accuracy]")
     return Sweep(
-        name=name, question=question, param_space=space, metric=metric, mode=mode, seed=seed,
+        name=name, question=question, param_space=space, task=task, metric=metric, mode=mode, seed=seed,
         max_gap=None if max_gap is None else float(max_gap),
         num_samples=fields["samples"], search=SEARCHES[search],
         grace_period=fields["grace_period"] if fields["scheduler"] == "asha" else 0,
@@ -194,6 +194,10 @@ def _known_fields(path: str, where: str, doc: dict, known: tuple[str, ...]) -> N
 
 
 def _task(path: str, task: Any) -> str:
+    """The file's `task:`, which every sweep file names: no task is assumed."""
+    if task is None:
+        raise UserError(f"{path}: `task:` missing: a sweep file names the task its trials learn: add e.g. "
+                        f"`task: attributes` (the tasks: {', '.join(TASKS.names())})")
     try:
         get_task(str(task))
     except UserError as err:
@@ -266,7 +270,10 @@ def _block(path: str, name: str, block: Any, task: str, folder: Path) -> tuple[d
             typ = key_type(key, task)
         except UserError as err:
             raise UserError(f"{path}: {name}: {err}") from None
-        space[key] = _value(where, key, raw, typ, folder if key in paths else None, defaults.get(key))
+        try:
+            space[key] = _value(where, key, raw, typ, folder if key in paths else None, defaults.get(key))
+        except UserError as err:  # a known key's bad value: the line says what the key is for
+            raise UserError(with_help(str(err), key, key_help(key, task))) from None
     return fields, space
 
 

@@ -210,7 +210,7 @@ def test_task_names_everything_after_the_file_and_draws_one_panel(tmp_path):
     files = [f"{k:03d}.jpg" for k in range(40)]
     lines = ["file,NA"] + [f"{f},{int(k % 3 == 0)}" for k, f in enumerate(files)]
     root = write_csv_root(tmp_path / "photos", lines)
-    cfg = TrainConfig.from_dict({"data.root": str(root), "data.image_size": 32, "model.name": "resnet10t",
+    cfg = TrainConfig.from_dict({"task": "attributes", "data.root": str(root), "data.image_size": 32, "model.name": "resnet10t",
                                  "optim.batch_size": 8, "data.cache_dir": str(tmp_path / "cache")})
     said = []
     summary = prepare_task(cfg, said.append)

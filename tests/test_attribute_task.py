@@ -18,7 +18,7 @@ def tiny_celeba(tmp_path_factory):
 
 
 def test_one_epoch_then_evaluation_writes_consistent_files(tiny_celeba, tmp_path):
-    cfg = TrainConfig.from_dict({"data.root": str(tiny_celeba), "data.image_size": 32, "model.name": "resnet18",
+    cfg = TrainConfig.from_dict({"task": "attributes", "data.root": str(tiny_celeba), "data.image_size": 32, "model.name": "resnet18",
                                  "optim.batch_size": 16, "optim.epochs": 1, "data.cache_dir": str(tmp_path / "cache")})
     task = build(cfg)  # packs the raw files into shards in the cache, then reads those
     assert list((tmp_path / "cache" / "prepared").iterdir())

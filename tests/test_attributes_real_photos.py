@@ -66,7 +66,7 @@ def write_photo_set(root: Path, seed: int = 0) -> Path:
 
 def test_learns_the_easy_attribute_of_real_photos_well_above_its_majority_baseline(tmp_path):
     root = write_photo_set(tmp_path / "photos")
-    cfg = TrainConfig.from_dict({"data.root": str(root), "data.image_size": 32, "model.name": "resnet10t",
+    cfg = TrainConfig.from_dict({"task": "attributes", "data.root": str(root), "data.image_size": 32, "model.name": "resnet10t",
                                  "optim.batch_size": 32, "optim.epochs": 5, "data.cache_dir": str(tmp_path / "cache")})
     said = []
     prepare_task(cfg, said.append)

@@ -7,17 +7,17 @@ from trainables.errors import UserError
 
 
 def test_flat_and_nested_forms_agree():
-    flat = TrainConfig.from_dict({"model.name": "seresnet18", "optim.lr": 0.01, "seed": 3})
-    nested = TrainConfig.from_dict({"model": {"name": "seresnet18"}, "optim": {"lr": 0.01}, "seed": 3})
+    flat = TrainConfig.from_dict({"task": "attributes", "model.name": "seresnet18", "optim.lr": 0.01, "seed": 3})
+    nested = TrainConfig.from_dict({"task": "attributes", "model": {"name": "seresnet18"}, "optim": {"lr": 0.01}, "seed": 3})
     assert flat == nested
     assert flat.model.name == "seresnet18" and flat.optim.lr == 0.01 and flat.seed == 3
-    assert flat.loss.name == TrainConfig().loss.name  # untouched keys keep the dataclass default
+    assert flat.loss.name == TrainConfig("attributes").loss.name  # untouched keys keep the dataclass default
 
 
 def test_round_trip_through_flat_dict():
-    cfg = TrainConfig.from_dict({"data.augment": ["hflip", "cutout"], "loss.gamma": 1.5})
+    cfg = TrainConfig.from_dict({"task": "attributes", "data.augment": ["hflip", "cutout"], "loss.gamma": 1.5})
     assert TrainConfig.from_dict(cfg.to_flat_dict()) == cfg
-    assert set(cfg.to_flat_dict()) == set(known_keys())
+    assert set(cfg.to_flat_dict()) == set(known_keys("attributes"))
 
 
 @pytest.mark.parametrize("key,text,expected", [
@@ -26,7 +26,7 @@ def test_round_trip_through_flat_dict():
     ("data.augment", '["hflip"]', ["hflip"]), ("model.name", "resnet18", "resnet18"),
 ])
 def test_strings_from_the_command_line_are_coerced(key, text, expected):
-    assert coerce(key, text, key_type(key)) == expected
+    assert coerce(key, text, key_type(key, "attributes")) == expected
 
 
 @pytest.mark.parametrize("config,fragment", [
@@ -39,7 +39,7 @@ def test_strings_from_the_command_line_are_coerced(key, text, expected):
 ])
 def test_bad_values_and_keys_are_one_line_user_errors(config, fragment):
     with pytest.raises(UserError) as err:
-        TrainConfig.from_dict(config)
+        TrainConfig.from_dict({"task": "attributes", **config})
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
@@ -48,7 +48,7 @@ def test_a_config_holds_only_the_sections_its_task_reads():
     keys = recognition.to_flat_dict()
     assert recognition.head.m == 0.3 and "eval.targets" in keys
     assert not any(k.startswith(("loss.", "multitask.", "age.")) for k in keys)  # no BCE on an ArcFace run
-    attributes = TrainConfig.from_dict({}).to_flat_dict()
+    attributes = TrainConfig.from_dict({"task": "attributes", "task": "attributes"}).to_flat_dict()
     assert attributes["task"] == "attributes" and "loss.name" in attributes and "head.m" not in attributes
 
 
@@ -74,7 +74,7 @@ def test_every_key_of_every_task_has_its_help_in_list_keys(capsys):
     without help, so the CLI, not a source comment, says what a key does."""
     from argparse import Namespace
 
-    from orchestrator.__main__ import cmd_list
+    from orchestrator.commands.list import cmd_list
     from trainables.config import key_help
     from trainables.tasks import TASKS
 
@@ -87,3 +87,30 @@ def test_every_key_of_every_task_has_its_help_in_list_keys(capsys):
     assert len(listed) == sum(len(TrainConfig(t).to_flat_dict()) - 1 for t in TASKS)  # all but `task`
     lr = next(line for line in listed if line.split()[0] == "optim.lr")
     assert "peak learning rate" in lr and lr.endswith("[above 0]"), lr
+
+
+def test_no_task_is_assumed():
+    with pytest.raises(UserError) as err:
+        TrainConfig.from_dict({"optim.lr": 0.01})
+    message = str(err.value)
+    assert "`task`" in message and "attributes, fairface, recognition" in message and "\n" not in message
+    with pytest.raises(TypeError):
+        TrainConfig()  # the task is the first argument, with no default
+
+
+def test_config_imports_no_task_and_a_config_imports_only_its_own_task():
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import trainables.config
+
+    tree = ast.parse(Path(trainables.config.__file__).read_text())
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m.startswith("trainables.tasks")], imported
+    code = ("import sys; from trainables.config import TrainConfig; TrainConfig.from_dict({'task': 'fairface'}); "
+            "print(sorted({m.split('.')[2] for m in sys.modules if m.startswith('trainables.tasks.')}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['fairface']"

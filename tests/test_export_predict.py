@@ -55,7 +55,7 @@ def test_model_card_says_when_the_data_was_synthetic():
     from trainables.inference import model_from_state
     from trainables.models import build_model
 
-    cfg = TrainConfig.from_dict({"model.name": "resnet18", "data.image_size": 48})
+    cfg = TrainConfig.from_dict({"task": "attributes", "model.name": "resnet18", "data.image_size": 48})
     model = model_from_state(cfg, build_model(cfg.model, 40).state_dict())
     run = SimpleNamespace(info=SimpleNamespace(run_id="abc", run_name="calm-cat"))
     chosen = {"epoch": 2, "out": "model", "metric": "val/mean_accuracy", "mode": "max", "epochs": [2, 3],
@@ -208,8 +208,8 @@ def test_inference_needs_neither_tune_nor_mlflow():
 
 
 def test_cli_parsers_run_both_commands(celeba_trial, tmp_path):
-    from orchestrator.export import add_export_parser, cmd_export
-    from orchestrator.predict import add_predict_parser, cmd_predict
+    from orchestrator.commands.export import add_export_parser, cmd_export
+    from orchestrator.commands.predict import add_predict_parser, cmd_predict
 
     parser = argparse.ArgumentParser()
     commands = parser.add_subparsers(dest="command", required=True)

@@ -151,7 +151,7 @@ def test_write_timm_config_names_the_module_a_registered_architecture_needs(tmp_
     from orchestrator.timm_folder import write_timm_config
     from trainables.models import build_model
 
-    cfg = TrainConfig.from_dict({"model.name": "mobilefacenet", "data.image_size": 112})
+    cfg = TrainConfig.from_dict({"task": "attributes", "model.name": "mobilefacenet", "data.image_size": 112})
     model = build_model(cfg.model, 3).eval()
     save_file(model.state_dict(), str(tmp_path / "model.safetensors"))
     result = write_timm_config(model, tmp_path, 112, ["a", "b", "c"])

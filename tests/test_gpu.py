@@ -25,7 +25,7 @@ def tiny_celeba(tmp_path_factory):
 
 
 def test_an_epoch_on_the_gpu_runs_in_bf16_and_channels_last(tiny_celeba, tmp_path):
-    cfg = TrainConfig.from_dict({"data.root": str(tiny_celeba), "data.image_size": 64, "model.name": "resnet18",
+    cfg = TrainConfig.from_dict({"task": "attributes", "data.root": str(tiny_celeba), "data.image_size": 64, "model.name": "resnet18",
                                  "optim.batch_size": 16, "data.cache_dir": str(tmp_path / "cache")})
     task = get_task(cfg.task).build(cfg)
     device = torch.device("cuda")

@@ -109,7 +109,7 @@ def test_a_finished_two_objective_sweep_tags_its_front_and_logs_its_files(capsys
         SimpleNamespace(config={"model.name": c, "optim.epochs": 4}, error=None,
                         metrics={"trial_id": t, "epoch": e, "val/race/accuracy": a, "val/race/group_gap": g})
         for t, c, s, e, a, g in ROWS if s == "done")
-    sweep = Sweep("frontier", "q", {}, metric=[m for m, _ in ACC_GAP], mode=[d for _, d in ACC_GAP], max_gap=0.05)
+    sweep = Sweep("frontier", "q", {}, task="fairface", metric=[m for m, _ in ACC_GAP], mode=[d for _, d in ACC_GAP], max_gap=0.05)
     task = SimpleNamespace(report_columns=(), leaderboard=None)
     tracking = FakeTracking()
     summary = report.finish_sweep(results, sweep, task, tracking, "parent", {}, lambda c: c["model.name"], 0.0,
@@ -128,7 +128,7 @@ def test_a_single_objective_sweep_is_reported_as_before(capsys):
     results = PolicyResults([SimpleNamespace(config={"model.name": "a"}, error=None,
                                              metrics={"trial_id": "t1", "epoch": 1, "val/mean_accuracy": 0.5})])
     tracking = FakeTracking()
-    summary = report.finish_sweep(results, Sweep("one", "q", {}), SimpleNamespace(report_columns=(), leaderboard=None),
+    summary = report.finish_sweep(results, Sweep("one", "q", {}, task="attributes", metric="val/mean_accuracy"), SimpleNamespace(report_columns=(), leaderboard=None),
                                   tracking, "parent", {}, lambda c: c["model.name"], 0.0, child_run=lambda t: "r1")
     assert summary["best_run_id"] == "r1" and "pareto" not in tracking.tags.get("r1", {})
     assert set(tracking.files["parent"]) == {"trials.csv"} and "Pareto" not in capsys.readouterr().out
@@ -142,12 +142,12 @@ def test_a_single_objective_sweep_is_reported_as_before(capsys):
 ])
 def test_bad_objectives_on_the_command_line_are_one_line(metric, mode, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
-        with_options(Sweep("s", "q", {}), metric, mode)
+        with_options(Sweep("s", "q", {}, task="attributes", metric="val/mean_accuracy"), metric, mode)
     assert "\n" not in str(err.value)
 
 
 def test_objectives_from_the_command_line_replace_the_sweeps():
-    sweep = with_options(Sweep("s", "q", {}), ["val/race/accuracy", "val/race/group_gap"], ["max", "min"])
+    sweep = with_options(Sweep("s", "q", {}, task="attributes", metric="val/mean_accuracy"), ["val/race/accuracy", "val/race/group_gap"], ["max", "min"])
     assert sweep.objectives == ACC_GAP and (sweep.metric, sweep.mode) == ACC_GAP[0]
 
 

@@ -12,7 +12,7 @@ from trainables.errors import UserError
 
 
 def preflight(smoke: bool, batch) -> Preflight:
-    space = {"optim.batch_size": batch, "optim.epochs": 1}
+    space = {"task": "attributes", "optim.batch_size": batch, "optim.epochs": 1}
     fixed = {k: v for k, v in space.items() if not isinstance(v, dict)}
     return Preflight(SimpleNamespace(smoke=smoke), space=space, base=TrainConfig.from_dict(fixed))
 

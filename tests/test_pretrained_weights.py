@@ -86,7 +86,7 @@ def test_timm_itself_reads_that_cache_and_gets_the_same_tensors(hub, monkeypatch
 def test_a_grid_backbone_missing_from_the_cache_fails_before_any_trial(hub, tmp_path, monkeypatch):
     home, _ = hub
     monkeypatch.setenv("HF_HOME", str(home))
-    space = {"model.name": tune.grid_search(["resnet18", "efficientnet_b0", "resnet34"]), "model.pretrained": True}
+    space = {"task": "attributes", "model.name": tune.grid_search(["resnet18", "efficientnet_b0", "resnet34"]), "model.pretrained": True}
     with pytest.raises(UserError) as err:
         check_space(space)
     message = str(err.value)
@@ -100,10 +100,10 @@ def test_a_grid_backbone_missing_from_the_cache_fails_before_any_trial(hub, tmp_
 
 def test_a_model_without_pretrained_weights_is_named_in_one_line():
     for space in ({"task": "recognition", "model.name": "mobilefacenet", "data.image_size": 112},
-                  {"model.name": tune.grid_search(["seresnet18"])}):
+                  {"task": "attributes", "model.name": tune.grid_search(["seresnet18"])}):
         with pytest.raises(UserError) as err:
             check_space({**space, "model.pretrained": True})
-        name = "mobilefacenet" if space.get("task") else "seresnet18"
+        name = "mobilefacenet" if space["task"] == "recognition" else "seresnet18"
         assert str(err.value).startswith(f"{name} has no pretrained weights in timm") and "\n" not in str(err.value)
     from trainables.tasks.recognition import build_embedding_model
 
@@ -165,7 +165,7 @@ def test_a_local_dir_folder_in_timms_layout_loads(tmp_path, monkeypatch):
     weights = absolute("local-dir:exported")  # the driver makes the folder absolute, keeping the scheme
     assert weights == f"local-dir:{tmp_path / 'exported'}"
     cfg = ModelConfig(name="resnet18", weights=weights)
-    check_space({"model.weights": weights})
+    check_space({"task": "attributes", "model.weights": weights})
     model = build_model(cfg, num_outputs=2)
     report = report_of(model)
     assert report["source"] == weights and sorted(report["not_loaded"]) == report["unused"] == ["fc.bias", "fc.weight"]
@@ -174,7 +174,7 @@ def test_a_local_dir_folder_in_timms_layout_loads(tmp_path, monkeypatch):
         locate(ModelConfig(name="efficientnet_b0", weights=weights))
     (tmp_path / "exported" / "config.json").unlink()
     with pytest.raises(UserError, match="has no config.json"):
-        check_space({"model.weights": weights})
+        check_space({"task": "attributes", "model.weights": weights})
 
 
 def test_a_file_missing_a_backbone_tensor_is_an_error_not_a_skip(tmp_path):
@@ -193,7 +193,7 @@ def test_a_file_missing_a_backbone_tensor_is_an_error_not_a_skip(tmp_path):
     with pytest.raises(UserError, match=r"layer1\.0\.bn1\.weight \(3,\) vs \(64,\)"):
         load_backbone_weights(model, str(tmp_path / "wrong.safetensors"))
     with pytest.raises(UserError, match="model.weights file not found"):
-        check_space({"model.weights": str(tmp_path / "nowhere.safetensors")})
+        check_space({"task": "attributes", "model.weights": str(tmp_path / "nowhere.safetensors")})
 
 
 def test_the_report_becomes_tags_and_the_source_a_param(hub, monkeypatch):
@@ -208,8 +208,8 @@ def test_the_report_becomes_tags_and_the_source_a_param(hub, monkeypatch):
     assert report_tags(report_of(timm_resnet18())) == {"weights.source": "scratch"}
     long = report_tags({"source": "x", "not_loaded": [f"t{i}" for i in range(1000)]}, limit=50)["weights.not_loaded"]
     assert len(long) < 80 and long.endswith("more") and f"and {1000 - long.count(', ') - 1} more" in long
-    assert trial_params({"model.name": "resnet18", "model.pretrained": True})["weights.source"] == "timm:resnet18.a1_in1k"
-    assert trial_params({"model.name": "resnet18"})["weights.source"] == "scratch"
+    assert trial_params({"task": "attributes", "model.name": "resnet18", "model.pretrained": True})["weights.source"] == "timm:resnet18.a1_in1k"
+    assert trial_params({"task": "attributes", "model.name": "resnet18"})["weights.source"] == "scratch"
     assert hub_cache_dir() == home / "hub"
 
 

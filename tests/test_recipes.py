@@ -108,7 +108,7 @@ def test_freeze_stages_keeps_the_stem_and_the_first_stages_only():
 
 def test_bad_freeze_values_are_one_line_errors_naming_the_key():
     with pytest.raises(UserError, match=r"model\.freeze='stages:x'.*--set model\.freeze=stages:2"):
-        TrainConfig.from_dict({"model.freeze": "stages:x"})
+        TrainConfig.from_dict({"task": "attributes", "model.freeze": "stages:x"})
     with pytest.raises(UserError, match=r"ResNet has 4 stages.*stages:4"):
         freeze(timm.create_model("resnet18", num_classes=3), "stages:5")
 
@@ -122,7 +122,7 @@ def test_accumulation_counts_optimizer_steps_and_bad_values_are_one_line_errors(
     assert stats.updates == 2 and stats.examples == 40  # 5 batches: one update of 3, a short one of 2
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025)  # half-way: it counted 2 updates, not 5 batches
     with pytest.raises(UserError, match=r"optim\.accum_steps=-1 is out of range.*--set optim\.accum_steps=1"):
-        TrainConfig.from_dict({"optim.accum_steps": -1})
+        TrainConfig.from_dict({"task": "attributes", "optim.accum_steps": -1})
 
 
 def test_ema_is_what_is_evaluated_and_checkpointed_and_equals_a_hand_computed_ema(tmp_path):
@@ -160,7 +160,7 @@ def test_ema_is_what_is_evaluated_and_checkpointed_and_equals_a_hand_computed_em
         torch.testing.assert_close(v.double(), by_hand[k], rtol=1e-5, atol=1e-6)
     assert not torch.allclose(ema.module[3].weight, model[3].weight)  # not simply the training weights
 
-    cfg = TrainConfig.from_dict({"optim.ema": decay})
+    cfg = TrainConfig.from_dict({"task": "attributes", "optim.ema": decay})
     _save(tmp_path, model, nn.Module(), optimizer, scheduler, Position(epoch=2, updates=4, evaluations=2), cfg, {}, ema)
     saved = torch.load(tmp_path / MODEL_WEIGHTS, weights_only=True)
     assert torch.equal(saved["3.weight"], ema.module[3].weight)  # export and predict read the EMA's weights
@@ -178,8 +178,8 @@ def test_the_model_card_says_the_weights_are_an_ema():
     chosen = {"epoch": 2, "out": "model", "metric": "m", "mode": "max", "epochs": [2], "checkpoint": "/c"}
     card = lambda cfg: model_card(cfg=cfg, title="t", card_lines=[], model=model, run=run, tracking_uri="sqlite:///m.db",
                                   chosen=chosen, metrics={}, strategy="", num_outputs=3)
-    assert "ModelEmaV3, decay optim.ema=0.999" in card(TrainConfig.from_dict({"optim.ema": 0.999}))
-    assert "moving average" not in card(TrainConfig.from_dict({}))
+    assert "ModelEmaV3, decay optim.ema=0.999" in card(TrainConfig.from_dict({"task": "attributes", "optim.ema": 0.999}))
+    assert "moving average" not in card(TrainConfig.from_dict({"task": "attributes", "task": "attributes"}))
 
 
 def test_patience_stops_at_the_evaluation_that_exhausts_it_and_resumes_its_count():
@@ -232,7 +232,7 @@ def test_every_trial_reports_its_best_evaluations_numbers_and_step():
 def test_the_recipe_keys_are_listed_with_their_help_and_default_to_doing_nothing(capsys):
     from argparse import Namespace
 
-    from orchestrator.__main__ import cmd_list
+    from orchestrator.commands.list import cmd_list
 
     cmd_list(Namespace(keys=True))
     lines = [line for line in capsys.readouterr().out.splitlines() if "model.freeze" in line or "optim." in line]
@@ -240,6 +240,6 @@ def test_the_recipe_keys_are_listed_with_their_help_and_default_to_doing_nothing
                          ("optim.accum_steps", "1")):
         line = next(line for line in lines if line.split()[0] == key)
         assert line.split()[1] == default and "  # " in line  # one line of help beside the default
-    cfg = TrainConfig.from_dict({"model.freeze": "stages:2", "optim.ema": "0.999", "optim.patience": "3",
+    cfg = TrainConfig.from_dict({"task": "attributes", "model.freeze": "stages:2", "optim.ema": "0.999", "optim.patience": "3",
                                  "optim.accum_steps": "4"})  # as --set and sweep files give them
     assert (cfg.model.freeze, cfg.optim.ema, cfg.optim.patience, cfg.optim.accum_steps) == ("stages:2", 0.999, 3, 4)

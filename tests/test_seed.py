@@ -57,7 +57,7 @@ def test_the_policy_sweep_draws_the_same_policies_for_the_same_seed():
 
     def policies(seed: int, search: str) -> list[dict]:
         k = tune.grid_search(["a", "b"]) if not search else tune.choice(["a", "b"])  # Optuna takes no grid
-        sweep = Sweep("s", "q", {"t": tune.uniform(0.1, 0.9), "k": k},
+        sweep = Sweep("s", "q", {"t": tune.uniform(0.1, 0.9), "k": k}, task="attributes", metric="val/mean_accuracy",
                       num_samples=2, search=search, seed=seed)
         draws = PolicyDraws(sweep)
         out = []
@@ -78,8 +78,8 @@ def test_the_seed_comes_from_the_sweep_file_or_the_command_line(tmp_path):
     assert sweep.seed == DEFAULT_SEED == 0
     assert with_options(sweep, seed=11).seed == 11 and with_options(sweep) is sweep
     file = tmp_path / "s.yaml"
-    file.write_text("question: q?\nseed: 5\nspace:\n  optim.lr: {loguniform: [1.0e-4, 1.0e-2]}\n")
+    file.write_text("question: q?\ntask: attributes\nseed: 5\nspace:\n  optim.lr: {loguniform: [1.0e-4, 1.0e-2]}\n")
     assert loader.load(str(file)).seed == 5
-    file.write_text("question: q?\nseed: -1\nspace:\n  optim.epochs: 1\n")
+    file.write_text("question: q?\ntask: attributes\nseed: -1\nspace:\n  optim.epochs: 1\n")
     with pytest.raises(search_spaces.UserError, match="seed: expects a whole number"):
         loader.load(str(file))

@@ -263,7 +263,7 @@ def test_dataset_through_workers_takes_exactly_limit(unique_rows):
 
 
 def test_cli(tmp_path, capsys):
-    from orchestrator.prepare_cli import add_prepare_parser, cmd_prepare
+    from orchestrator.commands.prepare import add_prepare_parser, cmd_prepare
 
     parser = argparse.ArgumentParser()
     add_prepare_parser(parser.add_subparsers(dest="command"))

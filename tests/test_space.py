@@ -29,7 +29,7 @@ def test_celeba_backbones_covers_the_seed_families():
 
 
 def test_overrides_replace_values_and_comma_lists_become_grids():
-    space = {"model.name": tune.grid_search(["a", "b"]), "optim.lr": 0.1}
+    space = {"task": "attributes", "model.name": tune.grid_search(["a", "b"]), "optim.lr": 0.1}
     out = apply_overrides(space, ["optim.lr=0.5", "model.name=resnet18,seresnet18", "data.augment=hflip,cutout"])
     assert out["optim.lr"] == 0.5 and out["model.name"] == {"grid_search": ["resnet18", "seresnet18"]}
     assert out["data.augment"] == ["hflip", "cutout"]  # a list key keeps its commas
@@ -70,7 +70,7 @@ def test_relative_paths_become_absolute_in_the_driver(tmp_path, monkeypatch):
     assert space["data.root"] == str(tmp_path / "shards")
     assert space["eval.targets"] == [str(tmp_path / "lfw"), str(tmp_path / "cfp_fp.bin")]
     assert space["model.weights"] == str(tmp_path / "w.safetensors")
-    uri = apply_overrides({"data.root": "file:///data/shards"}, ["model.name=resnet18,seresnet18"])
+    uri = apply_overrides({"task": "attributes", "data.root": "file:///data/shards"}, ["model.name=resnet18,seresnet18"])
     assert uri["data.root"] == "file:///data/shards"  # a URI is left as it is
 
 
@@ -98,7 +98,7 @@ def test_a_batch_larger_than_a_workers_share_is_refused_with_the_largest_that_fi
     ("model.name=grid(resnet18,seresnet18)", dict, lambda d: d == {"grid_search": ["resnet18", "seresnet18"]}),
 ])
 def test_set_takes_distributions_as_tune_domains(override, domain, expect):
-    out = apply_overrides({"optim.lr": 0.1}, [override])
+    out = apply_overrides({"task": "attributes", "optim.lr": 0.1}, [override])
     value = out[override.split("=")[0]]
     assert isinstance(value, domain) and expect(value), value
     check_space(out)
@@ -118,13 +118,13 @@ def test_set_takes_distributions_as_tune_domains(override, domain, expect):
 ])
 def test_bad_set_distributions_name_the_set_and_the_fix(override, fragment):
     with pytest.raises(UserError) as err:
-        apply_overrides({}, [override])
+        apply_overrides({"task": "attributes"}, [override])
     assert str(err.value).startswith(f"--set {override}: ") and fragment in str(err.value), err.value
 
 
 def test_a_choice_of_paths_is_made_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    out = apply_overrides({}, ["model.weights=choice(a.pth,/w/b.pth)"])
+    out = apply_overrides({"task": "attributes"}, ["model.weights=choice(a.pth,/w/b.pth)"])
     assert out["model.weights"].categories == [str(tmp_path / "a.pth"), "/w/b.pth"]
 
 

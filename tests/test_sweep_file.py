@@ -122,7 +122,8 @@ BAD = [
     ("a key written twice", _edit("  optim.epochs: 4", "  optim.epochs: 4\n  optim.epochs: 5"), [":18: 'optim.epochs' appears twice"]),
     ("YAML syntax", _edit("  loss.name: {choice: [bce, focal]}", "  loss.name: {choice: [bce, focal]"), [":15:", "not valid YAML", "flow mapping from line 14"]),
     ("no question", _edit("question: Which backbone and learning rate predict my attributes best?\n", ""), ["`question:` missing"]),
-    ("optuna with nothing to search", lambda t: "question: q?\nsearch: optuna\nspace:\n  optim.lr: 0.1\n", ["search: optuna", "nothing to search"]),
+    ("no task", _edit("task: attributes\n", ""), ["`task:` missing", "task: attributes", "attributes, fairface, recognition"]),
+    ("optuna with nothing to search", lambda t: "question: q?\ntask: attributes\nsearch: optuna\nspace:\n  optim.lr: 0.1\n", ["search: optuna", "nothing to search"]),
     ("not a mapping", lambda t: "- question: q?\n", ["a mapping of fields", "got a list"]),
 ]
 
@@ -214,3 +215,20 @@ def test_the_readmes_sweep_file_as_printed_passes_doctor(smoke, tmp_path, capsys
     assert not failed, lines
     assert any(line.startswith("✓ sweep my_sweep") for line in lines), lines
     assert any(line.startswith("✓ data at") for line in lines), lines
+
+
+@pytest.mark.parametrize("space,overrides,key", [
+    ("  optim.epochs: many\n", [], "optim.epochs"),                    # a wrong type, read from the file
+    ("  optim.ema: 1.5\n", [], "optim.ema"),                           # out of range, found when configs are built
+    ("  model.drop_rate: {uniform: [0, 2]}\n", [], "model.drop_rate"),  # a draw out of range
+    ("  optim.lr: 0.01\n", ["optim.epochs=x"], "optim.epochs"),       # --set of a wrong type
+    ("  optim.lr: 0.01\n", ["optim.ema=2"], "optim.ema"),             # --set out of range
+], ids=["file type", "file range", "file draw", "--set type", "--set range"])
+def test_a_bad_value_of_a_known_key_quotes_the_keys_help(tmp_path, space, overrides, key):
+    from trainables.config import key_help
+
+    path = write(tmp_path, f"question: q?\ntask: attributes\nmetric: val/macro_f1\nspace:\n{space}")
+    with pytest.raises(UserError) as err:
+        Preflight(SweepOptions(name=path, overrides=overrides)).check_sweep()
+    message, help = str(err.value), key_help(key, "attributes")
+    assert help and message.endswith(f"; {key}: {help}") and "\n" not in message, message

@@ -21,7 +21,7 @@ def source_trial(tmp_path_factory):
     """A finished attribute trial's run in a sqlite MLflow: its params and its stored files, as a sweep leaves them."""
     tmp = tmp_path_factory.mktemp("thresholds")
     root = write_demo_celeba(tmp / "celeba", num_images=240, seed=5)
-    cfg = TrainConfig.from_dict({"data.root": str(root), "data.image_size": 32, "model.name": "resnet18",
+    cfg = TrainConfig.from_dict({"task": "attributes", "data.root": str(root), "data.image_size": 32, "model.name": "resnet18",
                                  "optim.batch_size": 16, "optim.epochs": 1, "data.cache_dir": str(tmp / "cache")})
     task = build(cfg)
     one_epoch(task, cfg, 16)
@@ -85,7 +85,7 @@ def test_optuna_policies_run_in_this_process_without_ray(source_trial, tmp_path,
 
 
 def test_a_grid_of_policies_is_drawn_once_per_sample(source_trial, tmp_path):
-    sweep = Sweep(name="grid_thresholds", question="?", metric="val/macro_f1", runner="thresholds", grace_period=0,
+    sweep = Sweep(name="grid_thresholds", question="?", task="attributes", metric="val/macro_f1", runner="thresholds", grace_period=0,
                   num_samples=2, param_space={"policy.strategy": tune.grid_search(["fixed", "f1_opt"]),
                                               "policy.smoothing": tune.uniform(0.0, 1.0), "policy.offset": 0.0})
     summary = run_threshold_sweep(options(source_trial, tmp_path), sweep)

@@ -112,13 +112,13 @@ def test_out_of_range_overrides_and_distributions_are_caught_before_any_trial(ov
 @pytest.mark.parametrize("override", ["model.drop_rate=uniform(0,1)", "eval.threshold=uniform(0.1,0.9)",
                                       "optim.lr=loguniform(1e-4,1e-2)", "optim.epochs=randint(1,5)"])
 def test_distributions_inside_the_range_pass(override):
-    check_space(apply_overrides({}, [override]))  # uniform's upper bound is never drawn: [0, 1) fits [0, 1)
+    check_space(apply_overrides({"task": "attributes"}, [override]))  # uniform's upper bound is never drawn: [0, 1) fits [0, 1)
 
 
 @pytest.mark.parametrize("override", ["optim.lr=uniform(1e-3,inf)", "optim.lr=loguniform(nan,1)"])
 def test_a_distribution_with_a_non_finite_bound_is_a_one_line_error(override):
     with pytest.raises(UserError, match="needs finite bounds"):
-        apply_overrides({}, [override])
+        apply_overrides({"task": "attributes"}, [override])
 
 
 def test_a_ranges_largest_draw_counts_for_epochs_and_batch_size():
@@ -131,7 +131,7 @@ def test_a_sweep_file_distribution_out_of_range_names_the_file(tmp_path):
     from orchestrator.sweep import SweepOptions
 
     path = tmp_path / "drops.yaml"
-    path.write_text("question: does dropout help?\nmetric: val/macro_f1\nmode: max\nspace:\n"
+    path.write_text("question: does dropout help?\ntask: attributes\nmetric: val/macro_f1\nmode: max\nspace:\n"
                     "  model.drop_rate: {uniform: [0.0, 1.5]}\n")
     with pytest.raises(UserError) as err:
         Preflight(SweepOptions(name=str(path))).check_sweep()
@@ -167,7 +167,7 @@ def test_the_command_line_refuses_out_of_range_values_with_exit_2(override, frag
 
 
 def test_a_nan_in_a_workers_config_is_refused_there_too():
-    config = TrainConfig().to_flat_dict()
+    config = TrainConfig("attributes").to_flat_dict()
     config["optim.lr"] = math.nan  # a config dict as Tune hands it to a worker
     with pytest.raises(UserError, match="optim.lr=nan"):
         TrainConfig.from_dict(config)

@@ -25,7 +25,7 @@ def fake_trial(tmp, uri: str, config: dict, epochs: int, experiment: str) -> dic
     """Train `epochs` short epochs, writing checkpoint folders as train.py does and an MLflow child
     run (metric history per epoch, `checkpoint` tag = the last checkpoint) as a sweep does."""
     torch.manual_seed(0)
-    cfg = TrainConfig.from_dict({**config, "optim.batch_size": 16, "optim.epochs": epochs,
+    cfg = TrainConfig.from_dict({"task": "attributes", **config, "optim.batch_size": 16, "optim.epochs": epochs,
                                  "data.cache_dir": str(tmp / "cache")})
     task = build(cfg)
     module = TrainModule(task.model, task.criterion)

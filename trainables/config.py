@@ -26,9 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainables.errors import UserError
-
-DEFAULT_TASK = "attributes"
-
+from trainables.registry import Registry
 
 def path(default: Any = "", help: str = "", **kwargs):
     """A dataclass field that holds a path (or a list of them), with its one-line help."""
@@ -179,20 +177,27 @@ SCALAR_HELP = {"task": "what the trials learn: attributes | fairface | recogniti
 SEED_RANGE = Range(0)                # numpy's seed sequences refuse a negative seed
 
 
+# Task name -> the config sections that task reads beyond the shared ones. Each task registers its own
+# when its folder is imported (register_task, in the tasks package); this module imports no task:
+# the package root (trainables/__init__.py) tells the registry how to import the task folders.
+TASK_SECTIONS: Registry[dict[str, type]] = Registry("task", key="task")
+
+
 def task_sections(task: str) -> dict[str, type]:
     """Every section a config of `task` holds: the shared ones, then the task's own."""
-    from trainables.tasks import get_task  # the task registry imports this module
+    return {**SHARED_SECTIONS, **TASK_SECTIONS.get(task)}
 
-    return {**SHARED_SECTIONS, **get_task(task).sections}
+
+def known_tasks() -> list[str]:
+    """The names of every registered task."""
+    return TASK_SECTIONS.names()
 
 
 def all_sections() -> dict[str, list[str]]:
     """Section name -> the tasks that read it (for telling a foreign section from a typo)."""
-    from trainables.tasks import TASKS
-
-    out: dict[str, list[str]] = {name: list(TASKS.names()) for name in SHARED_SECTIONS}
-    for name, task in TASKS.items():
-        for section in task.sections:
+    out: dict[str, list[str]] = {name: known_tasks() for name in SHARED_SECTIONS}
+    for name, sections in TASK_SECTIONS.items():
+        for section in sections:
             out.setdefault(section, []).append(name)
     return out
 
@@ -201,7 +206,7 @@ class TrainConfig:
     """A trial's config: its task, its seed, and exactly the sections that task reads (as attributes:
     `cfg.model.name`, `cfg.loss.gamma`)."""
 
-    def __init__(self, task: str = DEFAULT_TASK, seed: int = 0, **sections: Any):
+    def __init__(self, task: str, seed: int = 0, **sections: Any):
         classes = task_sections(task)
         for name in sections:
             if name not in classes:
@@ -227,9 +232,12 @@ class TrainConfig:
         """Build from flat dotted keys or nested dicts; unknown keys, keys of sections the task does not
         read, and bad types are UserErrors."""
         flat = flatten(config)
-        task = coerce("task", flat.pop("task", DEFAULT_TASK), str)
+        if "task" not in flat:
+            raise UserError(f"a config names its task, and this one has no `task` key: add task: one of "
+                            f"{', '.join(known_tasks())} (e.g. task: attributes)")
+        task = coerce("task", flat.pop("task"), str)
         classes = task_sections(task)
-        seed = coerce("seed", flat.pop("seed", 0), int)
+        seed = helped_coerce("seed", flat.pop("seed", 0), int, SCALAR_HELP["seed"])
         values: dict[str, dict[str, Any]] = {}
         for key, value in flat.items():
             section, _, name = key.partition(".")
@@ -247,12 +255,12 @@ class TrainConfig:
                 **flatten({name: dataclasses.asdict(section) for name, section in self.sections.items()})}
 
 
-def known_keys(task: str = DEFAULT_TASK) -> list[str]:
+def known_keys(task: str) -> list[str]:
     """Every dotted key a config of `task` accepts, in declaration order."""
     return list(TrainConfig(task).to_flat_dict())
 
 
-def key_type(key: str, task: str = DEFAULT_TASK) -> Any:
+def key_type(key: str, task: str) -> Any:
     """The declared type of a dotted key for `task` (for parsing `--set`)."""
     if key in SCALARS:
         return SCALARS[key]
@@ -266,7 +274,7 @@ def key_type(key: str, task: str = DEFAULT_TASK) -> Any:
     return _field_type(section_cls, name, task)
 
 
-def path_keys(task: str = DEFAULT_TASK) -> list[str]:
+def path_keys(task: str) -> list[str]:
     """The dotted keys whose values are paths, which the driver makes absolute."""
     return [f"{name}.{f.name}" for name, cls in task_sections(task).items()
             for f in dataclasses.fields(cls) if f.metadata.get("path")]
@@ -287,14 +295,15 @@ def check_values(cfg: "TrainConfig") -> None:
     """Every float finite, every `bounded()` range held, and each section's own `check_relations`
     (rules between its fields): a one-line UserError naming the key, the value and the range."""
     if (problem := range_problem("seed", cfg.seed, SEED_RANGE)):
-        raise UserError(f"{problem}: fix the value, e.g. --set seed=0")
+        raise UserError(with_help(f"{problem}: fix the value, e.g. --set seed=0", "seed", SCALAR_HELP["seed"]))
     for name, section in cfg.sections.items():
         for f in dataclasses.fields(section):
             key, value = f"{name}.{f.name}", getattr(section, f.name)
             problem = range_problem(key, value, f.metadata.get("range"))
             if problem:
                 example = f"{f.default:g} (its default)" if isinstance(f.default, (int, float)) else "..."
-                raise UserError(f"{problem}: fix the value, e.g. --set {key}={example}")
+                raise UserError(with_help(f"{problem}: fix the value, e.g. --set {key}={example}", key,
+                                          f.metadata.get("help", "")))
         relations = getattr(section, "check_relations", None)
         if relations is not None:
             relations(name + ".")
@@ -311,7 +320,7 @@ def range_problem(key: str, value: Any, valid: Range | None) -> str:
     return ""
 
 
-def key_help(key: str, task: str = DEFAULT_TASK) -> str:
+def key_help(key: str, task: str) -> str:
     """The one-line help a dotted key declares ("" when none)."""
     if key in SCALAR_HELP:
         return SCALAR_HELP[key]
@@ -321,7 +330,7 @@ def key_help(key: str, task: str = DEFAULT_TASK) -> str:
     return found[0].metadata.get("help", "") if found else ""
 
 
-def key_range(key: str, task: str = DEFAULT_TASK) -> Range | None:
+def key_range(key: str, task: str) -> Range | None:
     """The declared range of a dotted key for `task` (None when it declares none)."""
     if key == "seed":
         return SEED_RANGE
@@ -331,7 +340,21 @@ def key_range(key: str, task: str = DEFAULT_TASK) -> Range | None:
     return found[0].metadata.get("range") if found else None
 
 
-def unknown_key_error(key: str, task: str = DEFAULT_TASK) -> UserError:
+def with_help(message: str, key: str, help: str) -> str:
+    """An error line about a value of `key`, ending with what the key does (its declared help), so a
+    mistake in a sweep file or a `--set` says what the key is for."""
+    return f"{message}; {key}: {help}" if help else message
+
+
+def helped_coerce(key: str, value: Any, typ: Any, help: str) -> Any:
+    """`coerce`, whose one-line error also quotes the key's help."""
+    try:
+        return coerce(key, value, typ)
+    except UserError as err:
+        raise UserError(with_help(str(err), key, help)) from None
+
+
+def unknown_key_error(key: str, task: str) -> UserError:
     close = difflib.get_close_matches(key, known_keys(task), n=3)
     hint = (f"did you mean {', '.join(close)}?" if close
             else "run `python -m orchestrator list --keys` for the keys of each task")
@@ -399,11 +422,12 @@ def coerce(key: str, value: Any, typ: Any) -> Any:
 
 
 def _build(section_cls: type, values: dict[str, Any], prefix: str, task: str) -> Any:
-    names = {f.name for f in dataclasses.fields(section_cls)}
+    fields = {f.name: f for f in dataclasses.fields(section_cls)}
     for key in values:
-        if key not in names:
+        if key not in fields:
             raise unknown_key_error(prefix + key, task)
-    return section_cls(**{k: coerce(prefix + k, v, _field_type(section_cls, k, task)) for k, v in values.items()})
+    return section_cls(**{k: helped_coerce(prefix + k, v, _field_type(section_cls, k, task),
+                                           fields[k].metadata.get("help", "")) for k, v in values.items()})
 
 
 def _field_type(cls: type, name: str, task: str) -> Any:

@@ -16,11 +16,19 @@ T = TypeVar("T")
 
 class Registry(Generic[T]):
     """Names -> values of one kind. `key` is the config key that selects one (for the error message),
-    `loader` imports the modules that register themselves, on first lookup."""
+    `loader` imports the modules that register themselves, on first lookup; `find(name)`, when given, is
+    tried first and imports the one module that registers `name` (so a lookup need not import them all)."""
 
-    def __init__(self, kind: str, key: str = "", loader: Callable[[], None] | None = None):
-        self.kind, self.key, self._loader, self._loaded = kind, key, loader, loader is None
+    def __init__(self, kind: str, key: str = "", loader: Callable[[], None] | None = None,
+                 find: Callable[[str], None] | None = None):
+        self.kind, self.key = kind, key
         self._items: dict[str, T] = {}
+        self.load_with(loader, find)
+
+    def load_with(self, loader: Callable[[], None] | None, find: Callable[[str], None] | None = None) -> None:
+        """Set how the registering modules are imported: for a registry whose owner must not import them
+        itself (trainables/config.py's task sections), the package that may do so calls this."""
+        self._loader, self._find, self._loaded = loader, find, loader is None
 
     def register(self, name: str, value: T | None = None):
         """`registry.register(name, value)`, or `@registry.register(name)` on a class or function."""
@@ -40,6 +48,8 @@ class Registry(Generic[T]):
             self._loader()
 
     def get(self, name: str) -> T:
+        if name not in self._items and self._find is not None:
+            self._find(name)
         if name not in self._items:  # a name already registered needs no loading of the others
             self._load()
         if name not in self._items:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from torch import nn
 
+from trainables.config import TASK_SECTIONS
 from trainables.registry import Registry
 
 if TYPE_CHECKING:
@@ -131,17 +132,23 @@ def _load_all() -> None:
             importlib.import_module(f"{__name__}.{module.name}")
 
 
-TASKS: Registry[Task] = Registry("task", key="task", loader=_load_all)
+def import_task(name: str) -> None:
+    """Import the folder of task `name` alone, when there is one: a worker needs one task only, so a
+    trial's start does not pay for the others' imports (any other name loads them all, for the
+    registry's did-you-mean)."""
+    if isinstance(name, str) and name.isidentifier() and (Path(__path__[0]) / name / "__init__.py").is_file():
+        importlib.import_module(f"{__name__}.{name}")
+
+
+TASKS: Registry[Task] = Registry("task", key="task", loader=_load_all, find=import_task)
 
 
 def register_task(task: Task) -> Task:
+    """Register `task`, and its config sections with trainables/config.py, which reads them from there."""
+    TASK_SECTIONS.register(task.name, dict(task.sections))
     return TASKS.register(task.name, task)
 
 
 def get_task(name: str) -> Task:
-    """The task `name`. A worker needs one task only: its folder (named as the task) is imported
-    alone, so a trial's start does not pay for the others' imports; any other name loads them all,
-    for the registry's did-you-mean."""
-    if isinstance(name, str) and name.isidentifier() and (Path(__path__[0]) / name / "__init__.py").is_file():
-        importlib.import_module(f"{__name__}.{name}")
+    """The task `name` (its folder imported alone)."""
     return TASKS.get(name)
