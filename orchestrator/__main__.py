@@ -5,8 +5,9 @@ traceback; anything else is a bug and keeps its traceback. Everything the proces
 text included, passes one redaction (orchestrator/redaction.py): no credential reaches a console or a job log.
 
 Exit statuses: 0 done; 1 every trial failed; 2 a user's mistake; 3 the sweep finished but its MLflow
-server was still down at the end (its records are kept in the storage: `sync` writes them); 130 and
-143 interrupted by SIGINT and SIGTERM (`--resume` continues).
+server was still down at the end (its records are kept in the storage: `sync` writes them); 4 the
+sweep's --budget was spent (`--resume --budget LARGER` continues); 130 and 143 interrupted by SIGINT and
+SIGTERM (`--resume` continues).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import signal
 import sys
 
+from orchestrator.budget import EXIT_BUDGET_SPENT
 from orchestrator.commands.serve import add_serve_parser, cmd_serve
 from orchestrator.commands.sync import EXIT_STILL_DOWN, add_sync_parser, cmd_sync
 from orchestrator.export import add_export_parser, add_register_arguments, cmd_export
@@ -76,6 +78,10 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
                        help="where Tune state and checkpoints go: a folder or a URI such as s3://bucket/runs (default: ./runs)")
     storage.add_argument("--tracking-uri", metavar="URI",
                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here)")
+    resources.add_argument("--budget", metavar="DURATION",
+                       help="trial-hours the sweep may spend (wall time x workers, x GPUs per worker on GPUs), e.g. 2h, "
+                            "90m, 30s, 1.5h: once spent no trial starts and running ones stop after their epoch; "
+                            "--resume counts what was spent and takes a larger --budget (exit status 4)")
     resources.add_argument("--address", metavar="ADDR",
                        help="Ray cluster to attach to (default: $RAY_ADDRESS, else a local Ray)")
     storage.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this name and storage")
@@ -126,6 +132,8 @@ def cmd_sweep(args) -> int:
 
     options = SweepOptions(**{k: v for k, v in vars(args).items() if k != "command"})
     summary = run_sweep(options)
+    if summary.get("budget_spent"):
+        return EXIT_BUDGET_SPENT
     if summary.get("interrupted"):
         return signals.exit_status()
     if summary.get("unrecorded"):
