@@ -24,6 +24,7 @@ from typing import Callable
 from ray import tune
 
 from orchestrator import signals
+from orchestrator.accounting import resume_command
 from trainables.errors import UserError
 
 EXIT_BUDGET_SPENT = 4  # the sweep stopped because its budget was spent: `--resume --budget LARGER` continues
@@ -60,8 +61,6 @@ def flag_value(seconds: float) -> str:
 
 def continue_command(spent_s: float, budget_s: float, argv: list[str] | None = None) -> str:
     """The last line of a sweep whose budget is spent: this command with --resume and twice the budget."""
-    from orchestrator.accounting import resume_command
-
     argv = list(sys.argv if argv is None else argv)
     kept = [a for i, a in enumerate(argv) if not a.startswith("--budget=") and a != "--budget"
             and not (i and argv[i - 1] == "--budget")]
@@ -178,7 +177,7 @@ class BudgetKeeper(tune.Callback):
             return
         self.waiting = set(self.spend.running)
         self.say(f"[{time.strftime('%H:%M:%S')}] budget spent: {hours(self.spend.spent_s)} of {hours(self.budget_s)}; "
-                 f"no new trial starts, and the {len(self.waiting)} running stop after their current epoch")
+                 f"no new trial starts; running trials ({len(self.waiting)}) stop after their current epoch")
         if not self.waiting:
             self._stop()
 
