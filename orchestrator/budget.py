@@ -3,8 +3,8 @@
 A trial costs its running time (from Tune's start of its actor to its end) times its weight: its DDP
 workers, times each worker's GPUs where trials have GPUs. Only time a trial runs is counted, so the
 time a sweep was down before a `--resume` costs nothing (Ray's `TimeoutStopper` counts it: ray#21038).
-What was spent is kept in the sweep's state (state.py) after every trial event, and a resume goes on
-from it.
+What was spent is kept in the sweep's state (state.py) as trials report (at most every SAVE_EVERY_S) and
+at each trial's end, and a resume goes on from it.
 
 When the budget is spent, no new trial starts, and each running trial stops at its next report (the end
 of its current epoch): then `fit()` ends as it does on a Ctrl-C, with Tune's state saved and the
@@ -25,10 +25,13 @@ from ray import tune
 
 from orchestrator import signals
 from orchestrator.accounting import resume_command
+from orchestrator.store_outage import QUIET_S
 from trainables.errors import UserError
+from trainables.storage_fs import one_line
 
 EXIT_BUDGET_SPENT = 4  # the sweep stopped because its budget was spent: `--resume --budget LARGER` continues
 BUDGET_SPENT = "budget spent"  # the sweep's state, and its parent run's `status` tag
+SAVE_EVERY_S = 30.0  # while trials report, the spend is saved at most this often (and at each trial's end)
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([hms])\s*$", re.IGNORECASE)
 
@@ -120,6 +123,7 @@ class BudgetKeeper(tune.Callback):
         self.budget_s, self.spend, self.save, self.record, self.say = budget_s, spend, save, record, say
         self.clock, self.stop_fit = clock, stop
         self.waiting: set[str] | None = None  # once spent: the running trials yet to finish their epoch
+        self._saved_at, self._quiet_until = -math.inf, 0.0
         self.trials: dict = {}  # trial id -> the Tune trial, for its last result
         self.stopped = False
 
@@ -144,7 +148,7 @@ class BudgetKeeper(tune.Callback):
             self.waiting.discard(trial.trial_id)
             if not self.waiting:
                 self._stop()
-        self._save()
+        self._save(every_s=SAVE_EVERY_S)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         if not self.stopped:
@@ -189,21 +193,30 @@ class BudgetKeeper(tune.Callback):
         self.stopped = True
         for trial_id in self.spend.running:
             self._record(self.trials[trial_id])
-        self._save()
-        self.stop_fit()
+        self._save(always=True)
+        if not self.stop_fit():  # Tune's SIGINT handler is not installed (off the main thread, or disabled)
+            self.say(f"[{time.strftime('%H:%M:%S')}] note   the budget is spent but Tune cannot be asked to stop "
+                     "here (TUNE_DISABLE_SIGINT_HANDLER, or not on the main thread): stop it with Ctrl-C")
 
     def _record(self, trial) -> None:
         result = trial.last_result or {}
         step = int(result.get("epoch", result.get("training_iteration", 0)) or 0)
         self.record(trial.trial_id, step, {"budget/trial_hours": self.spend.by_trial.get(trial.trial_id, 0.0) / 3600})
 
-    def _save(self) -> None:
+    def _save(self, every_s: float = 0.0, always: bool = False) -> None:
+        """Save the spend: at most every `every_s`, and after a failed save not again for QUIET_S (each try
+        waits for the store's bounded retries, on Tune's own loop) unless `always` (the stop)."""
+        now = self.clock()
+        if not always and (now < self._quiet_until or now - self._saved_at < every_s):
+            return
         try:
             self.save(self.spend)
+            self._saved_at, self._quiet_until = now, 0.0
         except Exception as err:  # noqa: BLE001  a store that does not answer must not stop a trial
-            self.say(f"note: the budget's spend could not be saved ({str(err).splitlines()[0][:200] if str(err) else type(err).__name__}); "
-                     "it is saved again at the next trial event")
-
+            if not self._quiet_until:
+                self.say(f"[{time.strftime('%H:%M:%S')}] note   the budget's spend could not be saved "
+                         f"({one_line(err)}); it is saved again at the sweep's end")
+            self._quiet_until = now + QUIET_S
 
 def keeper_for(run, budget_s: float | None, resources, submit: Callable[[dict], None]) -> BudgetKeeper:
     """The budget callback of sweep run `run` (state.SweepRun), going on from what it spent before; `submit` is

@@ -123,6 +123,13 @@ def test_a_budget_spent_before_any_trial_runs_stops_at_once():
     assert stops == [0]
 
 
+def test_a_stop_tune_cannot_take_is_said():
+    said = []
+    keeper = budget.BudgetKeeper(1, budget.Spend(1, 1), save=lambda s: None, say=said.append, stop=lambda: False)
+    keeper.on_step_end(0, [])
+    assert keeper.stopped and "stop it with Ctrl-C" in said[-1]
+
+
 def test_a_resume_needs_a_budget_larger_than_what_was_spent(tmp_path):
     run = SweepRun("s", str(tmp_path), budget_s=60, spent_s=75.5)
     with pytest.raises(UserError, match=r"has spent 76 trial-seconds of its --budget of 60 trial-seconds: .* "
@@ -173,3 +180,21 @@ def test_stopping_fit_calls_tunes_own_handler_and_is_no_signal():
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
+
+
+def test_a_store_that_does_not_answer_costs_one_line_and_is_not_asked_again_until_the_stop():
+    clock, said, tries = Clock(), [], []
+
+    def save(spend):
+        tries.append(clock.now)
+        raise OSError("AWS Error NETWORK_CONNECTION during PutObject operation")
+
+    keeper = budget.BudgetKeeper(100, budget.Spend(1), save=save, say=said.append, clock=clock, stop=lambda: True)
+    trial = _trial("a")
+    keeper.on_trial_start(0, [], trial)
+    for clock.now in (10, 50, 90):
+        keeper.on_trial_result(0, [], trial, trial.last_result)
+    assert tries == [10] and len(said) == 1 and said[0].startswith("[") and "could not be saved" in said[0]
+    clock.now = 120  # spent: the stop tries once more, whatever the store did before
+    keeper.on_trial_result(0, [], trial, trial.last_result)
+    assert tries == [10, 120] and keeper.stopped and len(said) == 2  # the second line: "budget spent"
