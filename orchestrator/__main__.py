@@ -5,8 +5,9 @@ traceback; anything else is a bug and keeps its traceback. Everything the proces
 text included, passes one redaction (orchestrator/redaction.py): no credential reaches a console or a job log.
 
 Exit statuses: 0 done; 1 every trial failed; 2 a user's mistake; 3 the sweep finished but its MLflow
-server was still down at the end (its records are kept in the storage: `sync` writes them); 130 and
-143 interrupted by SIGINT and SIGTERM (`--resume` continues).
+server was still down at the end (its records are kept in the storage: `sync` writes them); 4 the
+sweep's --budget was spent (`--resume --budget LARGER` continues); 130 and 143 interrupted by SIGINT and
+SIGTERM (`--resume` continues).
 """
 
 from __future__ import annotations

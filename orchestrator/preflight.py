@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import search_spaces
-from orchestrator import cluster, state
+from orchestrator import budget, cluster, state
 from orchestrator.space import (apply_overrides, batch_sizes, check_space, count_trials, grid_note, grids_as_choices,
                                 is_domain)
 from orchestrator.tracking import Tracking, redact
@@ -33,12 +33,15 @@ class Preflight:
     data: DataSummary | None = None
     resources: cluster.TrialResources | None = None
     notes: list[str] = field(default_factory=list)  # what the checks changed, for the sweep's header
+    budget_s: float | None = None  # this invocation's budget in trial-seconds (budget.py)
 
     def check_sweep(self) -> str:
         opts = self.opts
         cluster.check_shape_options(opts.num_workers, opts.gpus_per_worker, opts.max_concurrent)
         if opts.max_failures < 0:
             raise UserError(f"--max-failures cannot be negative, got {opts.max_failures}")
+        if getattr(opts, "budget", None) is not None:
+            budget.parse_budget(opts.budget)
         # The demo's settings for the demo set wherever its shards are (a bucket, a folder, the cache).
         self.sweep = search_spaces.with_options(search_spaces.get(opts.name)(real_data=not is_demo(opts.data),
                                                                              smoke=opts.smoke),
@@ -72,6 +75,7 @@ class Preflight:
         self.run = state.locate(root, self.sweep.name, self.opts.run_name, self.opts.resume)
         if self.tracking is not None:
             self.run.check_tracking(self.tracking.uri, redact(self.tracking.uri))
+        self.budget_s = budget.budget_for(getattr(self.opts, "budget", None), self.run, self.opts.resume)
         verb = "resumes" if self.opts.resume else "will write"
         return f"storage {redact(root)} is writable; this sweep {verb} {redact(self.run.path)}"
 

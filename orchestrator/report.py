@@ -106,7 +106,8 @@ def trial_statuses(results: tune.ResultGrid) -> list[tuple[str, str]]:
 def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking, parent_id: str,
                  baseline: dict | None, describe, started: float, child_run=lambda trial_id: None,
                  interrupted: bool = False, status_of=None, total: int | None = None,
-                 closing_later: bool = False, full_epochs: int | None = None) -> dict:
+                 closing_later: bool = False, full_epochs: int | None = None,
+                 why: str = "the sweep was interrupted") -> dict:
     """Print the table and log the sweep's files to the parent run. An interrupted sweep logs no `best/*`:
     its parent and its unfinished trials' runs are KILLED. A finished one gets `best/*` (and which child
     run is best) and is closed FINISHED, here, or with `closing_later` by the caller's `close_sweep`, as
@@ -116,7 +117,8 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
 
     A sweep of several objectives (`sweep.objectives`) marks its Pareto front in the table, tags each
     trial's run `pareto=true|false`, logs pareto.csv and pareto.png, and its best trial is the front
-    member its rule picks (pareto.choose). `full_epochs`: a trial's epochs when its config does not say."""
+    member its rule picks (pareto.choose). `full_epochs`: a trial's epochs when its config does not say.
+    `why`: what stopped an unfinished sweep, for its closing line (an interrupt, or its budget spent)."""
     objectives = getattr(sweep, "objectives", [(sweep.metric, sweep.mode)])
     extra = [m for m, _ in objectives[1:] if m not in sweep.report] + list(sweep.report)
     table = results_table(results, sweep.metric, sweep.mode, describe, extra, task.report_columns, status_of)
@@ -128,7 +130,7 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
     print("\n" + (table.to_string(index=False, float_format=lambda v: f"{v:.4f}") if not table.empty else "no trials ran"))
     summary: dict = {"trials": len(table), "failed": failed, "baseline": baseline}
     if interrupted:
-        return interrupted_sweep(tracking, parent_id, table, started, child_run, summary, total)
+        return interrupted_sweep(tracking, parent_id, table, started, child_run, summary, total, why)
     if front is not None:
         best = front["best"]
         tag_front(tracking, table, child_run)
@@ -213,7 +215,7 @@ def log_sweep_files(tracking: Tracking, parent_id: str, table: pd.DataFrame, lea
 
 
 def interrupted_sweep(tracking: Tracking, parent_id: str, table: pd.DataFrame, started: float, child_run,
-                      summary: dict, total: int | None = None) -> dict:
+                      summary: dict, total: int | None = None, why: str = "the sweep was interrupted") -> dict:
     """Close an interrupted sweep: the table of what ran, every unfinished trial's run KILLED, the parent
     KILLED, and no best/* (a partial sweep has no winner). `total`: the trials the search produces (some
     may not have been created yet)."""
@@ -226,6 +228,6 @@ def interrupted_sweep(tracking: Tracking, parent_id: str, table: pd.DataFrame, s
     tracking.log(parent_id, metrics={"sweep/minutes": (time.time() - started) / 60})
     tracking.set_terminated(parent_id, status="KILLED")
     ended = len(table) - len(unfinished)
-    print(f"{ended} of {max(total or 0, len(table))} trials ended in {(time.time() - started) / 60:.1f} min before the "
-          "sweep was interrupted; nothing is lost, and MLflow marks the sweep and its unfinished trials KILLED.")
+    print(f"{ended} of {max(total or 0, len(table))} trials ended in {(time.time() - started) / 60:.1f} min before "
+          f"{why}; nothing is lost, and MLflow marks the sweep and its unfinished trials KILLED.")
     return {**summary, "unfinished": len(unfinished)}

@@ -13,6 +13,7 @@ handler is installed, `watch_tune_stop` wraps it so that the first signal is not
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 
@@ -89,3 +90,24 @@ def take_back() -> None:
     while the final report is written raises KeyboardInterrupt and the sweep is recorded as interrupted."""
     if _on_main_thread():
         signal.signal(signal.SIGINT, _on_sigint)
+
+
+def stop_fit() -> bool:
+    """End `fit()` as a first Ctrl-C does (Tune saves its state, and running and pending trials stay
+    resumable), without it counting as an interrupt: Tune's own handler is called, not the signal sent.
+    Called from a Tune callback (budget.py); False when Tune's handler is not installed (off the main thread)."""
+    current = signal.getsignal(signal.SIGINT)
+    handler = current.handler if isinstance(current, _Noting) else current
+    if not callable(handler) or handler in (_on_sigint, signal.default_int_handler):
+        return False
+    tune_log = logging.getLogger("ray.tune.tune")
+
+    def quiet(record):  # Tune's "Stop signal received (e.g. via SIGINT/Ctrl+C)": it is not a Ctrl-C
+        return "Stop signal received" not in record.getMessage()
+
+    tune_log.addFilter(quiet)
+    try:
+        handler(signal.SIGINT, None)
+    finally:
+        tune_log.removeFilter(quiet)
+    return True

@@ -1,6 +1,7 @@
 """Where a sweep's Tune state lives, and the small record that ties it to its MLflow runs.
 
-`<storage>/<name>/orchestrator.json` holds the parent run id and whether the sweep finished. It is
+`<storage>/<name>/orchestrator.json` holds the parent run id, whether the sweep finished, and its compute
+budget with what its trials spent so far (budget.py). It is
 what makes `--resume` re-attach to the same MLflow runs, and what stops a new sweep from silently
 overwriting an unfinished one. Storage is a local path or any pyarrow filesystem URI (`s3://…`).
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -99,14 +100,18 @@ class SweepRun:
     name: str
     path: str
     parent_run_id: str | None = None
-    status: str = "new"          # new | running | interrupted | finished | failed-start
+    status: str = "new"          # new | running | interrupted | budget spent | finished | failed-start
     tracking: str = ""           # a digest of the MLflow URI the sweep records to (never the URI: it may hold a secret)
+    budget_s: float | None = None  # --budget, in trial-seconds (the last one given)
+    spent_s: float = 0.0         # trial-seconds its trials ran, across invocations
+    spent_by_trial: dict = field(default_factory=dict)  # trial id -> its share of spent_s
 
     def save(self, **changes) -> None:
         for key, value in changes.items():
             setattr(self, key, value)
         record = {"name": self.name, "parent_run_id": self.parent_run_id, "status": self.status,
-                  "tracking": self.tracking}
+                  "tracking": self.tracking, "budget_s": self.budget_s, "spent_s": self.spent_s,
+                  "spent_by_trial": self.spent_by_trial}
         write_text(f"{self.path}/{STATE_FILE}", json.dumps(record, indent=1))
 
     def check_tracking(self, uri: str, shown: str) -> None:
@@ -148,7 +153,8 @@ def locate(storage: str, sweep_name: str, run_name: str | None, resume: bool) ->
             raise UserError(f"nothing to resume at {path}: run the sweep without --resume to start it "
                             "(or pass the same --storage and --name as the interrupted run)")
         return SweepRun(name, path, record.get("parent_run_id"), record.get("status", "running"),
-                        record.get("tracking", ""))
+                        record.get("tracking", ""), record.get("budget_s"), float(record.get("spent_s") or 0.0),
+                        dict(record.get("spent_by_trial") or {}))
     if _exists(path) and (record.get("status") == FAILED_START or not can_restore(path)):
         return SweepRun(name, path)  # a start that failed before any trial: nothing to keep or resume
     if _exists(path):

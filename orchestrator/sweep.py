@@ -16,7 +16,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from orchestrator import accounting, cluster, logged_model, report, rungs, signals, state, store_outage
+from orchestrator import accounting, budget, cluster, logged_model, report, rungs, signals, state, store_outage
 from orchestrator.runners import RUNNERS, TRAIN, train_driver_fn
 from orchestrator.preflight import Preflight
 from orchestrator.space import (count_trials, describe, evaluation_interval, grid_note, max_epochs, search_algorithm,
@@ -55,6 +55,7 @@ class SweepOptions:
     metric: list[str] = field(default_factory=list)  # --metric, repeatable: replaces the sweep's objectives
     mode: list[str] = field(default_factory=list)    # --mode, one per --metric
     seed: int | None = None  # --seed: replaces the sweep's seed (search_spaces.DEFAULT_SEED unless it declares one)
+    budget: str | None = None  # --budget: trial-hours the sweep may spend, e.g. "2h" (budget.py)
 
 
 # ASHA's max_t when it counts evaluations (eval.every_steps): far beyond any trial, which ends with its epochs.
@@ -113,6 +114,7 @@ def run_sweep(opts: SweepOptions) -> dict:
         experiment_id, {SWEEP_KEY: run.path, KIND_KEY: "sweep"},
         run_name=run.name, tags={"sweep": sweep.name, "smoke": str(opts.smoke)},
     )[0]
+    run.budget_s = pre.budget_s
     run.save(parent_run_id=parent_id, status="running")
     accounting.opened(tracking, run, parent_id)
     dataset = dataset_record(data)
@@ -123,6 +125,7 @@ def run_sweep(opts: SweepOptions) -> dict:
         "smoke": opts.smoke, "trials": total, "seed": sweep.seed,
         "objectives": ", ".join(f"{m} ({d})" for m, d in sweep.objectives),
         "resources": resources.describe(), "storage": run.path,
+        "budget": budget.hours(pre.budget_s) if pre.budget_s else "none",
         **{f"override.{o.split('=')[0]}": o.split("=", 1)[-1] for o in opts.overrides},
     })
     note = grid_note(space)
@@ -142,6 +145,8 @@ def run_sweep(opts: SweepOptions) -> dict:
           + f"; {resources.describe()}\n  {stopping}"
           + (f"\n  {note}" if note else "") + "".join(f"\n  {line}" for line in pre.notes)
           + f"\n  seed {sweep.seed}: the same seed draws the same configs"
+          + (f"\n  budget {budget.hours(pre.budget_s)} (trial time x {budget.trial_weight(resources):g}), "
+             f"{budget.hours(run.spent_s)} spent before" if pre.budget_s else "")
           + f"\n  storage {redact(run.path)}; MLflow {redact(tracking.uri)} (experiment '{sweep.name}', parent run {parent_id})"
           + ("\n  resuming: finished trials are kept, unfinished ones continue from their last checkpoint"
              if opts.resume else ""), flush=True)
@@ -159,11 +164,13 @@ def run_sweep(opts: SweepOptions) -> dict:
                                    on_finish=trial_files,
                                    dataset=dataset)
     ledger = accounting.TrialLedger(total)  # which trials ended for good: decides whether the sweep finished
+    keeper = budget.keeper_for(run, pre.budget_s, resources, recorder.outbox.submit)  # what the trials spend
     callbacks = [  # record in MLflow first, then announce: a line on screen means it is stored
         ledger,
         MaxFailures(opts.max_failures),
         recorder,
         ProgressPrinter(sweep.metric, sweep.mode, total, epochs, name_of, stopper="ASHA" if asha else None),
+        keeper,  # after the epoch's line: "budget spent" follows the report that spent it
         PlacementGroupCleanup(),  # last: an ended trial's files are recorded before its workers go
     ]
     if opts.resume:
@@ -220,12 +227,20 @@ def run_sweep(opts: SweepOptions) -> dict:
     # Tune returns normally from an interrupt (Ctrl-C, SIGTERM) at any moment: finished only when our own
     # records account for every trial the search produces.
     interrupted = not ledger.complete()
+    spent = interrupted and keeper.stopped and signals.first_signal() is None  # stopped by the budget, not a signal
     child_run = recorder.child_run
     try:
+        tracking.log(parent_id, metrics=budget.parent_records(keeper), tags={  # a resume that finishes overwrites it
+            "status": budget.BUDGET_SPENT if spent else "interrupted" if interrupted else "finished"})
         summary = report.finish_sweep(results, sweep, task, tracking, parent_id, data.baseline, name_of, started,
                                       child_run=child_run, interrupted=interrupted, status_of=ledger.status,
-                                      total=total, closing_later=True, full_epochs=epochs)
-        if interrupted:
+                                      total=total, closing_later=True, full_epochs=epochs,
+                                      why="its budget was spent" if spent else "the sweep was interrupted")
+        if spent:
+            run.save(status=budget.BUDGET_SPENT)
+            accounting.finished()
+            print(budget.continue_command(keeper.spend.spent_s, keeper.budget_s), flush=True)
+        elif interrupted:
             run.save(status="interrupted")
             accounting.finished()
             print(accounting.last_line(), flush=True)
@@ -247,5 +262,5 @@ def run_sweep(opts: SweepOptions) -> dict:
         accounting.abort()
         raise
     summary.update(fit_started=fit_started, results=results, parent_run_id=parent_id, storage=run.path,
-                   interrupted=interrupted, data_root=data.root)
+                   interrupted=interrupted, data_root=data.root, budget_spent=spent)
     return summary

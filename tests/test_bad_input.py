@@ -66,6 +66,7 @@ ROWS = [
     ("--num-workers 0", ["sweep", "celeba_backbones", "--num-workers", "0"], "--num-workers must be at least 1"),
     ("--max-concurrent 0", ["sweep", "celeba_backbones", "--max-concurrent", "0"], "--max-concurrent must be at least 1"),
     ("negative GPUs", ["sweep", "celeba_backbones", "--gpus-per-worker", "-1"], "cannot be negative"),
+    ("bad --budget", ["sweep", "celeba_backbones", "--budget", "two hours"], "--budget 'two hours' is not a duration"),
     ("missing data folder", ["sweep", "celeba_backbones", "--data", "{tmp}/nowhere"], "data folder not found"),
     ("empty data folder", ["sweep", "celeba_backbones", "--data", "{empty}"], "list_attr_celeba.txt"),
     ("wrong column count", ["sweep", "celeba_backbones", "--data", "{drop_column}"], "list_attr_celeba.txt"),
@@ -123,4 +124,4 @@ def test_sweep_help_groups_its_options():
     headings = [line.rstrip(":") for line in text.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
     assert headings[-5:] == ["data", "search", "resources", "storage and tracking", "model registry"], headings
     section = text.split("\nresources:\n", 1)[1].split("\nstorage and tracking:\n", 1)[0]
-    assert "--num-workers" in section and "--address" in section and "--storage" not in section
+    assert "--num-workers" in section and "--address" in section and "--budget" in section and "--storage" not in section

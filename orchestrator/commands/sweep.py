@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from orchestrator.budget import EXIT_BUDGET_SPENT
 from orchestrator.commands import EXIT_USER_ERROR
 from orchestrator.commands.export import add_register_arguments
 from orchestrator.commands.sync import EXIT_STILL_DOWN
@@ -41,6 +42,10 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
                        help="where Tune state and checkpoints go: a folder or a URI such as s3://bucket/runs (default: ./runs)")
     storage.add_argument("--tracking-uri", metavar="URI",
                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db here)")
+    resources.add_argument("--budget", metavar="DURATION",
+                       help="trial-hours the sweep may spend (wall time x workers, x GPUs per worker on GPUs), e.g. 2h, "
+                            "90m, 30s, 1.5h: once spent no trial starts and running ones stop after their epoch; "
+                            "--resume counts what was spent and takes a larger --budget (exit status 4)")
     resources.add_argument("--address", metavar="ADDR",
                        help="Ray cluster to attach to (default: $RAY_ADDRESS, else a local Ray)")
     storage.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this name and storage")
@@ -70,6 +75,8 @@ def cmd_sweep(args) -> int:
 
     options = SweepOptions(**{k: v for k, v in vars(args).items() if k != "command"})
     summary = run_sweep(options)
+    if summary.get("budget_spent"):
+        return EXIT_BUDGET_SPENT
     if summary.get("interrupted"):
         return signals.exit_status()
     if summary.get("unrecorded"):
