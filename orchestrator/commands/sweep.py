@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-from orchestrator.budget import EXIT_BUDGET_SPENT
 from orchestrator.commands import EXIT_USER_ERROR
 from orchestrator.commands.export import add_register_arguments
 from orchestrator.commands.sync import EXIT_STILL_DOWN
@@ -69,6 +68,7 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
 
 
 def cmd_sweep(args) -> int:
+    from orchestrator.budget import EXIT_BUDGET_SPENT
     from orchestrator.sweep import SweepOptions, run_sweep
 
     from orchestrator import signals
