@@ -13,6 +13,7 @@ import functools
 import logging
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -90,7 +91,8 @@ def run_threshold_sweep(opts, sweep) -> dict:
     name_of = functools.partial(describe, keys=varying_keys(sweep.param_space))
     experiment_id = source.info.experiment_id
     sweep_parent = source.data.tags.get("mlflow.parentRunId")
-    key = f"thresholds:{source.info.run_id}:{int(started)}"
+    # Each run of a policy sweep is its own parent run, even two started within one second.
+    key = f"thresholds:{source.info.run_id}:{uuid.uuid4().hex}"
     tags = {KIND_KEY: "sweep", "sweep": sweep.name, "source_run": source.info.run_id}
     if sweep_parent:
         tags["mlflow.parentRunId"] = sweep_parent

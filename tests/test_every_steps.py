@@ -6,15 +6,13 @@ the uninterrupted trial ended."""
 from __future__ import annotations
 
 import collections
-import shutil
 from pathlib import Path
 
 import pytest
-import ray.train
 import ray.train.torch
-import torch
 from torch import nn
 
+from fake_train_session import FakeSession
 from task_harness import prepare
 from trainables.artifacts import RESUMED
 from trainables.config import TrainConfig
@@ -26,14 +24,6 @@ ROWS = 96            # 6 batches an epoch: evaluations at steps 5, 10 and the en
 CONFIG = {"task": "attributes", "model.name": "resnet18", "data.image_size": 32, "data.augment": [],
           "data.max_train_images": ROWS, "optim.batch_size": BATCH, "optim.epochs": 2, "optim.warmup_epochs": 0,
           "eval.every_steps": EVERY, "data.decoded_cache_mb": 0, "data.demo_images": 400}  # a small val and test set
-
-
-class _Context:
-    def get_world_rank(self):
-        return 0
-
-    def get_world_size(self):
-        return 1
 
 
 class _RowRecorder(nn.Module):
@@ -48,27 +38,21 @@ class _RowRecorder(nn.Module):
         return self.module(images, targets)
 
 
-class _Trial:
-    """One attempt of a trial: its reports, their checkpoints (copied out), and the rows it trained on."""
+class _Trial(FakeSession):
+    """One attempt of a trial: its reports, their checkpoints, and the rows it trained on."""
 
     def __init__(self, monkeypatch, folder: Path, resume_from: Path | None = None):
-        self.reports, self.checkpoints, self.rows, self.folder = [], [], [], folder
-        monkeypatch.setattr(ray.train, "get_context", lambda: _Context())
-        monkeypatch.setattr(ray.train, "report", self._report)
-        monkeypatch.setattr(ray.train, "get_checkpoint",
-                            lambda: ray.train.Checkpoint.from_directory(str(resume_from)) if resume_from else None)
+        super().__init__(folder, resume_from)
+        self.rows = []
+        self.install(monkeypatch)
         monkeypatch.setattr(ray.train.torch, "prepare_model", lambda module: _RowRecorder(module, self.rows))
-        monkeypatch.setattr(ray.train.torch, "get_device", lambda: torch.device("cpu"))
 
-    def _report(self, metrics, checkpoint=None):
-        self.reports.append(dict(metrics))
-        if checkpoint is not None:
-            kept = self.folder / f"checkpoint_{len(self.checkpoints)}"
-            shutil.copytree(checkpoint.path, kept)
-            self.checkpoints.append(kept)
+    @property
+    def checkpoints(self) -> list[Path]:
+        return [kept for _, kept in self.reports if kept is not None]
 
     def evaluations(self) -> list[dict]:
-        return [r for r in self.reports if not r.get(RESUMED)]
+        return [metrics for metrics, _ in self.reports if not metrics.get(RESUMED)]
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +82,7 @@ def test_reports_come_every_n_steps_and_a_mid_epoch_resume_trains_each_row_once(
     # Resume from the checkpoint at step 10: epoch 2, after 4 of its 6 batches.
     resumed = _run(monkeypatch, tmp_path / "resumed", config, resume_from=whole.checkpoints[1])
     assert [r["step"] for r in resumed.evaluations()] == [12]
-    assert resumed.reports[0].get(RESUMED) == 1  # the checkpoint's own result is handed to Tune again first
+    assert resumed.reports[0][0].get(RESUMED) == 1  # the checkpoint's own result is handed to Tune again first
     second_epoch = whole.rows[ROWS:]
     before_the_checkpoint = second_epoch[:4 * BATCH]
     seen = collections.Counter(before_the_checkpoint + resumed.rows)

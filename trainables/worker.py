@@ -111,7 +111,7 @@ def _train(config: dict, objective: dict) -> None:
     from trainables.models.weights import report_of
     from trainables.optim import build_optimizer
     from trainables.patience import Patience
-    from trainables.position import Position, Segment
+    from trainables.position import Segment
     from trainables.tasks import EvalContext, get_task
 
     cfg = TrainConfig.from_dict(config)
