@@ -26,6 +26,7 @@ from ray import tune
 from orchestrator import signals
 from orchestrator.accounting import resume_command
 from orchestrator.store_outage import QUIET_S
+from orchestrator.tracking import result_step
 from trainables.errors import UserError
 from trainables.storage_fs import one_line
 
@@ -199,9 +200,8 @@ class BudgetKeeper(tune.Callback):
                      "here (TUNE_DISABLE_SIGINT_HANDLER, or not on the main thread): stop it with Ctrl-C")
 
     def _record(self, trial) -> None:
-        result = trial.last_result or {}
-        step = int(result.get("epoch", result.get("training_iteration", 0)) or 0)
-        self.record(trial.trial_id, step, {"budget/trial_hours": self.spend.by_trial.get(trial.trial_id, 0.0) / 3600})
+        hours_spent = self.spend.by_trial.get(trial.trial_id, 0.0) / 3600
+        self.record(trial.trial_id, result_step(trial.last_result or {}), {"budget/trial_hours": hours_spent})
 
     def _save(self, every_s: float = 0.0, always: bool = False) -> None:
         """Save the spend: at most every `every_s`, and after a failed save not again for QUIET_S (each try
@@ -217,6 +217,7 @@ class BudgetKeeper(tune.Callback):
                 self.say(f"[{time.strftime('%H:%M:%S')}] note   the budget's spend could not be saved "
                          f"({one_line(err)}); it is saved again at the sweep's end")
             self._quiet_until = now + QUIET_S
+
 
 def keeper_for(run, budget_s: float | None, resources, submit: Callable[[dict], None]) -> BudgetKeeper:
     """The budget callback of sweep run `run` (state.SweepRun), going on from what it spent before; `submit` is

@@ -247,6 +247,12 @@ def source_tags() -> dict[str, str]:
         return {}
 
 
+def result_step(result: dict) -> int:
+    """The MLflow step of a trial's result: its optimizer step when it evaluates every N steps
+    (eval.every_steps), else its epoch."""
+    return int(result.get("step", result.get("epoch", result.get("training_iteration", 0))) or 0)
+
+
 def is_metric(key: str, value: Any) -> bool:
     """Our reported numbers are namespaced (`val/...`, `train/...`); Tune's bookkeeping is not."""
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -314,8 +320,7 @@ class MlflowTrialCallback(tune.Callback):
 
     @_never_raises
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        # The optimizer step when the trial evaluates every N steps (eval.every_steps), else its epoch.
-        step = int(result.get("step", result.get("epoch", result.get("training_iteration", 0))))
+        step = result_step(result)
         run_id = self.run_id(trial)
         # Tags say what is true now (where the workers of this attempt run), so they are kept even when
         # the epoch is not: a restart from scratch reports epochs again that are already logged.
