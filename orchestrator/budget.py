@@ -119,14 +119,19 @@ class BudgetKeeper(tune.Callback):
     step, metrics)` puts a trial's own spend on its MLflow run. Without a budget it only counts."""
 
     def __init__(self, budget_s: float | None, spend: Spend, save: Callable[[Spend], None],
-                 record: Callable[[str, int, dict], None] = lambda *a: None, say: Callable[[str], None] = print,
+                 record: Callable[[str, int, dict], None] = lambda *a: None, say: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, stop: Callable[[], bool] = signals.stop_fit):
-        self.budget_s, self.spend, self.save, self.record, self.say = budget_s, spend, save, record, say
+        # Tune pickles its callbacks with the experiment's state: no reference to `print` itself is kept, which
+        # another library may have replaced by then (pickling it fails: "not the same object as builtins.print").
+        self.budget_s, self.spend, self.save, self.record, self._say_to = budget_s, spend, save, record, say
         self.clock, self.stop_fit = clock, stop
         self.waiting: set[str] | None = None  # once spent: the running trials yet to finish their epoch
         self._saved_at, self._quiet_until = -math.inf, 0.0
         self.trials: dict = {}  # trial id -> the Tune trial, for its last result
         self.stopped = False
+
+    def say(self, line: str) -> None:
+        (self._say_to or print)(line)
 
     @property
     def spent(self) -> bool:
