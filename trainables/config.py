@@ -28,6 +28,7 @@ from typing import Any
 from trainables.errors import UserError
 from trainables.registry import Registry
 
+
 def path(default: Any = "", help: str = "", **kwargs):
     """A dataclass field that holds a path (or a list of them), with its one-line help."""
     metadata = {"path": True, **({"help": help} if help else {})}
@@ -198,7 +199,9 @@ def all_sections() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {name: known_tasks() for name in SHARED_SECTIONS}
     for name, sections in TASK_SECTIONS.items():
         for section in sections:
-            out.setdefault(section, []).append(name)
+            readers = out.setdefault(section, [])
+            if name not in readers:  # a task's own `eval` extends the shared one: listed once
+                readers.append(name)
     return out
 
 
