@@ -16,6 +16,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from orchestrator.extend import FROM
 from trainables.artifacts import PARETO_PLOT, PARETO_TABLE
 
 FRONT = "front"  # the final table's column: "*" for a front member
@@ -80,7 +81,8 @@ def write(table: pd.DataFrame, objectives: list[tuple[str, str]], candidate: Seq
     """pareto.csv (every trial with its objectives, whether it ran all its epochs, and whether it is on
     the front) and pareto.png (the first two objectives, the front drawn as a step line) in `folder`."""
     names = [m for m, _ in objectives]
-    columns = ["trial", "config", "status", "epochs", *[m for m in names if m in table.columns]]
+    columns = ["trial", "config", *[c for c in (FROM,) if c in table.columns], "status", "epochs",
+               *[m for m in names if m in table.columns]]
     csv = table[columns].copy()
     csv["complete"] = list(candidate)
     csv["pareto"] = (table[FRONT] == "*").tolist()

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import search_spaces
-from orchestrator import budget, cluster, state
+from orchestrator import budget, cluster, extend, state
 from orchestrator.space import (apply_overrides, batch_sizes, check_space, count_trials, grid_note, grids_as_choices,
                                 is_domain)
-from orchestrator.tracking import Tracking, redact
+from orchestrator.tracking import DatasetRecord, Tracking, redact
 from trainables.config import TrainConfig
 from trainables.data.sources import is_demo
 from trainables.errors import UserError
@@ -34,6 +34,9 @@ class Preflight:
     resources: cluster.TrialResources | None = None
     notes: list[str] = field(default_factory=list)  # what the checks changed, for the sweep's header
     budget_s: float | None = None  # this invocation's budget in trial-seconds (budget.py)
+    extension: extend.Extension | None = None  # --extend: the earlier sweep whose trials count as run
+    points: list | None = None      # ... for a grid: the points still to run (None: the whole space)
+    evaluated: tuple | None = None  # ... for Optuna: the (points, values) its study starts from
 
     def check_sweep(self) -> str:
         opts = self.opts
@@ -94,13 +97,46 @@ class Preflight:
 
     def check_resources(self) -> str:
         # Never more trials at once than the sweep has: a one-trial sweep gets the whole cluster.
-        trials = count_trials(self.space, self.sweep.num_samples)
+        trials = self.trial_count()
         concurrent = min(self.opts.max_concurrent or trials, trials)
         self.resources = cluster.plan_resources(cluster.cluster_nodes(), self.opts.num_workers, self.opts.gpus_per_worker,
                                                 concurrent, self.sweep.workers_per_trial)
         if self.data is not None:
             self.check_batch(self.data.train_rows, self.resources.num_workers)
         return "; ".join([f"resources fit: {self.resources.describe()}", *self.notes])
+
+    def check_extend(self) -> str:
+        """--extend RUN_ID: the earlier sweep is a finished one, and this one has something new to run."""
+        opts = self.opts
+        self.extension = extend.earlier_sweep(self.tracking, opts.extend)
+        space = {**self.space, **self.data.settings}
+        trials = self.extension.trials
+        if self.sweep.search:
+            self.evaluated = extend.evaluated_points(space, trials, self.sweep.objectives)
+            new = f"its Optuna study starts from {len(self.evaluated[0])} of them and draws {self.sweep.num_samples} more"
+        else:
+            self.points = extend.new_points(space, trials, self.sweep.num_samples)
+            if not self.points:
+                raise UserError(f"--extend {opts.extend}: that sweep already ran every point of this grid "
+                                f"({len(trials)} trials), so there is nothing new to train: add a value to a grid, "
+                                "e.g. --set model.name=A,B,NEW")
+            new = f"{len(self.points)} new trial{'s' if len(self.points) != 1 else ''} to run"
+        return f"extends sweep {opts.extend}: {len(trials)} earlier trials count as run; {new}"
+
+    def check_comparable(self) -> str:
+        """--extend RUN_ID: the earlier sweep trained this task on the same data with the same fixed settings
+        (after --smoke fitted the batch: check_batch), unless --extend-anyway."""
+        if self.opts.extend_anyway:
+            return f"--extend-anyway: the trials of sweep {self.opts.extend} are compared as they are"
+        extend.check_comparable(self.extension, self.tracking, self.base.task, {**self.space, **self.data.settings},
+                                DatasetRecord.of(self.data).digest, locations=tuple(self.data.settings))
+        return f"sweep {self.opts.extend} trained this task on the same data with the same fixed settings"
+
+    def trial_count(self) -> int:
+        """The trials this invocation's search produces: an extended grid runs only its new points."""
+        if self.points is not None:
+            return len(self.points)
+        return count_trials(self.space, self.sweep.num_samples)
 
     def check_batch(self, train_rows: int, workers: int) -> None:
         """A batch larger than a worker's share of the training rows would run no step at all. A `--smoke` run
@@ -124,8 +160,13 @@ class Preflight:
         if self.sweep is not None and self.sweep.runner != "train":
             return [("MLflow", self.check_tracking, needs_sweep), ("Ray", self.check_ray, ())]
         return [("MLflow", self.check_tracking, needs_sweep), ("storage", self.check_storage, needs_sweep),
-                ("data", self.check_data, needs_sweep), ("Ray", self.check_ray, ()),
-                ("resources", self.check_resources, needs_sweep + ("Ray", "data"))]
+                ("data", self.check_data, needs_sweep),
+                *([("extended sweep", self.check_extend, needs_sweep + ("MLflow", "data"))]
+                  if getattr(self.opts, "extend", None) else []),
+                ("Ray", self.check_ray, ()),
+                ("resources", self.check_resources, needs_sweep + ("Ray", "data")),
+                *([("comparable results", self.check_comparable, ("extended sweep", "resources"))]
+                  if getattr(self.opts, "extend", None) else [])]
 
     def run_all(self) -> None:
         """For `sweep`: every check, raising the first failure."""

@@ -18,6 +18,7 @@ import pandas as pd
 from ray import tune
 
 from orchestrator import pareto
+from orchestrator.extend import EARLIER, FROM, EarlierTrial
 from orchestrator.tracking import Tracking, is_metric, redact
 from trainables import storage_fs
 from trainables.artifacts import STOPPED, TRIALS_TABLE, WEIGHTS_REPORT
@@ -69,22 +70,27 @@ def _unreadable_checkpoint(tracking: Tracking, run_id: str, checkpoint_path: str
 
 
 def results_table(results: tune.ResultGrid, metric: str, mode: str, describe, extra: list[str] = (),
-                  columns: tuple[str, ...] = (), status_of=None) -> pd.DataFrame:
+                  columns: tuple[str, ...] = (), status_of=None, earlier: list = ()) -> pd.DataFrame:
     """One row per trial, best first, with the sweep's metric and the other headline numbers it reported.
     `status_of(trial_id)` says each trial's status (done, failed, unfinished) from the sweep's own records
-    (accounting.TrialLedger.status); without it the grid's status is shown."""
+    (accounting.TrialLedger.status); without it the grid's status is shown. `earlier`: an extended sweep's
+    earlier trials (extend.EarlierTrial), listed too, each marked `earlier` in a `from` column."""
     rows = []
     statuses = trial_statuses(results)
-    for index, result in enumerate(results):
+    entries = [(index, result, False) for index, result in enumerate(results)]
+    for index, result, old in entries + [(0, trial, True) for trial in earlier]:
         metrics = result.metrics or {}
-        trial_id, status = statuses[index] if index < len(statuses) else (metrics.get("trial_id", ""), "")
-        if status_of is not None:
+        trial_id, status = statuses[index] if index < len(statuses) and not old else (metrics.get("trial_id", ""), "")
+        if old:
+            shown = "done"  # only finished trials are taken from an earlier sweep
+        elif status_of is not None:
             shown = status_of(trial_id)
         else:
             shown = "failed" if result.error or status == "ERROR" else "done" if status in ("TERMINATED", "") else "unfinished"
         if shown == "done" and metrics.get(STOPPED) == "patience":
             shown = "patience"  # optim.patience ended it: its metric stopped improving
         row = {"trial": trial_id or metrics.get("trial_id", ""), "config": describe(result.config or {}),
+               **({FROM: EARLIER if old else "this sweep"} if earlier else {}),
                "status": shown, "epochs": metrics.get("epoch", 0), metric: metrics.get(metric, np.nan)}
         row.update({c: metrics[c] for c in [*extra, *columns, *COLUMNS] if c != metric and c in metrics})
         rows.append(row)
@@ -107,7 +113,7 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
                  baseline: dict | None, describe, started: float, child_run=lambda trial_id: None,
                  interrupted: bool = False, status_of=None, total: int | None = None,
                  closing_later: bool = False, full_epochs: int | None = None,
-                 why: str = "the sweep was interrupted") -> dict:
+                 why: str = "the sweep was interrupted", earlier: list = ()) -> dict:
     """Print the table and log the sweep's files to the parent run. An interrupted sweep logs no `best/*`:
     its parent and its unfinished trials' runs are KILLED. A finished one gets `best/*` (and which child
     run is best) and is closed FINISHED, here, or with `closing_later` by the caller's `close_sweep`, as
@@ -118,22 +124,31 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
     A sweep of several objectives (`sweep.objectives`) marks its Pareto front in the table, tags each
     trial's run `pareto=true|false`, logs pareto.csv and pareto.png, and its best trial is the front
     member its rule picks (pareto.choose). `full_epochs`: a trial's epochs when its config does not say.
-    `why`: what stopped an unfinished sweep, for its closing line (an interrupt, or its budget spent)."""
+    `why`: what stopped an unfinished sweep, for its closing line (an interrupt, or its budget spent).
+
+    `earlier`: an extended sweep's earlier trials (extend.EarlierTrial). The table, the leaderboard and the
+    front list them too, marked as earlier, and the best trial may be one of them; their runs are never
+    changed (no `pareto` tag)."""
     objectives = getattr(sweep, "objectives", [(sweep.metric, sweep.mode)])
     extra = [m for m, _ in objectives[1:] if m not in sweep.report] + list(sweep.report)
-    table = results_table(results, sweep.metric, sweep.mode, describe, extra, task.report_columns, status_of)
+    table = results_table(results, sweep.metric, sweep.mode, describe, extra, task.report_columns, status_of,
+                          earlier)
+    earlier_runs = {t.trial_id: t.run_id for t in earlier}
+    run_of = lambda trial_id: earlier_runs.get(trial_id) or child_run(trial_id)  # noqa: E731
+    entries = [*results, *earlier]
     front = None
     if len(objectives) > 1 and not interrupted and not table.empty:
-        front = pareto_front(results, table, objectives, getattr(sweep, "max_gap", None), full_epochs)
+        front = pareto_front(entries, table, objectives, getattr(sweep, "max_gap", None), full_epochs)
         table = front["table"]
-    failed = int((table["status"] == "failed").sum()) if not table.empty else 0
+    ours = table[table[FROM] != EARLIER] if earlier and not table.empty else table
+    failed = int((ours["status"] == "failed").sum()) if not ours.empty else 0
     print("\n" + (table.to_string(index=False, float_format=lambda v: f"{v:.4f}") if not table.empty else "no trials ran"))
-    summary: dict = {"trials": len(table), "failed": failed, "baseline": baseline}
+    summary: dict = {"trials": len(ours), "failed": failed, "baseline": baseline, "earlier": len(earlier)}
     if interrupted:
-        return interrupted_sweep(tracking, parent_id, table, started, child_run, summary, total, why)
+        return interrupted_sweep(tracking, parent_id, ours, started, child_run, summary, total, why)
     if front is not None:
         best = front["best"]
-        tag_front(tracking, table, child_run)
+        tag_front(tracking, ours, child_run)
         print(f"\nPareto front of {', '.join(f'{m} ({d})' for m, d in objectives)}: {front['members']} of "
               f"{front['candidates']} trials that ran all their epochs (column {pareto.FRONT}); best: {front['rule']}")
     else:
@@ -141,11 +156,14 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
             best = results.get_best_result(metric=sweep.metric, mode=sweep.mode, scope="last")
         except RuntimeError:
             best = None
+        best = best_of([best, *earlier], sweep.metric, sweep.mode)
     if best is not None and best.metrics and sweep.metric in best.metrics:
         tags = {"best_trial": describe(best.config)}
         if front is not None:
             tags["pareto_rule"] = front["rule"]
-        best_run = child_run(best.metrics.get("trial_id", ""))
+        best_run = run_of(best.metrics.get("trial_id", ""))
+        if best.metrics.get("trial_id", "") in earlier_runs:
+            summary["best_is_earlier"] = next(t.sweep_run_id for t in earlier if t.trial_id == best.metrics["trial_id"])
         if best_run:
             tags["best_run_id"] = best_run
         summary.update(best=describe(best.config), best_value=best.metrics[sweep.metric], best_run_id=best_run,
@@ -154,7 +172,8 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
         print(f"\nbest: {summary['best']}  {sweep.metric} {summary['best_value']:.4f}{against}")
     leaderboard = None
     if task.leaderboard is not None:
-        rows = [(describe(r.config or {}), r.metrics or {}, r.config or {}) for r in results if r.metrics]
+        rows = [(describe(r.config or {}) + (f" ({EARLIER})" if isinstance(r, EarlierTrial) else ""),
+                 r.metrics or {}, r.config or {}) for r in entries if r.metrics]
         leaderboard = lambda folder: task.leaderboard(rows, folder)  # noqa: E731
     files = None
     if front is not None:
@@ -163,12 +182,29 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
     tracking.log(parent_id, metrics={"sweep/minutes": (time.time() - started) / 60, "sweep/failed_trials": failed,
                                      **({"pareto/members": front["members"]} if front is not None else {})})
     experiment = tracking.experiment_of(parent_id)
-    summary["closing"] = (f"{len(table)} trials in {(time.time() - started) / 60:.1f} min; compare them in MLflow: "
+    kept = f" ({len(earlier)} of them from the sweep it extends)" if earlier else ""
+    summary["closing"] = (f"{len(table)} trials{kept} in {(time.time() - started) / 60:.1f} min; compare them in MLflow: "
                           f"{tracking.runs_url(experiment)}")
     if not closing_later:
         close_sweep(tracking, parent_id, summary)
         print(summary["closing"], flush=True)
     return summary
+
+
+def best_of(results: list, metric: str, mode: str):
+    """The result with the best finite `metric` (None when none has one); the first of equals."""
+    def value(result):
+        try:
+            number = float((result.metrics or {}).get(metric))
+        except (TypeError, ValueError):
+            return None
+        return number if np.isfinite(number) else None
+
+    scored = [(value(r), i, r) for i, r in enumerate(results) if r is not None and value(r) is not None]
+    if not scored:
+        return None
+    return (max if mode == "max" else min)(scored, key=lambda item: (item[0], -item[1]) if mode == "max"
+                                           else (item[0], item[1]))[2]
 
 
 def pareto_front(results, table: pd.DataFrame, objectives: list[tuple[str, str]], max_gap: float | None,

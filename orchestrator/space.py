@@ -227,23 +227,27 @@ def describe(config: dict[str, Any], keys: list[str]) -> str:
 
 
 def search_algorithm(name: str, seed: int, objectives: list[tuple[str, str]] | None = None,
-                     max_concurrent: int | None = None):
+                     max_concurrent: int | None = None, points: list[dict] | None = None,
+                     evaluated: tuple[list[dict], list] | None = None):
     """The Tune search algorithm a sweep declares, seeded, so that the same sweep draws the same configs:
     "" is Tune's grid and random variant generator (its `random_state`), "optuna" Optuna's TPE sampler
     (`seed`). With several `objectives` Optuna searches them all (a multi-objective study); Tune itself
     ranks by the first. `max_concurrent` goes to the variant generator (Tune's `max_concurrent_trials`
-    only wraps a `Searcher`: the caller passes it there for Optuna)."""
+    only wraps a `Searcher`: the caller passes it there for Optuna).
+
+    An extended sweep (extend.py) passes the grid `points` still to run (the variant generator runs those
+    alone, given as many samples), or the `evaluated` (points, values) its Optuna study starts from."""
     if not name:
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        return BasicVariantGenerator(max_concurrent=max_concurrent or 0, random_state=seed)
+        return BasicVariantGenerator(max_concurrent=max_concurrent or 0, random_state=seed,
+                                     points_to_evaluate=points)
     if name == "optuna":
-        from ray.tune.search.optuna import OptunaSearch
+        from orchestrator.optuna_objectives import ObjectivesOptunaSearch
 
-        if objectives and len(objectives) > 1:
-            from orchestrator.optuna_objectives import ObjectivesOptunaSearch
-
-            return ObjectivesOptunaSearch(metric=[m for m, _ in objectives], mode=[d for _, d in objectives],
-                                          seed=seed)
-        return OptunaSearch(seed=seed)
+        several = bool(objectives and len(objectives) > 1)
+        given, values = evaluated or (None, None)
+        return ObjectivesOptunaSearch(metric=[m for m, _ in objectives] if several else None,
+                                      mode=[d for _, d in objectives] if several else None, seed=seed,
+                                      points_to_evaluate=given or None, evaluated_rewards=values or None)
     raise UserError(f"sweep declares unknown search '{name}': use optuna, or none for Tune's grid and random draws")

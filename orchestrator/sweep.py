@@ -16,10 +16,10 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from orchestrator import accounting, budget, cluster, logged_model, report, rungs, signals, state, store_outage
+from orchestrator import accounting, budget, cluster, extend, logged_model, report, rungs, signals, state, store_outage
 from orchestrator.runners import RUNNERS, TRAIN, train_driver_fn
 from orchestrator.preflight import Preflight
-from orchestrator.space import (count_trials, describe, evaluation_interval, grid_note, max_epochs, search_algorithm,
+from orchestrator.space import (describe, evaluation_interval, grid_note, max_epochs, search_algorithm,
                                 varying_keys)
 from orchestrator.tracking import (KIND_KEY, SWEEP_KEY, DatasetRecord, MlflowTrialCallback,
                                    OneLineUserErrors, redact)
@@ -27,7 +27,6 @@ from orchestrator.progress import ProgressPrinter
 from orchestrator.placement import PlacementGroupCleanup
 from trainables import storage_fs
 from trainables.config import TrainConfig
-from trainables.data.shards import load_metadata
 from trainables.errors import UserError
 from trainables.models.weights import source_of as weights_source
 from trainables.tasks import get_task
@@ -56,6 +55,8 @@ class SweepOptions:
     mode: list[str] = field(default_factory=list)    # --mode, one per --metric
     seed: int | None = None  # --seed: replaces the sweep's seed (search_spaces.DEFAULT_SEED unless it declares one)
     budget: str | None = None  # --budget: trial-hours the sweep may spend, e.g. "2h" (budget.py)
+    extend: str | None = None  # --extend: the parent run id of a finished sweep whose trials count as run (extend.py)
+    extend_anyway: bool = False  # --extend-anyway: even when its data or fixed settings differ
 
 
 # ASHA's max_t when it counts evaluations (eval.every_steps): far beyond any trial, which ends with its epochs.
@@ -71,13 +72,6 @@ class MaxFailures(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         trial.max_failures = self.max_failures
-
-
-def dataset_record(data) -> DatasetRecord:
-    """The prepared data of a sweep, as MLflow shows it: its root, fingerprint and split sizes."""
-    meta = load_metadata(data.root)
-    return DatasetRecord(data.root, str(meta.get("fingerprint", ""))[:16], str(meta.get("format", "")),
-                         data.splits or dict(meta.get("counts", {})))
 
 
 def trial_params(config: dict) -> dict:
@@ -107,17 +101,19 @@ def run_sweep(opts: SweepOptions) -> dict:
     space.update(data.settings)  # trials read the prepared shards, never the raw files
     epochs = max_epochs(space)
     name_of = functools.partial(describe, keys=varying_keys(space))
-    total = count_trials(space, sweep.num_samples)
+    total = pre.trial_count()
 
     experiment_id = tracking.experiment_id(sweep.name)
     parent_id = run.parent_run_id or tracking.find_or_create_run(
         experiment_id, {SWEEP_KEY: run.path, KIND_KEY: "sweep"},
-        run_name=run.name, tags={"sweep": sweep.name, "smoke": str(opts.smoke)},
+        run_name=run.name, tags={"sweep": sweep.name, "smoke": str(opts.smoke),
+                                 **({extend.EXTENDS_TAG: pre.extension.parent_id} if pre.extension else {})},
     )[0]
+    extension = pre.extension or extend.resumed_extension(tracking, parent_id)  # a resumed extension keeps its own
     run.budget_s = pre.budget_s
     run.save(parent_run_id=parent_id, status="running")
     accounting.opened(tracking, run, parent_id)
-    dataset = dataset_record(data)
+    dataset = DatasetRecord.of(data)
     if not opts.resume:  # an input is logged once per run
         tracking.log_dataset(parent_id, dataset)
     tracking.log(parent_id, metrics=data.baseline, params={
@@ -141,10 +137,11 @@ def run_sweep(opts: SweepOptions) -> dict:
                     f"ranks by the first, {sweep.metric}\n  " + stopping
                     + (f", by {sweep.metric} alone; a trial it stops is never on the front" if asha else ""))
     print(f"Sweep {sweep.name}: {sweep.question}" + (f"\n  from {sweep.source}" if sweep.source else "")
-          + f"\n  {total} trials, {epochs} epochs each" + (f", evaluated every {every} steps" if every else "")
+          + f"\n  {total} trial{'s' if total != 1 else ''}, {epochs} epochs each" + (f", evaluated every {every} steps" if every else "")
           + f"; {resources.describe()}\n  {stopping}"
           + (f"\n  {note}" if note else "") + "".join(f"\n  {line}" for line in pre.notes)
           + f"\n  seed {sweep.seed}: the same seed draws the same configs"
+          + (f"\n  {extend.describe(extension, pre.points)}" if extension else "")
           + (f"\n  budget {budget.hours(pre.budget_s)} (trial time x {budget.trial_weight(resources):g}), "
              f"{budget.hours(run.spent_s)} spent before" if pre.budget_s else "")
           + f"\n  storage {redact(run.path)}; MLflow {redact(tracking.uri)} (experiment '{sweep.name}', parent run {parent_id})"
@@ -201,8 +198,10 @@ def run_sweep(opts: SweepOptions) -> dict:
             trainable,
             param_space=space,
             tune_config=tune.TuneConfig(
-                metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples, scheduler=scheduler,
-                search_alg=search_algorithm(sweep.search, sweep.seed, sweep.objectives, resources.max_concurrent),
+                metric=sweep.metric, mode=sweep.mode, scheduler=scheduler,
+                num_samples=len(pre.points) if pre.points is not None else sweep.num_samples,
+                search_alg=search_algorithm(sweep.search, sweep.seed, sweep.objectives, resources.max_concurrent,
+                                            points=pre.points, evaluated=pre.evaluated),
                 max_concurrent_trials=resources.max_concurrent if sweep.search else None,
             ),
             run_config=tune.RunConfig(
@@ -235,7 +234,8 @@ def run_sweep(opts: SweepOptions) -> dict:
         summary = report.finish_sweep(results, sweep, task, tracking, parent_id, data.baseline, name_of, started,
                                       child_run=child_run, interrupted=interrupted, status_of=ledger.status,
                                       total=total, closing_later=True, full_epochs=epochs,
-                                      why="its budget was spent" if spent else "the sweep was interrupted")
+                                      why="its budget was spent" if spent else "the sweep was interrupted",
+                                      earlier=extension.trials if extension else [])
         if spent:
             run.save(status=budget.BUDGET_SPENT)
             accounting.finished()
@@ -247,8 +247,11 @@ def run_sweep(opts: SweepOptions) -> dict:
         else:
             from orchestrator.export import log_best_model  # the results are stored: a failure here loses nothing
 
-            log_best_model(tracking, parent_id, summary, task, sweep.metric, sweep.mode, completed=True,
-                           wanted=wanted)
+            if summary.get("best_is_earlier"):  # its model is that sweep's: no earlier run is changed
+                print(extend.earlier_best_line(summary, summary["best_is_earlier"]), flush=True)
+            else:
+                log_best_model(tracking, parent_id, summary, task, sweep.metric, sweep.mode, completed=True,
+                               wanted=wanted)
             report.close_sweep(tracking, parent_id, summary)  # best/* and FINISHED: the very last records
             run.save(status="finished")
             accounting.finished()

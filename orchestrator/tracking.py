@@ -228,6 +228,15 @@ class DatasetRecord:
     format: str
     splits: dict
 
+    @classmethod
+    def of(cls, data) -> "DatasetRecord":
+        """A sweep's prepared data (a tasks.DataSummary), read from its metadata.json."""
+        from trainables.data.shards import load_metadata
+
+        meta = load_metadata(data.root)
+        return cls(data.root, str(meta.get("fingerprint", ""))[:16], str(meta.get("format", "")),
+                   data.splits or dict(meta.get("counts", {})))
+
     @property
     def name(self) -> str:
         return self.root.rstrip("/").rsplit("/", 1)[-1]

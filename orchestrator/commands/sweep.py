@@ -64,6 +64,12 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
     search.add_argument("--seed", type=int, metavar="N",
                        help="seeds Optuna's sampler and Tune's random draws (default: the sweep's, else 0): the same "
                             "seed draws the same configs")
+    search.add_argument("--extend", metavar="RUN_ID",
+                       help="the parent run of a finished sweep of the same task: its trials count as run (a grid "
+                            "trains only its new points, an Optuna study starts from them) and are listed beside the "
+                            "new ones; the new parent run is tagged extends=RUN_ID")
+    search.add_argument("--extend-anyway", action="store_true",
+                       help="extend even when the earlier sweep's dataset or fixed settings differ from this one's")
     add_register_arguments(sweep.add_argument_group("model registry"))
 
 
