@@ -91,6 +91,20 @@ def test_every_key_of_every_task_has_its_help_in_list_keys(capsys):
     assert "peak learning rate" in lr and lr.endswith("[above 0]"), lr
 
 
+def test_the_help_of_task_lists_exactly_the_registered_tasks(monkeypatch):
+    """The help of `task` is read from the task registry when it is shown, not written beside it."""
+    from trainables.config_keys import key_help
+    from trainables.config_sections import TASK_SECTIONS
+    from trainables.tasks import TASKS
+
+    def listed() -> list[str]:
+        return key_help("task", "attributes").split(": ", 1)[1].split(" | ")
+
+    assert listed() == TASKS.names() == TASK_SECTIONS.names()
+    monkeypatch.setitem(TASK_SECTIONS._items, "zebra", {})  # a task registered after this module was imported
+    assert listed() == [*TASKS.names(), "zebra"]
+
+
 def test_no_task_is_assumed():
     with pytest.raises(UserError) as err:
         TrainConfig.from_dict({"optim.lr": 0.01})

@@ -3,7 +3,8 @@ whether it holds a path; and the one-line error when a key does not fit the task
 
 A trial's config travels as a flat dict of dotted keys (`model.name`, `optim.lr`, ...): the same keys
 appear in sweep files, in `--set` overrides, in the section dataclasses and as MLflow params. The help
-texts are the fields' own (`helped()`, `bounded()`, `path()` in config_fields.py).
+texts are the fields' own (`helped()`, `bounded()`, `path()` in config_fields.py); the help of `task`
+lists the tasks registered when it is shown, so it never names a task that is not there.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import typing
 from typing import Any
 
 from trainables.config_fields import Range
-from trainables.config_sections import SCALARS, SEED_HELP, SEED_RANGE, all_sections, task_sections
+from trainables.config_sections import SCALARS, SEED_HELP, SEED_RANGE, all_sections, known_tasks, task_sections
 from trainables.errors import UserError
 
 
@@ -58,8 +59,8 @@ def path_keys(task: str) -> list[str]:
 
 def key_help(key: str, task: str) -> str:
     """The one-line help a dotted key declares ("" when none)."""
-    if key == "task":
-        return "what the trials learn: attributes | fairface | recognition"
+    if key == "task":  # the tasks registered now, not a list written here
+        return f"what the trials learn: {' | '.join(known_tasks())}"
     if key == "seed":
         return SEED_HELP
     found = _field(key, task)
