@@ -6,10 +6,8 @@ For each task, on its own synthetic demo set (built by the task's demo builder i
 - shards: the product's training loader, `get_task(name).build(cfg).train_loader(epoch, 0, 1, batch,
   workers)`, which streams the Parquet shards that `build` prepares (the first build packs them; that
   time is printed and not counted);
-- files (the baseline): the deleted raw-file path, re-implemented below as `RawFileDataset` and
-  `raw_file_loader`: a map-style Dataset that opens each JPEG with PIL, `draft("RGB", (size, size))`,
-  converts to RGB, resizes BILINEAR with reducing_gap=2.0 to a uint8 CHW tensor, then a DataLoader
-  over this rank's share of a seeded per-epoch permutation, drop_last.
+- files (the baseline): the deleted raw-file path, re-implemented in data_loader_baseline.py as
+  `RawFileDataset` and `raw_file_loader` (PIL per JPEG, one DataLoader over a seeded per-epoch permutation).
 
 Both read the same train-split images, at the same size and with the same augmentation as the demo
 sweeps, with the same batch size (`--batch`, 64) and DataLoader worker count (`--workers`, one per core):
@@ -37,26 +35,17 @@ Their summary line is
 
     attributes_shards_vs_files=A fairface_shards_vs_files=B recognition_shards_vs_files=C loader_vs_train=D
 
-**The loader ceiling** (`loader_ceiling`) is what a GPU user needs: the attributes training loader alone
-(a CelebA-layout demo set of `--ceiling-images`, 178x218 JPEGs, hflip), its batches thrown away, at 64,
-128 and 224 px, with 0, 1 and 2 loader workers, one torch thread per process. Each case starts with a
-new loader and an empty decoded cache; it prints images/s and images per CPU second ("per core") of the
-first epoch, which decodes every image, and of the best later epoch, which the decoded cache (shared by
-the persistent loader workers) serves. Cores to keep a GPU fed on data larger than the cache: the GPU's
-images/s over the first epoch's per-core figure. The last line is
+Then the attributes training loader alone (data_loader_ceiling.py says how): **the loader ceiling**
+(`loader_ceiling`), images per CPU second at 64, 128 and 224 px with 0, 1 and 2 loader workers, first
+epoch and later ones; and **from S3** (`s3_vs_local`), the same loader over S3 (moto on loopback) against
+local shards. The last line is
 
     ceiling_img_s_per_core=64px:E/128px:F/224px:G later_vs_first_with_workers=H s3_vs_local=S
 
 E, F, G: the first epoch's images per CPU second with 2 loader workers; H: the smallest later/first
 ratio of images per CPU second over the cases with loader workers (target: at least 5); S: `s3_vs_local`
-of later epochs, below.
-
-**From S3** (`s3_vs_local`): the attributes training loader over the ceiling's demo set, from its local
-shards and from the same set prepared into an S3 bucket (moto's server on loopback, started here in this
-process, as tests/s3_server.py does), alternating within each epoch. Each row group is one request (and
-the next one is fetched while this one is decoded); once the decoded cache holds a row group's images,
-its labels are kept too, so later epochs make no request. The line before the last is
-`s3_vs_local_first=… s3_vs_local_later=…` (target for later epochs: at least 0.8).
+of later epochs. The line before the last is `s3_vs_local_first=… s3_vs_local_later=…` (target for later
+epochs: at least 0.8).
 
 Run it from the repository root (about 5 minutes of CPU time on 2 cores, of which the ceiling takes about
 half a minute; `--ceiling-only` took 77 s wall under other users' load):
@@ -66,6 +55,10 @@ half a minute; `--ceiling-only` took 77 s wall under other users' load):
 
 (the trials load in the training process unless data.loader_workers is set, which is the
 default `--workers 0`).
+
+Files: this script holds the command line and the shards-vs-files case; data_loader_baseline.py the
+raw-file baseline and each task's demo set; data_loader_timing.py how a pass is timed;
+data_loader_ceiling.py the loader-ceiling and S3 cases.
 """
 
 from __future__ import annotations
@@ -75,9 +68,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -85,179 +76,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-SEED = 0
-
-
-# ---- the baseline: the deleted raw-file training path (git show 7560a9b:trainables/data/loading.py) ----
-
-def raw_decode(path: Path, size: int) -> torch.Tensor:
-    """The old `decode_image`: PIL with JPEG draft mode, RGB, BILINEAR resize, uint8 CHW."""
-    with Image.open(path) as img:
-        img.draft("RGB", (size, size))
-        img = img.convert("RGB").resize((size, size), Image.BILINEAR, reducing_gap=2.0)
-    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
-
-
-class RawFileDataset(Dataset):
-    """The old `ImageLabelDataset` over image files: one JPEG opened per item."""
-
-    def __init__(self, paths: list[Path], labels: np.ndarray, size: int, augment: Callable | None):
-        self.paths, self.labels, self.size, self.augment = paths, labels, size, augment
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        img = raw_decode(self.paths[i], self.size)
-        if self.augment is not None:
-            img = self.augment(img)
-        return img, torch.from_numpy(np.asarray(self.labels[i]))
-
-
-class Subset(Dataset):
-    def __init__(self, dataset: Dataset, indices: np.ndarray):
-        self.dataset, self.indices = dataset, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        return self.dataset[int(self.indices[i])]
-
-
-def raw_file_loader(dataset: RawFileDataset, epoch: int, rank: int, world: int, batch: int,
-                    workers: int) -> DataLoader:
-    """The old `train_share` + `make_loader(train=True)`: this rank's n // world rows of a seeded
-    per-epoch permutation, in that order, drop_last."""
-    per_rank = len(dataset) // world
-    share = np.random.default_rng([SEED, epoch]).permutation(len(dataset))[rank * per_rank:(rank + 1) * per_rank]
-    return DataLoader(Subset(dataset, share), batch_size=batch, shuffle=False, drop_last=True,
-                      num_workers=workers, pin_memory=torch.cuda.is_available())
-
-
-# ---- the three tasks ---------------------------------------------------------------------------------
-
-@dataclass
-class Bench:
-    task: str
-    size: int
-    augment: list[str]
-    demo: Callable[[Path], Path]                              # cache -> the raw demo root
-    raw: Callable[[Path], tuple[list[Path], np.ndarray]]      # raw root -> train paths, labels
-    settings: dict                                            # extra config keys
-
-
-def celeba_demo(images: int) -> Callable[[Path], Path]:
-    from trainables.data.demo.celeba import ensure_demo_celeba
-    from trainables.tasks.attributes import DEMO_SEED
-
-    return lambda cache: ensure_demo_celeba(cache, num_images=images, seed=DEMO_SEED)[0]
-
-
-def celeba_train(root: Path) -> tuple[list[Path], np.ndarray]:
-    from trainables.data.formats.celeba import read_celeba
-
-    index = read_celeba(root)
-    rows = index.indices("train")
-    return [index.image_path(int(i)) for i in rows], index.attributes[rows].astype(np.float32)
-
-
-def fairface_demo(images: int) -> Callable[[Path], Path]:
-    from trainables.data.demo.fairface import ensure_demo_fairface
-    from trainables.tasks.fairface import DEMO_SEED
-
-    return lambda cache: ensure_demo_fairface(cache, num_images=images, seed=DEMO_SEED)[0]
-
-
-def fairface_train(root: Path) -> tuple[list[Path], np.ndarray]:
-    from trainables.data.formats.fairface import read_fairface
-    from trainables.tasks.fairface.labels import AGE_MIDPOINTS, class_indices
-
-    index = read_fairface(root)
-    rows = index.indices("train")
-    race, gender, age = (class_indices([getattr(index, t)[i] for i in rows], t) for t in ("race", "gender", "age"))
-    labels = np.column_stack([race, gender, age, AGE_MIDPOINTS[age]]).astype(np.float32)
-    return [index.image_path(int(i)) for i in rows], labels
-
-
-def faces_demo(images: int) -> Callable[[Path], Path]:
-    from trainables.data.demo.faces import ensure_demo_faces
-    from trainables.tasks.recognition import DEMO_SEED
-
-    return lambda cache: ensure_demo_faces(cache, seed=DEMO_SEED)[0] / "train"  # as the task builds it
-
-
-def faces_train(root: Path) -> tuple[list[Path], np.ndarray]:
-    from trainables.data.formats.faces import read_face_folders
-
-    index = read_face_folders(root)
-    return list(index.files), index.labels.astype(np.int64)
-
-
-def benches(images: int) -> list[Bench]:
-    return [
-        Bench("attributes", 64, ["hflip"], celeba_demo(images), celeba_train,
-              {"data.demo_images": images, "model.name": "resnet18"}),
-        Bench("fairface", 64, ["hflip"], fairface_demo(images), fairface_train,
-              {"data.demo_images": images, "model.name": "resnet18"}),
-        Bench("recognition", 112, ["hflip", "cutout", "half_face"], faces_demo(images), faces_train,
-              {"model.name": "mobilefacenet"}),
-    ]
-
-
-# ---- measuring ---------------------------------------------------------------------------------------
-
-def _worker_cpu(it) -> float:
-    """CPU seconds the iterator's live loader workers have used so far (Linux /proc; 0 elsewhere)."""
-    total = 0.0
-    for worker in getattr(it, "_workers", []):
-        try:
-            with open(f"/proc/{worker.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-        except (OSError, ValueError, IndexError):
-            pass
-    return total
-
-
-def _children_cpu() -> float:
-    t = os.times()
-    return t.children_user + t.children_system
-
-
-def _cpu(it) -> float:
-    """CPU seconds of this process, its reaped children and the iterator's live loader workers."""
-    return time.process_time() + _children_cpu() + _worker_cpu(it)
-
-
-def images_per_second(loader) -> tuple[float, float]:
-    """One full pass, timed from its first batch (so worker start-up is excluded): (images per
-    wall-clock second, images per CPU second of this process and its loader workers). The second is
-    what a loaded, shared machine disturbs least. A worker reaped within the pass moves its time from
-    the live workers' to this process's children's, so both are counted at both ends; persistent
-    workers stay live."""
-    it = iter(loader)
-    next(it)
-    cpu = _cpu(it)
-    start, n = time.perf_counter(), 0
-    for batch in it:
-        n += len(batch[0])
-    wall = time.perf_counter() - start
-    cpu = _cpu(it) - cpu
-    del it  # shuts non-persistent workers down, if the pass did not
-    return n / wall, n / max(cpu, 1e-9)
-
-
-def per_image_us(fn, items, repeat: int = 5) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for item in items:
-            fn(item)
-        best = min(best, time.perf_counter() - start)
-    return best / len(items) * 1e6
+from data_loader_baseline import SEED, RawFileDataset, benches, raw_decode, raw_file_loader  # noqa: E402
+from data_loader_ceiling import loader_ceiling, s3_vs_local  # noqa: E402
+from data_loader_timing import images_per_second, per_image_us  # noqa: E402
 
 
 def decode_profile(paths: list[Path], size: int, square: bool, count: int = 200) -> str:
@@ -307,90 +129,6 @@ def train_images_per_second(batch: torch.Tensor, outputs: int, threads: int, ste
         best = min(best, time.perf_counter() - start)
     return len(batch) / best
 
-
-CEILING_SIZES = (64, 128, 224)
-CEILING_WORKERS = (0, 1, 2)
-
-
-def loader_ceiling(cache: Path, images: int, batch: int, later: int) -> tuple[dict[int, float], float]:
-    """The attributes training loader alone (CelebA layout, 178x218 JPEGs, hflip), nothing done with
-    its batches, at each size and loader worker count: the first epoch, which decodes every image, and
-    the best of `later` epochs after it, which take them from the decoded cache. Each case starts from a
-    fresh loader and an empty cache. Prints images/s and images per CPU second (this process and its
-    loader workers: "per core"). Returns ({size: first-epoch images per CPU second with the most loader
-    workers}, the smallest later/first ratio of images per CPU second over the cases with workers)."""
-    import dataclasses
-
-    from trainables.config import TrainConfig
-    from trainables.tasks import get_task
-
-    ceiling, ratios = {}, []
-    print(f"loader ceiling: the attributes training loader alone, {images} demo images, batch {batch}, "
-          f"first epoch and the best of {later} later ones, one torch thread per process", flush=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as DataLoader sets in its workers: per core means per decoding thread
-    for size in CEILING_SIZES:
-        cfg = TrainConfig.from_dict({"task": "attributes", "seed": SEED, "data.cache_dir": str(cache),
-                                     "data.image_size": size, "data.augment": ["hflip"],
-                                     "data.demo_images": images, "model.name": "resnet18"})
-        setup = get_task("attributes").build(cfg)
-        for workers in CEILING_WORKERS:
-            stream = dataclasses.replace(setup.train_loader)  # a new stream: a new loader, an empty cache
-            first = np.asarray(images_per_second(stream(0, 0, 1, batch, workers)))
-            best = np.max([images_per_second(stream(epoch, 0, 1, batch, workers))
-                           for epoch in range(1, later + 1)], axis=0)
-            ratio = best[1] / first[1]
-            if workers:
-                ratios.append(ratio)
-                ceiling[size] = first[1]
-            print(f"  {size:3d} px, {workers} loader workers: first epoch {first[0]:6.0f} img/s, {first[1]:6.0f} per core; "
-                  f"later {best[0]:6.0f} img/s, {best[1]:6.0f} per core; later/first per core {ratio:5.1f}", flush=True)
-            del stream  # its loader workers end with it
-    torch.set_num_threads(threads)
-    return ceiling, min(ratios)
-
-
-def s3_vs_local(cache: Path, images: int, batch: int, later: int) -> tuple[float, float]:
-    """The attributes training loader (64 px, hflip, no loader workers, as a CPU trial loads) over the
-    demo's local shards and over the same demo prepared into an S3 bucket: moto's server on loopback,
-    started here as the tests start it (tests/s3_server.py), in this process. Local and S3 alternate
-    within each epoch; returns the S3 images/s over the local ones for the first epoch (every row group's
-    image bytes fetched and decoded) and for the best of `later` epochs (the decoded cache serves the
-    images; only the label columns are fetched)."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from s3_server import S3Server, apply_env, restore_env
-
-    from trainables.config import TrainConfig
-    from trainables.data.prepare import prepare
-    from trainables.tasks import get_task
-
-    server = S3Server()
-    server.start()
-    saved = apply_env(server)
-    try:
-        settings = {"task": "attributes", "seed": SEED, "data.cache_dir": str(cache), "data.image_size": 64,
-                    "data.augment": ["hflip"], "data.demo_images": images, "model.name": "resnet18"}
-        local = get_task("attributes").build(TrainConfig.from_dict(settings)).train_loader
-        uri = f"s3://{server.create_bucket('bench-shards')}/celeba"
-        t = time.perf_counter()
-        prepare("celeba", celeba_demo(images)(cache), uri)
-        print(f"s3: the {images}-image demo prepared into {uri} (moto on loopback) in {time.perf_counter() - t:.0f} s; "
-              f"the attributes training loader, batch {batch}, first epoch and the best of {later} later ones",
-              flush=True)
-        remote = get_task("attributes").build(TrainConfig.from_dict({**settings, "data.root": uri})).train_loader
-        rates = {"local": [], "s3": []}
-        for epoch in range(later + 1):
-            for name, stream in (("local", local), ("s3", remote)):
-                rates[name].append(images_per_second(stream(epoch, 0, 1, batch, 0))[0])
-    finally:
-        restore_env(saved)
-        server.stop()
-    first = rates["s3"][0] / rates["local"][0]
-    best = max(rates["s3"][1:]) / max(rates["local"][1:])
-    print(f"  first epoch: local {rates['local'][0]:.0f} img/s, s3 {rates['s3'][0]:.0f} img/s; later: local "
-          f"{max(rates['local'][1:]):.0f} img/s, s3 {max(rates['s3'][1:]):.0f} img/s", flush=True)
-    print(f"s3_vs_local_first={first:.3f} s3_vs_local_later={best:.3f}", flush=True)
-    return first, best
 
 
 def main() -> None:

@@ -226,7 +226,7 @@ class BudgetKeeper(tune.Callback):
 
 def keeper_for(run, budget_s: float | None, resources, submit: Callable[[dict], None]) -> BudgetKeeper:
     """The budget callback of sweep run `run` (state.SweepRun), going on from what it spent before; `submit` is
-    the MLflow outbox's (spool.py), so a trial's spend reaches its run like its epochs do."""
+    the MLflow outbox's (outbox.py), so a trial's spend reaches its run like its epochs do."""
     run.budget_s = budget_s
     spend = Spend(trial_weight(resources), run.spent_s, dict(run.spent_by_trial))
 

@@ -7,7 +7,7 @@ labels.json's `outputs`, also in the model's metadata). MLflow 3.17 saves it as 
 environment's version (with timm's, which built it), is all `mlflow.pyfunc.load_model` and `mlflow models
 serve` need, and nothing is fetched at load time. The model is linked to its trial's run, carries the
 run's params and the metrics of the chosen epoch (`model_id` on those metrics), and is found again by
-its checkpoint tag, so a replay (spool.py) logs it once.
+its checkpoint tag, so a replay (outbox.py) logs it once.
 
 `--register-if 'val/race/group_gap<0.05'` registers only when the chosen epoch's value of the metric
 satisfies the condition; `parse_condition` reads it before any training starts.

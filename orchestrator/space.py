@@ -19,8 +19,9 @@ from ray import tune
 from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform
 
 from search_spaces.distributions import build, parse_call, show_call
-from trainables.config import (TrainConfig, absolute, coerce, key_help, key_range, key_type, path_keys,
-                               range_problem, with_help)
+from trainables.config import TrainConfig
+from trainables.config_keys import key_help, key_range, key_type, path_keys
+from trainables.config_values import absolute, coerce, range_problem, with_help
 from trainables.data.transforms import build_augment
 from trainables.errors import UserError
 from trainables.models import check_model_name

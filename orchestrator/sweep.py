@@ -154,7 +154,7 @@ def run_sweep(opts: SweepOptions) -> dict:
         {"CPU": cluster.DRIVER_CPUS},
     )
     store_outage.install(redact(run.path))  # Ray's tracebacks of failed state saves become one line
-    # From here on a tracking server that goes away costs no record: they are kept in the storage (spool.py).
+    # From here on a tracking server that goes away costs no record: they are kept in the storage (spool.py) and replayed (outbox.py).
     trial_files = functools.partial(report.log_trial_files, tracking, task, storage=run.path)
     tracking.keep_records(run.path, experiment_id, run.path, on_files=trial_files)
     recorder = MlflowTrialCallback(tracking, experiment_id, parent_id, run.path, name_of, params_of=trial_params,

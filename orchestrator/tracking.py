@@ -85,8 +85,9 @@ class Tracking:
 
     def keep_records(self, folder: str | None, experiment_id: str, sweep_path: str, on_files=None):
         """From now on, what MLflow cannot take (it is down) is kept in `folder` (the sweep's storage) and
-        written when it is back (orchestrator/spool.py). Records kept by an earlier run are written now."""
-        from orchestrator.spool import Outbox, Spool
+        written when it is back (orchestrator/outbox.py). Records kept by an earlier run are written now."""
+        from orchestrator.outbox import Outbox
+        from orchestrator.spool import Spool
 
         self.outbox = Outbox(self, Spool(folder), experiment_id, sweep_path, on_files=on_files)
         if self.outbox.pending:
@@ -283,13 +284,14 @@ def _never_raises(event):
 
 class MlflowTrialCallback(tune.Callback):
     """One MLflow child run per Tune trial: params at start, metrics per epoch, files at the end. Every write
-    goes through the tracking's outbox (orchestrator/spool.py), so a server that is down costs no epoch and
+    goes through the tracking's outbox (orchestrator/outbox.py), so a server that is down costs no epoch and
     never stops a trial: what it cannot take is kept and written when it is back."""
 
     def __init__(self, tracking: Tracking, experiment_id: str, parent_run_id: str, sweep_path: str,
                  describe: Callable[[dict], str], params_of: Callable[[dict], dict],
                  on_finish: Callable[[str, dict, str | None], None], dataset: DatasetRecord | None = None):
-        from orchestrator.spool import Outbox, Spool
+        from orchestrator.outbox import Outbox
+        from orchestrator.spool import Spool
 
         self.tracking, self.experiment_id, self.parent_run_id = tracking, experiment_id, parent_run_id
         self.dataset = dataset
@@ -303,7 +305,7 @@ class MlflowTrialCallback(tune.Callback):
     def run_id(self, trial) -> str:
         """The trial's run id (its run is created, or found again, on first sight); a `run-of-trial:` reference
         while its creation is kept for a server that is down."""
-        from orchestrator.spool import RUN_OF_TRIAL, dataset_dict
+        from orchestrator.outbox import RUN_OF_TRIAL, dataset_dict
 
         trial_id = trial.trial_id
         if trial_id not in self.run_ids:

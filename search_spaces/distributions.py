@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from ray import tune
 
-from trainables.config import coerce
+from trainables.config_values import coerce
 from trainables.errors import UserError
 
 LISTS = ("grid", "choice")

@@ -41,7 +41,9 @@ from ray.tune.search.sample import Domain
 
 from search_spaces import DEFAULT_SEED, SWEEPS, Sweep, objectives_of
 from search_spaces.distributions import KINDS, build, parse_call, render, show_yaml, type_name
-from trainables.config import TrainConfig, coerce, key_help, key_type, path_keys, with_help
+from trainables.config import TrainConfig
+from trainables.config_keys import key_help, key_type, path_keys
+from trainables.config_values import coerce, with_help
 from trainables.errors import UserError
 from trainables.tasks import TASKS, get_task
 

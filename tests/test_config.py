@@ -2,7 +2,9 @@
 
 import pytest
 
-from trainables.config import TrainConfig, coerce, key_type, known_keys
+from trainables.config import TrainConfig
+from trainables.config_keys import key_type, known_keys
+from trainables.config_values import coerce
 from trainables.errors import UserError
 
 
@@ -63,7 +65,7 @@ def test_a_key_of_a_section_the_task_ignores_is_a_one_line_error(task, key):
 
 
 def test_path_keys_are_declared_per_task():
-    from trainables.config import path_keys
+    from trainables.config_keys import path_keys
 
     assert set(path_keys("recognition")) == {"model.weights", "data.root", "data.cache_dir", "eval.targets"}
     assert "eval.targets" not in path_keys("attributes")
@@ -75,7 +77,7 @@ def test_every_key_of_every_task_has_its_help_in_list_keys(capsys):
     from argparse import Namespace
 
     from orchestrator.commands.list import cmd_list
-    from trainables.config import key_help
+    from trainables.config_keys import key_help
     from trainables.tasks import TASKS
 
     for task in TASKS:
@@ -87,6 +89,20 @@ def test_every_key_of_every_task_has_its_help_in_list_keys(capsys):
     assert len(listed) == sum(len(TrainConfig(t).to_flat_dict()) - 1 for t in TASKS)  # all but `task`
     lr = next(line for line in listed if line.split()[0] == "optim.lr")
     assert "peak learning rate" in lr and lr.endswith("[above 0]"), lr
+
+
+def test_the_help_of_task_lists_exactly_the_registered_tasks(monkeypatch):
+    """The help of `task` is read from the task registry when it is shown, not written beside it."""
+    from trainables.config_keys import key_help
+    from trainables.config_sections import TASK_SECTIONS
+    from trainables.tasks import TASKS
+
+    def listed() -> list[str]:
+        return key_help("task", "attributes").split(": ", 1)[1].split(" | ")
+
+    assert listed() == TASKS.names() == TASK_SECTIONS.names()
+    monkeypatch.setitem(TASK_SECTIONS._items, "zebra", {})  # a task registered after this module was imported
+    assert listed() == [*TASKS.names(), "zebra"]
 
 
 def test_no_task_is_assumed():
@@ -106,10 +122,13 @@ def test_config_imports_no_task_and_a_config_imports_only_its_own_task():
 
     import trainables.config
 
-    tree = ast.parse(Path(trainables.config.__file__).read_text())
-    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    assert not [m for m in imported if m.startswith("trainables.tasks")], imported
+    modules = sorted(Path(trainables.config.__file__).parent.glob("config*.py"))  # config.py and its config_*.py
+    assert len(modules) > 1, modules
+    for module in modules:  # at module level or inside a function
+        tree = ast.parse(module.read_text())
+        imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not [m for m in imported if m.startswith("trainables.tasks")], (module.name, imported)
     code = ("import sys; from trainables.config import TrainConfig; TrainConfig.from_dict({'task': 'fairface'}); "
             "print(sorted({m.split('.')[2] for m in sys.modules if m.startswith('trainables.tasks.')}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

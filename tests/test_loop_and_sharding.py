@@ -8,7 +8,7 @@ from torch import nn
 from trainables.distributed import all_gather_rows
 from trainables.loop import DivergedError, InputPipe, TrainModule, predict, train_one_epoch
 from trainables.optim import build_optimizer
-from trainables.config import OptimConfig
+from trainables.config_sections import OptimConfig
 
 
 def test_gather_is_identity_in_one_process():

@@ -16,7 +16,9 @@ from ray import tune
 
 from hf_cache import COMMIT, random_weights, write_hub_repo
 from orchestrator.space import check_space
-from trainables.config import ModelConfig, TrainConfig, absolute
+from trainables.config import TrainConfig
+from trainables.config_sections import ModelConfig
+from trainables.config_values import absolute
 from trainables.errors import UserError
 from trainables.models import build_model, load_backbone_weights
 from trainables.models.weights import hub_cache_dir, locate, report_of, report_tags, source_of

@@ -8,7 +8,8 @@ import timm
 import torch
 from torch import nn
 
-from trainables.config import OptimConfig, TrainConfig
+from trainables.config import TrainConfig
+from trainables.config_sections import OptimConfig
 from trainables.errors import UserError
 from trainables.loop import InputPipe, TrainModule, train_one_epoch
 from trainables.models.freeze import freeze

@@ -225,7 +225,7 @@ def test_the_readmes_sweep_file_as_printed_passes_doctor(smoke, tmp_path, capsys
     ("  optim.lr: 0.01\n", ["optim.ema=2"], "optim.ema"),             # --set out of range
 ], ids=["file type", "file range", "file draw", "--set type", "--set range"])
 def test_a_bad_value_of_a_known_key_quotes_the_keys_help(tmp_path, space, overrides, key):
-    from trainables.config import key_help
+    from trainables.config_keys import key_help
 
     path = write(tmp_path, f"question: q?\ntask: attributes\nmetric: val/macro_f1\nspace:\n{space}")
     with pytest.raises(UserError) as err:

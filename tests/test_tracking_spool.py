@@ -1,5 +1,6 @@
-"""The spool of MLflow records a sweep keeps while its tracking server is down (orchestrator/spool.py):
-kept durably, never raised into Tune, said once, and written exactly once when the store answers again."""
+"""The MLflow records a sweep keeps while its tracking server is down (orchestrator/spool.py) and replays
+(orchestrator/outbox.py): kept durably, never raised into Tune, said once, and written exactly once when
+the store answers again."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from types import SimpleNamespace
 from mlflow import MlflowClient
 
 from mlflow_server import free_port
-from orchestrator.spool import SPOOL_FILE, Outbox, Spool
+from orchestrator.outbox import Outbox
+from orchestrator.spool import SPOOL_FILE, Spool
 from orchestrator.tracking import MlflowTrialCallback, Tracking
 
 

@@ -12,7 +12,9 @@ from ray import tune
 
 import search_spaces
 from orchestrator.space import apply_overrides, batch_sizes, check_space, max_epochs
-from trainables.config import TrainConfig, key_range, task_sections
+from trainables.config import TrainConfig
+from trainables.config_keys import key_range
+from trainables.config_sections import task_sections
 from trainables.errors import UserError
 from trainables.tasks import TASKS
 

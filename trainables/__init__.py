@@ -3,11 +3,11 @@
 Nothing in this package imports Ray Tune, MLflow or `orchestrator`; only `worker.py` talks to
 `ray.train`, so everything else is plain PyTorch that unit tests can run without Ray.
 
-The package root is also where the leaf `config` learns how to find the tasks' config sections:
-`config.py` imports no task, and each task registers its sections there when its folder is imported.
+The package root is also where the leaf `config_sections` learns how to find the tasks' config sections:
+no `config*.py` module imports a task, and each task registers its sections there when its folder is imported.
 """
 
-from trainables.config import TASK_SECTIONS as _TASK_SECTIONS
+from trainables.config_sections import TASK_SECTIONS as _TASK_SECTIONS
 
 
 def _load_all_tasks() -> None:

@@ -6,7 +6,7 @@ from timm.optim import create_optimizer_v2, list_optimizers, param_groups_weight
 from timm.scheduler import create_scheduler_v2
 from torch import nn
 
-from trainables.config import OptimConfig
+from trainables.config_sections import OptimConfig
 from trainables.errors import UserError
 
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "none")

@@ -27,7 +27,7 @@ class Registry(Generic[T]):
 
     def load_with(self, loader: Callable[[], None] | None, find: Callable[[str], None] | None = None) -> None:
         """Set how the registering modules are imported: for a registry whose owner must not import them
-        itself (trainables/config.py's task sections), the package that may do so calls this."""
+        itself (trainables/config_sections.py's task sections), the package that may do so calls this."""
         self._loader, self._find, self._loaded = loader, find, loader is None
 
     def register(self, name: str, value: T | None = None):

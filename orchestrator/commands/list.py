@@ -18,7 +18,8 @@ def cmd_list(args) -> int:
         print(f"{name:<24} {search_spaces.question(name)}")
     print(f"\ndataset layouts (for --data and prepare): {', '.join(FORMATS.names())}")
     if args.keys:
-        from trainables.config import TrainConfig, key_help, key_range
+        from trainables.config import TrainConfig
+        from trainables.config_keys import key_help, key_range
 
         for task_name, task in TASKS.items():
             print(f"\nconfig keys of task '{task_name}' ({task.title}); use with --set KEY=VALUE:")

@@ -1,5 +1,6 @@
 """`python -m orchestrator sync NAME|FILE [--storage S] [--name N] [--tracking-uri U]`: write what a sweep
-kept while its MLflow server was down (orchestrator/spool.py), and close its runs as the sweep would have.
+kept while its MLflow server was down (orchestrator/spool.py, replayed by outbox.py), and close its runs as
+the sweep would have.
 
 A sweep whose server is still down at its end says so in one line naming this command, and exits 3. The
 records are in the sweep's storage, so this runs anywhere that storage and the server can be reached.

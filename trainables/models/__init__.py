@@ -13,7 +13,7 @@ import difflib
 import timm
 from torch import nn
 
-from trainables.config import ModelConfig
+from trainables.config_sections import ModelConfig
 from trainables.errors import UserError
 from trainables.models import weights
 from trainables.timing import phase

@@ -13,7 +13,7 @@ from __future__ import annotations
 from timm.models import group_parameters
 from torch import nn
 
-from trainables.config import parse_freeze
+from trainables.config_sections import parse_freeze
 from trainables.errors import UserError
 
 def _split(model: nn.Module) -> tuple[nn.Module, str, set[str]]:

@@ -38,7 +38,7 @@ import timm
 import torch
 from torch import nn
 
-from trainables.config import ModelConfig
+from trainables.config_sections import ModelConfig
 from trainables.errors import UserError
 
 LOCAL_DIR = "local-dir:"                                   # timm's scheme for a model folder

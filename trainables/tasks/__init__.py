@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from torch import nn
 
-from trainables.config import TASK_SECTIONS
+from trainables.config_sections import TASK_SECTIONS
 from trainables.registry import Registry
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ TASKS: Registry[Task] = Registry("task", key="task", loader=_load_all, find=impo
 
 
 def register_task(task: Task) -> Task:
-    """Register `task`, and its config sections with trainables/config.py, which reads them from there."""
+    """Register `task`, and its config sections with trainables/config_sections.py, which reads them from there."""
     TASK_SECTIONS.register(task.name, dict(task.sections))
     return TASKS.register(task.name, task)
 

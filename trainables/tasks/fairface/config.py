@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trainables.config import bounded, helped
+from trainables.config_fields import bounded, helped
 from trainables.errors import UserError
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trainables.config import EvalConfig as SharedEvalConfig, bounded, helped, path
+from trainables.config_fields import bounded, helped, path
+from trainables.config_sections import EvalConfig as SharedEvalConfig
 
 
 @dataclass
