@@ -3,9 +3,9 @@
 An export folder (written by `orchestrator export`) holds `trial_config.json` (the trial's flat
 config, which the model is rebuilt from), `model.safetensors`, `labels.json` ({"outputs": names in
 model output order, ...}), the files its task declares (`TaskOutputs.export_files`, such as its decision
-rules) and, where timm can rebuild the model, timm's own `config.json` (not read here). Loading never unpickles anything. Images go through
-the same decoder, `InputPipe` and `loop.predict` as the trial's evaluation, so a label here is the
-label the trial's own evaluation gave the same image.
+rules) and, where timm can rebuild the model, timm's own `config.json` (not read here). Loading never
+unpickles anything. Images go through the same decoder, `InputPipe` and `loop.predict` as the trial's
+evaluation, so a label here is the label the trial's own evaluation gave the same image.
 
 What differs between tasks (the output names, how raw outputs become a table and a caption) is the
 task's to say (`Task.outputs`); this module names no task.

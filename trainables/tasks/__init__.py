@@ -88,11 +88,11 @@ class Decisions:
             return {}
         try:
             rules = json.loads(data)
-        except ValueError as err:
-            rules = err
+        except ValueError:
+            rules = None
         if not isinstance(rules, dict):
-            why = rules if isinstance(rules, ValueError) else "not a mapping of decision names to rules"
-            raise UserError(f"cannot read {self.file} ({why}): export the model again with `orchestrator export`")
+            raise UserError(f"cannot read {self.file} (not a JSON mapping of decision names to rules): "
+                            "export the model again with `orchestrator export`")
         return rules
 
     def default(self, names) -> str:
