@@ -229,6 +229,7 @@ def test_cli_parsers_run_both_commands(celeba_trial, tmp_path):
 def test_an_unknown_decision_is_one_line_naming_the_valid_ones(exported, celeba_trial, tmp_path, capsys):
     """`predict --decision NAME` is checked by the model's task against the rules its export holds."""
     from orchestrator.__main__ import main
+    from orchestrator.predict import run_predict
 
     out, _ = exported
     valid = list(json.loads((out / "thresholds.json").read_text()))
@@ -239,6 +240,11 @@ def test_an_unknown_decision_is_one_line_naming_the_valid_ones(exported, celeba_
     assert "unknown decision 'bogus'" in err and f"has {', '.join(valid)};" in err and "--decision" in err, err
     assert set(valid) == {"fixed", "prior", "f1_opt", "acc_opt"}
     assert not (tmp_path / "p").exists()  # refused before anything is written
+
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (broken / "thresholds.json").write_text("[0.5]")
+    assert "cannot read thresholds.json" in one_line_error(run_predict, broken, tmp_path / "nothing", tmp_path / "p")
 
 
 @pytest.mark.parametrize("formulation, age_mode", [("multihead", "regression"), ("onehot18", "bins")])
