@@ -43,7 +43,8 @@ def untrained_export(folder: Path, size: int) -> Path:
 
     from trainables.config import TrainConfig
     from trainables.data.formats.celeba import ATTRIBUTE_NAMES
-    from trainables.inference import CONFIG_FILE, LABELS_FILE, MODEL_FILE, THRESHOLDS_FILE
+    from trainables.artifacts import THRESHOLDS
+    from trainables.inference import CONFIG_FILE, LABELS_FILE, MODEL_FILE
     from trainables.models import build_model
 
     cfg = TrainConfig.from_dict({"task": "attributes", "model.name": "resnet18", "data.image_size": size})
@@ -51,7 +52,7 @@ def untrained_export(folder: Path, size: int) -> Path:
     save_file(build_model(cfg.model, len(ATTRIBUTE_NAMES)).state_dict(), str(folder / MODEL_FILE))
     (folder / CONFIG_FILE).write_text(json.dumps(cfg.to_flat_dict()))
     (folder / LABELS_FILE).write_text(json.dumps({"outputs": list(ATTRIBUTE_NAMES)}))
-    (folder / THRESHOLDS_FILE).write_text(json.dumps({"fixed": {n: 0.5 for n in ATTRIBUTE_NAMES}}))
+    (folder / THRESHOLDS).write_text(json.dumps({"fixed": {n: 0.5 for n in ATTRIBUTE_NAMES}}))
     return folder
 
 

@@ -7,7 +7,7 @@ latest one. Each checkpoint's meta.json gives its epoch, and the run's metric hi
 epoch's value, so the best can be chosen without asking Ray. The folder written holds only safe,
 portable files, in timm's own layout: model.safetensors and config.json (timm's schema, so
 `timm.create_model("local-dir:DIR", pretrained=True)` loads it), then trial_config.json, labels.json,
-MODEL_CARD.md and the files the task declares for its outputs (such as decision thresholds), which
+MODEL_CARD.md and the files the task declares for its outputs (such as its decision rules), which
 `orchestrator predict` reads. At the end of a sweep, `log_best_model` puts its best trial's folder
 into the parent run's artifacts.
 """
@@ -159,8 +159,7 @@ def write_export(fs: pafs.FileSystem, best: Checkpoint, outputs, tracking, run, 
     from orchestrator.timm_folder import write_timm_config
     from trainables.artifacts import MODEL_CARD, MODEL_WEIGHTS
     from trainables.config import TrainConfig
-    from trainables.inference import (CONFIG_FILE, LABELS_FILE, MODEL_FILE, THRESHOLDS_FILE, model_from_state,
-                                      pick_default_strategy)
+    from trainables.inference import CONFIG_FILE, LABELS_FILE, MODEL_FILE, model_from_state
     from trainables.tasks import get_task
 
     def read(name: str) -> bytes | None:
@@ -184,23 +183,21 @@ def write_export(fs: pafs.FileSystem, best: Checkpoint, outputs, tracking, run, 
     timm_load = write_timm_config(model, out, cfg.data.image_size, labels["outputs"])
     (out / CONFIG_FILE).write_text(json.dumps(cfg.to_flat_dict(), indent=1))
     (out / LABELS_FILE).write_text(json.dumps(labels, indent=1))
-    strategies: list[str] = []
-    for name in outputs.export_files:  # e.g. the decision thresholds predict labels with
+    for name in outputs.export_files:  # e.g. the decision rules predict labels with
         data = read(name)
         if data is not None:
             (out / name).write_bytes(data)
-            if name == THRESHOLDS_FILE:
-                strategies = list(json.loads(data))
         else:  # a previous export into the same folder must not lend its files to this model
             (out / name).unlink(missing_ok=True)
-    strategy = pick_default_strategy(strategies)
+    decisions = list(outputs.decisions.rules(read)) if outputs.decisions else []
+    decision = outputs.decisions.default(decisions) if outputs.decisions else ""
     run_id, metric = chosen["run_id"], chosen["metric"]
-    card_values = {m: v for m in dict.fromkeys([metric] + outputs.card_metrics(strategy or "fixed"))
+    card_values = {m: v for m in dict.fromkeys([metric] + outputs.card_metrics(decision))
                    if (v := metric_by_step(tracking, run_id, m).get(best.step)) is not None}
     (out / MODEL_CARD).write_text(model_card(
-        cfg=cfg, title=get_task(cfg.task).title, card_lines=outputs.card_lines(strategies, strategy), model=model, run=run,
-        tracking_uri=tracking.uri, chosen=chosen,
-        metrics=card_values, strategy=strategy, num_outputs=len(labels["outputs"]), timm_load=timm_load,
+        cfg=cfg, title=get_task(cfg.task).title, card_lines=outputs.card_lines(decisions, decision), model=model,
+        run=run, tracking_uri=tracking.uri, chosen=chosen,
+        metrics=card_values, decision=decision, num_outputs=len(labels["outputs"]), timm_load=timm_load,
         logged_to=logged_to))
     return timm_load
 
@@ -266,7 +263,7 @@ def metric_by_step(tracking, run_id: str, metric: str) -> dict[int, float]:
 
 
 def model_card(*, cfg, title: str, card_lines: list[str], model, run, tracking_uri: str, chosen: dict,
-               metrics: dict[str, float], strategy: str, num_outputs: int, timm_load=None,
+               metrics: dict[str, float], decision: str, num_outputs: int, timm_load=None,
                logged_to: str | None = None) -> str:
     """A short, honest MODEL_CARD.md: what it predicts, from what input, how good, where it came from, and
     whether timm loads it. `logged_to`: the run whose `model/` artifacts hold this folder."""
@@ -323,7 +320,7 @@ def model_card(*, cfg, title: str, card_lines: list[str], model, run, tracking_u
         "",
         "```",
         f"python -m orchestrator predict --model {out} --images PATH --out DIR"
-        + (" [--threshold-strategy NAME]" if strategy else "") + " [--explain OUTPUT_NAME]",
+        + (" [--decision NAME]" if decision else "") + " [--explain OUTPUT_NAME]",
         "```",
         "",
         *timm_section(timm_load, out, model),

@@ -23,15 +23,16 @@ from trainables.errors import UserError
 TILE, PAD, FONT_SIZE, LINE_HEIGHT, MAX_LINES = 128, 6, 11, 13, 9
 
 
-def run_predict(model_dir, images, out, threshold_strategy: str | None = None, explain: str | None = None,
+def run_predict(model_dir, images, out, decision: str | None = None, explain: str | None = None,
                 limit: int = 16, device: str | None = None, batch_size: int = 64) -> dict:
-    """Predict every image at `images`; returns {images, skipped, out, strategy, explain_dir}."""
+    """Predict every image at `images`, labelling by the task's named `decision` (its default when None); returns
+    {images, skipped, out, decision, explain_dir}."""
     from trainables import inference
 
     if limit < 1:
         raise UserError(f"--limit must be at least 1, got {limit}")
     exported = inference.load_exported(model_dir, device=device)
-    strategy = inference.pick_strategy(exported, threshold_strategy)
+    decision = inference.choose_decision(exported, decision)
     column = output_column(exported.output_names, explain) if explain else None
     paths = inference.find_images(images)
     out = Path(out).expanduser()
@@ -45,7 +46,7 @@ def run_predict(model_dir, images, out, threshold_strategy: str | None = None, e
         print(f"warning: skipped {path}: {reason}", file=sys.stderr)
     if not kept:
         raise UserError(f"none of the {len(paths)} images at {images} could be decoded: pass JPEG or PNG face images")
-    table = exported.outputs.describe(outputs, exported, strategy)
+    table = exported.outputs.describe(outputs, exported, decision)
     table.insert(0, "file", [display_name(p, images) for p in kept])
     table.to_csv(out / "predictions.csv", index=False, float_format="%.6g")
 
@@ -59,7 +60,7 @@ def run_predict(model_dir, images, out, threshold_strategy: str | None = None, e
     if column is not None:
         explain_dir = write_explanations(exported, column, shown, faces, outputs[:limit, column], table.head(limit),
                                          out)
-    return {"images": len(kept), "skipped": list(failed), "out": str(out), "strategy": strategy,
+    return {"images": len(kept), "skipped": list(failed), "out": str(out), "decision": decision,
             "explain_dir": str(explain_dir) if explain_dir else None}
 
 

@@ -43,11 +43,12 @@ class Runner:
         return getattr(importlib.import_module(module), function)(opts, sweep)
 
 
-TRAIN = "train"
+TRAIN, POLICIES = "train", "policies"
 RUNNERS: dict[str, Runner] = {
     TRAIN: Runner(trains_models=True, what="trials train models"),
-    "thresholds": Runner(trains_models=False, entry="orchestrator.threshold_sweep:run_threshold_sweep",
-                         what="a threshold-policy sweep scores a finished trial's stored predictions"),
+    # any task that declares a `Task.policy`: its policies scored on a finished trial's stored files
+    POLICIES: Runner(trains_models=False, entry="orchestrator.policy_sweep:run_policy_sweep",
+                     what="a policy sweep scores a finished trial's stored predictions"),
 }
 
 

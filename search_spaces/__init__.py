@@ -38,7 +38,8 @@ class Sweep:
     search: str = ""                     # "" (Tune's basic variant generator) or "optuna"
     workers_per_trial: int = 2           # DDP workers of one trial, unless --num-workers says otherwise
     report: list[str] = field(default_factory=list)  # extra metrics shown in the final table
-    runner: str = "train"                # "train": trials train models; "thresholds": trials score stored predictions
+    runner: str = "train"                # "train": trials train models; "policies": the task's decision policies
+    #                                      (`Task.policy`) scored on a finished trial's stored predictions
     tags: dict[str, str] = field(default_factory=dict)
     source: str = ""                     # the sweep file it was read from; "" for a built-in sweep
     seed: int = DEFAULT_SEED              # seeds Optuna's sampler and Tune's random draws: a rerun draws the same

@@ -27,5 +27,5 @@ def celeba_thresholds(real_data: bool, smoke: bool) -> Sweep:
         num_samples=8 if smoke else 40,
         search="optuna",
         grace_period=0,
-        runner="thresholds",
+        runner="policies",
     )

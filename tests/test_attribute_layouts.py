@@ -233,7 +233,7 @@ def test_task_names_everything_after_the_file_and_draws_one_panel(tmp_path):
     names = ATTRIBUTE_OUTPUTS.output_names(cfg, lambda name: (trial / name).read_bytes())["outputs"]
     assert names == ["NA"]
     thresholds = json.loads((trial / artifacts.THRESHOLDS).read_text())
-    exported = SimpleNamespace(output_names=names, thresholds=thresholds, folder=trial)
+    exported = SimpleNamespace(output_names=names, rules=thresholds, folder=trial)
     shown = ATTRIBUTE_OUTPUTS.describe(np.array([[3.0], [-3.0]]), exported, "fixed")
     assert list(shown.columns) == ["score/NA", "label/NA"] and shown["label/NA"].tolist() == [1, 0]
     assert ATTRIBUTE_OUTPUTS.captions(shown.iloc[0]) == ["NA"]

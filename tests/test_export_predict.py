@@ -65,7 +65,7 @@ def test_model_card_says_when_the_data_was_synthetic():
     lines = get_task("attributes").outputs.card_lines(["fixed", "f1_opt"], "f1_opt")
     card = model_card(cfg=cfg, title="CelebA attributes", card_lines=lines, model=model, run=run,
                       tracking_uri="sqlite:///m.db", chosen=chosen, metrics={"val/mean_accuracy": 0.9},
-                      strategy="f1_opt", num_outputs=40)
+                      decision="f1_opt", num_outputs=40)
     assert "synthetic demo data" in card and "48x48" in card and "| val/mean_accuracy | 0.9000 |" in card
     assert "secret" not in card and "maximised F1" in card
 
@@ -99,7 +99,7 @@ def test_predict_gives_the_trials_own_test_labels(celeba_trial, exported, tmp_pa
     out, summary = exported
     root = celeba_trial["root"]
     result = run_predict(out, f"{root}/img_align_celeba", tmp_path / "pred")
-    assert result["strategy"] == "f1_opt" and not result["skipped"]
+    assert result["decision"] == "f1_opt" and not result["skipped"]
     table = pd.read_csv(tmp_path / "pred" / "predictions.csv").set_index("file")
     index = read_celeba(root)
     test_files = [index.files[i] for i in index.indices("test")]
@@ -178,7 +178,6 @@ def test_predict_errors_are_one_line_and_corrupt_images_are_skipped(exported, ce
     assert "no images" in one_line_error(run_predict, out, tmp_path / "empty", tmp_path / "o")
     images = f"{celeba_trial['root']}/img_align_celeba"
     assert "Smiling" in one_line_error(run_predict, out, images, tmp_path / "o", explain="smilling")
-    assert "f1_opt" in one_line_error(run_predict, out, images, tmp_path / "o", threshold_strategy="best")
 
     mixed = tmp_path / "mixed"
     mixed.mkdir()
@@ -221,10 +220,31 @@ def test_cli_parsers_run_both_commands(celeba_trial, tmp_path):
     assert cmd_export(args) == 0
     args = parser.parse_args(["predict", "--model", str(model), "--images",
                               f"{celeba_trial['root']}/img_align_celeba/000001.jpg", "--out", str(tmp_path / "p"),
-                              "--threshold-strategy", "fixed", "--limit", "1"])
+                              "--decision", "fixed", "--limit", "1"])
     assert cmd_predict(args) == 0
     table = pd.read_csv(tmp_path / "p" / "predictions.csv")
     assert list(table["file"]) == ["000001.jpg"] and table.shape[1] == 1 + 2 * len(ATTRIBUTE_NAMES)
+
+
+def test_an_unknown_decision_is_one_line_naming_the_valid_ones(exported, celeba_trial, tmp_path, capsys):
+    """`predict --decision NAME` is checked by the model's task against the rules its export holds."""
+    from orchestrator.__main__ import main
+    from orchestrator.predict import run_predict
+
+    out, _ = exported
+    valid = list(json.loads((out / "thresholds.json").read_text()))
+    code = main(["predict", "--model", str(out), "--images", f"{celeba_trial['root']}/img_align_celeba/000001.jpg",
+                 "--out", str(tmp_path / "p"), "--decision", "bogus"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "\n" not in err, err
+    assert "unknown decision 'bogus'" in err and f"has {', '.join(valid)};" in err and "--decision" in err, err
+    assert set(valid) == {"fixed", "prior", "f1_opt", "acc_opt"}
+    assert not (tmp_path / "p").exists()  # refused before anything is written
+
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (broken / "thresholds.json").write_text("[0.5]")
+    assert "cannot read thresholds.json" in one_line_error(run_predict, broken, tmp_path / "nothing", tmp_path / "p")
 
 
 @pytest.mark.parametrize("formulation, age_mode", [("multihead", "regression"), ("onehot18", "bins")])
@@ -247,6 +267,8 @@ def test_fairface_export_and_predict_match_the_trial(tmp_path, mlflow_uri, formu
     assert summary["timm"].ok  # timm's config.json names the heads' outputs in order
     assert json.loads((tmp_path / "model" / "config.json").read_text())["label_names"] == labels["outputs"]
 
+    assert "makes no named decisions" in one_line_error(run_predict, tmp_path / "model", root / "val",
+                                                         tmp_path / "pred", decision="f1_opt")
     run_predict(tmp_path / "model", root / "val", tmp_path / "pred")
     ours = pd.read_csv(tmp_path / "pred" / "predictions.csv")
     ours.index = "val/" + ours["file"]

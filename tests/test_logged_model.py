@@ -59,12 +59,12 @@ def test_bad_register_flags_stop_a_sweep_before_it_starts(extra, says, tmp_path,
 
 
 def test_register_on_a_sweep_that_trains_no_model_is_one_line(tmp_path, capsys):
-    """The threshold-policy runner trains nothing to register: said before anything starts (it was a traceback)."""
+    """The policy runner trains nothing to register: said before anything starts (it was a traceback)."""
     code = main(["sweep", "celeba_thresholds", "--from-run", "0123abc", "--register", "faces",
                  "--storage", str(tmp_path / "runs"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and "\n" not in err
-    assert "--register applies to sweeps that train models; a threshold-policy sweep" in err, err
+    assert "--register applies to sweeps that train models; a policy sweep" in err, err
     assert not (tmp_path / "m.db").exists()  # nothing started
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from orchestrator import pareto, report
-from orchestrator.threshold_sweep import PolicyResults
+from orchestrator.policy_sweep import PolicyResults
 import search_spaces
 from search_spaces import Sweep, UserError, with_options
 

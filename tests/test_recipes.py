@@ -178,7 +178,7 @@ def test_the_model_card_says_the_weights_are_an_ema():
     run = SimpleNamespace(info=SimpleNamespace(run_id="abc", run_name="calm-cat"))
     chosen = {"epoch": 2, "out": "model", "metric": "m", "mode": "max", "epochs": [2], "checkpoint": "/c"}
     card = lambda cfg: model_card(cfg=cfg, title="t", card_lines=[], model=model, run=run, tracking_uri="sqlite:///m.db",
-                                  chosen=chosen, metrics={}, strategy="", num_outputs=3)
+                                  chosen=chosen, metrics={}, decision="", num_outputs=3)
     assert "ModelEmaV3, decay optim.ema=0.999" in card(TrainConfig.from_dict({"task": "attributes", "optim.ema": 0.999}))
     assert "moving average" not in card(TrainConfig.from_dict({"task": "attributes", "task": "attributes"}))
 

@@ -53,7 +53,7 @@ def test_tunes_random_draws_with_the_same_seed_are_the_same():
 
 
 def test_the_policy_sweep_draws_the_same_policies_for_the_same_seed():
-    from orchestrator.threshold_sweep import PolicyDraws
+    from orchestrator.policy_sweep import PolicyDraws
 
     def policies(seed: int, search: str) -> list[dict]:
         k = tune.grid_search(["a", "b"]) if not search else tune.choice(["a", "b"])  # Optuna takes no grid

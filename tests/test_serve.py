@@ -97,6 +97,10 @@ def test_the_page_and_info_are_served(served, models):
     assert page.status_code == 200 and 'name="image"' in page.text and "fetch(\"predict\"" in page.text
     info = requests.get(f"{served}/fairface/info", timeout=30).json()
     assert info["model"] == "fairface" and info["task"] == "fairface" and "race/White" in info["outputs"]
+    assert info["decision"] == ""  # no named decision rules: the page says none
+    info = requests.get(f"{served}/attributes/info", timeout=30).json()
+    assert info["decision"] == "f1_opt"  # the task's default among the export's rules, which the page names
+    assert "decisions by '${info.decision}'" in page.text
 
 
 def test_gradcam_is_a_picture_of_the_chosen_output(served, models):

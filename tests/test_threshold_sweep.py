@@ -7,7 +7,7 @@ import mlflow
 import pytest
 from ray import tune
 
-from orchestrator.threshold_sweep import run_threshold_sweep
+from orchestrator.policy_sweep import run_policy_sweep
 import search_spaces
 from search_spaces import Sweep
 from trainables.config import TrainConfig
@@ -76,7 +76,7 @@ def test_optuna_policies_run_in_this_process_without_ray(source_trial, tmp_path,
     monkeypatch.setattr(cluster, "connect", no_ray)
     sweep = search_spaces.get("celeba_thresholds")(real_data=False, smoke=True)
     # --address names a cluster that does not exist: a policy sweep never connects to one.
-    summary = run_threshold_sweep(options(source_trial, tmp_path), sweep)
+    summary = run_policy_sweep(options(source_trial, tmp_path), sweep)
     assert summary["trials"] == 8 and summary["failed"] == 0
     children = check_children(source_trial, summary, 8)
     assert len({c.data.params["policy.strategy"] + c.data.params["policy.offset"] for c in children}) == 8
@@ -85,9 +85,9 @@ def test_optuna_policies_run_in_this_process_without_ray(source_trial, tmp_path,
 
 
 def test_a_grid_of_policies_is_drawn_once_per_sample(source_trial, tmp_path):
-    sweep = Sweep(name="grid_thresholds", question="?", task="attributes", metric="val/macro_f1", runner="thresholds", grace_period=0,
+    sweep = Sweep(name="grid_thresholds", question="?", task="attributes", metric="val/macro_f1", runner="policies", grace_period=0,
                   num_samples=2, param_space={"policy.strategy": tune.grid_search(["fixed", "f1_opt"]),
                                               "policy.smoothing": tune.uniform(0.0, 1.0), "policy.offset": 0.0})
-    summary = run_threshold_sweep(options(source_trial, tmp_path), sweep)
+    summary = run_policy_sweep(options(source_trial, tmp_path), sweep)
     children = check_children(source_trial, summary, 4)
     assert sorted(c.data.params["policy.strategy"] for c in children) == ["f1_opt", "f1_opt", "fixed", "fixed"]

@@ -18,11 +18,6 @@ from trainables.config_sections import SEED_HELP, SEED_RANGE, known_tasks, task_
 from trainables.config_values import coerce, flatten, helped_coerce, range_problem, with_help
 from trainables.errors import UserError
 
-# trainables/tasks/attributes/ imports these four from here, and is being changed in parallel with the split
-# of this module: once it imports them from config_fields / config_sections as the other tasks do, drop these.
-from trainables.config_fields import bounded, helped  # noqa: F401
-from trainables.config_sections import EvalConfig, ModelConfig  # noqa: F401
-
 
 class TrainConfig:
     """A trial's config: its task, its seed, and exactly the sections that task reads (as attributes:

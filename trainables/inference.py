@@ -2,10 +2,10 @@
 
 An export folder (written by `orchestrator export`) holds `trial_config.json` (the trial's flat
 config, which the model is rebuilt from), `model.safetensors`, `labels.json` ({"outputs": names in
-model output order, ...}), for attribute models `thresholds.json`, and, where timm can rebuild the
-model, timm's own `config.json` (not read here). Loading never unpickles anything. Images go through
-the same decoder, `InputPipe` and `loop.predict` as the trial's evaluation, so a label here is the
-label the trial's own evaluation gave the same image.
+model output order, ...}), the files its task declares (`TaskOutputs.export_files`, such as its decision
+rules) and, where timm can rebuild the model, timm's own `config.json` (not read here). Loading never
+unpickles anything. Images go through the same decoder, `InputPipe` and `loop.predict` as the trial's
+evaluation, so a label here is the label the trial's own evaluation gave the same image.
 
 What differs between tasks (the output names, how raw outputs become a table and a caption) is the
 task's to say (`Task.outputs`); this module names no task.
@@ -34,9 +34,8 @@ from trainables.tasks import TASKS, TaskOutputs, get_task
 
 MODEL_FILE, CONFIG_FILE = artifacts.EXPORT_WEIGHTS, artifacts.EXPORT_CONFIG
 LEGACY_CONFIG_FILE = artifacts.TIMM_CONFIG  # folders exported before timm's schema kept the trial's config here
-LABELS_FILE, THRESHOLDS_FILE = artifacts.EXPORT_LABELS, artifacts.THRESHOLDS
+LABELS_FILE = artifacts.EXPORT_LABELS
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-DEFAULT_STRATEGIES = ("f1_opt", "fixed")  # the first that thresholds.json has is predict's default
 
 def task_outputs(task: str, command: str) -> TaskOutputs:
     """What `command` (export or predict) needs of `task`; a task whose model outputs no labels has none."""
@@ -80,7 +79,7 @@ class ExportedModel:
     cfg: TrainConfig
     model: nn.Module
     labels: dict                      # labels.json
-    thresholds: dict[str, dict[str, float]]
+    rules: dict                       # the task's decision rules by name (`TaskOutputs.decisions`); {} if none
     pipe: InputPipe
     outputs: TaskOutputs
 
@@ -124,7 +123,7 @@ def load_exported(folder, device: str | None = None) -> ExportedModel:
         raise UserError(f"cannot read {folder / MODEL_FILE} ({err}): export the model again") from None
     model = model_from_state(cfg, state)
     labels = _read_json(folder / LABELS_FILE, "labels")
-    thresholds = _read_json(folder / THRESHOLDS_FILE, "thresholds") if (folder / THRESHOLDS_FILE).is_file() else {}
+    rules = outputs.decisions.rules(lambda name: read_file(folder / name)) if outputs.decisions else {}
     try:
         torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError as err:
@@ -132,24 +131,25 @@ def load_exported(folder, device: str | None = None) -> ExportedModel:
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda, but this machine has no usable CUDA GPU: pass --device cpu")
     model = model.to(torch_device)
-    return ExportedModel(folder, cfg, model, labels, thresholds,
+    return ExportedModel(folder, cfg, model, labels, rules,
                          InputPipe(torch_device, *input_normalization(model)), outputs)
 
 
-def pick_strategy(exported: ExportedModel, requested: str | None) -> str:
-    """The threshold strategy to label with: the requested one, else the first of DEFAULT_STRATEGIES present."""
-    known = list(exported.thresholds)
-    if requested:
-        if requested not in known:
-            raise UserError(f"unknown threshold strategy '{requested}'; {exported.folder / THRESHOLDS_FILE} has "
-                            f"{', '.join(known) or 'none'}")
-        return requested
-    return pick_default_strategy(known)
+def read_file(path: Path) -> bytes | None:
+    """A file's bytes; None where there is none."""
+    return path.read_bytes() if path.is_file() else None
 
 
-def pick_default_strategy(known: list[str]) -> str:
-    """f1_opt when calibrated thresholds exist, else the fixed one; "" for models without thresholds."""
-    return next((s for s in DEFAULT_STRATEGIES if s in known), "")
+def choose_decision(exported: ExportedModel, requested: str | None) -> str:
+    """The named decision to label with (`--decision`): the requested one, which the task checks against the
+    export's rules, else the task's default; "" for a model whose task makes no named decisions."""
+    decisions = exported.outputs.decisions
+    if decisions is None:
+        if requested:
+            raise UserError(f"--decision {requested}: a {exported.cfg.task} model makes no named decisions; "
+                            "leave --decision out")
+        return ""
+    return decisions.choose(list(exported.rules), requested, str(exported.folder / decisions.file))
 
 
 # ---- images --------------------------------------------------------------------------------------
@@ -218,13 +218,13 @@ def predict_faces(exported: ExportedModel, faces: torch.Tensor) -> np.ndarray:
     return outputs
 
 
-def analyse(exported: ExportedModel, outputs: np.ndarray, strategy: str) -> list[dict]:
+def analyse(exported: ExportedModel, outputs: np.ndarray, decision: str) -> list[dict]:
     """Per image, what `serve` answers: `table` (the row predict writes to predictions.csv), `scores` (the
     served scores by output name, as the MLflow model gives them) and `sections` (the task's own display)."""
     from trainables.served import activate
 
     names = exported.output_names
-    table = exported.outputs.describe(outputs, exported, strategy)
+    table = exported.outputs.describe(outputs, exported, decision)
     groups = exported.outputs.score_groups(exported.cfg, exported.labels)
     scores = activate(torch.from_numpy(np.asarray(outputs, dtype=np.float32)), groups).numpy()
     results = []

@@ -14,9 +14,9 @@ def add_predict_parser(subparsers) -> None:
     parser.add_argument("--model", required=True, metavar="DIR", help="a folder written by `orchestrator export`")
     parser.add_argument("--images", required=True, metavar="PATH", help="an image file, or a folder of images")
     parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write (created if needed)")
-    parser.add_argument("--threshold-strategy", metavar="NAME",
-                        help="models exported with decision thresholds: which strategy labels a score 0/1 "
-                             "(default: f1_opt if present, else fixed)")
+    parser.add_argument("--decision", metavar="NAME",
+                        help="for a model whose task decides by one of several named rules (see its MODEL_CARD.md): "
+                             "which one labels its outputs (default: the task's own choice)")
     parser.add_argument("--explain", metavar="NAME",
                         help="Grad-CAM for this output (any name in labels.json, such as Smiling)")
     parser.add_argument("--limit", type=int, default=16, metavar="N",
@@ -27,7 +27,7 @@ def add_predict_parser(subparsers) -> None:
 def cmd_predict(args) -> int:
     from orchestrator.predict import run_predict
 
-    summary = run_predict(args.model, args.images, args.out, threshold_strategy=args.threshold_strategy,
+    summary = run_predict(args.model, args.images, args.out, decision=args.decision,
                           explain=args.explain, limit=args.limit, device=args.device)
     skipped = f"; skipped {len(summary['skipped'])} undecodable" if summary["skipped"] else ""
     print(f"{summary['images']} images -> {summary['out']}/predictions.csv and grid.png{skipped}"

@@ -51,7 +51,7 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
     storage.add_argument("--name", dest="run_name", metavar="NAME",
                        help="name of this sweep run under --storage (default: the sweep's name)")
     search.add_argument("--from-run", metavar="RUN_ID",
-                       help="for a threshold-policy sweep: the MLflow run (a trial, or a sweep for its best trial) whose stored scores to use")
+                       help="for a policy sweep (runner policies): the MLflow run (a trial, or a sweep for its best trial) whose stored scores to use")
     resources.add_argument("--max-failures", type=int, default=1, metavar="N",
                        help="times a failed trial is retried from its last checkpoint (default: 1)")
     search.add_argument("--no-early-stopping", dest="early_stopping", action="store_false",

@@ -45,7 +45,7 @@ class FaceModel:
         for name, data in files.items():
             (Path(self.folder.name) / name).write_bytes(data)
         self.exported = inference.load_exported(self.folder.name, device=device)
-        self.strategy = inference.pick_strategy(self.exported, None)
+        self.decision = inference.choose_decision(self.exported, None)
         self.model_id, self.limit = model_id, max_upload_bytes
         self.infer.set_max_batch_size(max_batch_size)
         self.infer.set_batch_wait_timeout_s(batch_wait_timeout_s)
@@ -61,7 +61,7 @@ class FaceModel:
 
         cfg = self.exported.cfg
         return {"model": self.model_id, "task": cfg.task, "title": get_task(cfg.task).title,
-                "outputs": self.exported.output_names, "strategy": self.strategy, "image_size": cfg.data.image_size,
+                "outputs": self.exported.output_names, "decision": self.decision, "image_size": cfg.data.image_size,
                 "pair": self.exported.outputs.compare is not None,
                 "field": FIELD, "max_files": MAX_FILES, "max_upload_bytes": self.limit}
 
@@ -78,8 +78,8 @@ class FaceModel:
             outputs = np.stack(await asyncio.gather(*(self.infer(face) for _, face in photos)))
         except BadRequest as err:
             return refused(err)
-        results = inference.analyse(self.exported, outputs, self.strategy)
-        answer = {"model": self.model_id, "task": self.exported.cfg.task, "strategy": self.strategy,
+        results = inference.analyse(self.exported, outputs, self.decision)
+        answer = {"model": self.model_id, "task": self.exported.cfg.task, "decision": self.decision,
                   "images": [{"file": name, **result} for (name, _), result in zip(photos, results)]}
         if compare is not None:  # what the pair shows (e.g. similarity and same/different), the task's to say
             try:

@@ -11,6 +11,7 @@ none of them.
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from torch import nn
 
 from trainables.config_sections import TASK_SECTIONS
+from trainables.errors import UserError
 from trainables.registry import Registry
 
 if TYPE_CHECKING:
@@ -71,14 +73,54 @@ class DataSummary:
 
 
 @dataclass(frozen=True)
+class Decisions:
+    """The named rules by which a task's model turns scores into decisions (the attribute task's: a threshold
+    per attribute for each calibration policy). They are one JSON file `{name: rule}`, written beside each
+    checkpoint and copied into an export; `predict --decision NAME` and `serve` decide by one of them, and
+    `describe` applies it (the rules are `ExportedModel.rules`)."""
+    file: str                        # the JSON file {name: rule, ...}; one of the task's export_files
+    preferred: tuple[str, ...] = ()  # the default: the first of these the file has
+
+    def rules(self, read: Reader) -> dict:
+        """{name: rule} from the file `read` gives; {} where there is none."""
+        data = read(self.file)
+        if data is None:
+            return {}
+        try:
+            rules = json.loads(data)
+        except ValueError:
+            rules = None
+        if not isinstance(rules, dict):
+            raise UserError(f"cannot read {self.file} (not a JSON mapping of decision names to rules): "
+                            "export the model again with `orchestrator export`")
+        return rules
+
+    def default(self, names) -> str:
+        """The first preferred name among `names`; "" when none is."""
+        return next((name for name in self.preferred if name in names), "")
+
+    def choose(self, names, requested: str | None, where: str) -> str:
+        """`requested` when `names` (what `where` holds) has it, the default when none is requested; a bad
+        name is one line listing the valid ones."""
+        if not requested:
+            return self.default(names)
+        if requested not in names:
+            raise UserError(f"unknown decision '{requested}': {where} has {', '.join(names) or 'none'}; "
+                            f"pass --decision one of them")
+        return requested
+
+
+@dataclass(frozen=True)
 class TaskOutputs:
     """What `export` and `predict` need of a task whose model outputs labels."""
-    card_metrics: Callable[[str], list[str]]                      # headline metrics, given a strategy
+    card_metrics: Callable[[str], list[str]]                      # headline metrics, given a decision ("" if none)
     output_names: Callable[["TrainConfig", Reader], dict]         # labels.json: {"outputs": [...], ...}
-    describe: Callable[["np.ndarray", object, str], "pd.DataFrame"]  # raw outputs -> columns
+    describe: Callable[["np.ndarray", object, str], "pd.DataFrame"]  # (raw outputs, model, decision) -> columns
     captions: Callable[["pd.Series"], list[str]]                  # the lines under a face in a grid
     export_files: tuple[str, ...] = ()                            # checkpoint files copied into the export
-    card_lines: Callable[[list[str], str], list[str]] = lambda strategies, strategy: []
+    # (the decisions the export has, the default one) -> the model card's lines about them
+    card_lines: Callable[[list[str], str], list[str]] = lambda decisions, decision: []
+    decisions: Decisions | None = None                            # None: its outputs need no named decision
     # the served model's activations (trainables/served.py): (config, labels.json) -> [(start, stop, kind)]
     # over the output columns, kind softmax | sigmoid | raw; [] serves the raw outputs
     score_groups: Callable[["TrainConfig", dict], list[tuple[int, int, str]]] = lambda cfg, labels: []

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trainables.config import EvalConfig as SharedEvalConfig, bounded, helped
+from trainables.config_fields import bounded, helped
+from trainables.config_sections import EvalConfig as SharedEvalConfig
 
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from trainables import artifacts
-from trainables.config import ModelConfig
+from trainables.config_sections import ModelConfig
 from trainables.data.formats.celeba import is_celeba_attribute_set
 from trainables.tasks.attributes.metrics import THRESHOLD_STRATEGIES
 from trainables.tasks.attributes.names import names_of_root

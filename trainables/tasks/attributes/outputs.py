@@ -10,7 +10,7 @@ import torch
 
 from trainables import artifacts
 from trainables.errors import UserError
-from trainables.tasks import Reader, TaskOutputs
+from trainables.tasks import Decisions, Reader, TaskOutputs
 
 STRATEGY_MEANING = {
     "fixed": "eval.threshold for every attribute",
@@ -39,12 +39,14 @@ def output_names(cfg, read: Reader) -> dict:
 
 
 def describe(outputs: np.ndarray, exported, strategy: str) -> pd.DataFrame:
+    """score/ and label/ per attribute: a score is labelled 1 when it reaches the threshold of `strategy`, the
+    decision chosen among the export's threshold policies (`exported.rules`, its thresholds.json)."""
     # torch.sigmoid on float32, as the trial's evaluation computed its stored scores
     scores = torch.sigmoid(torch.from_numpy(np.asarray(outputs, dtype=np.float32))).numpy()
-    if strategy not in exported.thresholds:
+    if strategy not in exported.rules:
         raise UserError(f"{exported.folder} has no {artifacts.THRESHOLDS} with strategy '{strategy or 'f1_opt'}': "
                         "export the model again with `orchestrator export`")
-    thresholds = exported.thresholds[strategy]
+    thresholds = exported.rules[strategy]
     columns = {}
     for k, name in enumerate(exported.output_names):
         columns[f"{artifacts.SCORE}{name}"] = scores[:, k]
@@ -70,13 +72,21 @@ def card_lines(strategies: list[str], strategy: str) -> list[str]:
         return []
     return [f"- **Decision thresholds:** `predict` labels a score 1 when it reaches `{strategy}`'s threshold "
             f"({STRATEGY_MEANING.get(strategy, 'see ' + artifacts.THRESHOLDS)}); {artifacts.THRESHOLDS} has "
-            f"{', '.join(strategies)} (choose with --threshold-strategy)."]
+            f"{', '.join(strategies)} (choose with --decision)."]
+
+
+def card_metrics(strategy: str) -> list[str]:
+    """The headline metrics: validation's at the fixed threshold, test's under the default policy and the fixed one."""
+    strategy = strategy or "fixed"
+    return ["val/mean_accuracy", "val/macro_f1", f"test/{strategy}/mean_accuracy", f"test/{strategy}/macro_f1",
+            "test/fixed/mean_accuracy", "test/fixed/macro_f1"]
 
 
 ATTRIBUTE_OUTPUTS = TaskOutputs(
-    card_metrics=lambda s: ["val/mean_accuracy", "val/macro_f1", f"test/{s}/mean_accuracy", f"test/{s}/macro_f1",
-                            "test/fixed/mean_accuracy", "test/fixed/macro_f1"],
+    card_metrics=card_metrics,
     output_names=output_names, describe=describe, captions=captions,
     export_files=(artifacts.THRESHOLDS,), card_lines=card_lines, present=present,
+    # the calibrated thresholds by default, else the fixed one (both are always written)
+    decisions=Decisions(artifacts.THRESHOLDS, preferred=("f1_opt", "fixed")),
     score_groups=lambda cfg, labels: [(0, len(labels["outputs"]), "sigmoid")],  # the score/ columns of describe
 )

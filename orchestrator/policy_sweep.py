@@ -1,4 +1,4 @@
-"""A policy sweep on a finished trial's stored scores (a sweep with `runner="thresholds"`, `--from-run`).
+"""A policy sweep on a finished trial's stored scores (a sweep with `runner="policies"`, `--from-run`).
 
 No model is loaded and no Ray is started: the source trial's task says which of its stored files it
 needs and how a policy is scored on them (`Task.policy`). Scoring one policy is a few numpy passes, so
@@ -64,7 +64,7 @@ class PolicyResults(list):
         return pick(scored, key=lambda r: r.metrics[metric])
 
 
-def run_threshold_sweep(opts, sweep) -> dict:
+def run_policy_sweep(opts, sweep) -> dict:
     started = time.time()
     if not getattr(opts, "from_run", None):
         raise UserError(f"sweep {sweep.name} scores a finished trial's predictions: pass --from-run RUN_ID")
@@ -92,7 +92,7 @@ def run_threshold_sweep(opts, sweep) -> dict:
     experiment_id = source.info.experiment_id
     sweep_parent = source.data.tags.get("mlflow.parentRunId")
     # Each run of a policy sweep is its own parent run, even two started within one second.
-    key = f"thresholds:{source.info.run_id}:{uuid.uuid4().hex}"
+    key = f"policies:{source.info.run_id}:{uuid.uuid4().hex}"
     tags = {KIND_KEY: "sweep", "sweep": sweep.name, "source_run": source.info.run_id}
     if sweep_parent:
         tags["mlflow.parentRunId"] = sweep_parent
