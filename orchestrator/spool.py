@@ -104,3 +104,13 @@ class Spool:
     def unstash(stashed: str, into: str) -> None:
         fs, path = state._fs(stashed)
         pafs.copy_files(path, into, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+
+
+def __getattr__(name: str):
+    """`orchestrator.spool.Outbox`, where it lived before outbox.py: a sweep saved then pickled its tracking
+    callback's outbox under that name in Tune's state, and `--resume` must still restore it."""
+    if name == "Outbox":
+        from orchestrator.outbox import Outbox
+
+        return Outbox
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

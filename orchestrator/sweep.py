@@ -172,8 +172,13 @@ def run_sweep(opts: SweepOptions) -> dict:
     ]
     if opts.resume:
         path, filesystem = storage_fs.ray_storage(run.path)
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                   param_space=space, storage_filesystem=filesystem)
+        try:
+            tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                       param_space=space, storage_filesystem=filesystem)
+        except (AttributeError, ModuleNotFoundError, ImportError) as err:  # its pickled state names code that moved
+            raise UserError(f"cannot resume the sweep at {redact(run.path)}: its saved Tune state was written by "
+                            f"another version of this code ({err}); finish it with that version, or start it "
+                            "again with --name NEW_NAME") from None
         # The restored run config is the pickled one: this invocation's callbacks (today's MLflow store),
         # --max-failures and --max-concurrent apply instead. Ray 2.60 keeps both configs on its TunerInternal.
         local = tuner._local_tuner

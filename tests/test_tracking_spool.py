@@ -173,3 +173,13 @@ def test_a_trial_evaluating_every_n_steps_is_logged_at_its_optimizer_steps(tmp_p
     assert sorted(m.step for m in history) == [5, 10, 12]
     assert [m.value for m in sorted(tracking.client.get_metric_history(callback.run_ids["t1"], "epoch"),
                                     key=lambda m: m.step)] == [0.8333, 1.6667, 2.0]
+
+
+def test_a_sweep_saved_before_the_outbox_moved_still_unpickles_it():
+    """Tune's saved state of a sweep interrupted before outbox.py existed names orchestrator.spool.Outbox;
+    `--resume` unpickles it, so that name must still give the class."""
+    import pickle
+
+    from orchestrator.outbox import Outbox
+
+    assert pickle.loads(b"corchestrator.spool\nOutbox\n.") is Outbox
