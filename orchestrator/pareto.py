@@ -105,8 +105,12 @@ def plot(csv: pd.DataFrame, objectives: list[tuple[str, str]], path: Path, title
         # The edge of what the front dominates: between two members (by the first objective) it is at the
         # level of the one that dominates that stretch, the next one when the first is maximised.
         ax.step(front[x], front[y], where="pre" if x_mode == "max" else "post", color="tab:red", alpha=0.6)
-        for _, row in front.iterrows():
-            ax.annotate(str(row["config"]), (row[x], row[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        middle = (shown[x].min() + shown[x].max()) / 2 if not shown.empty else 0.0
+        for _, row in front.iterrows():  # a label left of a point in the right half: it stays inside the axes
+            right = row[x] > middle
+            label = ax.annotate(str(row["config"]), (row[x], row[y]), fontsize=7, xytext=(-4 if right else 4, 4),
+                                textcoords="offset points", ha="right" if right else "left")
+            label.set_in_layout(False)  # a long name must not squeeze the axes
         stopped = csv[~csv["complete"] & csv[x].notna() & csv[y].notna()]
         if not stopped.empty:
             ax.scatter(stopped[x], stopped[y], marker="x", color="0.75", label="stopped early (not a candidate)")
