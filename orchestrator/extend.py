@@ -48,9 +48,6 @@ class Extension:
     parent_id: str
     trials: list[EarlierTrial] = field(default_factory=list)
 
-    def run_of(self, trial_id: str) -> str | None:
-        return next((t.run_id for t in self.trials if t.trial_id == trial_id), None)
-
 
 def earlier_sweep(tracking: Tracking, run_id: str) -> Extension:
     """The finished sweep whose parent run is `run_id`, with every finished trial of it and of the sweeps

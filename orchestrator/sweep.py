@@ -109,7 +109,8 @@ def run_sweep(opts: SweepOptions) -> dict:
         run_name=run.name, tags={"sweep": sweep.name, "smoke": str(opts.smoke),
                                  **({extend.EXTENDS_TAG: pre.extension.parent_id} if pre.extension else {})},
     )[0]
-    extension = pre.extension or extend.resumed_extension(tracking, parent_id)  # a resumed extension keeps its own
+    extension = pre.extension or (extend.resumed_extension(tracking, parent_id) if opts.resume else None)  # a
+    # resumed extension keeps its earlier trials (its parent's tag); a new sweep pays no MLflow call for it
     run.budget_s = pre.budget_s
     run.save(parent_run_id=parent_id, status="running")
     accounting.opened(tracking, run, parent_id)
