@@ -89,7 +89,11 @@ def load(url: str, paths: list[Path], clients: int, per_client: int) -> tuple[fl
     """(p50 s, p99 s, requests/s) of `clients` threads each sending `per_client` one-photo requests."""
     import requests
 
-    data = [p.read_bytes() for p in paths]
+    # Each photo's multipart body is encoded once, so the 16 client threads (in this process, on the server's
+    # cores) spend as little as they can: the figures are the server's, not the client library's.
+    forms = [requests.Request("POST", url, files=[("image", ("face.jpg", io.BytesIO(p.read_bytes()), "image/jpeg"))]
+                              ).prepare() for p in paths]
+    forms = [(form.body, {"Content-Type": form.headers["Content-Type"]}) for form in forms]
     latencies: list[float] = []
     failures: list[str] = []
     lock = threading.Lock()
@@ -97,9 +101,9 @@ def load(url: str, paths: list[Path], clients: int, per_client: int) -> tuple[fl
     def client(k: int) -> None:
         with requests.Session() as session:
             for j in range(per_client):
-                photo = data[(k * per_client + j) % len(data)]
+                body, headers = forms[(k * per_client + j) % len(forms)]
                 began = time.perf_counter()
-                answer = session.post(url, files=[("image", ("face.jpg", io.BytesIO(photo), "image/jpeg"))], timeout=120)
+                answer = session.post(url, data=body, headers=headers, timeout=120)
                 took = time.perf_counter() - began
                 with lock:
                     (latencies.append(took) if answer.status_code == 200 else failures.append(answer.text[:200]))
