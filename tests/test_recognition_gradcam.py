@@ -1,14 +1,19 @@
 """Grad-CAM of a face-recognition pair: the map of photo A is that of the cosine similarity of A's embedding to B's
 (held fixed), through the whole flip-summed embedding, its two passes' maps averaged on the photo. Checked in
 process on a tiny export (tests/serve_fixtures.py, with weights that tell faces apart) against torch autograd by
-hand."""
+hand, and `predict --explain REF` as a person runs it."""
 
 from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from serve_fixtures import distinct_recognition_export, recognition_export
 
@@ -69,3 +74,36 @@ def test_pair_maps_depend_on_the_pair_and_equal_autograd_by_hand(exported):
         score, _ = model.outputs.explain_pair(model.model, model.pipe(faces[:1]), torch.from_numpy(outputs[1:2]))
     assert float(score) == pytest.approx(model.outputs.compare(model, outputs[0], outputs[1])["similarity"], abs=1e-5)
 
+
+def predict(*args: str):
+    return subprocess.run([sys.executable, "-m", "orchestrator", "predict", *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_predict_explain_names_a_reference_photo(exported, tmp_path):
+    from orchestrator.predict import PAD, TILE
+
+    out, root = exported
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for path in people(root):  # two photos each of two people
+        shutil.copy(path, folder / path.name)
+    names = sorted(p.name for p in folder.iterdir())
+    reference, others = names[0], names[1:]
+    done = predict("--model", out, "--images", folder, "--out", tmp_path / "pred", "--explain", reference)
+    assert done.returncode == 0, done.stderr
+    assert f"Grad-CAM of the similarity to {reference}" in done.stdout
+    explained = tmp_path / "pred" / "explain" / reference.split(".")[0]
+    assert sorted(p.name for p in explained.iterdir()) == sorted([n.replace(".jpg", ".png") for n in others]
+                                                                 + ["grid.png"])
+    with Image.open(explained / "grid.png") as grid:  # the reference and three overlays, two by two
+        assert grid.size[0] == PAD + 2 * (TILE + PAD)
+    with Image.open(explained / others[0].replace(".jpg", ".png")) as image:
+        assert image.size == (TILE, TILE)
+
+    typo = reference.replace(".jpg", ".jpeg")
+    wrong = predict("--model", out, "--images", folder, "--out", tmp_path / "wrong", "--explain", typo)
+    errors = [line for line in wrong.stderr.splitlines() if line.startswith("error:")]
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr, wrong.stderr
+    assert len(errors) == 1 and f"unknown photo '{typo}'" in errors[0] and reference in errors[0], errors
+    assert not (tmp_path / "wrong").exists()  # refused before anything ran
