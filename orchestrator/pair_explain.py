@@ -1,14 +1,15 @@
-"""Grad-CAM of a model that compares two photos (`TaskOutputs.compare`), for `predict --explain REF`.
+"""Grad-CAM of a model that compares two photos (`TaskOutputs.compare`), for `predict --explain REF` and `serve`.
 
 Such a model has no output of its own to explain; what it decides by is a pair's score (its `compare`). So the
 map of photo A is the Grad-CAM of A's score against photo B, B's outputs held fixed (`inference.pair_grad_cam`):
 where in A lies the evidence that raises that score. `predict --explain REF` explains every face
 at --images against one of them, REF, into `explain/<REF stem>/`: an overlay per face and a grid.png whose first
-tile is REF, each other tile captioned with what the pair shows.
+tile is REF, each other tile captioned with what the pair shows. `serve` draws a pair's two overlays side by side.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +66,15 @@ def write_pair_explanations(exported, reference: Path, kept: list[Path], outputs
     draw_grid(tiles, notes, folder / "grid.png")
     return folder
 
+
+def pair_picture(exported, names: list[str], faces, outputs: np.ndarray, pair: dict, size: int = 256) -> bytes:
+    """A PNG of the two photos' Grad-CAM overlays side by side (each explained against the other), captioned with
+    the photo's name and what the pair shows."""
+    from trainables import inference
+
+    cams, _ = inference.pair_grad_cam(exported, faces, outputs[::-1])
+    png = io.BytesIO()
+    lines = pair_lines(pair)
+    draw_grid([overlay(face, cam, size=size) for face, cam in zip(faces, cams)], [[name, *lines] for name in names],
+              png, tile=size)
+    return png.getvalue()

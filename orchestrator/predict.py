@@ -181,4 +181,4 @@ def draw_grid(faces: list[Image.Image], captions: list[list[str]], path: Path, t
         canvas.paste(face.resize((tile, tile), Image.BICUBIC), (x, y))
         for k, line in enumerate(lines):
             draw.text((x, y + tile + 2 + k * LINE_HEIGHT), line, fill="black", font=font)
-    canvas.save(path)
+    canvas.save(path, format="PNG")  # `path` may be a file object (serve answers the bytes)
