@@ -3,7 +3,8 @@ orchestrator/commands/predict.py).
 
 Writes `predictions.csv` (one row per decodable image, in sorted file order), `grid.png` (the
 first --limit faces with their predicted labels written under each) and, with `--explain NAME`,
-Grad-CAM overlays for that output under `explain/<NAME>/`. The model side (loading, preprocessing,
+Grad-CAM overlays for that output under `explain/<NAME>/` (for a model that compares two photos, NAME
+is a reference photo: orchestrator/pair_explain.py). The model side (loading, preprocessing,
 Grad-CAM) is `trainables.inference`; this file only chooses, writes and draws. An undecodable image
 is skipped with a warning line, unless every image is.
 """
@@ -26,15 +27,19 @@ TILE, PAD, FONT_SIZE, LINE_HEIGHT, MAX_LINES = 128, 6, 11, 13, 9
 def run_predict(model_dir, images, out, decision: str | None = None, explain: str | None = None,
                 limit: int = 16, device: str | None = None, batch_size: int = 64) -> dict:
     """Predict every image at `images`, labelling by the task's named `decision` (its default when None); returns
-    {images, skipped, out, decision, explain_dir}."""
+    {images, skipped, out, decision, explain_dir, explained}. For a model that compares two photos, `explain`
+    names the reference photo, one of `images`."""
+    from orchestrator import pair_explain
     from trainables import inference
 
     if limit < 1:
         raise UserError(f"--limit must be at least 1, got {limit}")
     exported = inference.load_exported(model_dir, device=device)
     decision = inference.choose_decision(exported, decision)
-    column = output_column(exported.output_names, explain) if explain else None
+    pair = exported.outputs.compare is not None
+    column = output_column(exported.output_names, explain) if explain and not pair else None
     paths = inference.find_images(images)
+    reference = pair_explain.reference_photo(paths, images, explain) if explain and pair else None
     out = Path(out).expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -56,12 +61,16 @@ def run_predict(model_dir, images, out, decision: str | None = None, explain: st
                 for _, row in table.head(limit).iterrows()]
     draw_grid([to_image(f) for f in faces], captions, out / "grid.png")
 
-    explain_dir = None
+    explain_dir, explained = None, explain
     if column is not None:
         explain_dir = write_explanations(exported, column, shown, faces, outputs[:limit, column], table.head(limit),
                                          out)
+    elif reference is not None:
+        explain_dir = pair_explain.write_pair_explanations(exported, reference, kept, outputs, list(table["file"]),
+                                                          limit, out)
+        explained = f"the similarity to {explain}"
     return {"images": len(kept), "skipped": list(failed), "out": str(out), "decision": decision,
-            "explain_dir": str(explain_dir) if explain_dir else None}
+            "explain_dir": str(explain_dir) if explain_dir else None, "explained": explained}
 
 
 def write_explanations(exported, column: int, paths: list[Path], faces, raw: np.ndarray, table, out: Path) -> Path:
@@ -71,11 +80,8 @@ def write_explanations(exported, column: int, paths: list[Path], faces, raw: np.
     name = exported.output_names[column]
     folder = out / "explain" / name.replace("/", "_")
     folder.mkdir(parents=True, exist_ok=True)
-    cams, (height, width) = inference.grad_cam(exported, faces, column)
-    if height * width < 9:
-        print(f"warning: the last feature map is only {height}x{width} at {exported.cfg.data.image_size} px "
-              "input, so the Grad-CAM maps are that coarse; a model trained at a larger data.image_size "
-              "gives finer ones", file=sys.stderr)
+    cams, grid = inference.grad_cam(exported, faces, column)
+    warn_if_coarse(exported, grid)
     overlays, notes = [], []
     for stem, face, cam, (_, row), value in zip(unique_stems(paths), faces, cams, table.iterrows(), raw):
         image = overlay(face, cam)
@@ -88,13 +94,25 @@ def write_explanations(exported, column: int, paths: list[Path], faces, raw: np.
     return folder
 
 
+def warn_if_coarse(exported, grid: tuple[int, int]) -> None:
+    height, width = grid
+    if height * width < 9:
+        print(f"warning: the last feature map is only {height}x{width} at {exported.cfg.data.image_size} px "
+              "input, so the Grad-CAM maps are that coarse; a model trained at a larger data.image_size "
+              "gives finer ones", file=sys.stderr)
+
+
 def output_column(names: list[str], wanted: str) -> int:
     if wanted in names:
         return names.index(wanted)
+    raise UserError(f"unknown output '{wanted}' for --explain: {did_you_mean(wanted, names)}")
+
+
+def did_you_mean(wanted: str, names: list[str]) -> str:
+    """The names close to `wanted` (case aside) as a question; else the first few names."""
     lowered = {n.lower(): n for n in names}
     close = difflib.get_close_matches(wanted.lower(), list(lowered), n=4, cutoff=0.5)
-    hint = f"did you mean {', '.join(lowered[c] for c in close)}?" if close else f"known: {', '.join(names[:8])}, ..."
-    raise UserError(f"unknown output '{wanted}' for --explain: {hint}")
+    return f"did you mean {', '.join(lowered[c] for c in close)}?" if close else f"known: {', '.join(names[:8])}, ..."
 
 
 def display_name(path: Path, images) -> str:
@@ -163,4 +181,4 @@ def draw_grid(faces: list[Image.Image], captions: list[list[str]], path: Path, t
         canvas.paste(face.resize((tile, tile), Image.BICUBIC), (x, y))
         for k, line in enumerate(lines):
             draw.text((x, y + tile + 2 + k * LINE_HEIGHT), line, fill="black", font=font)
-    canvas.save(path)
+    canvas.save(path, format="PNG")  # `path` may be a file object (serve answers the bytes)

@@ -26,6 +26,7 @@ def fairface_export(tmp, mlflow_uri: str):
 
 
 TINY = dict(num_identities=8, images_per_identity=4, verify_identities=20, pairs_per_fold=2, seed=5)
+TINY_EMBEDDING = 32
 
 
 def recognition_export(tmp, mlflow_uri: str):
@@ -37,10 +38,28 @@ def recognition_export(tmp, mlflow_uri: str):
     root = write_demo_faces(tmp / "faces", **TINY)
     trial = fake_trial(tmp, mlflow_uri, {"task": "recognition", "model.name": "mobilefacenet",
                                          "data.root": str(root / "train"), "data.image_size": 112,
-                                         "eval.targets": [str(root / "lfw")], "head.embedding_size": 32},
+                                         "eval.targets": [str(root / "lfw")], "head.embedding_size": TINY_EMBEDDING},
                        1, "recognition-export")
     summary = export_run(trial["child"], tmp / "model", tracking_uri=trial["uri"])
     return tmp / "model", trial, root, summary
+
+
+def distinct_recognition_export(folder, out):
+    """A copy of the export `folder` of `recognition_export` with a seeded fresh network's weights in place of the
+    trial's. Two training steps leave that trial's batch norms with nearly initial running statistics, under which
+    its network maps every face to one embedding (its verification accuracy is 0.5): a pair's Grad-CAM there is
+    rounding noise. The fresh network tells the demo faces apart (cosines about 0.6 to 0.96)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    from trainables.models.embedding import EmbeddingNet
+
+    shutil.copytree(folder, out)
+    torch.manual_seed(0)
+    save_file(EmbeddingNet("mobilefacenet", TINY_EMBEDDING).eval().state_dict(), str(out / "model.safetensors"))
+    return out
 
 
 @contextlib.contextmanager

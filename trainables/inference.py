@@ -246,24 +246,60 @@ def load_faces(exported: ExportedModel, paths: list[Path], size: int | None = No
 def grad_cam(exported: ExportedModel, faces: torch.Tensor, column: int, batch_size: int = 16
              ) -> tuple[np.ndarray, tuple[int, int]]:
     """((N, H, W) maps in [0, 1], the feature map's (h, w)): Grad-CAM (Selvaraju et al. 2017) of output
-    `column` for uint8 `faces`. Channel weights are the spatial mean of d output / d last feature map;
-    the map is ReLU(sum_k w_k A_k), scaled to [0, 1] per image and upsampled bilinearly to the input.
+    `column` for uint8 `faces`, as `explain` makes it from the model's last feature map."""
+    model = exported.model
+
+    def score(x: torch.Tensor, rows: slice):
+        features = model.forward_features(x)
+        return model.forward_head(features)[:, column], [(features, False)]
+
+    return explain(exported, faces, score, batch_size)
+
+
+def pair_grad_cam(exported: ExportedModel, faces: torch.Tensor, others: np.ndarray, batch_size: int = 16
+                  ) -> tuple[np.ndarray, tuple[int, int]]:
+    """As `grad_cam`, for a model that compares two photos (`TaskOutputs.compare`): Grad-CAM of each face's score
+    against the other photo of its pair, whose raw outputs (`others`, a row per face) are held fixed. The task
+    says what the score is and which feature maps it comes from (`TaskOutputs.explain_pair`)."""
+    views = exported.outputs.explain_pair
+    if views is None:
+        raise UserError(f"a {exported.cfg.task} model compares two photos but has no Grad-CAM of their comparison")
+
+    def score(x: torch.Tensor, rows: slice):
+        other = torch.as_tensor(np.ascontiguousarray(others[rows]), dtype=x.dtype, device=x.device)
+        return views(exported.model, x, other)
+
+    return explain(exported, faces, score, batch_size)
+
+
+def explain(exported: ExportedModel, faces: torch.Tensor, score, batch_size: int = 16
+            ) -> tuple[np.ndarray, tuple[int, int]]:
+    """((N, H, W) maps in [0, 1], the feature map's (h, w)): Grad-CAM of `score(x, rows)` -> (a score per image of
+    the preprocessed batch x, faces[rows]; the feature maps [(A, mirrored)] it was computed from). For each map,
+    the channel weights are the spatial mean of d score / d A and its map is sum_k w_k A_k; a map of a mirrored
+    pass (the photo flipped left to right) is flipped back onto the photo, the passes' maps are averaged, and the
+    ReLU of that average is scaled to [0, 1] per image and upsampled bilinearly to the input. With one unmirrored
+    map this is Selvaraju et al.'s ReLU(sum_k w_k A_k); with a pass and its mirror, it is the positive part of
+    the evidence both passes found at each place of the photo, so the whole score is explained, not half of it.
     """
-    model, maps, grid = exported.model, [], (0, 0)
+    maps, grid = [], (0, 0)
     for start in range(0, len(faces), batch_size):
-        x = exported.pipe(faces[start:start + batch_size])
+        rows = slice(start, start + batch_size)
+        x = exported.pipe(faces[rows])
         with torch.enable_grad():
-            features = model.forward_features(x)
-            if features.ndim != 4:
-                raise UserError(f"--explain needs a convolutional feature map; {exported.cfg.model.name} gives "
-                                f"shape {tuple(features.shape)}")
-            logits = model.forward_head(features)
-            # Each image's output depends on its own features only (eval mode), so one backward of the
+            scores, views = score(x, rows)
+            for features, _ in views:
+                if features.ndim != 4:
+                    raise UserError(f"--explain needs a convolutional feature map; {exported.cfg.model.name} gives "
+                                    f"shape {tuple(features.shape)}")
+            # Each image's score depends on its own features only (eval mode), so one backward of the
             # sum gives every image its own gradient.
-            grads, = torch.autograd.grad(logits[:, column].sum(), features)
-        grid = tuple(features.shape[-2:])
-        weights = grads.mean(dim=(2, 3), keepdim=True)
-        cam = F.relu((weights * features).sum(dim=1, keepdim=True)).detach().float()
+            grads = torch.autograd.grad(scores.sum(), [features for features, _ in views])
+        grid = tuple(views[0][0].shape[-2:])
+        raw = [(g.mean(dim=(2, 3), keepdim=True) * f).sum(dim=1, keepdim=True).detach().float()
+               for g, (f, _) in zip(grads, views)]
+        cam = F.relu(torch.stack([torch.flip(r, dims=[3]) if mirrored else r
+                                  for r, (_, mirrored) in zip(raw, views)]).mean(dim=0))
         # Scaled at the feature map's own resolution: bilinear upsampling keeps [0, 1], and a flat map
         # (e.g. 1x1 at small inputs) stays flat instead of amplifying rounding noise.
         low = cam.amin(dim=(2, 3), keepdim=True)

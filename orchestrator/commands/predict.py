@@ -18,7 +18,9 @@ def add_predict_parser(subparsers) -> None:
                         help="for a model whose task decides by one of several named rules (see its MODEL_CARD.md): "
                              "which one labels its outputs (default: the task's own choice)")
     parser.add_argument("--explain", metavar="NAME",
-                        help="Grad-CAM for this output (any name in labels.json, such as Smiling)")
+                        help="Grad-CAM for this output (any name in labels.json, such as Smiling); for a model that "
+                             "compares two photos, the reference photo's file name (as predictions.csv's file "
+                             "column has it): each face is explained by its similarity to it")
     parser.add_argument("--limit", type=int, default=16, metavar="N",
                         help="faces drawn in the grids and explained (default 16); predictions.csv has every image")
     parser.add_argument("--device", metavar="DEVICE", help="torch device (default: cuda when available, else cpu)")
@@ -31,5 +33,5 @@ def cmd_predict(args) -> int:
                           explain=args.explain, limit=args.limit, device=args.device)
     skipped = f"; skipped {len(summary['skipped'])} undecodable" if summary["skipped"] else ""
     print(f"{summary['images']} images -> {summary['out']}/predictions.csv and grid.png{skipped}"
-          + (f"; Grad-CAM of {args.explain} in {summary['explain_dir']}" if args.explain else ""))
+          + (f"; Grad-CAM of {summary['explained']} in {summary['explain_dir']}" if args.explain else ""))
     return 0

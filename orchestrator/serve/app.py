@@ -3,7 +3,8 @@
   GET /info       what is served: the model's id, task, output names and decision policy;
   POST /predict   form field `image`, repeatable -> per photo the task's table, scores and sections (JSON);
                   for a task whose outputs compare a pair (`TaskOutputs.compare`), exactly two photos, and `pair`;
-  POST /gradcam   one `image` and an `output` name -> a PNG of the Grad-CAM overlay.
+  POST /gradcam   one `image` and an `output` name -> a PNG of the Grad-CAM overlay; for a pair model, exactly two
+                  photos -> a PNG of both overlays side by side, each explained by its score against the other.
 Each photo of every request goes through `infer`, which `@serve.batch` gathers into one forward pass.
 Everything a photo's answer holds comes from `trainables.inference.analyse`, so from the task's own
 outputs, as `predict` uses them. A bad request is a 4xx with one sentence (`{"error": ...}`), and the
@@ -49,6 +50,13 @@ def refused(err: BadRequest) -> JSONResponse:
     return JSONResponse({"error": err.message}, status_code=err.status)
 
 
+def two_photos(photos: list, purpose: str = "") -> None:
+    """A model that compares two photos takes exactly two per request: else a BadRequest saying so."""
+    if len(photos) != 2:
+        raise BadRequest(400, f"This model compares two photos: send exactly two in the field '{FIELD}'{purpose}; "
+                              f"this form has {len(photos)}.")
+
+
 @serve.deployment(max_ongoing_requests=64)
 @serve.ingress(api)
 class FaceModel:
@@ -83,14 +91,11 @@ class FaceModel:
 
     @api.post("/predict")
     async def predict(self, request: Request):
-        from trainables import inference
-
         compare = self.exported.outputs.compare
         try:
             photos = await self.photos(request)
-            if compare is not None and len(photos) != 2:
-                raise BadRequest(400, f"This model compares two photos: send exactly two in the field '{FIELD}'; "
-                                      f"this form has {len(photos)}.")
+            if compare is not None:
+                two_photos(photos)
             answers = await asyncio.gather(*(self.infer(face) for _, face in photos))
         except BadRequest as err:
             return refused(err)
@@ -98,9 +103,9 @@ class FaceModel:
                   "images": [{"file": name, **result} for (name, _), (_, result) in zip(photos, answers)]}
         if compare is not None:  # what the pair shows (e.g. similarity and same/different), the task's to say
             try:
-                answer["pair"] = compare(self.exported, answers[0][0], answers[1][0])
-            except UserError as err:
-                return JSONResponse({"error": f"{str(err)[0].upper()}{str(err)[1:]}."}, status_code=500)
+                answer["pair"] = self.compared(np.stack([raw for raw, _ in answers[:2]]))
+            except BadRequest as err:
+                return refused(err)
         return Answer(answer)
 
     @api.post("/gradcam")
@@ -112,8 +117,7 @@ class FaceModel:
             form = await read_form(request, self.limit)
             photos = await self.decoded(form, request)
             if self.exported.outputs.compare is not None:
-                raise BadRequest(400, "This model compares two photos and has no output of its own to explain; "
-                                      "send them to predict.")
+                return Response(await self.pair_gradcam(photos), media_type="image/png")
             if len(photos) != 1:
                 raise BadRequest(400, f"Grad-CAM explains one photo at a time; this form has {len(photos)}.")
             column = self.output_column(str(form.get("output") or ""))
@@ -124,6 +128,25 @@ class FaceModel:
         png = io.BytesIO()
         overlay(face, cams[0], size=256).save(png, format="PNG")
         return Response(png.getvalue(), media_type="image/png")
+
+    async def pair_gradcam(self, photos: list[tuple[str, object]]) -> bytes:
+        """The PNG of a pair's two Grad-CAM overlays, each photo explained by its score against the other."""
+        import torch
+
+        from orchestrator.pair_explain import pair_picture
+
+        two_photos(photos, " to see what their comparison rests on")
+        outputs = np.stack(await asyncio.gather(*(self.infer(face) for _, face in photos)))
+        pair = self.compared(outputs)
+        return pair_picture(self.exported, [name for name, _ in photos], torch.stack([face for _, face in photos]),
+                            outputs, pair)
+
+    def compared(self, outputs: np.ndarray) -> dict:
+        """What the pair of `outputs` shows (the task's `compare`); a BadRequest 500 where the export cannot say."""
+        try:
+            return self.exported.outputs.compare(self.exported, outputs[0], outputs[1])
+        except UserError as err:
+            raise BadRequest(500, f"{str(err)[0].upper()}{str(err)[1:]}.") from None
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def infer(self, faces: list) -> list[tuple[np.ndarray, dict]]:

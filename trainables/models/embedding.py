@@ -48,5 +48,14 @@ class EmbeddingNet(nn.Module):
         """The backbone's cfg, so `timm.data.resolve_data_config({}, model=net)` sees its mean/std."""
         return self.backbone.pretrained_cfg
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's last feature map (what Grad-CAM weighs), before any pooling."""
+        return self.backbone.forward_features(x)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """The embedding from `forward_features`' map: forward(x) == forward_head(forward_features(x)), as timm's
+        backbones split their own forward."""
+        return self.head(self.backbone.forward_head(features))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))

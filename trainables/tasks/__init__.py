@@ -26,6 +26,7 @@ from trainables.registry import Registry
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+    import torch
 
     from trainables.config import TrainConfig
     from trainables.loop import InputPipe
@@ -135,6 +136,10 @@ class TaskOutputs:
     # the pair shows, {"similarity": float, "same": bool, ..., "sections": [...] as `present`}; `serve` then takes
     # exactly two photos per request. None: each photo is shown on its own
     compare: Callable[[object, "np.ndarray", "np.ndarray"], dict] | None = None
+    # Grad-CAM of a pair (`inference.pair_grad_cam`): (the exported model, preprocessed photos, the other photo's raw
+    # outputs, held fixed) -> (per photo the score `compare` decides by, differentiable; the feature maps it comes
+    # from, [(map, mirrored)], mirrored where the map is of the photo flipped left to right). None: no Grad-CAM
+    explain_pair: Callable[[nn.Module, "torch.Tensor", "torch.Tensor"], tuple["torch.Tensor", list]] | None = None
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,12 @@ class FlipSummedEmbedding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(x) + self.net(torch.flip(x, dims=[3])), dim=1)
 
+    def with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(forward(x), the last feature map of x, that of its mirror image): the same embedding, with the maps
+        it was computed from, for Grad-CAM."""
+        plain, mirrored = self.net.forward_features(x), self.net.forward_features(torch.flip(x, dims=[3]))
+        return F.normalize(self.net.forward_head(plain) + self.net.forward_head(mirrored), dim=1), plain, mirrored
+
 
 def load_model(cfg, state: dict) -> nn.Module:
     """The trial's embedding network (without downloading any pretrained weights) with the saved state."""
@@ -89,6 +95,16 @@ def compare(exported, a: np.ndarray, b: np.ndarray) -> dict:
                  "decision": "same person" if same else "different people"}]}]}
 
 
+def explain_pair(model: FlipSummedEmbedding, x: torch.Tensor, others: torch.Tensor) -> tuple[torch.Tensor, list]:
+    """Per photo, the cosine similarity `compare` decides by, of its embedding to the other photo's (`others`, held
+    fixed), differentiable through the whole embedding; and both passes' feature maps, the mirror image's marked.
+    Both, because the embedding is the sum of both passes: the map (`inference.explain`) averages the photo's own
+    pass's map with the mirrored pass's flipped back, so it shows all the evidence the similarity rests on; the
+    unflipped pass alone would show half of it and miss what the mirrored pass finds."""
+    embedding, plain, mirrored = model.with_features(x)
+    return (embedding * F.normalize(others.detach(), dim=1)).sum(dim=1), [(plain, False), (mirrored, True)]
+
+
 def present(row: pd.Series, scores: dict) -> list[dict]:
     return [{"title": "embedding", "items": [
         {"name": "embedding size", "score": float(len(scores)), "decision": "send two photos to compare them"}]}]
@@ -105,5 +121,5 @@ RECOGNITION_OUTPUTS = TaskOutputs(
     card_metrics=lambda strategy: ["val/mean_verification_accuracy"],
     output_names=output_names, describe=describe, captions=lambda row: [],
     export_files=(artifacts.VERIFICATION_THRESHOLD,), card_lines=card_lines, present=present,
-    load_model=load_model, compare=compare,
+    load_model=load_model, compare=compare, explain_pair=explain_pair,
 )
