@@ -96,14 +96,14 @@ class FaceModel:
             photos = await self.photos(request)
             if compare is not None:
                 two_photos(photos)
-            answers = await asyncio.gather(*(self.infer(face) for _, face in photos))
+            answers = await self.inferred(photos)
         except BadRequest as err:
             return refused(err)
         answer = {"model": self.model_id, "task": self.exported.cfg.task, "decision": self.decision,
                   "images": [{"file": name, **result} for (name, _), (_, result) in zip(photos, answers)]}
         if compare is not None:  # what the pair shows (e.g. similarity and same/different), the task's to say
             try:
-                answer["pair"] = self.compared(np.stack([raw for raw, _ in answers[:2]]))
+                answer["pair"] = self.compared(np.stack([raw for raw, _ in answers]))
             except BadRequest as err:
                 return refused(err)
         return Answer(answer)
@@ -136,10 +136,14 @@ class FaceModel:
         from orchestrator.pair_explain import pair_picture
 
         two_photos(photos, " to see what their comparison rests on")
-        outputs = np.stack(await asyncio.gather(*(self.infer(face) for _, face in photos)))
+        outputs = np.stack([raw for raw, _ in await self.inferred(photos)])
         pair = self.compared(outputs)
         return pair_picture(self.exported, [name for name, _ in photos], torch.stack([face for _, face in photos]),
                             outputs, pair)
+
+    async def inferred(self, photos: list[tuple[str, object]]) -> list[tuple[np.ndarray, dict]]:
+        """(raw outputs, analysis) per photo, each through the batched forward pass (`infer`)."""
+        return await asyncio.gather(*(self.infer(face) for _, face in photos))
 
     def compared(self, outputs: np.ndarray) -> dict:
         """What the pair of `outputs` shows (the task's `compare`); a BadRequest 500 where the export cannot say."""
