@@ -86,9 +86,10 @@ def post(url: str, photos: list[tuple[str, bytes]], field: str = "image", timeou
 
 
 @contextlib.contextmanager
-def serve_command(*args: str, seconds: float = 300):
-    """`python -m orchestrator serve ARGS --port P` as a person runs it, on its own local Ray; yields the page's
-    URL once it says it is serving, then stops it with Ctrl-C (SIGINT) and checks that it said so and exited 0."""
+def serve_command(*args: str, seconds: float = 300, env: dict | None = None):
+    """`python -m orchestrator serve ARGS --port P` as a person runs it (on its own local Ray unless ARGS name
+    an --address; `env` is its environment, this one's by default); yields the page's URL once it says it is
+    serving, then stops it with Ctrl-C (SIGINT) and checks that it said so and exited 0."""
     import signal
     import subprocess
     import sys
@@ -98,7 +99,7 @@ def serve_command(*args: str, seconds: float = 300):
 
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "orchestrator", "serve", *args, "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
     reader.start()

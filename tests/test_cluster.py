@@ -7,9 +7,12 @@ as on a cluster. The sweeps' storage is a `file://` folder both nodes see, and t
 MLflow server over HTTP. In order:
 
 1. `doctor` against the cluster refuses a plain local storage path, with the fix;
-2. a trial of 4 DDP workers (more than one 2-CPU node holds) runs across both nodes, judged from the
+2. `serve --address` with 2 replicas puts one on each node, and both answer POST /predict (each from the
+   proxy on its node) exactly as in-process inference does; Ctrl-C removes Serve from the cluster, and
+   both nodes stay up;
+3. a trial of 4 DDP workers (more than one 2-CPU node holds) runs across both nodes, judged from the
    node of each rank that the trial recorded;
-3. the second node is killed in the middle of a trial: that trial is retried from its checkpoint on
+4. the second node is killed in the middle of a trial: that trial is retried from its checkpoint on
    the head, and MLflow holds each run and each epoch once.
 
 Every process the module started is stopped, whatever the outcome.
@@ -30,10 +33,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from mlflow import MlflowClient
 
+from serve_fixtures import post, serve_command
 from waiting import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -74,8 +79,24 @@ class Cluster:
     head_id: str
     node_id: str
 
-    def ray(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(["ray", *args], env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    def ray(self, *args: str, timeout: float = 120, program: str = "ray") -> subprocess.CompletedProcess:
+        return subprocess.run([program, *args], env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+    def actors(self) -> list[dict]:
+        """The cluster's alive actors, as `ray list actors` lists them (class_name, node_id, ...)."""
+        listed = self.ray("list", "actors", "--address", self.dashboard, "--format", "json", "--filter", "state=ALIVE",
+                          "--limit", "10000")
+        assert listed.returncode == 0, listed.stderr[-2000:]
+        return [] if listed.stdout.startswith("No resource") else json.loads(listed.stdout)
+
+    def serve(self, *args: str) -> subprocess.CompletedProcess:
+        return self.ray(*args, "--address", self.dashboard, program="serve")
+
+    def serve_status(self) -> dict:
+        """`serve status` of the cluster: its proxies by node id, and its applications."""
+        shown = self.serve("status")
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        return yaml.safe_load(shown.stdout) or {}
 
     def alive_nodes(self) -> dict[str, str]:
         """node id -> the temp folder's role ('head' or 'node') of each alive node."""
@@ -177,6 +198,73 @@ def test_doctor_on_a_cluster_refuses_a_plain_local_storage_path(two_nodes, tmp_p
     assert doctor.returncode != 0, doctor.stdout
     assert "a 2-node cluster needs shared storage" in doctor.stdout and "file:///" in doctor.stdout, doctor.stdout
     assert "Traceback" not in doctor.stdout + doctor.stderr
+
+
+SERVE_ACTORS = ("ServeController", "ProxyActor", "ServeReplica:")
+
+
+def _serve_actors(cluster: Cluster) -> list[dict]:
+    return [a for a in cluster.actors() if a["class_name"].startswith(SERVE_ACTORS)]
+
+
+def _replica_answers(cluster: Cluster, role: str) -> int:
+    """POST /predict requests the replicas on one node ('head' or 'node') answered 200, from their own logs."""
+    logs = cluster.base.glob(f"{role}/session_latest/logs/serve/replica_faces_FaceModel_*.log")
+    return sum(log.read_text(errors="replace").count("POST /predict 200") for log in logs)
+
+
+def _same_answer(got: dict, want: dict) -> None:
+    """A served photo's answer against in-process `analyse`'s: the same scores, table and decisions."""
+    assert got["scores"].keys() == want["scores"].keys()
+    np.testing.assert_allclose(list(got["scores"].values()), list(want["scores"].values()), atol=1e-5)
+    assert got["table"].keys() == want["table"].keys()
+    for key, value in want["table"].items():
+        assert got["table"][key] == (pytest.approx(value, abs=1e-5) if isinstance(value, float) else value), key
+    decided = [[(i["name"], i["decision"]) for i in section["items"]] for section in got["sections"]]
+    assert decided == [[(i["name"], i["decision"]) for i in section["items"]] for section in want["sections"]]
+
+
+def test_serve_on_the_cluster_answers_from_replicas_on_both_nodes(two_nodes, exported, celeba_trial):
+    """`serve --address` with 2 replicas of 1 CPU: Serve spreads them, one per node, with a proxy on each.
+    Both nodes being this machine, the two proxies share the port (Serve sets SO_REUSEPORT), the kernel
+    spreads new connections over them and each proxy prefers the replica on its own node (Serve's default),
+    so both replicas answer, as their own logs on each node show. Every answer is in-process
+    `trainables.inference`'s. Ctrl-C removes Serve from the cluster, whose nodes stay up for the next tests."""
+    from trainables import inference
+
+    folder = exported[0]
+    paths = sorted((Path(celeba_trial["root"]) / "img_align_celeba").glob("*.jpg"))[:4]
+    model = inference.load_exported(folder, device="cpu")
+    want = inference.analyse(model, inference.predict_faces(model, inference.load_faces(model, paths)),
+                             inference.choose_decision(model, None))
+    sent = [(p.name, p.read_bytes()) for p in paths]
+    roles = {two_nodes.head_id: "head", two_nodes.node_id: "node"}
+    try:
+        with serve_command("--model", str(folder), "--address", two_nodes.gcs, "--replicas", "2",
+                           env=two_nodes.env) as url:
+            replicas = [a for a in _serve_actors(two_nodes) if a["class_name"] == "ServeReplica:faces:FaceModel"]
+            placed = sorted(roles.get(a["node_id"], a["node_id"]) for a in replicas)
+            assert placed == ["head", "node"], placed
+            status = _wait(lambda: (s := two_nodes.serve_status()) and set(s.get("proxies") or {}) == set(roles)
+                           and set(s["proxies"].values()) == {"HEALTHY"} and s, 120, "a healthy proxy on each node")
+            assert status["applications"]["faces"]["deployments"]["FaceModel"]["replica_states"] == {"RUNNING": 2}
+            for request in range(1, 41):  # each on a new connection: 2^-39 that 40 all reach one proxy
+                answer = post(f"{url}predict", sent)
+                assert answer.status_code == 200, answer.text
+                images = answer.json()["images"]
+                assert [i["file"] for i in images] == [name for name, _ in sent]
+                for got, expected in zip(images, want):
+                    _same_answer(got, expected)
+                answered = {role: _replica_answers(two_nodes, role) for role in ("head", "node")}
+                if request >= 4 and all(answered.values()):  # at least 4 requests, until both nodes answered
+                    break
+            assert all(answered.values()) and sum(answered.values()) <= request, (answered, request)
+        _wait(lambda: not _serve_actors(two_nodes), 60, "Serve's actors to end")
+        assert not (two_nodes.serve_status().get("applications") or {})
+        assert two_nodes.alive_nodes() == roles
+    finally:  # whatever happened, the next tests need both nodes' CPUs back
+        if _serve_actors(two_nodes):
+            two_nodes.serve("shutdown", "--yes")
 
 
 def test_four_workers_of_one_trial_span_both_nodes(two_nodes):
