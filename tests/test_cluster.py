@@ -162,7 +162,9 @@ def two_nodes(demo_cache):
              "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         cluster = Cluster(base, env, f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}", f"http://127.0.0.1:{mlflow_port}",
                           "", "")
-        nodes = _wait(lambda: len(cluster.alive_nodes()) == 2 and cluster.alive_nodes(), 120, "both nodes alive")
+        # The state API may list a node before it knows which one is the head: wait for both, and the head's flag.
+        nodes = _wait(lambda: len(n := cluster.alive_nodes()) == 2 and "head" in n.values() and n, 120,
+                      "both nodes alive, one of them the head")
         cluster.head_id = next(i for i, role in nodes.items() if role == "head")
         cluster.node_id = next(i for i, role in nodes.items() if role == "node")
         _wait(lambda: _healthy(cluster.mlflow, server), 120, "the mlflow server")
