@@ -37,11 +37,11 @@ class FlipSummedEmbedding(nn.Module):
         return self.net.pretrained_cfg
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net(x) + self.net(torch.flip(x, dims=[3])), dim=1)
+        return self.with_features(x)[0]
 
     def with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(forward(x), the last feature map of x, that of its mirror image): the same embedding, with the maps
-        it was computed from, for Grad-CAM."""
+        """(forward(x), the last feature map of x, that of its mirror image): the embedding, with the maps it is
+        computed from, for Grad-CAM."""
         plain, mirrored = self.net.forward_features(x), self.net.forward_features(torch.flip(x, dims=[3]))
         return F.normalize(self.net.forward_head(plain) + self.net.forward_head(mirrored), dim=1), plain, mirrored
 
