@@ -1,6 +1,6 @@
 """Shared fixtures: one local Ray per session for tests marked `ray`, a shared demo-data cache, the
 one CLI smoke sweep that crashes and resumes, one trained and exported attribute trial for the export
-tests, and skipping of `gpu` tests where there is no CUDA device."""
+tests, one trained and exported face-recognition trial, and skipping of `gpu` tests where there is no CUDA device."""
 
 from __future__ import annotations
 
@@ -111,6 +111,15 @@ def exported(celeba_trial):
     out = celeba_trial["tmp"] / "export"
     summary = export_run(celeba_trial["child"], out, tracking_uri=celeba_trial["uri"])
     return out, summary
+
+
+@pytest.fixture(scope="session")
+def recognition_exported(tmp_path_factory, mlflow_uri):
+    """(export folder, the trial, the demo faces' root, export's summary) of one trained and exported
+    MobileFaceNet trial (tests/serve_fixtures.py), shared by the recognition export, Grad-CAM and serve tests."""
+    from serve_fixtures import recognition_export
+
+    return recognition_export(tmp_path_factory.mktemp("recognition"), mlflow_uri)
 
 
 # ---- a real S3 API on loopback (tests/s3_server.py) ----------------------------------------------

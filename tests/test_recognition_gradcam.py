@@ -1,6 +1,6 @@
 """Grad-CAM of a face-recognition pair: the map of photo A is that of the cosine similarity of A's embedding to B's
 (held fixed), through the whole flip-summed embedding, its two passes' maps averaged on the photo. Checked in
-process on a tiny export (tests/serve_fixtures.py, with weights that tell faces apart) against torch autograd by
+process on a tiny export (tests/serve_fixtures.py, with weights whose maps are dense) against torch autograd by
 hand, and `predict --explain REF` as a person runs it."""
 
 from __future__ import annotations
@@ -15,14 +15,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from serve_fixtures import distinct_recognition_export, recognition_export
+from serve_fixtures import dense_cam_export
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("recognition-cam")
-    out, _, root, _ = recognition_export(tmp, f"sqlite:///{tmp}/mlflow.db")
-    return distinct_recognition_export(out, tmp / "distinct"), root
+def exported(recognition_exported, tmp_path_factory):
+    out, _, root, _ = recognition_exported
+    return dense_cam_export(out, tmp_path_factory.mktemp("dense-cam") / "model"), root
 
 
 def people(root, n: int = 2, each: int = 2) -> list:

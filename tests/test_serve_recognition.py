@@ -13,16 +13,15 @@ import requests
 from PIL import Image
 
 from browser import Chromium, needs_browser
-from serve_fixtures import distinct_recognition_export, post, recognition_export, serving
+from serve_fixtures import dense_cam_export, post, serving
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory, mlflow_uri):
-    tmp = tmp_path_factory.mktemp("serve-recognition")
-    out, _, root, _ = recognition_export(tmp, mlflow_uri)
-    return distinct_recognition_export(out, tmp / "distinct"), root
+def model(recognition_exported, tmp_path_factory):
+    out, _, root, _ = recognition_exported
+    return dense_cam_export(out, tmp_path_factory.mktemp("serve-recognition") / "model"), root
 
 
 @pytest.fixture(scope="module")

@@ -25,18 +25,19 @@ def fake_trial(tmp, uri: str, config: dict, epochs: int, experiment: str) -> dic
     """Train `epochs` short epochs, writing checkpoint folders as train.py does and an MLflow child
     run (metric history per epoch, `checkpoint` tag = the last checkpoint) as a sweep does."""
     torch.manual_seed(0)
-    cfg = TrainConfig.from_dict({"task": "attributes", **config, "optim.batch_size": 16, "optim.epochs": epochs,
+    cfg = TrainConfig.from_dict({"task": "attributes", "optim.batch_size": 16, **config, "optim.epochs": epochs,
                                  "data.cache_dir": str(tmp / "cache")})
+    batch = cfg.optim.batch_size
     task = build(cfg)
     module = TrainModule(task.model, task.criterion)
     pipe = pipe_for(task)
-    steps = task.train_rows(1) // 16
+    steps = task.train_rows(1) // batch
     optimizer, scheduler = build_optimizer(cfg.optim, module, steps)
     storage = tmp / "runs" / experiment
     train_run = storage / "train_runs" / "train-abc_00000"
     history, folders = [], []
     for epoch in range(epochs):
-        train_one_epoch(module, task.train_loader(epoch, 0, 1, 16, 0), optimizer, pipe, scheduler, epoch * steps)
+        train_one_epoch(module, task.train_loader(epoch, 0, 1, batch, 0), optimizer, pipe, scheduler, epoch * steps)
         result = evaluate(task)
         folder = train_run / f"checkpoint_2026-01-01_00-00-0{epoch}.000000"
         folder.mkdir(parents=True)
