@@ -91,10 +91,10 @@ def post(url: str, photos: list[tuple[str, bytes]], field: str = "image", timeou
 
 
 @contextlib.contextmanager
-def serve_command(*args: str, seconds: float = 300, env: dict | None = None):
+def serve_command(*args: str, seconds: float = 300, env: dict | None = None, stop: int | None = None):
     """`python -m orchestrator serve ARGS --port P` as a person runs it (on its own local Ray unless ARGS name
     an --address; `env` is its environment, this one's by default); yields the page's URL once it says it is
-    serving, then stops it with Ctrl-C (SIGINT) and checks that it said so and exited 0."""
+    serving, then stops it with `stop` (Ctrl-C's SIGINT by default) and checks that it said so and exited 0."""
     import signal
     import subprocess
     import sys
@@ -114,7 +114,7 @@ def serve_command(*args: str, seconds: float = 300, env: dict | None = None):
         assert said is not True and process.poll() is None, f"serve exited {process.returncode}: {lines[-5:]}"
         assert f"http://127.0.0.1:{port}/" in said, said
         yield f"http://127.0.0.1:{port}/"
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGINT if stop is None else stop)
         assert process.wait(timeout=120) == 0
         reader.join(timeout=10)
         assert "stopped serving\n" in lines, lines[-3:]

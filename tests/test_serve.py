@@ -192,3 +192,24 @@ def test_models_uri_serves_the_checkpoint_its_logged_model_was_made_from(exporte
     assert served.keys() == exported_weights.keys()
     assert all(torch.equal(served[k], exported_weights[k]) for k in served)
     assert json.loads((served_folder / "labels.json").read_text()) == json.loads((folder / "labels.json").read_text())
+
+
+def test_replicas_that_cannot_start_are_one_line_and_serving_goes_on(served, models):
+    """A replica that fails in its constructor (here: weights that are not a safetensors file; on a cluster,
+    most often a node that cannot import this package) is one line naming its error, not Serve's traceback;
+    the failed application is deleted and the others keep serving."""
+    from ray import serve
+
+    from orchestrator.commands.serve import model_files, start
+    from trainables.errors import UserError
+
+    files = {**model_files(models["attributes"][0]), "model.safetensors": b"not a tensor file"}
+    port = int(served.rsplit(":", 1)[1])
+    with pytest.raises(UserError) as failed:
+        start(files, "broken", port=port, name="broken", route_prefix="/broken", cpus_per_replica=0.25)
+    message = str(failed.value)
+    assert message.startswith("the model's replicas failed to start: cannot read ") and "\n" not in message, message
+    assert "model.safetensors" in message and message.endswith("export the model again"), message
+    assert "broken" not in serve.status().applications
+    good = post(f"{served}/attributes/predict", photos(models["attributes"][1], 1))
+    assert good.status_code == 200 and len(good.json()["images"]) == 1

@@ -1,10 +1,11 @@
 """The served page as a person uses it: `python -m orchestrator serve --model DIR` started as a command, and a
 real headless Chromium on its page: pick a photo, press Analyse, read each attribute's score and decision
 (the same as `predict` writes), ask for a Grad-CAM, see a bad file's one-sentence refusal on the page; then
-Ctrl-C stops the command cleanly. Skipped where no Chromium is installed (`.ci/run` installs it)."""
+closing its terminal (SIGHUP) stops the command cleanly, as Ctrl-C does in tests/test_cluster.py. Skipped where no Chromium is installed (`.ci/run` installs it)."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,7 @@ pytestmark = [pytest.mark.ray, needs_browser]
 ROWS = "Array.from(document.querySelectorAll('#results tr')).map(r => Array.from(r.cells).map(c => c.textContent))"
 
 
-def test_a_person_uploads_a_photo_and_sees_the_analysis(exported, celeba_trial, tmp_path):
+def test_a_person_uploads_a_photo_and_sees_the_analysis_then_closes_the_terminal(exported, celeba_trial, tmp_path):
     from orchestrator.predict import run_predict
 
     photo = sorted((Path(celeba_trial["root"]) / "img_align_celeba").glob("*.jpg"))[0]
@@ -27,7 +28,7 @@ def test_a_person_uploads_a_photo_and_sees_the_analysis(exported, celeba_trial, 
     not_a_photo = tmp_path / "notes.jpg"
     not_a_photo.write_text("words, not pixels")
 
-    with serve_command("--model", str(exported[0])) as url, Chromium(tmp_path / "profile") as page:
+    with serve_command("--model", str(exported[0]), stop=signal.SIGHUP) as url, Chromium(tmp_path / "profile") as page:
         page.open(url)
         page.wait_for("document.getElementById('info').textContent.includes('40 outputs')")
         page.choose_files("#images", [photo])

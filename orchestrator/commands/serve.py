@@ -5,7 +5,8 @@ one; `--run RUN_ID` exports that trial (or a sweep's best trial) as `export --ru
 (`NAME@ALIAS`, `NAME/VERSION` or a LoggedModel id) finds the LoggedModel behind it and exports the very
 checkpoint it was made from. The folder's files travel to the replicas as bytes (serve/app.py), so they
 load it on any node. The application starts on the local Ray, or on the cluster of `--address`, and its
-HTTP proxy listens on `--host` (127.0.0.1) and `--port` (8000, Ray Serve's) until Ctrl-C.
+HTTP proxy listens on `--host` (127.0.0.1) and `--port` (8000, Ray Serve's) until Ctrl-C, `kill` or a
+closed terminal.
 """
 
 from __future__ import annotations
@@ -53,10 +54,12 @@ def cmd_serve(args) -> int:
         files = model_files(folder)
     if not (args.address or _ray_address()):
         check_port(args.host, args.port)
-    url = start(files, model_id, host=args.host, port=args.port, address=args.address, replicas=args.replicas,
+    url, note = start(files, model_id, host=args.host, port=args.port, address=args.address, replicas=args.replicas,
                 gpus_per_replica=args.gpus_per_replica, max_batch_size=args.max_batch_size)
-    print(f"serving {model_id} at {url} (the page; POST {url}predict for JSON); Ctrl-C stops", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    print(f"serving {model_id} at {url} (the page; POST {url}predict for JSON){note}; Ctrl-C stops", flush=True)
+    # `kill` and a closed terminal stop it as Ctrl-C does: Serve is shut down, even on a cluster that outlives us.
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         while True:
             signal.pause()
@@ -146,8 +149,9 @@ def model_files(folder: Path) -> dict[str, bytes]:
 
 
 def start(files: dict[str, bytes], model_id: str, *, host: str = "127.0.0.1", port: int = 8000,
-          address: str | None = None, name: str = APP_NAME, route_prefix: str = "/", **options) -> str:
-    """Start (or reuse) Serve on the Ray of `address` and run the model's application; its page's URL."""
+          address: str | None = None, name: str = APP_NAME, route_prefix: str = "/", **options) -> tuple[str, str]:
+    """Start (or reuse) Serve on the Ray of `address` and run the model's application; (its page's URL, a note
+    on reaching it or "") as `page_url` gives them."""
     from ray import serve
 
     from orchestrator import cluster
@@ -155,6 +159,50 @@ def start(files: dict[str, bytes], model_id: str, *, host: str = "127.0.0.1", po
 
     cluster.connect(address)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build(files, model_id, **options), name=name, route_prefix=route_prefix, blocking=False)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    return f"http://{shown}:{port}{route_prefix.rstrip('/')}/"
+    try:
+        serve.run(build(files, model_id, **options), name=name, route_prefix=route_prefix, blocking=False)
+    except RuntimeError as err:  # Serve's DEPLOY_FAILED; the replicas' own error is in the deployments' status
+        app = serve.status().applications.get(name)
+        said = [str(err)] + ([app.message] + [d.message for d in app.deployments.values()] if app else [])
+        serve.delete(name)  # no replica left retrying; other applications on the cluster are left alone
+        raise UserError(replicas_failed(failure_cause("\n".join(said)))) from None
+    import ray
+
+    head = next((node["NodeManagerAddress"] for node in ray.nodes()  # Ray marks its head with this resource
+                 if node["Alive"] and "node:__internal_head__" in node["Resources"]), None)
+    return page_url(host, port, route_prefix, head, ray.util.get_node_ip_address())
+
+
+def page_url(host: str, port: int, route_prefix: str, head_ip: str | None, here_ip: str) -> tuple[str, str]:
+    """(the page's URL as seen from this machine, a note on reaching it or ""). Serve always runs a proxy on
+    the head (its controller's node): from the head itself the page is at 127.0.0.1; from elsewhere, at the
+    head's address, unless the proxy listens on the head's loopback only."""
+    def url(at: str) -> str:
+        return f"http://{f'[{at}]' if ':' in at else at}:{port}{route_prefix.rstrip('/')}/"
+
+    anywhere = host in ("0.0.0.0", "::")
+    if head_ip is None or head_ip == here_ip:
+        return url("127.0.0.1" if anywhere else host), ""
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return url(host), (f"; it listens on the loopback of the head, {head_ip}, so open it there, or pass "
+                           f"--host 0.0.0.0 to open {url(head_ip)} from here")
+    return url(head_ip if anywhere else host), ""
+
+
+def failure_cause(message: str) -> str:
+    """The last line of a failed deployment's messages that names an error (`SomeError: ...`), without the
+    error's module path; a message of ours (a UserError) is its own sentence."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    named = [line for line in lines if line.split(":", 1)[0].split(".")[-1].endswith(("Error", "Exception"))]
+    cause = (named or lines or ["no reason given"])[-1]
+    kind, _, text = cause.partition(": ")
+    kind = kind.rsplit(".", 1)[-1]
+    return (text if kind == "UserError" and text else f"{kind}: {text}" if text else kind)[:300]
+
+
+def replicas_failed(cause: str) -> str:
+    """The one line for replicas that could not start, with the fix for a node that cannot import us."""
+    if "No module named" in cause:
+        return (f"the model's replicas failed to start ({cause}): every node must import this package (submit "
+                "`serve` with `ray job submit --runtime-env runtime_env.yaml`, or pip install it on each node)")
+    return f"the model's replicas failed to start: {cause}"
