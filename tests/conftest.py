@@ -1,6 +1,7 @@
 """Shared fixtures: one local Ray per session for tests marked `ray`, a shared demo-data cache, the
 one CLI smoke sweep that crashes and resumes, one trained and exported attribute trial for the export
-tests, one trained and exported face-recognition trial, and skipping of `gpu` tests where there is no CUDA device."""
+tests, one trained and exported face-recognition trial, and skipping of `gpu` tests where there is no CUDA
+device."""
 
 from __future__ import annotations
 

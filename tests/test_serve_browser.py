@@ -1,7 +1,8 @@
 """The served page as a person uses it: `python -m orchestrator serve --model DIR` started as a command, and a
 real headless Chromium on its page: pick a photo, press Analyse, read each attribute's score and decision
 (the same as `predict` writes), ask for a Grad-CAM, see a bad file's one-sentence refusal on the page; then
-closing its terminal (SIGHUP) stops the command cleanly, as Ctrl-C does in tests/test_cluster.py. Skipped where no Chromium is installed (`.ci/run` installs it)."""
+closing its terminal (SIGHUP) stops the command cleanly, as Ctrl-C does in tests/test_cluster.py. Skipped
+where no Chromium is installed (`.ci/run` installs it)."""
 
 from __future__ import annotations
 

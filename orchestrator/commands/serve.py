@@ -54,8 +54,9 @@ def cmd_serve(args) -> int:
         files = model_files(folder)
     if not (args.address or _ray_address()):
         check_port(args.host, args.port)
-    url, note = start(files, model_id, host=args.host, port=args.port, address=args.address, replicas=args.replicas,
-                gpus_per_replica=args.gpus_per_replica, max_batch_size=args.max_batch_size)
+    url, note = start(files, model_id, host=args.host, port=args.port, address=args.address,
+                      replicas=args.replicas, gpus_per_replica=args.gpus_per_replica,
+                      max_batch_size=args.max_batch_size)
     print(f"serving {model_id} at {url} (the page; POST {url}predict for JSON){note}; Ctrl-C stops", flush=True)
     # `kill` and a closed terminal stop it as Ctrl-C does: Serve is shut down, even on a cluster that outlives us.
     for stop in (signal.SIGTERM, signal.SIGHUP):
@@ -152,6 +153,7 @@ def start(files: dict[str, bytes], model_id: str, *, host: str = "127.0.0.1", po
           address: str | None = None, name: str = APP_NAME, route_prefix: str = "/", **options) -> tuple[str, str]:
     """Start (or reuse) Serve on the Ray of `address` and run the model's application; (its page's URL, a note
     on reaching it or "") as `page_url` gives them."""
+    import ray
     from ray import serve
 
     from orchestrator import cluster
@@ -166,8 +168,6 @@ def start(files: dict[str, bytes], model_id: str, *, host: str = "127.0.0.1", po
         said = [str(err)] + ([app.message] + [d.message for d in app.deployments.values()] if app else [])
         serve.delete(name)  # no replica left retrying; other applications on the cluster are left alone
         raise UserError(replicas_failed(failure_cause("\n".join(said)))) from None
-    import ray
-
     head = next((node["NodeManagerAddress"] for node in ray.nodes()  # Ray marks its head with this resource
                  if node["Alive"] and "node:__internal_head__" in node["Resources"]), None)
     return page_url(host, port, route_prefix, head, ray.util.get_node_ip_address())
@@ -194,10 +194,11 @@ def failure_cause(message: str) -> str:
     error's module path; a message of ours (a UserError) is its own sentence."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     named = [line for line in lines if line.split(":", 1)[0].split(".")[-1].endswith(("Error", "Exception"))]
-    cause = (named or lines or ["no reason given"])[-1]
-    kind, _, text = cause.partition(": ")
+    kind, _, text = (named or lines or ["no reason given"])[-1].partition(": ")
     kind = kind.rsplit(".", 1)[-1]
-    return (text if kind == "UserError" and text else f"{kind}: {text}" if text else kind)[:300]
+    if not text:
+        return kind[:300]
+    return (text if kind == "UserError" else f"{kind}: {text}")[:300]
 
 
 def replicas_failed(cause: str) -> str:

@@ -161,7 +161,7 @@ class ShardSplit:
         """Shard `rel` opened for reading, and its footer (read once)."""
         try:
             source = self._fs.open_input_file(posixpath.join(self._path, rel))
-            return source, pq.ParquetFile(source, pre_buffer=True).metadata
+            return source, pq.read_metadata(source)
         except OSError as err:
             raise unreadable(self.root, rel, err) from None
 
@@ -170,7 +170,7 @@ class ShardSplit:
         """A reader of an opened shard, its footer given (no request). Each read of one pre-buffers the column
         chunks it needs in one coalesced request (what keeps `s3://` fast), and the reader holds those bytes
         until it is dropped: a reader kept open per shard held a row group's bytes for each of them, 13 MB
-        each, 209 MiB of peak RSS over an epoch of 100,000 CelebA images (benchmarks/scale.py)."""
+        each, 203 MiB of Arrow memory over an epoch of 100,000 CelebA images (benchmarks/scale.py)."""
         return pq.ParquetFile(source, metadata=metadata, pre_buffer=True)
 
     def schema(self) -> pa.Schema | None:
