@@ -83,6 +83,19 @@ def pytest_collection_modifyitems(config, items):
 # ---- a trained, recorded and exported attribute trial, shared by the export tests ----------------
 
 @pytest.fixture(scope="session")
+def smiling_train_split(tmp_path_factory):
+    """The train split of a 120-image CelebA-format set in row groups of 16, read for its Smiling label:
+    for the training loader's own tests."""
+    from trainables.data.demo.celeba import write_demo_celeba
+    from trainables.data.prepare import prepare
+    from trainables.data.shards import ShardSplit
+
+    tmp = tmp_path_factory.mktemp("smiling")
+    prepare("celeba", write_demo_celeba(tmp / "raw", num_images=120, seed=2), str(tmp / "shards"), row_group_rows=16)
+    return ShardSplit(str(tmp / "shards"), "train", label_columns=["Smiling"])
+
+
+@pytest.fixture(scope="session")
 def mlflow_uri(tmp_path_factory):
     """One MLflow database for the export tests: creating one costs seconds."""
     from mlflow import MlflowClient

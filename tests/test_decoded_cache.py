@@ -11,19 +11,14 @@ from torch.utils.data import DataLoader, get_worker_info
 
 from trainables.data import shards
 from trainables.data.decoded_cache import DecodedCache
-from trainables.data.demo.celeba import write_demo_celeba
 from trainables.data.loaders import TrainStream
-from trainables.data.prepare import prepare
-from trainables.data.shards import ShardDataset, ShardSplit
+from trainables.data.shards import ShardDataset
 from trainables.data.transforms import build_augment
 
 
-@pytest.fixture(scope="module")
-def train_split(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("cache")
-    raw = write_demo_celeba(tmp / "raw", num_images=120, seed=2)
-    prepare("celeba", raw, str(tmp / "shards"), row_group_rows=16)
-    return ShardSplit(str(tmp / "shards"), "train", label_columns=["Smiling"])
+@pytest.fixture
+def train_split(smiling_train_split):
+    return smiling_train_split
 
 
 def _epochs(split, monkeypatch, cache_mb, workers=0, epochs=2, augment=None):

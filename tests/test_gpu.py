@@ -46,6 +46,29 @@ def test_an_epoch_on_the_gpu_runs_in_bf16_and_channels_last(tiny_celeba, tmp_pat
     assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_pinned_batches_from_loader_workers_are_the_pooled_ones_and_free_their_slots(tmp_path):
+    """With CUDA, the loader pins: the pin thread copies each pooled batch (trainables/data/batch_pool.py) into
+    pinned memory and frees its slot at once."""
+    import gc
+
+    from trainables.data.loaders import TrainStream
+    from trainables.data.prepare import prepare
+    from trainables.data.shards import ShardSplit
+
+    prepare("celeba", write_demo_celeba(tmp_path / "raw", num_images=120, seed=5), str(tmp_path / "shards"))
+    split = ShardSplit(str(tmp_path / "shards"), "train", label_columns=["Smiling"])
+    runs = []
+    for pooled in (True, False):
+        loader = TrainStream(split, 32, ["Smiling"], None, seed=0, cache_mb=64)(0, 0, 1, 8, 2)
+        loader.collate_fn.shared = pooled  # before the workers start
+        runs.append(list(loader))
+        assert all(images.is_pinned() and labels.is_pinned() for images, labels in runs[-1])
+        gc.collect()
+        assert not loader.collate_fn.flags.any()
+    for (a, la), (b, lb) in zip(*runs):
+        assert torch.equal(a, b) and torch.equal(la, lb)
+
+
 @pytest.mark.ray
 def test_quarter_gpus_plan_both_smoke_trials_at_once_on_one_gpu(local_ray, tmp_path):
     from mlflow import MlflowClient

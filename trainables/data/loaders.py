@@ -12,7 +12,9 @@ A training stream builds one DataLoader per (rank, world, batch, workers) and re
 from memory it shares with them: each epoch gets the row slices and shuffle of that epoch, and each
 loader worker is seeded from the training process's torch generator at every epoch as a fresh
 DataLoader's would be (`base seed + worker id`, one draw per epoch), so batches, augmentation and the
-training process's own random stream are what they were with one DataLoader per epoch.
+training process's own random stream are what they were with one DataLoader per epoch. Its workers hand
+batches on through a few slots of memory shared once (trainables/data/batch_pool.py), not a new block
+per batch.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader, get_worker_info
 
+from trainables.data.batch_pool import BatchPool, PooledLoaderIter
 from trainables.data.decoded_cache import DecodedCache
 from trainables.data.shards import ShardDataset, ShardSplit
 from trainables.errors import UserError
@@ -73,6 +76,12 @@ class EpochLoader(DataLoader):
             self.dataset.set_worker_seed(int(torch.empty((), dtype=torch.int64).random_()))
         return super().__iter__()
 
+    def _get_iterator(self):
+        if self.num_workers and isinstance(self.collate_fn, BatchPool):
+            self.check_worker_number_rationality()
+            return PooledLoaderIter(self)
+        return super()._get_iterator()
+
 
 @dataclass
 class TrainStream:
@@ -103,9 +112,11 @@ class TrainStream:
             dataset = EpochDataset(self.split, rank, world, self.seed, self.size, label_columns=self.label_columns,
                                    augment=self.augment, limit=self.rows(world), label_dtype=self.label_dtype,
                                    targets=self.targets, square=self.square, cache=self._cache)
+            pool = BatchPool(workers, batch, (3, self.size, self.size), len(self.split.image_columns)) if workers else None
             self._loader = EpochLoader(dataset, batch_size=batch, num_workers=workers, drop_last=True,
                                        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
-                                       generator=torch.Generator() if workers else None)
+                                       generator=torch.Generator() if workers else None,
+                                       collate_fn=pool)
             self._made_for = (rank, world, batch, workers)
         self._loader.dataset.set_epoch(epoch)
         return self._loader
