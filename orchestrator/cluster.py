@@ -34,6 +34,15 @@ START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 os.environ.setdefault(START_TIMEOUT_ENV, "120")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # worker prints would appear twice
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0 the legacy reporter prints nothing; we print progress
+# Ray Train 2.60 starts a preemption watcher, one more actor process, for every trial, so that a run can react
+# when an autoscaler announces it will drain a node. Nothing drains a local Ray's one machine, and on 2 cores
+# each trial paid for the process (benchmarks/trial_overhead.py): a local Ray starts without it.
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
+
+def local_ray_env() -> None:
+    """Settings a local Ray's processes inherit: set before it starts (the user's own values win)."""
+    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
 
 
 @dataclass(frozen=True)
@@ -261,6 +270,7 @@ def connect(address: str | None) -> None:
             os.environ.setdefault("RAY_AUTH_MODE", "token")
             ray.init(address=target, **kwargs)
         else:
+            local_ray_env()
             ray.init(address="local", include_dashboard=True, **kwargs)
     except Exception as err:  # noqa: BLE001  Ray raises a bare Exception when a local node times out starting
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

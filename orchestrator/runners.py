@@ -52,6 +52,18 @@ RUNNERS: dict[str, Runner] = {
 }
 
 
+class TrialTrainer(TorchTrainer):
+    """A TorchTrainer without Ray Data's part: Train 2.60 starts a `DatasetManager` actor for every run, given
+    datasets or not, one more process that imports Ray Data beside the workers as they start. Our workers read
+    their own shards, so a run given no datasets starts none."""
+
+    def _create_default_callbacks(self):
+        from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+
+        callbacks = super()._create_default_callbacks()
+        return callbacks if self.datasets else [c for c in callbacks if not isinstance(c, DatasetsCallback)]
+
+
 def worker_group(resources: cluster.TrialResources) -> dict:
     """The TorchTrainer arguments that shape a trial's workers: NCCL on GPUs (gloo on CPU), and each
     worker's CPUs and GPUs as planned."""
@@ -82,7 +94,7 @@ def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: 
     runs_path, runs_fs = storage_fs.ray_storage(runs)  # bounded retries for every checkpoint read and write
     if runs_fs is not None:  # Train's controller dies with a traceback on a store that does not answer
         storage_fs.check_answers(runs_fs, runs_path, runs)
-    trainer = TorchTrainer(
+    trainer = TrialTrainer(
         train_fn_per_worker,
         train_loop_config={**config, OBJECTIVE: {"metric": metric, "mode": mode}},
         **group,

@@ -44,6 +44,7 @@ def local_ray(demo_cache):
     from orchestrator import cluster
 
     os.environ.pop("RAY_ADDRESS", None)
+    cluster.local_ray_env()
     ray.init(address="local", num_cpus=2, include_dashboard=True, logging_level="ERROR")
     assert ray.is_initialized()
     cluster.connect(None)  # a no-op now: run_sweep finds this Ray

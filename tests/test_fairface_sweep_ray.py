@@ -19,6 +19,17 @@ EPOCH_METRICS = ["train/loss", "val/loss", "val/mean_task_accuracy", "val/age/ma
                  *(f"train/weight/{t}" for t in TASKS)]
 
 
+# Actors of each Ray Train class started while the module's sweep ran (Ray's state API lists finished ones too).
+STARTED: dict[str, int] = {}
+COUNTED = ("TrainController", "RayTrainWorker", "DatasetManager", "PreemptionWatcher")
+
+
+def _actors() -> dict[str, int]:
+    from ray.util.state import list_actors
+
+    return {name: len(list_actors(filters=[("class_name", "=", name)], limit=10_000)) for name in COUNTED}
+
+
 @pytest.fixture(scope="module")
 def smoke_sweep(local_ray, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fairface-smoke")
@@ -33,6 +44,7 @@ def smoke_sweep(local_ray, tmp_path_factory):
     prepare("fairface", raw, str(tmp / "shards"))
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.chdir(tmp)
+    before = _actors()
     try:
         # One worker per trial, both trials at once: the two Ray Train start-ups overlap (the CelebA smoke
         # sweep covers two-worker DDP). The demo's settings, not those for real data.
@@ -41,11 +53,19 @@ def smoke_sweep(local_ray, tmp_path_factory):
                                          overrides=["data.image_size=48", "optim.lr=3e-3", "optim.batch_size=32"]))
     finally:
         monkeypatch.undo()
+    STARTED.update({name: count - before[name] for name, count in _actors().items()})
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("fairface_multitask").experiment_id])
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     return summary, client, parent, children
+
+
+def test_a_trial_starts_only_the_actors_its_training_needs(smoke_sweep):
+    """Ray Train 2.60 would also start a DatasetManager (Ray Data's, for datasets we never give it) and, on a
+    local Ray, a PreemptionWatcher for every trial: two more processes per trial start (runners.TrialTrainer,
+    cluster.local_ray_env)."""
+    assert STARTED == {"TrainController": 2, "RayTrainWorker": 2, "DatasetManager": 0, "PreemptionWatcher": 0}
 
 
 def test_child_runs_record_group_metrics_every_epoch(smoke_sweep):
