@@ -26,6 +26,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from ray import tune
 
+from orchestrator.mlflow_sqlite import seed_new_store
 from orchestrator.redaction import error_text, redact  # redact: callers import it from here too
 from trainables.artifacts import TAG
 from trainables.errors import UserError
@@ -62,11 +63,12 @@ class Tracking:
 
     def __init__(self, uri: str | None = None):
         self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+        seed_new_store(self.uri)  # a new sqlite store is copied in, not migrated (orchestrator/mlflow_sqlite.py)
         self.client = MlflowClient(self.uri)
         self.outbox = None  # set by keep_records: writes then survive the server going away
         try:
             with _fail_fast():
-                self.client.search_experiments(max_results=1)  # creates the sqlite tables once, here
+                self.client.search_experiments(max_results=1)  # opens (or makes) the sqlite store once, here
         except Exception as err:  # any failure here means the URI is wrong or the server is down
             first = error_text(err)
             raise UserError(

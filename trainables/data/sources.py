@@ -15,15 +15,10 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from trainables.data import cache_dir
 from trainables.data.prepare import StderrProgress, demo_params, detect_format, is_prepared, prepare
 from trainables.data.shards import load_metadata
 from trainables.errors import UserError
-
-
-def cache_dir(cache: str = "") -> Path:
-    """`data.cache_dir`, else $FACE_ORCHESTRATOR_CACHE, else ~/.cache/face-orchestrator."""
-    chosen = cache or os.environ.get("FACE_ORCHESTRATOR_CACHE") or "~/.cache/face-orchestrator"
-    return Path(chosen).expanduser()
 
 
 def is_demo(source: str) -> bool:
