@@ -41,6 +41,9 @@ class MlflowServer:
             return False
 
     def start(self, timeout: float = 400) -> "MlflowServer":
+        from orchestrator.mlflow_sqlite import seed_new_store
+
+        seed_new_store(f"sqlite:///{self.folder}/mlflow.db")  # as the CLI's own store is made: no migrations
         log = open(self.folder / "mlflow-server.log", "a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.folder}/mlflow.db",
