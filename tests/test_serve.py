@@ -144,11 +144,6 @@ def test_a_request_that_is_not_a_form_is_refused(served):
     assert answer.status_code == 400 and "multipart/form-data" in answer.json()["error"]
 
 
-def serve_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator", "serve", *args], capture_output=True, text=True,
-                          timeout=timeout)
-
-
 def one_line(done: subprocess.CompletedProcess) -> str:
     assert done.returncode == 2, (done.returncode, done.stderr[-800:])
     lines = done.stderr.strip().splitlines()
@@ -157,20 +152,30 @@ def one_line(done: subprocess.CompletedProcess) -> str:
 
 
 def test_the_commands_mistakes_are_one_line_each(tmp_path, exported, celeba_trial):
-    assert "is not an exported model" in one_line(serve_cli("--model", str(tmp_path / "nothing")))
-    uri = celeba_trial["uri"]
-    assert "no MLflow run 'abc123'" in one_line(serve_cli("--run", "abc123", "--tracking-uri", uri))
-    assert "no model models:/faces@nobody" in one_line(serve_cli("--model", "models:/faces@nobody",
-                                                                 "--tracking-uri", uri))
     import socket
 
-    with socket.socket() as holder:
+    uri = celeba_trial["uri"]
+    with socket.socket() as holder:  # a port already taken, held until every command has answered
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        said = one_line(serve_cli("--model", str(exported[0]), "--port", str(port)))
-    assert f"cannot listen on 127.0.0.1:{port}" in said and "--port" in said
-    assert "--replicas" in one_line(serve_cli("--model", str(exported[0]), "--replicas", "0"))
+        mistakes = {  # none starts Ray, so they run side by side: each is mostly its imports
+            "is not an exported model": ["--model", str(tmp_path / "nothing")],
+            "no MLflow run 'abc123'": ["--run", "abc123", "--tracking-uri", uri],
+            "no model models:/faces@nobody": ["--model", "models:/faces@nobody", "--tracking-uri", uri],
+            f"cannot listen on 127.0.0.1:{port}": ["--model", str(exported[0]), "--port", str(port)],
+            "--replicas": ["--model", str(exported[0]), "--replicas", "0"],
+        }
+        started = {says: subprocess.Popen([sys.executable, "-m", "orchestrator", "serve", *args],
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                   for says, args in mistakes.items()}
+        answers = {}
+        for says, proc in started.items():
+            out, err = proc.communicate(timeout=300)
+            answers[says] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    for says, done in answers.items():
+        assert says in one_line(done), (says, done.stderr[-800:])
+    assert "--port" in one_line(answers[f"cannot listen on 127.0.0.1:{port}"])
 
 
 def test_models_uri_serves_the_checkpoint_its_logged_model_was_made_from(exported, celeba_trial, tmp_path):
