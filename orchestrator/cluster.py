@@ -38,11 +38,16 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0 the legacy re
 # when an autoscaler announces it will drain a node. Nothing drains a local Ray's one machine, and on 2 cores
 # each trial paid for the process (benchmarks/trial_overhead.py): a local Ray starts without it.
 PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+# How often a trial's Train controller polls its workers, in seconds (Ray's default: 2). The poll is how it
+# learns that training ended and collects each epoch's report for Tune, so on a local Ray a trial waited up to
+# 2 s to end and an ASHA stop came up to 2 s late; a poll of two workers costs a few milliseconds.
+POLL_ENV, LOCAL_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
 
 
 def local_ray_env() -> None:
     """Settings a local Ray's processes inherit: set before it starts (the user's own values win)."""
     os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
+    os.environ.setdefault(POLL_ENV, LOCAL_POLL_S)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
 """Trial shapes derived from cluster resources: never more than the cluster has, never a hang."""
 
+import os
+
 import pytest
 
 from orchestrator.cluster import DRIVER_CPUS, plan_resources
@@ -204,3 +206,18 @@ def test_a_local_ray_that_times_out_starting_is_one_line(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     with pytest.raises(UserError, match=r"^a local Ray could not start: The current node timed out .*--address$"):
         cluster.connect(None)
+
+
+def test_a_local_ray_polls_trial_workers_every_half_second_unless_the_user_set_it(monkeypatch):
+    """Ray Train's controller learns that training ended, and collects each epoch's report for ASHA, only when
+    it polls; its default of 2 s made every trial of a local sweep wait up to 2 s to end."""
+    from orchestrator import cluster
+
+    monkeypatch.delenv(cluster.POLL_ENV, raising=False)
+    monkeypatch.delenv(cluster.PREEMPTION_WATCHER_ENV, raising=False)
+    cluster.local_ray_env()
+    assert os.environ[cluster.POLL_ENV] == "0.5"
+    assert os.environ[cluster.PREEMPTION_WATCHER_ENV] == "0"
+    monkeypatch.setenv(cluster.POLL_ENV, "3")
+    cluster.local_ray_env()
+    assert os.environ[cluster.POLL_ENV] == "3"

@@ -18,6 +18,13 @@ def render_trial_plots(checkpoint: Path, out: Path) -> list[str]:
     return [artifacts.PR_PLOT]
 
 
+PANEL_IN = 2.0  # each attribute's panel, in inches
+# Margins and gaps in inches, set once: matplotlib's tight_layout measured every tick label of the 40 panels
+# again, a second of the driver's per trial, between one trial's end and the next one's start.
+LEFT_IN, RIGHT_IN, BOTTOM_IN, TOP_IN = 0.3, 0.1, 0.25, 0.35
+TICKS = (0.0, 0.5, 1.0)
+
+
 def plot_pr_curves(predictions: pd.DataFrame, out: Path) -> None:
     """One small precision-recall panel per attribute, with its average precision."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
@@ -27,7 +34,8 @@ def plot_pr_curves(predictions: pd.DataFrame, out: Path) -> None:
     rows = -(-len(names) // cols)
     from trainables.plotting import new_figure
 
-    fig = new_figure((cols * 2.0, rows * 2.0))
+    width, height = cols * PANEL_IN, rows * PANEL_IN
+    fig = new_figure((width, height))
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, name in zip(axes.flat, names):
         y, s = predictions[f"{artifacts.LABEL}{name}"].to_numpy(), predictions[f"{artifacts.SCORE}{name}"].to_numpy()
@@ -38,7 +46,10 @@ def plot_pr_curves(predictions: pd.DataFrame, out: Path) -> None:
         else:
             ax.set_title(f"{name[:18]}\n(one class)", fontsize=7)
         ax.set_xlim(0, 1), ax.set_ylim(0, 1.02), ax.tick_params(labelsize=5)
+        ax.set_xticks(TICKS), ax.set_yticks(TICKS)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
-    fig.tight_layout()
+    # wspace and hspace are fractions of a panel: room for the tick labels, and for the two-line titles
+    fig.subplots_adjust(left=LEFT_IN / width, right=1 - RIGHT_IN / width, bottom=BOTTOM_IN / height,
+                        top=1 - TOP_IN / height, wspace=0.2, hspace=0.45)
     fig.savefig(out, dpi=90)
