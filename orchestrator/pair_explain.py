@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.predict import (did_you_mean, display_name, draw_grid, overlay, to_image, unique_stems,
+from orchestrator.predict import (GRID_STEM, did_you_mean, display_name, draw_grid, overlay, to_image, unique_stems,
                                   warn_if_coarse)
 from trainables.errors import UserError
 
@@ -63,7 +63,7 @@ def write_pair_explanations(exported, reference: Path, kept: list[Path], outputs
             image.save(folder / f"{stem}.png")
             tiles.append(image)
             notes.append([names[i], *pair_lines(exported.outputs.compare(exported, outputs[i], outputs[ref]))])
-    draw_grid(tiles, notes, folder / "grid.png")
+    draw_grid(tiles, notes, folder / f"{GRID_STEM}.png")
     return folder
 
 

@@ -90,7 +90,7 @@ def write_explanations(exported, column: int, paths: list[Path], faces, raw: np.
         value = row.get(f"score/{name}", value)  # the probability where the table has one
         verdict = {0: " (no)", 1: " (yes)"}.get(row.get(f"label/{name}"), "")
         notes.append([row["file"], f"{name} {float(value):.2f}{verdict}"])
-    draw_grid(overlays, notes, folder / "grid.png")
+    draw_grid(overlays, notes, folder / f"{GRID_STEM}.png")
     return folder
 
 
@@ -121,10 +121,14 @@ def display_name(path: Path, images) -> str:
     return path.name if root.is_file() else str(path.relative_to(root))
 
 
+GRID_STEM = "grid"  # grid.png sits beside the overlays: a photo of that stem keeps its suffix instead
+
+
 def unique_stems(paths: list[Path]) -> list[str]:
-    """File stems, with the suffix kept where two files share a stem (a.jpg and a.png)."""
+    """File stems, with the suffix kept where two files share a stem (a.jpg and a.png) or where the stem is
+    the grid's (grid.jpg's overlay would otherwise be written over by grid.png)."""
     stems = [p.stem for p in paths]
-    return [p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_") for p in paths]
+    return [p.stem if stems.count(p.stem) == 1 and p.stem != GRID_STEM else p.name.replace(".", "_") for p in paths]
 
 
 def to_image(face) -> Image.Image:

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -128,6 +129,24 @@ def test_explain_writes_grad_cam_overlays(exported, tmp_path, celeba_trial):
     for png in folder.iterdir():
         with Image.open(png) as image:
             image.verify()
+
+
+def test_a_photo_named_grid_keeps_its_overlay_beside_the_grid(exported, tmp_path, celeba_trial):
+    """The overlays are named by their photos, beside grid.png: a photo named grid.jpg must not lose its own."""
+    from orchestrator.predict import TILE, run_predict
+
+    out, _ = exported
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    source = sorted(Path(f"{celeba_trial['root']}/img_align_celeba").iterdir())[:2]
+    shutil.copy(source[0], photos / "grid.jpg")
+    shutil.copy(source[1], photos / "friend.jpg")
+    result = run_predict(out, str(photos), tmp_path / "pred", explain="Smiling", limit=2)
+    folder = Path(result["explain_dir"])
+    assert sorted(p.name for p in folder.iterdir()) == ["friend.png", "grid.png", "grid_jpg.png"]
+    with Image.open(folder / "grid_jpg.png") as overlay, Image.open(folder / "grid.png") as grid:
+        assert overlay.size == (TILE, TILE)  # the photo's overlay, not the grid of both
+        assert grid.size[0] > TILE
 
 
 def test_grad_cam_equals_cam_for_a_pooled_linear_head(exported, celeba_trial):
