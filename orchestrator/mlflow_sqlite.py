@@ -16,6 +16,8 @@ the database first.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import sqlite3
@@ -54,7 +56,7 @@ def build_template(path: Path) -> None:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as work:
+    with _quiet("mlflow.store.db.utils"), tempfile.TemporaryDirectory(dir=path.parent) as work:
         database = Path(work) / "empty.db"
         store = SqlAlchemyStore(f"sqlite:///{database}", str(Path(work) / "artifacts"))
         store.engine.dispose()
@@ -63,6 +65,19 @@ def build_template(path: Path) -> None:
         with sqlite3.connect(database) as connection:
             connection.execute("VACUUM")
         os.replace(database, path)
+
+
+@contextlib.contextmanager
+def _quiet(logger: str):
+    """Only warnings from `logger` meanwhile. MLflow says at INFO that it creates and updates the tables: two
+    lines before a command's own first line on a machine's first run, about a file its user never sees."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def seed_new_store(uri: str) -> bool:

@@ -88,3 +88,13 @@ def test_what_cannot_be_seeded_is_left_to_mlflow(cache, tmp_path, monkeypatch):
     assert not seed_new_store(f"sqlite:///{tmp_path}/fallback.db")
     Tracking(f"sqlite:///{tmp_path}/fallback.db").experiment_id("x")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "fallback.db", "missing"]
+
+
+def test_building_the_template_prints_nothing(cache, tmp_path, capfd):
+    """A machine's first sweep opens with the command's own lines, not MLflow's news of its migrations."""
+    assert seed_new_store(f"sqlite:///{tmp_path}/first.db")  # builds the template
+    assert mlflow_sqlite.template_path().exists()
+    out, err = capfd.readouterr()
+    assert "database tables" not in out + err, out + err
+    MlflowClient(f"sqlite:///{tmp_path}/by-mlflow.db").search_experiments()  # MLflow's own store still says so
+    assert "Creating initial MLflow database tables" in "".join(capfd.readouterr())
