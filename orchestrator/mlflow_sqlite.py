@@ -60,10 +60,10 @@ def build_template(path: Path) -> None:
         database = Path(work) / "empty.db"
         store = SqlAlchemyStore(f"sqlite:///{database}", str(Path(work) / "artifacts"))
         store.engine.dispose()
-        with sqlite3.connect(database) as connection:
+        with contextlib.closing(sqlite3.connect(database)) as connection:
             connection.execute("DELETE FROM experiments")
-        with sqlite3.connect(database) as connection:
-            connection.execute("VACUUM")
+            connection.commit()
+            connection.execute("VACUUM")  # outside any transaction
         os.replace(database, path)
 
 
