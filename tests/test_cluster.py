@@ -291,13 +291,17 @@ def test_four_workers_of_one_trial_span_both_nodes(two_nodes):
 
 def test_a_trial_on_a_killed_node_is_retried_from_its_checkpoint_on_the_head(two_nodes):
     """Two trials of one 1.98-CPU worker each: one per node. Kill the second node once its trial has
-    checkpointed epoch 1; that trial resumes on the head after the other one ends."""
+    checkpointed epoch 1; that trial resumes on the head after the other one ends.
+
+    An epoch is 384 images (about 5 s here): long enough that the kill lands during epoch 2. With 192, an
+    epoch took little more than the time from a report to its MLflow record, so the trial had once finished
+    epoch 2 on the node before the kill, and its retry only reported that again."""
     sweep = two_nodes.base / "two_trials.yaml"
     sweep.write_text(yaml.safe_dump({
         "name": "node_loss", "question": "Does a trial survive the loss of its node?", "task": "attributes",
         "metric": "val/mean_accuracy", "mode": "max", "scheduler": "none", "workers_per_trial": 1,
         "space": {"model.name": "resnet18", "optim.lr": {"grid": [0.001, 0.003]}, "optim.epochs": 2,
-                  "optim.batch_size": 32, "data.image_size": 32, "data.max_train_images": 192}}))
+                  "optim.batch_size": 32, "data.image_size": 32, "data.max_train_images": 384}}))
     job = "node-loss"
     two_nodes.submit(str(sweep), f"file://{two_nodes.base}/shared", "--max-concurrent", "2", "--max-failures", "2",
                      wait=False, job_id=job)
