@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass, field
 
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from orchestrator import accounting, budget, cluster, extend, logged_model, report, rungs, signals, state, store_outage
+from orchestrator import (accounting, budget, cluster, extend, logged_model, ordered_asha, report, rungs, signals, state,
+                          store_outage)
 from orchestrator.runners import RUNNERS, TRAIN, train_driver_fn
 from orchestrator.preflight import Preflight
 from orchestrator.space import (describe, evaluation_interval, grid_note, max_epochs, search_algorithm,
@@ -87,6 +87,7 @@ def run_sweep(opts: SweepOptions) -> dict:
     controller_log = logging.getLogger("ray.tune.execution.tune_controller")
     if not any(isinstance(f, OneLineUserErrors) for f in controller_log.filters):
         controller_log.addFilter(OneLineUserErrors())
+    ordered_asha.quiet_discarded_trial_calls()  # a trial OrderedASHA stops while it trains
     wanted = logged_model.registration(opts.register, opts.register_if)  # a bad flag costs no training
     pre = Preflight(opts)
     pre.check_sweep()
@@ -196,9 +197,10 @@ def run_sweep(opts: SweepOptions) -> dict:
         if sweep.grace_period and opts.early_stopping:
             # Every N steps, ASHA counts evaluations; how many a trial makes depends on its data, so no max_t
             # stops it: it ends with its epochs.
-            scheduler = ASHAScheduler(time_attr="evaluation" if every else "epoch",
-                                      max_t=EVALUATIONS_UNBOUNDED if every else epochs + 1,
-                                      grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor)
+            scheduler = ordered_asha.OrderedASHA(time_attr="evaluation" if every else "epoch",
+                                                 max_t=EVALUATIONS_UNBOUNDED if every else epochs + 1,
+                                                 grace_period=sweep.grace_period,
+                                                 reduction_factor=sweep.reduction_factor)
         storage_path, storage_filesystem = storage_fs.ray_storage(run.path.rsplit("/", 1)[0])
         tuner = tune.Tuner(
             trainable,
