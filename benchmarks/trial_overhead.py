@@ -90,7 +90,7 @@ def bare_loop(config: dict, threads: int, label: str = "bare loop") -> float:
     import torch
 
     from trainables.config import TrainConfig
-    from trainables.loop import InputPipe, TrainModule, train_one_epoch
+    from trainables.loop import TrainModule, laid_out, train_one_epoch
     from trainables.models import input_normalization
     from trainables.optim import build_optimizer
     from trainables.tasks import get_task
@@ -98,8 +98,9 @@ def bare_loop(config: dict, threads: int, label: str = "bare loop") -> float:
     torch.set_num_threads(threads)
     cfg = TrainConfig.from_dict(config)
     task = get_task(cfg.task).build(cfg)
+    task.model, pipe = laid_out(task.model, torch.device("cpu"), *input_normalization(task.model),
+                                cfg.model.channels_last)  # as the trial's worker lays them out
     module = TrainModule(task.model, task.criterion)
-    pipe = InputPipe(torch.device("cpu"), *input_normalization(task.model))
     steps = task.train_rows(1) // cfg.optim.batch_size
     optimizer, scheduler = build_optimizer(cfg.optim, module, steps, task.param_groups)
     speeds = []

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from trainables.distributed import all_gather_rows
-from trainables.loop import DivergedError, InputPipe, TrainModule, predict, train_one_epoch
+from trainables.loop import DivergedError, InputPipe, TrainModule, laid_out, predict, train_one_epoch
 from trainables.optim import build_optimizer
 from trainables.config_sections import OptimConfig
 
@@ -101,3 +101,22 @@ def test_the_epoch_loss_is_the_sum_of_each_step_loss_times_its_batch():
     for loss, (_, y) in zip(losses, data):
         expected += loss * len(y)  # as the loop once added loss.item() * batch after each step
     assert stats.examples == 16 * 6 + 5 and stats.loss_sum == expected
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_on_cpu_the_model_and_its_inputs_take_the_configured_layout_and_train(channels_last):
+    """model.channels_last holds on CPU as on a GPU: the convolutions' weights and every input batch are
+    channels-last (oneDNN's faster layout), or neither is; the epoch trains either way."""
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    model, pipe = laid_out(conv, torch.device("cpu"), (0.5,) * 3, (0.25,) * 3, channels_last)
+    seen = []
+    model[0].register_forward_pre_hook(lambda _, inputs: seen.append(
+        inputs[0].is_contiguous(memory_format=torch.channels_last)))
+    module = TrainModule(model, nn.BCEWithLogitsLoss())
+    data = _batches()
+    optimizer, scheduler = build_optimizer(OptimConfig(lr=0.05, epochs=1), module, updates_per_epoch=len(data))
+    stats = train_one_epoch(module, data, optimizer, pipe, scheduler, 0)
+    assert stats.examples == 64 and np.isfinite(stats.loss_sum)
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert seen == [channels_last] * len(data)

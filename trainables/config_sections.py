@@ -26,7 +26,9 @@ class ModelConfig:
                              "(instead of pretrained)")
     drop_rate: float = bounded(0.0, at_least=0, below=1, help="dropout probability before the classifier")
     attn_layer: str = helped("", "timm's block attention for ResNets, e.g. cbam (CBAM-ResNet); empty: none")
-    channels_last: bool = helped(True, "channels-last memory layout on a GPU (ignored on CPU)")
+    channels_last: bool = helped(True, "channels-last memory layout for training and evaluation: faster "
+                                       "convolutions on a GPU, and on CPU with oneDNN (1.1x to 1.6x the images/s of "
+                                       "the demo's backbones, SK-ResNet aside)")
     freeze: str = helped("none", "none | backbone | stages:N (stem + first N stages): frozen parts get no "
                                  "gradient, no optimizer state, and keep their BatchNorm in eval mode")
 

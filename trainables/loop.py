@@ -1,7 +1,7 @@
 """One training epoch and one evaluation pass, in plain PyTorch (testable without Ray).
 
 Batches arrive as uint8 images; `InputPipe` moves them to the device, converts and normalises
-them there (and switches to channels_last on GPU), so that loader workers only decode.
+them there (and switches to channels_last when the model is), so that loader workers only decode.
 """
 
 from __future__ import annotations
@@ -40,6 +40,15 @@ class InputPipe:
         x = images.to(self.device, non_blocking=True).float()
         x = (x - self._mean) / self._std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def laid_out(model: nn.Module, device: torch.device, mean, std, channels_last: bool) -> tuple[nn.Module, InputPipe]:
+    """The model in the memory layout its inputs will have, and the pipe that gives them that layout:
+    channels-last (`model.channels_last`) on a GPU and on CPU alike, where oneDNN's convolutions are faster
+    in it too."""
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, InputPipe(device, mean, std, channels_last=channels_last)
 
 
 def autocast(device: torch.device):

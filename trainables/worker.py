@@ -104,7 +104,7 @@ def _train(config: dict, objective: dict) -> None:
     from trainables.distributed import all_gather_objects, all_reduce_max, all_reduce_sum
     from timm.utils import ModelEmaV3
 
-    from trainables.loop import (EpochBatches, InputPipe, TrainModule, ema_updater, evaluate_on_every_rank,
+    from trainables.loop import (EpochBatches, TrainModule, ema_updater, evaluate_on_every_rank, laid_out,
                                  train_one_epoch)
     from trainables.models import input_normalization
     from trainables.models.freeze import freeze
@@ -130,11 +130,9 @@ def _train(config: dict, objective: dict) -> None:
     weights_report = report_of(task.model)  # before DDP wraps it; beside every checkpoint
     trainable_params = freeze(task.model, cfg.model.freeze)  # before DDP, which then syncs only the rest
     mean, std = input_normalization(task.model)
-    if on_gpu and cfg.model.channels_last:
-        task.model = task.model.to(memory_format=torch.channels_last)
+    task.model, pipe = laid_out(task.model, device, mean, std, cfg.model.channels_last)
     module = ray.train.torch.prepare_model(TrainModule(task.model, task.criterion))
     wrapped = time.time()
-    pipe = InputPipe(device, mean, std, channels_last=on_gpu and cfg.model.channels_last)
     workers = loader_workers(cfg.data.loader_workers, on_gpu)
     if workers:  # the loader processes decode on the other cores
         torch.set_num_threads(max(1, _threads() - workers))
