@@ -11,8 +11,10 @@ seconds (each trial's running time in Tune, summed, and the sweep's wall time), 
 metric of its best trial. Trials are seeded, so a trial that ASHA lets run trains exactly as in the
 grid: the gap comes only from what ASHA stopped. It also replays ASHA's rule (Ray's: at each rung a
 trial goes on only if its metric is at least the (1 - 1/rf) quantile of the trials recorded there
-before it) on the grid's own learning curves, in the order the trials ran, for a few other settings,
-so a change of the sweep's settings can be judged before it is run.
+before it) on the grid's own learning curves, in the order the trials were created, for a few other
+settings, so a change of the sweep's settings can be judged before it is run. The sweep's scheduler
+(orchestrator/ordered_asha.py) judges each rung in that order however many trials run at once, so the
+replay of the sweep's own settings predicts the ASHA run.
 
 The last line is
 
@@ -57,7 +59,7 @@ def run(sweep, name: str, overrides: list[str], tmp: str, early_stopping: bool) 
     for result in summary["results"]:
         history = result.metrics_dataframe
         trial = str(result.metrics.get("trial_id"))
-        order.append((float(history["timestamp"].min()), trial))
+        order.append((int(trial.rsplit("_", 1)[-1]), trial))  # Tune numbers its trials as it creates them
         curves[trial] = [float(v) for v in history.drop_duplicates("epoch", keep="last")[sweep.metric]]
         seconds += float(result.metrics.get("time_total_s", 0.0))
     keys = varying_keys(sweep.param_space)
@@ -74,7 +76,7 @@ def best(curves: dict[str, list[float]], mode: str) -> float:
 
 
 def replay_asha(curves: dict[str, list[float]], order: list[str], mode: str, grace: int, rf: int) -> dict:
-    """Ray's ASHA on finished learning curves, trials run one after another in `order`: the trial-epochs
+    """Ray's ASHA on finished learning curves, trials judged one after another in `order`: the trial-epochs
     it would spend and its best result."""
     epochs = max(len(c) for c in curves.values())
     max_t = epochs + 1  # as run_sweep sets it
@@ -127,7 +129,7 @@ def main() -> None:
         print(f"{run_['label']:<10} {run_['trial_epochs']:3d} trial-epochs, {run_['seconds']:7.0f} trial-seconds, "
               f"{run_['wall']:6.0f}s wall, best {grid['metric']} {best(run_['curves'], grid['mode']):.4f}")
     grid_best = best(grid["curves"], grid["mode"])
-    print("\nASHA replayed on the grid's curves (trials in the order they ran):")
+    print("\nASHA replayed on the grid's curves (trials in the order they were created):")
     for grace, rf in REPLAYED:
         replay = replay_asha(grid["curves"], grid["order"], grid["mode"], grace, rf)
         mark = "  <- the sweep's" if (grace, rf) == (sweep.grace_period, sweep.reduction_factor) else ""

@@ -66,7 +66,8 @@ class TrialResources:
 
     def describe(self) -> str:
         unit = f"{self.gpus_per_worker:g} GPU + {self.cpus_per_worker:g} CPU" if self.use_gpu else f"{self.cpus_per_worker:g} CPU"
-        text = f"{self.num_workers} DDP workers x ({unit}) per trial, up to {self.max_concurrent} trials at once"
+        workers = f"{self.num_workers} DDP workers" if self.num_workers > 1 else "1 worker"
+        text = f"{workers} x ({unit}) per trial, up to {self.max_concurrent} trials at once"
         if self.nodes_per_trial > 1:
             text += f"; each trial's workers span {self.nodes_per_trial} nodes"
         if 0 < self.gpus_per_worker < 1:

@@ -70,7 +70,7 @@ def test_a_spent_budget_stops_the_sweep_and_resume_with_a_larger_one_finishes_it
     assert after[stopped] > before[stopped]  # the stopped trial went on, and its time with it
     # Summed across both invocations: what each trial spent since the resume is the time the progress lines
     # measured it running then (`done ... Ns`, whole seconds) times its workers, on top of what it spent before.
-    workers = int(re.search(r"(\d+) DDP workers", parent.data.params["resources"]).group(1))
+    workers = int(re.search(r"(\d+) (?:DDP workers|worker) x", parent.data.params["resources"]).group(1))
     took = {m.group(1): int(m.group(2)) for m in map(DONE.search, resumed.seen) if m}
     model = {c.data.tags["orchestrator.trial_id"]: c.data.params["model.name"] for c in story.runs()[1]}
     assert set(took) == set(model.values()), took
