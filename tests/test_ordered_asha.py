@@ -167,3 +167,20 @@ def test_two_trials_at_once_the_later_one_reaching_its_rung_first_is_stopped_the
     assert epochs["good"] == EPOCHS
     assert epochs["weak"] < EPOCHS, "the weak trial ran on past its rung"
     assert epochs["weak"] >= 2
+
+
+def test_only_rays_unhandled_error_line_for_a_discarded_trial_call_is_dropped():
+    import logging
+
+    from orchestrator.ordered_asha import UNRETRIEVED_LOG, QuietDiscardedTrialCalls
+
+    quiet = QuietDiscardedTrialCalls()
+
+    def record(text: str) -> logging.LogRecord:
+        return logging.LogRecord(UNRETRIEVED_LOG, logging.ERROR, __file__, 1, text, None, None)
+
+    discarded = ("Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1'): ray::ImplicitFunc.train() "
+                 "(pid=1, actor_id=ab, repr=train_driver_fn)\nray.train.WorkerGroupError: a worker health check failed")
+    assert not quiet.filter(record(discarded))
+    assert quiet.filter(record("Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1'): ray::load_shard()"))
+    assert quiet.filter(record("ray::ImplicitFunc.train() failed: shown"))
