@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
 # Where Ray logs an error that no one retrieved: a trial stopped while it trains had its running call's
@@ -55,7 +56,7 @@ class OrderedASHA(AsyncHyperBandScheduler):
         self._rank.setdefault(tid, len(self._rank))
         self._bracket_of[tid] = self._trial_info[tid]
         self._trials[tid] = trial
-        if getattr(trial, "status", None) in ("TERMINATED", "ERROR"):  # restored by --resume as it ended
+        if trial.status in (Trial.TERMINATED, Trial.ERROR):  # restored by --resume as it ended
             self._ended.add(tid)
         else:
             self._ended.discard(tid)  # a trial retried, or restored to run again
@@ -163,10 +164,3 @@ class QuietDiscardedTrialCalls(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
         return not (text.startswith("Unhandled error") and "ImplicitFunc.train()" in text)
-
-
-def quiet_discarded_trial_calls() -> None:
-    """Install the filter once on the logger Ray reports unretrieved errors to."""
-    log = logging.getLogger(UNRETRIEVED_LOG)
-    if not any(isinstance(f, QuietDiscardedTrialCalls) for f in log.filters):
-        log.addFilter(QuietDiscardedTrialCalls())

@@ -8,7 +8,6 @@ Ray Train V2 cannot be tuned directly (`Tuner(TorchTrainer)` fails), so each Tun
 from __future__ import annotations
 
 import functools
-import logging
 import time
 from dataclasses import dataclass, field
 
@@ -27,7 +26,7 @@ from orchestrator.progress import ProgressPrinter
 from orchestrator.placement import PlacementGroupCleanup
 from trainables import storage_fs
 from trainables.config import TrainConfig
-from trainables.errors import UserError
+from trainables.errors import UserError, filter_once
 from trainables.models.weights import source_of as weights_source
 from trainables.tasks import get_task
 
@@ -84,10 +83,8 @@ def trial_params(config: dict) -> dict:
 def run_sweep(opts: SweepOptions) -> dict:
     started = time.time()
     signals.install()  # from the start: a Ctrl-C or SIGTERM in the start-up is an interrupt too (see accounting.abort)
-    controller_log = logging.getLogger("ray.tune.execution.tune_controller")
-    if not any(isinstance(f, OneLineUserErrors) for f in controller_log.filters):
-        controller_log.addFilter(OneLineUserErrors())
-    ordered_asha.quiet_discarded_trial_calls()  # a trial OrderedASHA stops while it trains
+    filter_once("ray.tune.execution.tune_controller", OneLineUserErrors)
+    filter_once(ordered_asha.UNRETRIEVED_LOG, ordered_asha.QuietDiscardedTrialCalls)  # a trial it stops mid-epoch
     wanted = logged_model.registration(opts.register, opts.register_if)  # a bad flag costs no training
     pre = Preflight(opts)
     pre.check_sweep()

@@ -184,3 +184,24 @@ def test_only_rays_unhandled_error_line_for_a_discarded_trial_call_is_dropped():
     assert not quiet.filter(record(discarded))
     assert quiet.filter(record("Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1'): ray::load_shard()"))
     assert quiet.filter(record("ray::ImplicitFunc.train() failed: shown"))
+
+
+def test_a_sweep_installs_that_filter_once_on_rays_unretrieved_error_logger():
+    import logging
+
+    from orchestrator.ordered_asha import UNRETRIEVED_LOG, QuietDiscardedTrialCalls
+    from orchestrator.sweep import SweepOptions, run_sweep
+    from trainables.errors import UserError
+
+    import signal
+
+    log = logging.getLogger(UNRETRIEVED_LOG)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # a sweep installs its own
+    try:
+        for _ in range(2):  # stops at its unknown name, after the filters are in place
+            with pytest.raises(UserError):
+                run_sweep(SweepOptions("no_such_sweep"))
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    assert sum(isinstance(f, QuietDiscardedTrialCalls) for f in log.filters) == 1

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import ray.train
 
 from trainables.artifacts import CHECKPOINT_META, MODEL_WEIGHTS, OBJECTIVE, RESUMED, TAG, TRAIN_STATE, WEIGHTS_REPORT
-from trainables.errors import UserError
+from trainables.errors import UserError, filter_once
 
 if TYPE_CHECKING:
     from trainables.config import TrainConfig
@@ -51,12 +51,11 @@ class _UserErrorsOnce(logging.Filter):
 
 
 # Ray 2.60 logs "Error in training function:" and the traceback from this logger, on every worker.
-_TRAIN_FN_ERRORS = logging.getLogger("ray.train.v2._internal.util")
+_TRAIN_FN_ERRORS = "ray.train.v2._internal.util"
 
 
 def train_fn_per_worker(config: dict) -> None:
-    if not any(isinstance(f, _UserErrorsOnce) for f in _TRAIN_FN_ERRORS.filters):
-        _TRAIN_FN_ERRORS.addFilter(_UserErrorsOnce())
+    filter_once(_TRAIN_FN_ERRORS, _UserErrorsOnce)
     try:
         config = dict(config)
         _train(config, config.pop(OBJECTIVE, None) or {})
