@@ -141,8 +141,15 @@ def test_after_resume_a_trial_that_had_ended_before_a_rung_does_not_hold_the_lat
     assert _report(scheduler, controller, later, 6, 0.5) == TrialScheduler.STOP
 
 
-def test_the_rung_keeper_saves_ordered_asha_rungs():
-    assert keeper_for(OrderedASHA(**SETTINGS))
+def test_the_rung_keeper_saves_and_restores_ordered_asha_rungs():
+    saved, restored = OrderedASHA(**SETTINGS), OrderedASHA(**SETTINGS)
+    controller = _Controller(saved)
+    trial = _Trial("a")
+    saved.on_trial_add(controller, trial)
+    _report(saved, controller, trial, 2, 0.7)
+    (keeper,), (restorer,) = keeper_for(saved), keeper_for(restored)
+    restorer.set_state(keeper.get_state())
+    assert dict(restored._brackets[0]._rungs)[2] == {"a": 0.7}
 
 
 def _trainable(config):
