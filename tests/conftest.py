@@ -65,7 +65,19 @@ def crashed_smoke_sweep(demo_cache, tmp_path_factory):
     return crash_and_resume(tmp_path_factory.mktemp("crashed-smoke"))
 
 
+# The files whose tests judge the one crashed-and-resumed CLI sweep (`crashed_smoke_sweep`): one pytest-xdist
+# worker runs them all, so that the story runs once.
+CRASH_STORY_FILES = {"test_fault_tolerance.py", "test_sweep_ray.py", "test_interrupt_ray.py", "test_extend_ray.py",
+                     "test_pretrained_weights_ray.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
+    """Group the tests for pytest-xdist (`--dist loadgroup`, two workers: see pyproject.toml): a file's tests
+    stay together on one worker, as its module fixtures are built once; and skip the `gpu` tests without CUDA."""
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("crash_story" if name in CRASH_STORY_FILES else name))
     try:
         import torch
 
