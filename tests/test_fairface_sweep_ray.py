@@ -25,9 +25,14 @@ COUNTED = ("TrainController", "RayTrainWorker", "DatasetManager", "PreemptionWat
 
 
 def _actors() -> dict[str, int]:
+    """Counted in this process's Ray, named by its address: the state API's own guess refuses to choose when
+    another Ray runs on the machine (a CLI test's, or the other pytest-xdist worker's)."""
+    import ray
     from ray.util.state import list_actors
 
-    return {name: len(list_actors(filters=[("class_name", "=", name)], limit=10_000)) for name in COUNTED}
+    address = ray.get_runtime_context().gcs_address
+    return {name: len(list_actors(address=address, filters=[("class_name", "=", name)], limit=10_000))
+            for name in COUNTED}
 
 
 @pytest.fixture(scope="module")
