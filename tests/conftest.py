@@ -65,39 +65,7 @@ def crashed_smoke_sweep(demo_cache, tmp_path_factory):
     return crash_and_resume(tmp_path_factory.mktemp("crashed-smoke"))
 
 
-# The files whose tests judge the one crashed-and-resumed CLI sweep (`crashed_smoke_sweep`): one pytest-xdist
-# worker runs them all, so that the story runs once.
-CRASH_STORY_FILES = {"test_fault_tolerance.py", "test_sweep_ray.py", "test_interrupt_ray.py", "test_extend_ray.py",
-                     "test_pretrained_weights_ray.py"}
-
-
-# The longest stories (whole CLI sweeps, a two-node cluster), longest first, as the last CI runs measured them.
-# pytest-xdist hands out the groups in the order of the collection (`--no-loadscope-reorder`): these start
-# first, and the short tests of the other files fill in beside them at the end.
-LONGEST_FIRST = ["crash_story", "test_s3_ray.py", "test_tracking_outage_ray.py", "test_budget_ray.py", "test_cluster.py",
-                 "test_fairface_sweep_ray.py", "test_face_recognition_sweep_ray.py", "test_recipes_sweep_ray.py"]
-
-
-def _group(item) -> str:
-    name = item.path.name
-    return "crash_story" if name in CRASH_STORY_FILES else name
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Group the tests for pytest-xdist (`--dist loadgroup`, two workers: see pyproject.toml): a file's tests
-    stay together on one worker, as its module fixtures are built once, and the longest groups come first (the
-    other files with Ray tests next, then the rest); and skip the `gpu` tests without CUDA."""
-    uses_ray = {_group(item) for item in items if "ray" in item.keywords or "cluster" in item.keywords}
-
-    def rank(group: str) -> int:
-        if group in LONGEST_FIRST:
-            return LONGEST_FIRST.index(group)
-        return len(LONGEST_FIRST) + (0 if group in uses_ray else 1)
-
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
-    items.sort(key=lambda item: rank(_group(item)))  # stable: each file's tests keep their order
     try:
         import torch
 
