@@ -26,7 +26,7 @@ COUNTED = ("TrainController", "RayTrainWorker", "DatasetManager", "PreemptionWat
 
 def _actors() -> dict[str, int]:
     """Counted in this process's Ray, named by its address: the state API's own guess refuses to choose when
-    another Ray runs on the machine (a CLI test's, or the other pytest-xdist worker's)."""
+    another Ray runs on the machine (a CLI test's own local Ray, or a user's)."""
     import ray
     from ray.util.state import list_actors
 

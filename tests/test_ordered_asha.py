@@ -195,12 +195,11 @@ def test_only_rays_unhandled_error_line_for_a_discarded_trial_call_is_dropped():
 
 def test_a_sweep_installs_that_filter_once_on_rays_unretrieved_error_logger():
     import logging
+    import signal
 
     from orchestrator.ordered_asha import UNRETRIEVED_LOG, QuietDiscardedTrialCalls
     from orchestrator.sweep import SweepOptions, run_sweep
     from trainables.errors import UserError
-
-    import signal
 
     log = logging.getLogger(UNRETRIEVED_LOG)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # a sweep installs its own
