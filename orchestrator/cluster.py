@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import sys
 from dataclasses import dataclass, field
 
 from trainables.errors import UserError
@@ -261,9 +262,7 @@ def connect(address: str | None) -> None:
     target = address or os.environ.get("RAY_ADDRESS")
     if target:
         check_reachable(target)
-    # Workers' own output stays in Ray's log folder unless asked for: the driver prints progress.
-    show = os.environ.get("FACE_ORCHESTRATOR_WORKER_LOGS", "0") not in ("", "0", "false")
-    kwargs = dict(logging_level="ERROR", log_to_driver=show, configure_logging=True)
+    kwargs = dict(logging_level="ERROR", log_to_driver=worker_logs_shown(), configure_logging=True)
     if address and "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
         # Workers on other nodes do not inherit this shell: they get its AWS_* variables through the job's
         # runtime env (held by Ray, never written to the storage or MLflow). A submitted job's own
@@ -287,6 +286,20 @@ def connect(address: str | None) -> None:
             ) from None
         raise UserError(f"a local Ray could not start: {first}; run the command again when the machine is less "
                         "busy, or start Ray with `ray start --head` and pass --address") from None
+
+
+def worker_logs_shown() -> bool:
+    """Workers' own output stays in Ray's log folder unless asked for: the driver prints progress."""
+    return os.environ.get("FACE_ORCHESTRATOR_WORKER_LOGS", "0") not in ("", "0", "false")
+
+
+def disconnect() -> None:
+    """At a command's end: stop the local Ray this process started, or leave the cluster it joined. Ray's own
+    exit handler does the same after waiting 0.5 s for the workers' last log lines to reach the console,
+    which only matters when they are shown."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized() and not worker_logs_shown():
+        ray.shutdown()
 
 
 def store_env(environ) -> dict[str, str]:

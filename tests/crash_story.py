@@ -31,9 +31,11 @@ REGISTERED = "smoke-faces"  # the resumed sweep registers its best model under t
 class CliRun:
     """`python -m orchestrator ARGS` in a new session, its output read line by line."""
 
-    def __init__(self, args: list[str], cwd):
+    def __init__(self, args: list[str], cwd, buffered: bool = False):
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("RAY_ADDRESS", None)
+        if buffered:  # as when its output goes to a pipe or a file: what it prints reaches them when flushed
+            env.pop("PYTHONUNBUFFERED")
         self.proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
@@ -79,6 +81,18 @@ class CliRun:
         if code is None:
             raise AssertionError(f"still running after {timeout:.0f} s; output:\n" + "\n".join(self.seen[-40:]))
         return code
+
+    def left_behind(self, grace: float) -> list[str]:
+        """Once the command has ended: the processes of its session (the local Ray it started) still alive after
+        up to `grace` seconds, as `pid stat args` lines (zombies, dead and awaiting their reaping, are not alive)."""
+        assert self.proc.poll() is not None, "the command is still running"
+        deadline = time.time() + grace
+        while True:
+            ps = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-s", str(self.proc.pid)], capture_output=True, text=True)
+            alive = [line.strip() for line in ps.stdout.splitlines() if line.split()[1:2] and not line.split()[1].startswith("Z")]
+            if not alive or time.time() > deadline:
+                return alive
+            time.sleep(0.5)
 
     def kill(self):
         """SIGKILL the whole process group: the driver and the local Ray it started."""

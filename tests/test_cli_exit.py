@@ -1,0 +1,27 @@
+"""A command ends as soon as its work is done (orchestrator.__main__.leave skips the interpreter's teardown), yet
+everything Python's own exit did that matters still happens: the local Ray it started is stopped, its
+last lines are printed, and its exit status is kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from crash_story import CliRun
+
+pytestmark = pytest.mark.ray
+
+
+def test_a_command_that_started_a_local_ray_stops_it_and_prints_its_last_line_before_it_ends(demo_cache, tmp_path):
+    # doctor starts a local Ray for its resource checks, as a sweep does, and prints its verdict last
+    run = CliRun(["doctor", "celeba_backbones", "--smoke", "--storage", str(tmp_path / "runs"),
+                  "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"], tmp_path, buffered=True)
+    try:
+        code = run.proc.wait(timeout=300)
+        # leave() stops Ray (cluster.disconnect, else Ray's atexit handler); skipped, its agents outlive the command
+        left = run.left_behind(grace=10)
+    finally:
+        run.finish(timeout=60)
+    assert code == 0, "\n".join(run.seen[-20:])
+    assert run.seen[-1] == "all checks passed: `sweep` would start", "\n".join(run.seen[-20:])
+    assert any("Ray" in line for line in run.seen), "doctor did not check Ray"
+    assert left == [], left
