@@ -136,7 +136,7 @@ class RedactingStream(io.TextIOBase):
         return True
 
     def isatty(self) -> bool:
-        return self._stream.isatty()
+        return not getattr(self._stream, "closed", False) and self._stream.isatty()  # asked at exit too (colorama)
 
     def fileno(self) -> int:
         return self._stream.fileno()

@@ -74,6 +74,16 @@ def test_the_stream_is_the_wrapped_stream_in_every_other_way(tmp_path):
         assert (tmp_path / "out.txt").read_text() == "a line with no end"
 
 
+def test_a_stream_whose_wrapped_stream_closed_is_no_terminal_and_flushes_quietly():
+    """At interpreter exit colorama (Ray's) asks the streams whether they are terminals after pytest or the
+    shell has closed the ones we wrap: an answer, not a ValueError printed as an atexit traceback."""
+    out = io.StringIO()
+    stream = RedactingStream(out)
+    out.close()
+    assert not stream.isatty()
+    stream.flush()
+
+
 def test_a_remembered_secret_is_masked_outside_a_uri_too(monkeypatch):
     monkeypatch.setattr(redaction, "_known", set())
     redaction.remember(["--tracking-uri", "http://alice:p%40ss-word@host:5000"],
