@@ -13,6 +13,14 @@ import urllib.request
 from pathlib import Path
 
 
+def server_env() -> dict[str, str]:
+    """The environment of every `mlflow server` the tests start. MLflow 3.17's server also starts a job runner
+    and seven huey consumers, for its GenAI jobs: eight more Python processes on 2 cores that no test uses.
+    Without them it answers about 2 s sooner (measured: 6.3 s against 8.0 s, restarted 4.6 s against 6.6 s)
+    and leaves the cores to the sweep beside it."""
+    return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def free_port() -> int:
     while True:
         with socket.socket() as sock:
@@ -49,7 +57,7 @@ class MlflowServer:
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.folder}/mlflow.db",
              "--artifacts-destination", str(self.folder / "artifacts"), "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", "1"],
-            cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=self.folder, env=server_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + timeout
         while not self.answers(timeout=30):  # a cold store on a busy machine takes seconds to answer
             if self.proc.poll() is not None or time.time() > deadline:

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from mlflow_server import server_env
 from serve_fixtures import post, serve_command
 from waiting import wait_until
 
@@ -126,9 +128,19 @@ class Cluster:
         return logs
 
     def job_status(self, job_id: str) -> str:
-        """SUCCEEDED, FAILED, STOPPED, RUNNING or PENDING (Ray's CLI writes some in lower case)."""
-        out = self.ray("job", "status", job_id, "--address", self.dashboard).stdout.upper()
-        return next((s for s in ("SUCCEEDED", "FAILED", "STOPPED", "RUNNING", "PENDING") if s in out), "")
+        """SUCCEEDED, FAILED, STOPPED, RUNNING or PENDING ("" before the job is known), from the dashboard's job
+        API. Tests poll it every half second while a sweep runs: a `ray job status` process each time (Ray's
+        imports, a second of CPU) kept one of the machine's two cores busy beside the cluster."""
+        token = Path(self.env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+        request = urllib.request.Request(f"{self.dashboard}/api/jobs/{job_id}",
+                                         headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return str(json.load(response).get("status", "")).upper()
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                return ""
+            raise
 
 
 def _ray_start(env: dict, temp: Path, *args: str) -> None:
@@ -159,7 +171,8 @@ def two_nodes(demo_cache):
         server = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{base}/mlflow.db",
              "--artifacts-destination", str(base / "mlartifacts"), "--host", "127.0.0.1", "--port", str(mlflow_port),
-             "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+             "--workers", "1"], env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
         cluster = Cluster(base, env, f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}", f"http://127.0.0.1:{mlflow_port}",
                           "", "")
         # The state API may list a node before it knows which one is the head: wait for both, and the head's flag.
@@ -293,15 +306,17 @@ def test_a_trial_on_a_killed_node_is_retried_from_its_checkpoint_on_the_head(two
     """Two trials of one 1.98-CPU worker each: one per node. Kill the second node once its trial has
     checkpointed epoch 1; that trial resumes on the head after the other one ends.
 
-    An epoch is 384 images (about 5 s here): long enough that the kill lands during epoch 2. With 192, an
-    epoch took little more than the time from a report to its MLflow record, so the trial had once finished
-    epoch 2 on the node before the kill, and its retry only reported that again."""
+    An epoch is 960 images (about 7 s here), so that the kill lands during epoch 2: between a worker's report
+    and the kill come the Train controller's poll (2 s on a cluster), Tune, the MLflow record and this test's
+    half-second poll, up to about 3.5 s. With 192 images, and again with 384 once the test's own polling no
+    longer slowed the trial (a `ray job status` process every half second), the trial had finished epoch 2 on
+    the node before the kill, and its retry only reported that again."""
     sweep = two_nodes.base / "two_trials.yaml"
     sweep.write_text(yaml.safe_dump({
         "name": "node_loss", "question": "Does a trial survive the loss of its node?", "task": "attributes",
         "metric": "val/mean_accuracy", "mode": "max", "scheduler": "none", "workers_per_trial": 1,
         "space": {"model.name": "resnet18", "optim.lr": {"grid": [0.001, 0.003]}, "optim.epochs": 2,
-                  "optim.batch_size": 32, "data.image_size": 32, "data.max_train_images": 384}}))
+                  "optim.batch_size": 32, "data.image_size": 32, "data.max_train_images": 960}}))
     job = "node-loss"
     two_nodes.submit(str(sweep), f"file://{two_nodes.base}/shared", "--max-concurrent", "2", "--max-failures", "2",
                      wait=False, job_id=job)

@@ -11,7 +11,7 @@ import urllib.request
 
 
 from browser import BROWSER, needs_browser
-from mlflow_server import free_port
+from mlflow_server import free_port, server_env
 from orchestrator.tracking import DatasetRecord, Tracking
 
 pytestmark = needs_browser
@@ -40,7 +40,7 @@ def test_the_printed_link_opens_the_training_runs(tmp_path):
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_healthy(url, server)
         served = Tracking.__new__(Tracking)
