@@ -140,11 +140,13 @@ class Tracking:
         self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
 
     def check_writable(self, experiment_name: str) -> None:
-        """Create and delete a scratch run in the sweep's experiment: proves the store accepts writes."""
+        """Create and delete a scratch run in the sweep's experiment: proves the store accepts writes. It is ended
+        before it is deleted, so MLflow's list of deleted runs shows no run left RUNNING."""
         try:
             with _fail_fast():
                 run = self.client.create_run(self.experiment_id(experiment_name), tags={KIND_KEY: "preflight"})
                 self.client.log_param(run.info.run_id, "preflight", "ok")
+                self.client.set_terminated(run.info.run_id)
                 self.client.delete_run(run.info.run_id)
         except Exception as err:  # read-only database file, permission denied, server-side error
             first = error_text(err)

@@ -38,3 +38,17 @@ def test_experiments_are_model_training_and_runs_have_sources_and_inputs(tmp_pat
     served = Tracking.__new__(Tracking)
     served.uri = "http://mlflow-host:5000/"
     assert served.runs_url("7") == "http://mlflow-host:5000/#/experiments/7/runs"
+
+
+def test_the_write_check_leaves_one_deleted_run_that_ended(tmp_path):
+    """The pre-run check's scratch run is in MLflow's deleted runs (its UI's trash), ended, not RUNNING."""
+    from mlflow.entities import ViewType
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracking = Tracking(uri)
+    tracking.check_writable("celeba_backbones")
+    client = MlflowClient(uri)
+    experiment = tracking.experiment_id("celeba_backbones")
+    assert client.search_runs([experiment]) == []
+    (scratch,) = client.search_runs([experiment], run_view_type=ViewType.DELETED_ONLY)
+    assert scratch.info.status == "FINISHED" and scratch.data.params == {"preflight": "ok"}
