@@ -26,7 +26,7 @@ from ray import tune
 from orchestrator import signals
 from orchestrator.accounting import resume_command
 from orchestrator.store_outage import QUIET_S
-from orchestrator.tracking import result_step
+from orchestrator.trial_runs import result_step
 from trainables.errors import UserError
 from trainables.storage_fs import one_line
 

@@ -26,7 +26,7 @@ from orchestrator.cluster import START_TIMEOUT_ENV
 CONTROLLER = "TrainController"  # the class of Ray Train V2's controller actor
 REMOVED = "REMOVED"
 TIMEOUT_ENV = START_TIMEOUT_ENV
-LINE_LIMIT = 480  # the progress line shows an error's first 500 characters (tracking.error_line)
+LINE_LIMIT = 480  # the progress line shows an error's first 500 characters (trial_runs.error_line)
 KV_NAMESPACE = "face_orchestrator.trial_runs"  # trial actor id -> its Train run's name
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ from mlflow.artifacts import download_artifacts
 
 from orchestrator import report
 from orchestrator.space import count_trials, describe, search_algorithm, varying_keys
-from orchestrator.tracking import KIND_KEY, SWEEP_KEY, TRIAL_KEY, Tracking, is_metric
+from orchestrator.tracking import KIND_KEY, SWEEP_KEY, TRIAL_KEY, Tracking
+from orchestrator.trial_runs import is_metric
 from trainables.errors import UserError
 from trainables.tasks import get_task
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 from ray import tune
 
-from orchestrator.tracking import error_line
+from orchestrator.trial_runs import error_line
 from trainables.artifacts import RESUMED, STOPPED
 
 

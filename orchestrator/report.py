@@ -19,7 +19,8 @@ from ray import tune
 
 from orchestrator import pareto
 from orchestrator.extend import EARLIER, FROM, EarlierTrial
-from orchestrator.tracking import Tracking, is_metric, redact
+from orchestrator.tracking import Tracking, redact
+from orchestrator.trial_runs import is_metric
 from trainables import storage_fs
 from trainables.artifacts import STOPPED, TRIALS_TABLE, WEIGHTS_REPORT
 from trainables.models.weights import report_tags

@@ -20,8 +20,8 @@ from orchestrator.runners import RUNNERS, TRAIN, train_driver_fn
 from orchestrator.preflight import Preflight
 from orchestrator.space import (describe, evaluation_interval, grid_note, max_epochs, search_algorithm,
                                 varying_keys)
-from orchestrator.tracking import (KIND_KEY, SWEEP_KEY, DatasetRecord, MlflowTrialCallback,
-                                   OneLineUserErrors, redact)
+from orchestrator.tracking import KIND_KEY, SWEEP_KEY, DatasetRecord, redact
+from orchestrator.trial_runs import MlflowTrialCallback, OneLineUserErrors
 from orchestrator.progress import ProgressPrinter
 from orchestrator.placement import PlacementGroupCleanup
 from trainables import storage_fs

@@ -11,7 +11,8 @@ from mlflow import MlflowClient
 from mlflow_server import free_port
 from orchestrator.outbox import Outbox
 from orchestrator.spool import SPOOL_FILE, Spool
-from orchestrator.tracking import MlflowTrialCallback, Tracking
+from orchestrator.tracking import Tracking
+from orchestrator.trial_runs import MlflowTrialCallback
 
 
 def unconnected(uri: str) -> Tracking:
