@@ -20,6 +20,7 @@ import sys
 import threading
 
 from orchestrator import cluster
+from orchestrator.redaction import error_text
 from orchestrator.commands import EXIT_USER_ERROR
 from orchestrator.commands.doctor import add_doctor_parser, cmd_doctor
 from orchestrator.commands.export import add_export_parser, cmd_export
@@ -77,7 +78,11 @@ def leave(status: int) -> None:
     after a command's last line on 2 cores (measured: benchmarks/cli_exit.py), for nothing, since the
     process ends."""
     try:
-        cluster.disconnect()
+        try:
+            cluster.disconnect()
+        except Exception as err:  # noqa: BLE001  the command's work is done and recorded; say so, end as it ended
+            print(f"warning: stopping Ray at the end failed ({error_text(err)}); its exit handler tries once more",
+                  file=sys.stderr)
         for thread in threading.enumerate():
             if thread is not threading.main_thread() and not thread.daemon:
                 thread.join()

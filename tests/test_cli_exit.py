@@ -25,3 +25,33 @@ def test_a_command_that_started_a_local_ray_stops_it_and_prints_its_last_line_be
     assert run.seen[-1] == "all checks passed: `sweep` would start", "\n".join(run.seen[-20:])
     assert any("Ray" in line for line in run.seen), "doctor did not check Ray"
     assert left == [], left
+
+
+class Ended(Exception):
+    """Raised by the stand-in for os._exit, so that leave() can be watched in this process."""
+
+
+def test_a_failed_ray_stop_at_the_end_is_one_warning_and_the_rest_of_the_exit_still_runs(monkeypatch, capsys):
+    import atexit
+
+    from orchestrator import __main__ as cli
+    from orchestrator import cluster
+
+    def broken_disconnect():
+        raise RuntimeError("GCS unreachable at shutdown")
+
+    ran, statuses = [], []
+
+    def fake_exit(status):
+        statuses.append(status)
+        raise Ended
+
+    monkeypatch.setattr(cluster, "disconnect", broken_disconnect)
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    monkeypatch.setattr(atexit, "_run_exitfuncs", lambda: ran.append("atexit"))
+    with pytest.raises(Ended):
+        cli.leave(3)
+    err = capsys.readouterr().err
+    assert statuses == [3] and ran == ["atexit"]
+    assert err.strip() == ("warning: stopping Ray at the end failed (GCS unreachable at shutdown); "
+                           "its exit handler tries once more"), err
