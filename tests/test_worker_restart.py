@@ -1,6 +1,7 @@
 """`train_fn_per_worker` restarted on its own checkpoints, in one process with `ray.train` stood in
-for: a run restarted mid-way trains only the missing epochs, and a run restarted after its last
-epoch (a driver killed after a trial ended but before Tune saved that) reports its final result
+for: a run restarted mid-way trains only the missing epochs, and reports for them exactly what the run
+that never stopped reported (its random streams come back with the checkpoint); a run restarted after
+its last epoch (a driver killed after a trial ended but before Tune saved that) reports its final result
 again instead of ending with no result, which Tune rejects."""
 
 from __future__ import annotations
@@ -40,6 +41,43 @@ def test_restart_mid_run_trains_only_the_missing_epochs(monkeypatch, config, tmp
     replayed, checkpoint = resumed.reports[0]
     assert checkpoint is None and replayed["val/mean_accuracy"] == first.reports[0][0]["val/mean_accuracy"]
     assert not [k for k in replayed if k.endswith("_unix")]  # absolute times of the first attempt are not replayed
+
+
+# What depends on the clock or the machine, not on the training: the rest must match to the last bit.
+UNTIMED = ("train/images_per_sec", "train/threads_per_worker")
+
+
+@pytest.mark.parametrize("loader_workers", [0, 1])
+def test_a_run_resumed_at_an_epochs_end_reports_exactly_what_the_run_never_stopped_did(
+        monkeypatch, config, tmp_path, loader_workers):
+    """With no loader workers the main process flips the images; with one, the flips are drawn in a loader
+    process seeded from the main process's stream at each epoch. Either way epoch 2 of the resumed run draws
+    what epoch 2 of the whole run drew: same loss, same metrics, same weights."""
+    config = {**config, "data.loader_workers": loader_workers}
+    whole = _run(monkeypatch, config, tmp_path / "whole")
+    resumed = _run(monkeypatch, config, tmp_path / "resumed", checkpoint=whole.reports[0][1])
+    (expected, whole_last), (got, resumed_last) = whole.reports[1], resumed.reports[1]
+    numbers = {k: v for k, v in expected.items()
+               if isinstance(v, float) and not k.startswith("timing/") and k not in UNTIMED}
+    assert "train/loss" in numbers and "val/mean_accuracy" in numbers
+    assert {k: got[k] for k in numbers} == numbers
+    import torch
+
+    weights = [torch.load(folder / train.MODEL_WEIGHTS, weights_only=True) for folder in (whole_last, resumed_last)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_streams_are_restored_only_from_a_checkpoint_of_as_many_workers():
+    import torch
+
+    from trainables import rng
+
+    saved = rng.capture()
+    drawn = torch.rand(3)
+    assert not rng.restore_rank([saved, saved], rank=0, world=1)  # written by two workers: left as seeded
+    assert not rng.restore_rank(None, rank=0, world=1)  # a checkpoint from before streams were kept
+    assert rng.restore_rank([saved], rank=0, world=1)
+    assert torch.equal(torch.rand(3), drawn)
 
 
 def test_restart_after_the_last_epoch_reports_the_final_result_again(monkeypatch, config, tmp_path):

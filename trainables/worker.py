@@ -98,7 +98,7 @@ def _train(config: dict, objective: dict) -> None:
     import ray.train.torch
     import torch
 
-    from trainables import timing
+    from trainables import rng, timing
     from trainables.config import TrainConfig
     from trainables.distributed import all_gather_objects, all_reduce_max, all_reduce_sum
     from timm.utils import ModelEmaV3
@@ -143,7 +143,7 @@ def _train(config: dict, objective: dict) -> None:
     # Built from the same weights on every rank (DDP broadcast them), updated from the same reduced steps.
     ema = ModelEmaV3(task.model, decay=cfg.optim.ema) if cfg.optim.ema else None
     patience = Patience(cfg.optim.patience, objective.get("mode", "max"))
-    position, last_metrics = _restore(task.model, task.criterion, optimizer, scheduler, steps, ema, patience)
+    position, last_metrics, streams = _restore(task.model, task.criterion, optimizer, scheduler, steps, ema, patience)
     eval_ctx = EvalContext(pipe, rank, world, batch, workers)
     if (position.epoch >= cfg.optim.epochs or patience.exhausted) and last_metrics:
         # The Train run had already finished when its trial was restarted (a driver killed after a
@@ -162,6 +162,7 @@ def _train(config: dict, objective: dict) -> None:
 
     every = cfg.eval.every_steps
     segment = Segment()  # the training since the last evaluation
+    rng.restore_rank(streams, rank, world)  # last before the loop: nothing after the checkpoint drew before it
     first_report = True
     while position.epoch < cfg.optim.epochs:
         batches = EpochBatches(task.train_loader(position.epoch, rank, world, batch, workers), skip=position.batches)
@@ -202,11 +203,12 @@ def _train(config: dict, objective: dict) -> None:
                     metrics.update({f"timing/{name}_s": value for name, value in start_phases.items()})
             segment = Segment()
 
+            streams = all_gather_objects(rng.capture())  # every rank's, for a resume that goes on as this run
             with tempfile.TemporaryDirectory() as tmp:
                 checkpoint = None
                 if rank == 0:
                     _save(Path(tmp), task.model, task.criterion, optimizer, scheduler, position, cfg, metrics, ema,
-                          patience.state())
+                          patience.state(), streams)
                     evaluation.write_files(Path(tmp))
                     (Path(tmp) / WEIGHTS_REPORT).write_text(json.dumps(weights_report, indent=1))
                     checkpoint = ray.train.Checkpoint.from_directory(tmp)
@@ -230,16 +232,16 @@ def _report(metrics: dict, checkpoint) -> None:
 
 
 def _save(out: Path, model, criterion, optimizer, scheduler, position: Position, cfg: TrainConfig, metrics: dict,
-          ema=None, patience: dict | None = None) -> None:
+          ema=None, patience: dict | None = None, streams: list[dict] | None = None) -> None:
     """MODEL_WEIGHTS holds the evaluated weights (the EMA's when on: export and predict use those); the
-    training weights an EMA run resumes from go into TRAIN_STATE."""
+    training weights an EMA run resumes from go into TRAIN_STATE, with every rank's random streams (rng.py)."""
     import torch
 
     from trainables.loop import evaluated_model
 
     torch.save(evaluated_model(model, ema).state_dict(), out / MODEL_WEIGHTS)
     state = {"criterion": criterion.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict() if scheduler else None}
+             "scheduler": scheduler.state_dict() if scheduler else None, "rng": streams}
     if ema is not None:
         state["model"] = model.state_dict()
     torch.save(state, out / TRAIN_STATE)
@@ -261,11 +263,11 @@ def _report_again(rank: int, metrics: dict) -> None:
 
 
 def _restore(model, criterion, optimizer, scheduler, steps_per_epoch: int, ema=None,
-             patience=None) -> tuple[Position, dict]:
+             patience=None) -> tuple[Position, dict, list[dict] | None]:
     """Resume from Ray Train's latest checkpoint if this trial is restarting.
 
-    Returns where training goes on (the start, without a checkpoint) and the metrics reported with that
-    checkpoint.
+    Returns where training goes on (the start, without a checkpoint), the metrics reported with that
+    checkpoint, and every rank's random streams when it was taken (None in an older checkpoint).
     """
     import torch
 
@@ -273,7 +275,7 @@ def _restore(model, criterion, optimizer, scheduler, steps_per_epoch: int, ema=N
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return Position(), {}
+        return Position(), {}, None
     with checkpoint.as_directory() as folder:
         folder = Path(folder)
         evaluated = torch.load(folder / MODEL_WEIGHTS, map_location="cpu", weights_only=True)
@@ -288,4 +290,4 @@ def _restore(model, criterion, optimizer, scheduler, steps_per_epoch: int, ema=N
         meta = json.loads((folder / CHECKPOINT_META).read_text())
         if patience is not None:
             patience.load(meta.get("patience"))
-        return Position.load(meta, steps_per_epoch), meta.get("metrics", {})
+        return Position.load(meta, steps_per_epoch), meta.get("metrics", {}), state.get("rng")
