@@ -126,9 +126,8 @@ def test_ctrl_c_at_any_moment_is_recorded_as_interrupted_and_resume_finishes_it(
     assert json.loads((story.storage / SWEEP / STATE_FILE).read_text())["status"] == "finished"
     # ASHA compares the last trial with the rungs recorded before the interrupts (orchestrator/rungs.py).
     assert parent.data.tags["best_trial"] == reference_parent.data.tags["best_trial"]
-    # The same trial at the same epoch: its value agrees to within a few of the 8,000 attribute decisions
-    # (measured: 0.830375 against 0.83025, one decision; the two runs resumed it from its checkpoint at
-    # different moments). Another epoch or another trial differs by far more.
-    assert parent.data.metrics["best/val/mean_accuracy"] == pytest.approx(
-        reference_parent.data.metrics["best/val/mean_accuracy"], abs=1e-3)
+    # The same value to the last bit: both sweeps resumed the winner from its checkpoints at other moments, and
+    # a checkpoint brings back each worker's random streams (trainables/rng.py). When resumes reseeded them,
+    # the two differed by a decision or two of the 8,000 (0.830375 against 0.83025).
+    assert parent.data.metrics["best/val/mean_accuracy"] == reference_parent.data.metrics["best/val/mean_accuracy"]
     assert parent.data.metrics["best/epoch"] == reference_parent.data.metrics["best/epoch"]
