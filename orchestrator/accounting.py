@@ -12,7 +12,8 @@ end, consistently with what Tune restores (and a trial that starts again is no l
 it ends again).
 
 This module also closes an interrupted sweep (`abort`): parent run and running trials KILLED, state `interrupted`, and
-the last line the `--resume` command; it says so in one line when MLflow cannot be reached then.
+the last line the `--resume` command; it says so in one line when MLflow cannot be reached then. It writes the
+command lines a sweep's last line may name: `--resume`, and `sync` when its records wait for a server.
 """
 
 from __future__ import annotations
@@ -77,6 +78,22 @@ def resume_command(argv: list[str] | None = None) -> str:
     if "--resume" not in args:
         args.append("--resume")
     return f"{program} {shlex.join(args)}"
+
+
+def sync_command(opts, run, tracking) -> str:
+    """The exact `sync` command line that finishes the record of sweep run `run` (its server was down at
+    the end)."""
+    words = ["python", "-m", "orchestrator", "sync", opts.name, "--storage", run.path.rsplit("/", 1)[0]]
+    if run.name != _sweep_name(opts.name):
+        words += ["--name", run.name]
+    words += ["--tracking-uri", redact(tracking.uri)]
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def _sweep_name(name: str) -> str:
+    import search_spaces
+
+    return search_spaces.get(name)(real_data=False, smoke=False).name
 
 
 @dataclass

@@ -261,9 +261,7 @@ def run_sweep(opts: SweepOptions) -> dict:
             run.save(status="finished")
             accounting.finished()
             print(summary["closing"], flush=True)  # the last line: where to look at the runs
-            from orchestrator.commands.sync import sync_command
-
-            summary["unrecorded"] = tracking.outbox.finish(sync_command(opts, run, tracking))
+            summary["unrecorded"] = tracking.outbox.finish(accounting.sync_command(opts, run, tracking))
             if summary["unrecorded"]:  # the server is still down: the one line that says how to finish the record
                 print(summary["unrecorded"], flush=True)
     except KeyboardInterrupt:  # during the report: recorded as interrupted; a --resume writes it again

@@ -98,6 +98,17 @@ def test_the_resume_command_is_this_command_with_resume_and_no_secret():
     assert command == "python -m orchestrator sweep celeba_backbones --smoke --tracking-uri http://host:5000 --resume"
 
 
+def test_the_sync_command_names_the_storage_the_run_only_when_renamed_and_no_secret():
+    tracking = SimpleNamespace(uri="http://ann:hunter2@mlflow.lab:5000")
+    opts = SimpleNamespace(name="celeba_backbones")
+    plain = accounting.sync_command(opts, SimpleNamespace(path="s3://lab/runs/celeba_backbones", name="celeba_backbones"),
+                                    tracking)
+    assert plain.startswith("python -m orchestrator sync celeba_backbones --storage s3://lab/runs --tracking-uri ")
+    assert "hunter2" not in plain and "--name" not in plain
+    renamed = accounting.sync_command(opts, SimpleNamespace(path="/data/runs/second try", name="second try"), tracking)
+    assert "--storage /data/runs --name 'second try'" in renamed
+
+
 def test_the_first_signal_is_noted_under_tunes_handler_and_a_second_stops_at_once():
     """As in `fit()`: Tune installs its handler (which restores the one it found on the first SIGINT),
     our callback's setup wraps it. The first signal decides the status, whichever comes second: SIGTERM

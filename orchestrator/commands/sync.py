@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-import shlex
 
 from trainables.errors import UserError
 
@@ -31,23 +30,6 @@ def add_sync_parser(commands) -> None:
     sync.add_argument("--tracking-uri", metavar="URI",
                       help="MLflow tracking URI the sweep recorded to (default: $MLFLOW_TRACKING_URI or "
                            "sqlite:///mlflow.db here)")
-
-
-def sync_command(opts, run, tracking) -> str:
-    """The exact command line that finishes the record of sweep run `run`."""
-    from orchestrator.tracking import redact
-
-    words = ["python", "-m", "orchestrator", "sync", opts.name, "--storage", run.path.rsplit("/", 1)[0]]
-    if run.name != _sweep_name(opts.name):
-        words += ["--name", run.name]
-    words += ["--tracking-uri", redact(tracking.uri)]
-    return " ".join(shlex.quote(word) for word in words)
-
-
-def _sweep_name(name: str) -> str:
-    import search_spaces
-
-    return search_spaces.get(name)(real_data=False, smoke=False).name
 
 
 def cmd_sync(args) -> int:
