@@ -14,24 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.predict import (GRID_STEM, did_you_mean, display_name, draw_grid, overlay, to_image, unique_stems,
-                                  warn_if_coarse)
+from orchestrator.pictures import GRID_STEM, draw_grid, overlay, to_image, unique_stems, warn_if_coarse
 from trainables.errors import UserError
-
-
-def reference_photo(paths: list[Path], images, wanted: str) -> Path:
-    """The photo `wanted` names among `paths` (by its name in predictions.csv's `file` column, or as a path);
-    else one line naming those that are close."""
-    names = [display_name(p, images) for p in paths]
-    if wanted in names:
-        return paths[names.index(wanted)]
-    given = Path(wanted).expanduser()
-    if given.is_file():
-        match = [p for p in paths if p.resolve() == given.resolve()]
-        if match:
-            return match[0]
-    raise UserError(f"unknown photo '{wanted}' for --explain: this model compares two photos, so --explain names "
-                    f"the reference photo, one of the files at {images}; {did_you_mean(wanted, names)}")
 
 
 def pair_lines(pair: dict) -> list[str]:

@@ -12,16 +12,13 @@ is skipped with a warning line, unless every image is.
 from __future__ import annotations
 
 import difflib
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
+from orchestrator.pictures import GRID_STEM, draw_grid, overlay, to_image, unique_stems, warn_if_coarse
 from trainables.errors import UserError
-
-TILE, PAD, FONT_SIZE, LINE_HEIGHT, MAX_LINES = 128, 6, 11, 13, 9
 
 
 def run_predict(model_dir, images, out, decision: str | None = None, explain: str | None = None,
@@ -39,7 +36,7 @@ def run_predict(model_dir, images, out, decision: str | None = None, explain: st
     pair = exported.outputs.compare is not None
     column = output_column(exported.output_names, explain) if explain and not pair else None
     paths = inference.find_images(images)
-    reference = pair_explain.reference_photo(paths, images, explain) if explain and pair else None
+    reference = reference_photo(paths, images, explain) if explain and pair else None
     out = Path(out).expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -94,14 +91,6 @@ def write_explanations(exported, column: int, paths: list[Path], faces, raw: np.
     return folder
 
 
-def warn_if_coarse(exported, grid: tuple[int, int]) -> None:
-    height, width = grid
-    if height * width < 9:
-        print(f"warning: the last feature map is only {height}x{width} at {exported.cfg.data.image_size} px "
-              "input, so the Grad-CAM maps are that coarse; a model trained at a larger data.image_size "
-              "gives finer ones", file=sys.stderr)
-
-
 def output_column(names: list[str], wanted: str) -> int:
     if wanted in names:
         return names.index(wanted)
@@ -121,68 +110,16 @@ def display_name(path: Path, images) -> str:
     return path.name if root.is_file() else str(path.relative_to(root))
 
 
-GRID_STEM = "grid"  # grid.png sits beside the overlays: a photo of that stem keeps its suffix instead
-
-
-def unique_stems(paths: list[Path]) -> list[str]:
-    """File stems, with the suffix kept where two files share a stem (a.jpg and a.png) or where the stem is
-    the grid's (grid.jpg's overlay would otherwise be written over by grid.png)."""
-    stems = [p.stem for p in paths]
-    return [p.stem if stems.count(p.stem) == 1 and p.stem != GRID_STEM else p.name.replace(".", "_") for p in paths]
-
-
-def to_image(face) -> Image.Image:
-    """A (3, H, W) uint8 tensor as a PIL image."""
-    return Image.fromarray(face.permute(1, 2, 0).cpu().numpy())
-
-
-def overlay(face, cam: np.ndarray, size: int = TILE, alpha: float = 0.45) -> Image.Image:
-    """The face with the heat map (jet, red = most evidence) blended over it, at display size."""
-    from matplotlib import colormaps
-
-    base = np.asarray(to_image(face).resize((size, size), Image.BICUBIC), dtype=np.float32)
-    heat = Image.fromarray((np.clip(cam, 0, 1) * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR)
-    colored = colormaps["jet"](np.asarray(heat, dtype=np.float32) / 255.0)[..., :3] * 255.0
-    return Image.fromarray(((1 - alpha) * base + alpha * colored).clip(0, 255).astype(np.uint8))
-
-
-def wrap(items: list[str], font, width: int) -> list[str]:
-    """The first item on its own line, the rest packed comma-separated; at most MAX_LINES lines."""
-    def fit(text: str) -> str:
-        while len(text) > 1 and font.getlength(text) > width:
-            text = text[:-2] + "…"
-        return text
-
-    lines = [fit(items[0])]
-    current = ""
-    for item in items[1:]:
-        candidate = f"{current}, {item}" if current else item
-        if font.getlength(candidate) <= width:
-            current = candidate
-        else:
-            if current:
-                lines.append(current + ",")
-            current = fit(item)
-    if current:
-        lines.append(current)
-    if len(lines) > MAX_LINES:
-        lines = lines[:MAX_LINES - 1] + ["…"]
-    return lines
-
-
-def draw_grid(faces: list[Image.Image], captions: list[list[str]], path: Path, tile: int = TILE) -> None:
-    """Faces in a near-square grid, each with its caption lines written underneath."""
-    font = ImageFont.load_default(size=FONT_SIZE)
-    wrapped = [wrap(c, font, tile) for c in captions]
-    text_height = max(len(w) for w in wrapped) * LINE_HEIGHT + 4
-    cols = max(1, math.ceil(math.sqrt(len(faces))))
-    rows = math.ceil(len(faces) / cols)
-    canvas = Image.new("RGB", (PAD + cols * (tile + PAD), PAD + rows * (tile + text_height + PAD)), "white")
-    draw = ImageDraw.Draw(canvas)
-    for i, (face, lines) in enumerate(zip(faces, wrapped)):
-        row, col = divmod(i, cols)
-        x, y = PAD + col * (tile + PAD), PAD + row * (tile + text_height + PAD)
-        canvas.paste(face.resize((tile, tile), Image.BICUBIC), (x, y))
-        for k, line in enumerate(lines):
-            draw.text((x, y + tile + 2 + k * LINE_HEIGHT), line, fill="black", font=font)
-    canvas.save(path, format="PNG")  # `path` may be a file object (serve answers the bytes)
+def reference_photo(paths: list[Path], images, wanted: str) -> Path:
+    """The photo `wanted` names among `paths` (by its name in predictions.csv's `file` column, or as a path);
+    else one line naming those that are close."""
+    names = [display_name(p, images) for p in paths]
+    if wanted in names:
+        return paths[names.index(wanted)]
+    given = Path(wanted).expanduser()
+    if given.is_file():
+        match = [p for p in paths if p.resolve() == given.resolve()]
+        if match:
+            return match[0]
+    raise UserError(f"unknown photo '{wanted}' for --explain: this model compares two photos, so --explain names "
+                    f"the reference photo, one of the files at {images}; {did_you_mean(wanted, names)}")

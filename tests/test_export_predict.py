@@ -133,7 +133,8 @@ def test_explain_writes_grad_cam_overlays(exported, tmp_path, celeba_trial):
 
 def test_a_photo_named_grid_keeps_its_overlay_beside_the_grid(exported, tmp_path, celeba_trial):
     """The overlays are named by their photos, beside grid.png: a photo named grid.jpg must not lose its own."""
-    from orchestrator.predict import TILE, run_predict
+    from orchestrator.pictures import TILE
+    from orchestrator.predict import run_predict
 
     out, _ = exported
     photos = tmp_path / "photos"

@@ -80,7 +80,7 @@ def predict(*args: str):
 
 
 def test_predict_explain_names_a_reference_photo(exported, tmp_path):
-    from orchestrator.predict import PAD, TILE
+    from orchestrator.pictures import PAD, TILE
 
     out, root = exported
     folder = tmp_path / "faces"

@@ -68,7 +68,7 @@ def test_two_photos_give_their_similarity_and_a_decision_and_bad_counts_are_refu
 
 
 def test_gradcam_of_a_pair_draws_both_photos_and_needs_exactly_two(served, model):
-    from orchestrator.predict import PAD, overlay
+    from orchestrator.pictures import PAD, overlay
     from trainables.inference import load_exported, load_faces, pair_grad_cam, predict_faces
 
     folder, root = model
@@ -90,7 +90,7 @@ def test_gradcam_of_a_pair_draws_both_photos_and_needs_exactly_two(served, model
 
 @needs_browser
 def test_the_page_offers_grad_cam_for_the_pair(served, model, tmp_path):
-    from orchestrator.predict import PAD
+    from orchestrator.pictures import PAD
 
     _, paths = faces(model[1], 2)
     with Chromium(tmp_path / "profile") as page:

@@ -110,7 +110,7 @@ class FaceModel:
 
     @api.post("/gradcam")
     async def gradcam(self, request: Request):
-        from orchestrator.predict import overlay
+        from orchestrator.pictures import overlay
         from trainables import inference
 
         try:
