@@ -18,7 +18,6 @@ from typing import Callable
 import numpy as np
 
 from trainables.data.formats.rejects import Rejects
-from trainables.errors import UserError
 from trainables.registry import Registry
 
 SPLIT_NAMES = ("train", "val", "test")  # what a task reads as its own splits: no .bin may take one
@@ -64,20 +63,6 @@ def pair_split(pairs) -> SplitPlan:
 
     return SplitPlan(pairs.left_names, fetch(pairs.left), {"issame": pairs.issame.astype(bool),
                      "fold": pairs.fold.astype(np.int16)}, pairs.right_names, fetch(pairs.right))
-
-
-def bin_splits(paths: list[Path], rejects: Rejects) -> dict[str, SplitPlan]:
-    """One pair split per readable .bin; an unreadable one (damaged, or a pickle asking to run code)
-    goes to `rejects` as a whole, so one bad verification file does not stop the others."""
-    from trainables.data.formats.insightface_bin import read_insightface_bin
-
-    splits = {}
-    for path in paths:
-        try:
-            splits[path.stem] = pair_split(read_insightface_bin(path))
-        except UserError as err:
-            rejects.add(str(err), file=path.name, split=path.stem)
-    return splits
 
 
 @dataclass(frozen=True)

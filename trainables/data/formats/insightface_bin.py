@@ -21,7 +21,7 @@ import numpy as np
 
 from trainables.data.formats.rejects import Rejects
 from trainables.data.formats.verification_pairs import VerificationPairs, contiguous_folds
-from trainables.data.plans import Plan, bin_splits, register_format
+from trainables.data.plans import Plan, SplitPlan, pair_split, register_format
 from trainables.errors import UserError
 
 _LATIN1 = ("latin1", "latin-1", "iso-8859-1", "iso8859-1")
@@ -138,3 +138,15 @@ def plan(src: Path, rejects: Rejects) -> Plan:
     if not splits:  # each was rejected: its own message says what is wrong with it
         raise UserError(rejects.rows[0]["reason"])
     return Plan(splits, [], paths)
+
+
+def bin_splits(paths: list[Path], rejects: Rejects) -> dict[str, SplitPlan]:
+    """One pair split per readable .bin; an unreadable one (damaged, or a pickle asking to run code)
+    goes to `rejects` as a whole, so one bad verification file does not stop the others."""
+    splits = {}
+    for path in paths:
+        try:
+            splits[path.stem] = pair_split(read_insightface_bin(path))
+        except UserError as err:
+            rejects.add(str(err), file=path.name, split=path.stem)
+    return splits

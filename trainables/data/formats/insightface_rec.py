@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 from trainables.data.formats.rejects import Rejects
-from trainables.data.plans import Plan, SPLIT_NAMES, SplitPlan, bin_splits, register_format
+from trainables.data.formats.insightface_bin import bin_splits
+from trainables.data.plans import Plan, SPLIT_NAMES, SplitPlan, register_format
 from trainables.errors import UserError
 
 MAGIC = 0xCED7230A
