@@ -64,7 +64,7 @@ def export_run(run_id: str, out, tracking_uri: str | None = None, metric: str | 
     outputs = task_outputs(task, "export")
     metric = metric or get_task(task).metric
     mode = mode or ("min" if any(part in metric.rsplit("/", 1)[-1] for part in LOWER_IS_BETTER) else "max")
-    history = metric_by_step(tracking, run_id, metric)
+    history = tracking.metric_by_step(run_id, metric)
     scored = [(history[c.step], c) for c in checkpoints if c.step in history]
     if not scored:
         known = sorted(k for k in run.data.metrics if "/" in k)[:12]
@@ -193,7 +193,7 @@ def write_export(fs: pafs.FileSystem, best: Checkpoint, outputs, tracking, run, 
     decision = outputs.decisions.default(decisions) if outputs.decisions else ""
     run_id, metric = chosen["run_id"], chosen["metric"]
     card_values = {m: v for m in dict.fromkeys([metric] + outputs.card_metrics(decision))
-                   if (v := metric_by_step(tracking, run_id, m).get(best.step)) is not None}
+                   if (v := tracking.metric_by_step(run_id, m).get(best.step)) is not None}
     (out / MODEL_CARD).write_text(model_card(
         cfg=cfg, title=get_task(cfg.task).title, card_lines=outputs.card_lines(decisions, decision), model=model,
         run=run, tracking_uri=tracking.uri, chosen=chosen,
@@ -254,12 +254,6 @@ def list_checkpoints(fs: pafs.FileSystem, train_run: str) -> list[Checkpoint]:
         raise UserError(f"no checkpoints (checkpoint_*/meta.json) in {train_run}: the storage copy is incomplete; "
                         "export another run")
     return sorted(found, key=lambda c: c.step)
-
-
-def metric_by_step(tracking, run_id: str, metric: str) -> dict[int, float]:
-    """{MLflow step: value}; a resumed trial may have logged a step twice, and its last value counts."""
-    history = sorted(tracking.client.get_metric_history(run_id, metric), key=lambda m: m.timestamp)
-    return {int(m.step): float(m.value) for m in history}
 
 
 def model_card(*, cfg, title: str, card_lines: list[str], model, run, tracking_uri: str, chosen: dict,

@@ -143,12 +143,10 @@ def register(tracking, model_id: str, chosen: dict, wanted: Registration) -> tup
     reads the chosen epoch's value of its metric; the alias `champion` moves to the new version."""
     from mlflow.exceptions import MlflowException
 
-    from orchestrator.export import metric_by_step
-
     client, run_id, epoch = tracking.client, chosen["run_id"], chosen["epoch"]
     if wanted.condition is not None:
         metric = wanted.condition.metric
-        value = metric_by_step(tracking, run_id, metric).get(chosen.get("step", epoch))
+        value = tracking.metric_by_step(run_id, metric).get(chosen.get("step", epoch))
         if value is None:
             known = sorted(k for k in client.get_run(run_id).data.metrics if "/" in k)
             prefix = metric.split("/", 1)[0] + "/"  # close names first, then those of the same split

@@ -49,6 +49,16 @@ def first_line(err: BaseException) -> str:
     return redact(text.splitlines()[0][:200] if text else type(err).__name__)
 
 
+def keep_records(tracking, folder: str | None, experiment_id: str, sweep_path: str, on_files=None) -> "Outbox":
+    """From now on, what MLflow cannot take (it is down) is kept in `folder` (the sweep's storage) and written
+    when it is back: every write of `tracking` goes through the Outbox this returns. Records kept by an earlier
+    run are written now."""
+    tracking.outbox = Outbox(tracking, Spool(folder), experiment_id, sweep_path, on_files=on_files)
+    if tracking.outbox.pending:
+        tracking.outbox.flush()
+    return tracking.outbox
+
+
 class Outbox:
     """Every MLflow write of a sweep, through one door: written now when the server answers, else kept in
     the spool and written, in order, when it answers again. `submit` never raises: a Tune callback that

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from orchestrator import (accounting, budget, cluster, extend, logged_model, ordered_asha, report, rungs, signals, state,
-                          store_outage)
+from orchestrator import (accounting, budget, cluster, extend, logged_model, ordered_asha, outbox, report, rungs, signals,
+                          state, store_outage)
 from orchestrator.runners import RUNNERS, TRAIN, train_driver_fn
 from orchestrator.preflight import Preflight
 from orchestrator.space import (describe, evaluation_interval, grid_note, max_epochs, search_algorithm,
@@ -155,7 +155,7 @@ def run_sweep(opts: SweepOptions) -> dict:
     store_outage.install(redact(run.path))  # Ray's tracebacks of failed state saves become one line
     # From here on a tracking server that goes away costs no record: they are kept in the storage (spool.py) and replayed (outbox.py).
     trial_files = functools.partial(report.log_trial_files, tracking, task, storage=run.path)
-    tracking.keep_records(run.path, experiment_id, run.path, on_files=trial_files)
+    outbox.keep_records(tracking, run.path, experiment_id, run.path, on_files=trial_files)
     recorder = MlflowTrialCallback(tracking, experiment_id, parent_id, run.path, name_of, params_of=trial_params,
                                    on_finish=trial_files,
                                    dataset=dataset)

@@ -60,7 +60,7 @@ class Tracking:
         self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
         seed_new_store(self.uri)  # a new sqlite store is copied in, not migrated (orchestrator/mlflow_sqlite.py)
         self.client = MlflowClient(self.uri)
-        self.outbox = None  # set by keep_records: writes then survive the server going away
+        self.outbox = None  # set by outbox.keep_records: writes then survive the server going away
         try:
             with _fail_fast():
                 self.client.search_experiments(max_results=1)  # opens (or makes) the sqlite store once, here
@@ -79,17 +79,6 @@ class Tracking:
         self.uri = state["uri"]
         self.client = MlflowClient(self.uri)
         self.outbox = None
-
-    def keep_records(self, folder: str | None, experiment_id: str, sweep_path: str, on_files=None):
-        """From now on, what MLflow cannot take (it is down) is kept in `folder` (the sweep's storage) and
-        written when it is back (orchestrator/outbox.py). Records kept by an earlier run are written now."""
-        from orchestrator.outbox import Outbox
-        from orchestrator.spool import Spool
-
-        self.outbox = Outbox(self, Spool(folder), experiment_id, sweep_path, on_files=on_files)
-        if self.outbox.pending:
-            self.outbox.flush()
-        return self.outbox
 
     def _routed(self) -> bool:
         return self.outbox is not None and not self.outbox.applying
@@ -202,6 +191,11 @@ class Tracking:
             params=[Param(k, redact(v)[:6000]) for k, v in (params or {}).items()],
             tags=[RunTag(k, redact(v)) for k, v in (tags or {}).items()],
         )
+
+    def metric_by_step(self, run_id: str, metric: str) -> dict[int, float]:
+        """{MLflow step: value}; a resumed trial may have logged a step twice, and its last value counts."""
+        history = sorted(self.client.get_metric_history(run_id, metric), key=lambda m: m.timestamp)
+        return {int(m.step): float(m.value) for m in history}
 
     def last_step(self, run_id: str, key: str = "epoch") -> int:
         history = self.client.get_metric_history(run_id, key)

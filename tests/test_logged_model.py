@@ -95,13 +95,14 @@ def test_a_model_kept_while_mlflow_is_down_is_logged_and_registered_when_it_is_b
     import time
 
     from orchestrator.export import log_best_model
+    from orchestrator.outbox import keep_records
     from orchestrator.tracking import Tracking
     from trainables.tasks import get_task
 
     client, child = celeba_trial["client"], celeba_trial["child"]
     tracking = Tracking(celeba_trial["uri"])
     parent = client.create_run(celeba_trial["experiment_id"]).info.run_id
-    outbox = tracking.keep_records(None, celeba_trial["experiment_id"], "kept-sweep")
+    outbox = keep_records(tracking, None, celeba_trial["experiment_id"], "kept-sweep")
     outbox.down, outbox._probed = True, time.monotonic()  # just seen down: the next probe is not due yet
     summary = {"trials": 1, "failed": 0, "best_run_id": child}
     line = log_best_model(tracking, parent, summary, get_task("attributes"), "val/mean_accuracy", "max",

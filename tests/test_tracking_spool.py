@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from mlflow import MlflowClient
 
 from mlflow_server import free_port
-from orchestrator.outbox import Outbox
+from orchestrator.outbox import Outbox, keep_records
 from orchestrator.spool import SPOOL_FILE, Spool
 from orchestrator.tracking import Tracking
 from orchestrator.trial_runs import MlflowTrialCallback
@@ -67,7 +67,7 @@ def test_a_server_that_is_down_costs_no_epoch_and_is_said_once(tmp_path, monkeyp
     parent, _ = live.find_or_create_run(experiment, {"orchestrator.sweep_path": "sweep"}, "sweep", {})
 
     down = unconnected(f"http://127.0.0.1:{free_port()}")  # nothing listens there: refused
-    down.keep_records(str(tmp_path / "storage"), experiment, "sweep")
+    keep_records(down, str(tmp_path / "storage"), experiment, "sweep")
     callback = MlflowTrialCallback(down, experiment, parent, "sweep", describe=lambda c: c["model.name"],
                                    params_of=lambda c: c, on_finish=lambda *a: None)
     callback.on_trial_start(0, [], trial("t1"))

@@ -36,6 +36,7 @@ def cmd_sync(args) -> int:
     from orchestrator import report, state
     from orchestrator.preflight import Preflight
     from orchestrator.sweep import SweepOptions
+    from orchestrator.outbox import keep_records
     from orchestrator.spool import Spool
     from orchestrator.tracking import Tracking, redact
     from trainables.tasks import get_task
@@ -61,7 +62,7 @@ def cmd_sync(args) -> int:
     experiment = tracking.client.get_run(parent).info.experiment_id
     task = get_task(pre.base.task) if pre.base is not None else None
     on_files = functools.partial(report.log_trial_files, tracking, task, storage=path) if task else None
-    outbox = tracking.keep_records(path, experiment, path, on_files=on_files)
+    outbox = keep_records(tracking, path, experiment, path, on_files=on_files)
     if outbox.pending:
         print(f"MLflow at {redact(tracking.uri)} stopped answering again: {outbox.pending} record(s) are still kept "
               f"in {outbox.where}; run this command again when it is back")
