@@ -74,8 +74,9 @@ def test_streams_are_restored_only_from_a_checkpoint_of_as_many_workers():
 
     saved = rng.capture()
     drawn = torch.rand(3)
-    assert not rng.restore_rank([saved, saved], rank=0, world=1)  # written by two workers: left as seeded
+    assert not rng.restore_rank([saved, saved], rank=0, world=1)  # written by two workers: left as it was
     assert not rng.restore_rank(None, rank=0, world=1)  # a checkpoint from before streams were kept
+    assert not torch.equal(torch.rand(3), drawn)  # neither call rewound the stream
     assert rng.restore_rank([saved], rank=0, world=1)
     assert torch.equal(torch.rand(3), drawn)
 
