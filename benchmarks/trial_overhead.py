@@ -3,9 +3,10 @@
 In one run, on the local Ray this script starts:
 
 1. **Ray's floor**, measured twice (before and after our trial): a Tune trial whose function builds
-   and fits a `TorchTrainer` with the same workers and resources as ours, whose training function
+   and fits Ray's stock `TorchTrainer` with the same workers and resources as ours, whose training function
    only reports the time it was entered. Its start is the seconds from `tuner.fit()` to that entry:
-   what Ray itself needs to place a trial and start its worker group.
+   what Ray itself needs to place a trial and start its worker group. Each is followed by the same
+   trial with our trainer and torch-free process group (`trainables/process_group.py`) instead.
 2. **Our trial**: `sweep celeba_backbones` with one trial (`run_sweep`, so Tune trial -> TorchTrainer
    -> DDP workers -> MLflow, as a user's sweep), the same resources. Its worker reports, with its
    first epoch, where the time went (`timing/*_s`): Ray's start up to the training function,
@@ -19,11 +20,12 @@ In one run, on the local Ray this script starts:
 
 The last line is
 
-    throughput_ratio=R first_step_s=S first_step_vs_floor=F throughput_vs_no_ray=N
+    throughput_ratio=R first_step_s=S first_step_vs_floor=F throughput_vs_no_ray=N our_floor_vs_floor=P
 
 R being the trial's images/s over the bare loop's in a Ray task (what our trial adds per step), S
-our first step from `tuner.fit()`, F that over the mean of the two floors, and N the trial over the
-loop with no Ray at all. Targets: R >= 0.95 and F <= 1.3.
+our first step from `tuner.fit()`, F that over the mean of the two floors, N the trial over the
+loop with no Ray at all, and P the floor with our trainer over Ray's stock one. Targets: R >= 0.95,
+F <= 1.3 and P < 1.
 
     python benchmarks/trial_overhead.py [--model resnet18] [--epochs 3] [--images 1600] [--workers 1]
 """
@@ -51,31 +53,35 @@ def _floor_train_fn(config: dict) -> None:
     ray.train.report({"entered_unix": time.time()})
 
 
-def _floor_driver(config: dict, *, resources, storage: str) -> None:
-    """A Tune trial built as ours (`runners.train_driver_fn`, the same worker group), training nothing."""
+def _floor_driver(config: dict, *, resources, storage: str, ours: bool) -> None:
+    """A Tune trial that trains nothing: Ray's stock `TorchTrainer`, or (`ours`) our trial's trainer and torch-free
+    process group (`runners.TrialTrainer`, `runners.worker_group`). Both have the same workers and resources."""
     import ray.train
     from ray import tune
-    from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from orchestrator.runners import worker_group
+    from orchestrator.runners import TrialTrainer, worker_group
 
-    TorchTrainer(
-        _floor_train_fn,
-        **worker_group(resources),
-        run_config=ray.train.RunConfig(name=f"floor-{tune.get_context().get_trial_id()}", storage_path=storage,
-                                       callbacks=[TuneReportCallback()]),
-    ).fit()
+    group = worker_group(resources)
+    run_config = ray.train.RunConfig(name=f"floor-{tune.get_context().get_trial_id()}", storage_path=storage,
+                                     callbacks=[TuneReportCallback()])
+    if ours:
+        TrialTrainer(_floor_train_fn, **group, run_config=run_config).fit()
+        return
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    TorchTrainer(_floor_train_fn, torch_config=TorchConfig(backend=group["backend_config"].backend),
+                 scaling_config=group["scaling_config"], run_config=run_config).fit()
 
 
-def ray_floor(resources, storage: str) -> float:
+def ray_floor(resources, storage: str, ours: bool = False) -> float:
     """Seconds from `tuner.fit()` to the floor trial's training function."""
     from ray import tune
 
     from orchestrator.cluster import DRIVER_CPUS
 
-    trainable = tune.with_resources(tune.with_parameters(_floor_driver, resources=resources, storage=storage),
-                                    {"CPU": DRIVER_CPUS})
+    trainable = tune.with_resources(tune.with_parameters(_floor_driver, resources=resources, storage=storage,
+                                                         ours=ours), {"CPU": DRIVER_CPUS})
     tuner = tune.Tuner(trainable, run_config=tune.RunConfig(storage_path=storage, verbose=0))
     started = time.time()
     result = tuner.fit()[0]
@@ -150,6 +156,8 @@ def main() -> None:
         print(f"resources: {resources.describe()}", flush=True)
         floors = [ray_floor(resources, f"{tmp}/floor")]
         print(f"Ray's floor: {floors[0]:.1f}s from tuner.fit() to the training function", flush=True)
+        ours = [ray_floor(resources, f"{tmp}/floor", ours=True)]
+        print(f"the same floor with our trainer and torch-free process group: {ours[0]:.1f}s", flush=True)
         options = SweepOptions("celeba_backbones", overrides=[f"{k}={v}" for k, v in overrides.items()],
                                num_workers=args.workers, storage=f"{tmp}/runs",
                                tracking_uri=f"sqlite:///{tmp}/mlflow.db")
@@ -159,6 +167,8 @@ def main() -> None:
         first = history.iloc[0]
         floors.append(ray_floor(resources, f"{tmp}/floor"))
         print(f"Ray's floor again: {floors[1]:.1f}s", flush=True)
+        ours.append(ray_floor(resources, f"{tmp}/floor", ours=True))
+        print(f"the floor with our trainer again: {ours[1]:.1f}s", flush=True)
         orchestrated = steady(list(history["train/images_per_sec"]))
         threads = int(history["train/threads_per_worker"].iloc[-1])
         bare_config = {**overrides, "task": "attributes", "loss.name": "bce", "optim.name": "adamw",
@@ -178,10 +188,12 @@ def main() -> None:
         print(f"  {phases[name]:6.2f}s  {label}")
     print(f"  {first_step:6.2f}s  first step, in all (the phases above sum to {sum(phases.values()):.2f}s)")
     print(f"  {floor:6.2f}s  Ray's floor (mean of {', '.join(f'{f:.2f}' for f in floors)})")
+    print(f"  {sum(ours) / len(ours):6.2f}s  the floor with our trainer, whose trial actor and controller import no torch")
     print(f"\nsteady state: our trial {orchestrated:.1f} img/s, the bare loop {in_ray:.1f} img/s in a Ray task "
           f"and {bare:.1f} img/s without Ray")
     print(f"throughput_ratio={orchestrated / in_ray:.3f} first_step_s={first_step:.1f} "
-          f"first_step_vs_floor={first_step / floor:.2f} throughput_vs_no_ray={orchestrated / bare:.3f}")
+          f"first_step_vs_floor={first_step / floor:.2f} throughput_vs_no_ray={orchestrated / bare:.3f} "
+          f"our_floor_vs_floor={sum(ours) / len(ours) / floor:.2f}")
 
 
 if __name__ == "__main__":

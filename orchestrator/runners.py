@@ -1,9 +1,10 @@
-"""`train_driver_fn`: what one Tune trial runs, namely one `TorchTrainer` of DDP workers; and `RUNNERS`, the
+"""`train_driver_fn`: what one Tune trial runs, namely one Ray Train trainer of DDP workers; and `RUNNERS`, the
 table of what a sweep's `runner` names.
 
 This runs in the trial's own Ray actor, which imports this module before the trial's first step, so
 it imports only Ray and the worker's light entry point: no MLflow, pandas or plotting (the driver's
-`sweep.py` imports those, and a trial start used to pay seconds for them).
+`sweep.py` imports those, and a trial start used to pay seconds for them), and no torch: the trainer is
+Ray's `DataParallelTrainer` with `trainables.process_group`, the torch-free twin of `TorchTrainer`'s config.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import ray
 import ray.train
 from ray import tune
-from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator import cluster, placement, state
@@ -23,6 +24,7 @@ from orchestrator.store_outage import store_error
 from trainables import storage_fs
 from trainables.artifacts import DIVERGED_MARKER, OBJECTIVE, TRAIN_RUNS
 from trainables.errors import UserError
+from trainables.process_group import ProcessGroup
 from trainables.worker import train_fn_per_worker
 
 
@@ -52,10 +54,10 @@ RUNNERS: dict[str, Runner] = {
 }
 
 
-class TrialTrainer(TorchTrainer):
-    """A TorchTrainer without Ray Data's part: Train 2.60 starts a `DatasetManager` actor for every run, given
-    datasets or not, one more process that imports Ray Data beside the workers as they start. Our workers read
-    their own shards, so a run given no datasets starts none."""
+class TrialTrainer(DataParallelTrainer):
+    """Ray Train's trainer (a `TorchTrainer` is one, given a torch config), without Ray Data's part: Train 2.60
+    starts a `DatasetManager` actor for every run, given datasets or not, one more process that imports Ray Data
+    beside the workers as they start. Our workers read their own shards, so a run given no datasets starts none."""
 
     def _create_default_callbacks(self):
         from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
@@ -65,18 +67,18 @@ class TrialTrainer(TorchTrainer):
 
 
 def worker_group(resources: cluster.TrialResources) -> dict:
-    """The TorchTrainer arguments that shape a trial's workers: NCCL on GPUs (gloo on CPU), and each
+    """The trainer arguments that shape a trial's workers: NCCL on GPUs (gloo on CPU), and each
     worker's CPUs and GPUs as planned."""
     worker = {"CPU": resources.cpus_per_worker}
     if resources.use_gpu:
         worker["GPU"] = resources.gpus_per_worker
-    return {"torch_config": TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
+    return {"backend_config": ProcessGroup(backend="nccl" if resources.use_gpu else "gloo"),
             "scaling_config": ray.train.ScalingConfig(num_workers=resources.num_workers, use_gpu=resources.use_gpu,
                                                       resources_per_worker=worker)}
 
 
 def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: str, mode: str, storage: str) -> None:
-    """One Tune trial: fit one TorchTrainer whose workers run `train_fn_per_worker(config)`.
+    """One Tune trial: fit one trainer whose workers run `train_fn_per_worker(config)`.
 
     The Train run lives in the sweep's storage (not Tune's local staging folder), under a name fixed
     by the trial id, so a retried or resumed trial finds its checkpoints on any node.
