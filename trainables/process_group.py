@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ProcessGroup(BackendConfig):
-    """What `ray.train.torch.TorchConfig` configures (backend, init method, timeout), torch-free."""
+    """What `ray.train.torch.TorchConfig` configures (backend, init method, timeout), torch-free. The group is
+    found through MASTER_ADDR and MASTER_PORT ("env", TorchConfig's default)."""
 
     backend: str = "gloo"
     init_method: str = "env"
@@ -55,17 +56,13 @@ class _Backend(Backend):
     share_cuda_visible_devices: bool = True  # as Ray's torch backend: NCCL needs every local GPU visible
 
     def on_start(self, worker_group, backend_config: ProcessGroup):
+        if backend_config.init_method != "env":  # the only one our trials use; Ray's TorchConfig also has "tcp"
+            raise ValueError(f"init_method {backend_config.init_method!r}: only 'env' is supported")
         address, port = worker_group.execute_single(0, get_address_and_port)
-        if backend_config.init_method == "env":
-            worker_group.execute(_set_master, address=address, port=port)
-            url = "env://"
-        elif backend_config.init_method == "tcp":
-            url = f"tcp://{address}:{port}"
-        else:
-            raise ValueError(f"init_method {backend_config.init_method!r}: use 'env' or 'tcp'")
+        worker_group.execute(_set_master, address=address, port=port)
         size = len(worker_group)
         ray.get([worker_group.execute_single_async(rank, _join, backend=backend_config.backend, world_rank=rank,
-                                                   world_size=size, url=url, timeout_s=backend_config.timeout_s)
+                                                   world_size=size, timeout_s=backend_config.timeout_s)
                  for rank in range(size)])
 
     def on_shutdown(self, worker_group, backend_config: ProcessGroup):
@@ -83,13 +80,13 @@ def _set_master(address: str, port: int) -> None:
     os.environ["MASTER_PORT"] = str(port)
 
 
-def _join(backend: str, world_rank: int, world_size: int, url: str, timeout_s: int) -> None:
+def _join(backend: str, world_rank: int, world_size: int, timeout_s: int) -> None:
     """On a worker: torch's distributed environment variables, then the process group, as Ray's backend does."""
     from ray.train.torch import config
 
     config._set_torch_distributed_env_vars()
     config._setup_torch_process_group(backend=backend, world_rank=world_rank, world_size=world_size,
-                                      init_method=url, timeout_s=timeout_s)
+                                      init_method="env://", timeout_s=timeout_s)
 
 
 def _leave(destroy: bool) -> None:
