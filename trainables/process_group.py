@@ -29,11 +29,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ProcessGroup(BackendConfig):
-    """What `ray.train.torch.TorchConfig` configures (backend, init method, timeout), torch-free. The group is
-    found through MASTER_ADDR and MASTER_PORT ("env", TorchConfig's default)."""
+    """What `ray.train.torch.TorchConfig` configures (backend, timeout), torch-free. The workers find each
+    other through MASTER_ADDR and MASTER_PORT (init method "env", TorchConfig's default and our only one)."""
 
     backend: str = "gloo"
-    init_method: str = "env"
     timeout_s: int = 1800
 
     @property
@@ -49,20 +48,18 @@ class ProcessGroup(BackendConfig):
         return TrainingFramework.TORCH  # what Ray's dashboard shows for the run
 
     def to_dict(self) -> dict:
-        return {"backend": self.backend, "init_method": self.init_method, "timeout_s": self.timeout_s}
+        return {"backend": self.backend, "init_method": "env", "timeout_s": self.timeout_s}
 
 
 class _Backend(Backend):
     share_cuda_visible_devices: bool = True  # as Ray's torch backend: NCCL needs every local GPU visible
 
     def on_start(self, worker_group, backend_config: ProcessGroup):
-        if backend_config.init_method != "env":  # the only one our trials use; Ray's TorchConfig also has "tcp"
-            raise ValueError(f"init_method {backend_config.init_method!r}: only 'env' is supported")
         address, port = worker_group.execute_single(0, get_address_and_port)
-        worker_group.execute(_set_master, address=address, port=port)
         size = len(worker_group)
-        ray.get([worker_group.execute_single_async(rank, _join, backend=backend_config.backend, world_rank=rank,
-                                                   world_size=size, timeout_s=backend_config.timeout_s)
+        ray.get([worker_group.execute_single_async(rank, _join, address=address, port=port, world_rank=rank,
+                                                   world_size=size, backend=backend_config.backend,
+                                                   timeout_s=backend_config.timeout_s)
                  for rank in range(size)])
 
     def on_shutdown(self, worker_group, backend_config: ProcessGroup):
@@ -75,15 +72,13 @@ class _Backend(Backend):
             logger.warning("the torch process group did not shut down within %s s", timeout_s)
 
 
-def _set_master(address: str, port: int) -> None:
-    os.environ["MASTER_ADDR"] = address
-    os.environ["MASTER_PORT"] = str(port)
-
-
-def _join(backend: str, world_rank: int, world_size: int, timeout_s: int) -> None:
-    """On a worker: torch's distributed environment variables, then the process group, as Ray's backend does."""
+def _join(address: str, port: int, world_rank: int, world_size: int, backend: str, timeout_s: int) -> None:
+    """On a worker: rank 0's address, torch's distributed environment variables, then the process group, as
+    Ray's torch backend sets them up."""
     from ray.train.torch import config
 
+    os.environ["MASTER_ADDR"] = address
+    os.environ["MASTER_PORT"] = str(port)
     config._set_torch_distributed_env_vars()
     config._setup_torch_process_group(backend=backend, world_rank=world_rank, world_size=world_size,
                                       init_method="env://", timeout_s=timeout_s)
