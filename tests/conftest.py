@@ -1,7 +1,7 @@
 """Shared fixtures: one local Ray per session for tests marked `ray`, a shared demo-data cache, the
 one CLI smoke sweep that crashes and resumes, one trained and exported attribute trial for the export
-tests, one trained and exported face-recognition trial, and skipping of `gpu` tests where there is no CUDA
-device."""
+tests, one trained and exported face-recognition trial, skipping of `gpu` tests where there is no CUDA
+device, which tests share one of pytest-xdist's two processes, and which run with the other one waiting."""
 
 from __future__ import annotations
 
@@ -65,7 +65,47 @@ def crashed_smoke_sweep(demo_cache, tmp_path_factory):
     return crash_and_resume(tmp_path_factory.mktemp("crashed-smoke"))
 
 
+# Session fixtures that cost a minute or more: the tests that use one run in the same pytest process
+# (`--dist loadgroup`), so that it is built once. Any other test stays with the rest of its file, whose
+# module fixtures are built once too.
+SHARED_ONCE = ("crashed_smoke_sweep", "recognition_exported")
+
+
+def xdist_group(item) -> str:
+    """The group of tests that one pytest-xdist worker runs, one after another, for this test."""
+    shared = [name for name in SHARED_ONCE if name in item.fixturenames]
+    return shared[0] if shared else item.nodeid.split("::", 1)[0]
+
+
+@pytest.fixture(autouse=True)
+def alone_when_marked(request, tmp_path_factory):
+    """A test marked `alone` runs while the other pytest-xdist worker waits between its tests; every other
+    test shares the machine. A reader-writer lock of two files in the workers' common temporary folder: the
+    turnstile keeps a waiting `alone` test from being starved by the other worker's next tests."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    import fcntl
+
+    common = tmp_path_factory.getbasetemp().parent
+    alone = request.node.get_closest_marker("alone") is not None
+    with open(common / "alone.turnstile", "a") as turnstile, open(common / "alone.lock", "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if not alone:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            if alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
     try:
         import torch
 
@@ -78,7 +118,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
-
 
 
 # ---- a trained, recorded and exported attribute trial, shared by the export tests ----------------

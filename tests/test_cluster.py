@@ -302,6 +302,7 @@ def test_four_workers_of_one_trial_span_both_nodes(two_nodes):
         assert token not in " ".join(map(str, {**run.data.params, **run.data.tags}.values()))
 
 
+@pytest.mark.alone  # with the other pytest worker's sweeps beside it, its poll came after epoch 2
 def test_a_trial_on_a_killed_node_is_retried_from_its_checkpoint_on_the_head(two_nodes):
     """Two trials of one 1.98-CPU worker each: one per node. Kill the second node once its trial has
     checkpointed epoch 1; that trial resumes on the head after the other one ends.
