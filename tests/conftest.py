@@ -45,7 +45,10 @@ def local_ray(demo_cache):
 
     os.environ.pop("RAY_ADDRESS", None)
     cluster.local_ray_env()
-    ray.init(address="local", num_cpus=2, include_dashboard=True, logging_level="ERROR")
+    # Workers' output stays in Ray's log folder, as a command's does by default: printed here, it arrived
+    # whenever Ray forwarded it, in whichever test was then capturing this process's output.
+    ray.init(address="local", num_cpus=2, include_dashboard=True, logging_level="ERROR",
+             log_to_driver=cluster.worker_logs_shown())
     assert ray.is_initialized()
     cluster.connect(None)  # a no-op now: run_sweep finds this Ray
     yield ray
