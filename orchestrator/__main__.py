@@ -72,7 +72,7 @@ def leave(status: int) -> None:
     """End the process with `status` once Python's own exit work is done, without its teardown.
 
     What a normal exit does that matters runs here, in its order: Ray is stopped (cluster.disconnect), the
-    other threads' work is waited for, then the atexit handlers run (logging's last flush; Ray's own shutdown,
+    other threads' work is waited for as the interpreter does (threading._shutdown), then the atexit handlers run (logging's last flush; Ray's own shutdown,
     the one that stops it when a command ends any other way), then the streams are flushed. What is skipped
     is freeing the interpreter's objects one by one: with torch, timm, Ray and MLflow imported, about 2 s
     after a command's last line on 2 cores (measured: benchmarks/cli_exit.py), for nothing, since the
@@ -83,9 +83,10 @@ def leave(status: int) -> None:
         except Exception as err:  # noqa: BLE001  the command's work is done and recorded; say so, end as it ended
             print(f"warning: stopping Ray at the end failed ({error_text(err)}); its exit handler tries once more",
                   file=sys.stderr)
-        for thread in threading.enumerate():
-            if thread is not threading.main_thread() and not thread.daemon:
-                thread.join()
+        # The interpreter's own wait for other threads: first threading's exit callbacks (they tell idle
+        # ThreadPoolExecutor workers, such as MLflow's artifact pools, to end), then a join of every
+        # non-daemon thread. A bare join would wait forever on an idle pool's worker.
+        threading._shutdown()
         atexit._run_exitfuncs()
     except KeyboardInterrupt:  # a Ctrl-C once the command's work is done and recorded: end now
         pass

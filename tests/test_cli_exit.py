@@ -49,9 +49,39 @@ def test_a_failed_ray_stop_at_the_end_is_one_warning_and_the_rest_of_the_exit_st
     monkeypatch.setattr(cluster, "disconnect", broken_disconnect)
     monkeypatch.setattr(cli.os, "_exit", fake_exit)
     monkeypatch.setattr(atexit, "_run_exitfuncs", lambda: ran.append("atexit"))
+    # this process goes on after leave(): its threads are not told to end (pytest-xdist's own never would)
+    monkeypatch.setattr(cli.threading, "_shutdown", lambda: ran.append("threads"))
     with pytest.raises(Ended):
         cli.leave(3)
     err = capsys.readouterr().err
-    assert statuses == [3] and ran == ["atexit"]
+    assert statuses == [3] and ran == ["threads", "atexit"]
     assert err.strip() == ("warning: stopping Ray at the end failed (GCS unreachable at shutdown); "
                            "its exit handler tries once more"), err
+
+
+IDLE_POOL_AND_A_WRITER = """
+import sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+from orchestrator.__main__ import leave
+
+pool = ThreadPoolExecutor(2, thread_name_prefix="ArtifactPool")  # as MLflow's artifact repositories keep one
+pool.submit(time.sleep, 0).result()  # its worker thread now waits, idle, for more work
+
+def write_late():
+    time.sleep(1)
+    open(sys.argv[1], "w").write("written")
+
+threading.Thread(target=write_late).start()  # work another thread is still doing at the command's end
+leave(0)
+"""
+
+
+def test_a_command_ends_with_an_idle_thread_pool_alive_and_still_waits_for_work_in_progress(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "late.txt"
+    ended = subprocess.run([sys.executable, "-c", IDLE_POOL_AND_A_WRITER, str(out)], capture_output=True, text=True,
+                           timeout=120)
+    assert ended.returncode == 0, ended.stderr[-2000:]
+    assert out.read_text() == "written"
