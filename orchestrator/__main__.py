@@ -72,11 +72,11 @@ def leave(status: int) -> None:
     """End the process with `status` once Python's own exit work is done, without its teardown.
 
     What a normal exit does that matters runs here, in its order: Ray is stopped (cluster.disconnect), the
-    other threads' work is waited for as the interpreter does (threading._shutdown), then the atexit handlers run (logging's last flush; Ray's own shutdown,
-    the one that stops it when a command ends any other way), then the streams are flushed. What is skipped
-    is freeing the interpreter's objects one by one: with torch, timm, Ray and MLflow imported, about 2 s
-    after a command's last line on 2 cores (measured: benchmarks/cli_exit.py), for nothing, since the
-    process ends."""
+    other threads' work is waited for as the interpreter does (threading._shutdown), then the atexit handlers
+    run (logging's last flush; Ray's own shutdown, the one that stops it when a command ends any other way),
+    then the streams are flushed. What is skipped is freeing the interpreter's objects one by one: with torch,
+    timm, Ray and MLflow imported, about 2 s after a command's last line on 2 cores (measured:
+    benchmarks/cli_exit.py), for nothing, since the process ends."""
     try:
         try:
             cluster.disconnect()
