@@ -25,7 +25,7 @@ direction of the sweep's mode: positive when ASHA's best is worse). Targets: F <
 
     python benchmarks/asha_efficiency.py [--sweep celeba_backbones] [--set KEY=VALUE ...]
 
-It takes about 35 minutes on 2 cores (the grid is most of it).
+It takes about 15 minutes on 2 cores with the demo's settings (the grid 600 s, ASHA 270 s on 2026-12-06).
 """
 
 from __future__ import annotations
