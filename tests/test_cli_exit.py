@@ -4,6 +4,9 @@ last lines are printed, and its exit status is kept."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from crash_story import CliRun
@@ -77,9 +80,6 @@ leave(0)
 
 
 def test_a_command_ends_with_an_idle_thread_pool_alive_and_still_waits_for_work_in_progress(tmp_path):
-    import subprocess
-    import sys
-
     out = tmp_path / "late.txt"
     ended = subprocess.run([sys.executable, "-c", IDLE_POOL_AND_A_WRITER, str(out)], capture_output=True, text=True,
                            timeout=120)
