@@ -8,8 +8,10 @@ answers (shown by `python -m orchestrator list`).
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable
 
 from trainables.errors import UserError
@@ -131,11 +133,20 @@ def question(name: str) -> str:
     return (SWEEPS.get(name).__doc__ or "").strip().splitlines()[0]
 
 
+SUFFIXES = (".yaml", ".yml")
+
+
+def is_sweep_file(name: str) -> bool:
+    """Whether a sweep name means a file: it ends in .yaml/.yml, has a folder in it, or is a file."""
+    return name.endswith(SUFFIXES) or "/" in name or os.sep in name or Path(name).is_file()
+
+
 def get(name: str) -> SweepFactory:
     """The factory of sweep `name`, a built-in sweep's name or a sweep file's path; call it as
-    `factory(real_data=..., smoke=...)`."""
-    from search_spaces import loader
+    `factory(real_data=..., smoke=...)`. A built-in's name, or an unknown one, is answered without importing
+    torch (the file loader checks keys against the tasks, which do): `list` and a mistyped name take a second."""
+    if name not in SWEEPS and is_sweep_file(name):
+        from search_spaces import loader
 
-    if name not in SWEEPS and loader.is_sweep_file(name):
         return loader.factory(name)
     return SWEEPS.get(name)

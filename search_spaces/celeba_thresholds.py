@@ -8,12 +8,13 @@ the chosen policy is reported on test. Each trial takes milliseconds.
 from ray import tune
 
 from search_spaces import Sweep, register
-from trainables.tasks.attributes.metrics import THRESHOLD_STRATEGIES
 
 
 @register("celeba_thresholds")
 def celeba_thresholds(real_data: bool, smoke: bool) -> Sweep:
     """Which decision-threshold policy gives the best macro-F1, with no retraining?"""
+    from trainables.tasks.attributes.metrics import THRESHOLD_STRATEGIES  # torch's import: not for `list`
+
     return Sweep(
         name="celeba_thresholds",
         question=celeba_thresholds.__doc__,

@@ -47,18 +47,12 @@ from trainables.config_values import coerce, with_help
 from trainables.errors import UserError
 from trainables.tasks import TASKS, get_task
 
-SUFFIXES = (".yaml", ".yml")
 SWEEP_FIELDS = ("samples", "scheduler", "grace_period", "reduction_factor", "workers_per_trial")  # what real_data and smoke may change
 FIELDS = ("name", "question", "task", "metric", "mode", "max_gap", "seed", "search", "report", *SWEEP_FIELDS,
           "space", "real_data", "smoke")
 BLOCKS = ("space", "real_data", "smoke")
 SEARCHES = {"basic": "", "optuna": "optuna"}
 SCHEDULERS = ("asha", "none")
-
-
-def is_sweep_file(name: str) -> bool:
-    """Whether a sweep name means a file: it ends in .yaml/.yml, has a folder in it, or is a file."""
-    return name.endswith(SUFFIXES) or "/" in name or os.sep in name or Path(name).is_file()
 
 
 def factory(path: str):

@@ -12,7 +12,6 @@ def add_list_parser(commands) -> None:
 def cmd_list(args) -> int:
     import search_spaces
     from trainables.data.plans import FORMATS
-    from trainables.tasks import TASKS
 
     for name in search_spaces.names():
         print(f"{name:<24} {search_spaces.question(name)}")
@@ -20,6 +19,7 @@ def cmd_list(args) -> int:
     if args.keys:
         from trainables.config import TrainConfig
         from trainables.config_keys import key_help, key_range
+        from trainables.tasks import TASKS  # imports torch: only the keys need the tasks
 
         for task_name, task in TASKS.items():
             print(f"\nconfig keys of task '{task_name}' ({task.title}); use with --set KEY=VALUE:")

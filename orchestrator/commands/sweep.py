@@ -74,6 +74,9 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
 
 
 def cmd_sweep(args) -> int:
+    import search_spaces
+
+    search_spaces.get(args.name)  # a mistyped name is its one line in a second, before torch, Tune and MLflow load
     from orchestrator.budget import EXIT_BUDGET_SPENT
     from orchestrator.sweep import SweepOptions, run_sweep
 
