@@ -70,6 +70,15 @@ def busy_ticks() -> int:
     return sum(fields[:8]) - idle
 
 
+def read_stat(pid: str) -> tuple[float, str]:
+    """(CPU seconds the process has spent, its start time in ticks since boot: with the pid, its identity).
+    A zombie, ended but not yet reaped by its parent, still answers with all it spent."""
+    with open(f"/proc/{pid}/stat") as handle:
+        stat = handle.read()
+    rest = stat[stat.rindex(")") + 2:].split()  # past the title, which may hold spaces and parentheses
+    return (int(rest[11]) + int(rest[12])) / TICK, rest[19]
+
+
 class Sampler:
     """Every process's CPU since the sampler started, by (pid, start time), with its latest title."""
 
@@ -86,11 +95,8 @@ class Sampler:
             if not pid.isdigit() or pid == self.me:
                 continue
             try:
-                with open(f"/proc/{pid}/stat") as handle:
-                    stat = handle.read()
-                rest = stat[stat.rindex(")") + 2:].split()
-                key = (pid, rest[19])
-                cpu = (int(rest[11]) + int(rest[12])) / TICK
+                cpu, started = read_stat(pid)
+                key = (pid, started)
                 with open(f"/proc/{pid}/cmdline", "rb") as handle:
                     title = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
             except (OSError, ValueError, IndexError):

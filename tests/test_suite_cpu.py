@@ -5,7 +5,6 @@ spends after."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 import threading
@@ -41,7 +40,7 @@ def test_a_childs_cpu_is_counted_and_an_older_process_counts_only_what_it_spends
     go = tmp_path / "go"
     older = subprocess.Popen([sys.executable, "-c", BURN.format(s=0.6, after=(
         f"import os\nwhile not os.path.exists({str(go)!r}): time.sleep(0.05)\n" + BURN.format(s=0.4, after="")))])
-    while not (Path(f"/proc/{older.pid}/stat").exists() and bench_cpu(older.pid) >= 0.6):
+    while bench.read_stat(str(older.pid))[0] < 0.6:
         threading.Event().wait(0.05)
     sampler = bench.Sampler()
     thread = threading.Thread(target=sampler.run, daemon=True)
@@ -50,7 +49,7 @@ def test_a_childs_cpu_is_counted_and_an_older_process_counts_only_what_it_spends
     # A new child titled as a driver spends 1.0 s, then idles long enough for a sample to see all of it.
     subprocess.run([sys.executable, "-c", BURN.format(s=1.0, after="time.sleep(1.5)"),
                     "-m orchestrator"], check=True)
-    older.wait()
+    older.wait()  # reaped only now: until then its /proc entry kept what it spent, for the sampler to read
     sampler.stopped.set()
     thread.join()
     spent = {key[0]: sampler.last[key] - sampler.first[key] for key in sampler.last}
@@ -58,7 +57,3 @@ def test_a_childs_cpu_is_counted_and_an_older_process_counts_only_what_it_spends
     kinds = sampler.by_kind()
     assert 0.9 <= kinds["drivers"][0] <= 1.3 and kinds["drivers"][1] == 1, kinds
 
-
-def bench_cpu(pid: int) -> float:
-    rest = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
