@@ -253,3 +253,43 @@ def test_pr_plot_has_one_panel_per_attribute_of_any_set(tmp_path, count, grid):
     plot_pr_curves(frame, tmp_path / "pr.png")
     with Image.open(tmp_path / "pr.png") as image:
         assert image.size == (grid[1] * 180, grid[0] * 180)  # 2 inches a panel at 90 dpi
+
+
+def test_pr_plot_draws_each_attributes_curve_in_its_own_panel_and_none_for_a_one_class_attribute(tmp_path):
+    """The curves land inside their panels (the canvas is laid out in inches, not by matplotlib's Axes): each
+    panel holds the curve's blue, except the panel of an attribute whose test labels are all one class."""
+    from PIL import Image
+
+    from trainables.tasks.attributes.plots import PANEL_IN, panel_boxes, plot_pr_curves
+
+    rng = np.random.default_rng(1)
+    names = [f"A{k}" for k in range(9)]
+    labels = rng.random((80, 9)) < 0.4
+    labels[:, 4] = False  # one class only: no curve
+    frame = pd.DataFrame({**{f"score/{n}": labels[:, k] + rng.normal(0, 0.5, 80) for k, n in enumerate(names)},
+                          **{f"label/{n}": labels[:, k].astype(np.uint8) for k, n in enumerate(names)}})
+    plot_pr_curves(frame, tmp_path / "pr.png")
+    dpi, (cols, rows) = 90, (8, 2)
+    pixels = np.asarray(Image.open(tmp_path / "pr.png").convert("RGB")).astype(int)
+    blue = (abs(pixels - [31, 119, 180]).sum(axis=2) < 60)  # matplotlib's C0
+    for k, (x0, y0, w, h) in enumerate(panel_boxes(9, cols, rows, cols * PANEL_IN, rows * PANEL_IN)):
+        top = int((rows * PANEL_IN - y0 - h) * dpi)
+        inside = blue[top + 2:top + int(h * dpi) - 2, int(x0 * dpi) + 2:int((x0 + w) * dpi) - 2]
+        assert (inside.sum() == 0) == (k == 4), (k, inside.sum())
+    assert blue.sum() == sum(  # no blue outside the panels
+        blue[int((rows * PANEL_IN - y0 - h) * dpi) - 1:int((rows * PANEL_IN - y0) * dpi) + 2,
+             int(x0 * dpi) - 1:int((x0 + w) * dpi) + 2].sum()
+        for x0, y0, w, h in panel_boxes(9, cols, rows, cols * PANEL_IN, rows * PANEL_IN))
+
+
+def test_average_precision_from_the_curve_is_sklearns():
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    from trainables.tasks.attributes.plots import average_precision
+
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        y = rng.random(200) < rng.uniform(0.05, 0.9)
+        s = np.round(y + rng.normal(0, 1, 200), 1)  # ties, as a small model's rounded scores give
+        precision, recall, _ = precision_recall_curve(y, s)
+        assert average_precision(precision, recall) == pytest.approx(average_precision_score(y, s), abs=1e-12)
