@@ -235,20 +235,51 @@ def _save(out: Path, model, criterion, optimizer, scheduler, position: Position,
           ema=None, patience: dict | None = None, streams: list[dict] | None = None) -> None:
     """MODEL_WEIGHTS holds the evaluated weights (the EMA's when on: export and predict use those); the
     training weights an EMA run resumes from go into TRAIN_STATE, with every rank's random streams (rng.py)."""
-    import torch
-
     from trainables.loop import evaluated_model
 
-    torch.save(evaluated_model(model, ema).state_dict(), out / MODEL_WEIGHTS)
+    save_or_say(evaluated_model(model, ema).state_dict(), out / MODEL_WEIGHTS)
     state = {"criterion": criterion.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict() if scheduler else None, "rng": streams}
     if ema is not None:
         state["model"] = model.state_dict()
-    torch.save(state, out / TRAIN_STATE)
+    save_or_say(state, out / TRAIN_STATE)
     # "step": the MLflow step of this checkpoint's metrics (export and the model registry read them there).
     meta = {"epoch": position.epoch, "step": metrics.get("step", position.epoch), "position": position.state(),
             "config": cfg.to_flat_dict(), "metrics": metrics, "patience": patience}
     (out / CHECKPOINT_META).write_text(json.dumps(meta, indent=1, default=float))
+
+
+FREE_MARGIN = 16 * 2**20  # bytes beyond the checkpoint's own below which a failed save is read as a full disk
+
+
+def tensor_bytes(obj) -> int:
+    """The bytes of every tensor in a (nested) state dict: about what torch.save writes."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def save_or_say(obj, path: Path) -> None:
+    """torch.save, with a full disk said in one line. torch reports a short write only as "unexpected pos N vs M"
+    or "iostream error"; when the folder's disk has less room than the checkpoint, that is what happened."""
+    import torch
+
+    try:
+        torch.save(obj, path)
+    except (RuntimeError, OSError):
+        free, needed = shutil.disk_usage(path.parent).free, tensor_bytes(obj)
+        if free >= needed + FREE_MARGIN:
+            raise  # not the disk: as it was
+        raise UserError(f"cannot write the checkpoint to {path.parent}: its disk has {free / 2**20:.0f} MiB free and "
+                        f"the checkpoint needs about {needed / 2**20:.0f} MiB; free some space there (or point TMPDIR "
+                        "at a larger disk): the trial is retried from its last checkpoint (or continue with --resume)"
+                        ) from None
 
 
 def _report_again(rank: int, metrics: dict) -> None:
