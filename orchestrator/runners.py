@@ -55,15 +55,22 @@ RUNNERS: dict[str, Runner] = {
 
 
 class TrialTrainer(DataParallelTrainer):
-    """Ray Train's trainer (a `TorchTrainer` is one, given a torch config), without Ray Data's part: Train 2.60
-    starts a `DatasetManager` actor for every run, given datasets or not, one more process that imports Ray Data
-    beside the workers as they start. Our workers read their own shards, so a run given no datasets starts none."""
+    """Ray Train's trainer (a `TorchTrainer` is one, given a torch config), less two actors that Train 2.60
+    starts for every run and a trial of ours does not need, each one more process that imports Ray as the
+    workers start:
+    - Ray Data's `DatasetManager`, started given datasets or not: our workers read their own shards, so a run
+      given no datasets starts none;
+    - a detached `PlacementGroupCleaner`, which asks Ray's state API every second whether the controller is
+      alive, to remove the worker group's placement group if it died. The sweep's driver does that for every
+      ended trial (`placement.PlacementGroupCleanup`, which also removes the groups Ray left behind with its
+      cleaner running), and Ray itself removes a group once both its creator actor and its job are gone."""
 
     def _create_default_callbacks(self):
         from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+        from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
-        callbacks = super()._create_default_callbacks()
-        return callbacks if self.datasets else [c for c in callbacks if not isinstance(c, DatasetsCallback)]
+        unneeded = (PlacementGroupCleanerCallback,) if self.datasets else (DatasetsCallback, PlacementGroupCleanerCallback)
+        return [c for c in super()._create_default_callbacks() if not isinstance(c, unneeded)]
 
 
 def worker_group(resources: cluster.TrialResources) -> dict:

@@ -21,7 +21,7 @@ EPOCH_METRICS = ["train/loss", "val/loss", "val/mean_task_accuracy", "val/age/ma
 
 # Actors of each Ray Train class started while the module's sweep ran (Ray's state API lists finished ones too).
 STARTED: dict[str, int] = {}
-COUNTED = ("TrainController", "RayTrainWorker", "DatasetManager", "PreemptionWatcher")
+COUNTED = ("TrainController", "RayTrainWorker", "DatasetManager", "PreemptionWatcher", "PlacementGroupCleaner")
 
 
 def _actors() -> dict[str, int]:
@@ -67,10 +67,12 @@ def smoke_sweep(local_ray, tmp_path_factory):
 
 
 def test_a_trial_starts_only_the_actors_its_training_needs(smoke_sweep):
-    """Ray Train 2.60 would also start a DatasetManager (Ray Data's, for datasets we never give it) and, on a
-    local Ray, a PreemptionWatcher for every trial: two more processes per trial start (runners.TrialTrainer,
+    """Ray Train 2.60 would also start a DatasetManager (Ray Data's, for datasets we never give it), a
+    PlacementGroupCleaner (the driver removes an ended trial's groups itself) and, on a local Ray, a
+    PreemptionWatcher for every trial: three more processes per trial start (runners.TrialTrainer,
     cluster.local_ray_env)."""
-    assert STARTED == {"TrainController": 2, "RayTrainWorker": 2, "DatasetManager": 0, "PreemptionWatcher": 0}
+    assert STARTED == {"TrainController": 2, "RayTrainWorker": 2, "DatasetManager": 0, "PreemptionWatcher": 0,
+                       "PlacementGroupCleaner": 0}
 
 
 def test_child_runs_record_group_metrics_every_epoch(smoke_sweep):
