@@ -276,7 +276,7 @@ def connect(address: str | None) -> None:
             ray.init(address=target, **kwargs)
         else:
             local_ray_env()
-            ray.init(address="local", include_dashboard=True, **kwargs)
+            ray.init(address="local", include_dashboard=dashboard_wanted(), **kwargs)
     except Exception as err:  # noqa: BLE001  Ray raises a bare Exception when a local node times out starting
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if target:
@@ -288,9 +288,20 @@ def connect(address: str | None) -> None:
                         "busy, or start Ray with `ray start --head` and pass --address") from None
 
 
+def dashboard_wanted() -> bool:
+    """A local Ray starts without its dashboard (about 4 CPU-seconds a minute, idle or not, that a sweep's
+    trials would otherwise have) unless FACE_ORCHESTRATOR_RAY_DASHBOARD is set: then it serves at
+    http://127.0.0.1:8265. A cluster's dashboard is the cluster's own affair (`ray start`)."""
+    return _flag("FACE_ORCHESTRATOR_RAY_DASHBOARD")
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "0").strip().lower() not in ("", "0", "false", "no")
+
+
 def worker_logs_shown() -> bool:
     """Workers' own output stays in Ray's log folder unless asked for: the driver prints progress."""
-    return os.environ.get("FACE_ORCHESTRATOR_WORKER_LOGS", "0") not in ("", "0", "false")
+    return _flag("FACE_ORCHESTRATOR_WORKER_LOGS")
 
 
 def disconnect() -> None:

@@ -25,14 +25,14 @@ COUNTED = ("TrainController", "RayTrainWorker", "DatasetManager", "PreemptionWat
 
 
 def _actors() -> dict[str, int]:
-    """Counted in this process's Ray, named by its address: the state API's own guess refuses to choose when
-    another Ray runs on the machine (a CLI test's own local Ray, or a user's)."""
-    import ray
-    from ray.util.state import list_actors
+    """Counted in this process's Ray from the GCS's actor table, which keeps finished actors too (the state API
+    would need the dashboard, which the tests' Ray, like a command's, does not start)."""
+    from collections import Counter
 
-    address = ray.get_runtime_context().gcs_address
-    return {name: len(list_actors(address=address, filters=[("class_name", "=", name)], limit=10_000))
-            for name in COUNTED}
+    from orchestrator.placement import read_actors
+
+    started = Counter(actor.class_name for actor in read_actors().values())
+    return {name: started[name] for name in COUNTED}
 
 
 @pytest.fixture(scope="module")
