@@ -19,7 +19,7 @@ EPOCH_METRICS = ["train/loss", "val/loss", "val/mean_task_accuracy", "val/age/ma
                  *(f"train/weight/{t}" for t in TASKS)]
 
 
-# Actors of each Ray Train class started while the module's sweep ran (Ray's state API lists finished ones too).
+# Actors of each Ray Train class started while the module's sweep ran (the GCS keeps finished ones too).
 STARTED: dict[str, int] = {}
 COUNTED = ("TrainController", "RayTrainWorker", "DatasetManager", "PreemptionWatcher", "PlacementGroupCleaner")
 
