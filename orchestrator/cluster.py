@@ -20,6 +20,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 
+from trainables.config_values import FALSE_WORDS
 from trainables.errors import UserError
 
 DRIVER_CPUS = 0.01  # a trial's driver only builds a TorchTrainer and waits
@@ -296,7 +297,8 @@ def dashboard_wanted() -> bool:
 
 
 def _flag(name: str) -> bool:
-    return os.environ.get(name, "0").strip().lower() not in ("", "0", "false", "no")
+    """An on/off environment variable: off when unset, empty or spelled as a config value's false."""
+    return os.environ.get(name, "").strip().lower() not in ("", *FALSE_WORDS)
 
 
 def worker_logs_shown() -> bool:

@@ -69,7 +69,7 @@ class TrialTrainer(DataParallelTrainer):
         from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
         from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
-        unneeded = (PlacementGroupCleanerCallback,) if self.datasets else (DatasetsCallback, PlacementGroupCleanerCallback)
+        unneeded = (PlacementGroupCleanerCallback,) + (() if self.datasets else (DatasetsCallback,))
         return [c for c in super()._create_default_callbacks() if not isinstance(c, unneeded)]
 
 

@@ -224,7 +224,7 @@ def test_a_local_rays_environment_asks_train_for_a_half_second_poll_unless_the_u
     assert os.environ[cluster.POLL_ENV] == "3"
 
 
-@pytest.mark.parametrize("value, started", [(None, False), ("0", False), ("1", True), ("true", True)])
+@pytest.mark.parametrize("value, started", [(None, False), ("0", False), ("off", False), ("1", True), ("true", True)])
 def test_a_local_ray_starts_its_dashboard_only_when_asked(monkeypatch, value, started):
     """Ray's dashboard and its modules cost a local sweep about a tenth of its CPU (measured on the smoke sweep);
     FACE_ORCHESTRATOR_RAY_DASHBOARD=1 brings it back for a user who wants to watch the trials' actors."""

@@ -17,6 +17,9 @@ from typing import Any
 from trainables.config_fields import Range
 from trainables.errors import UserError
 
+TRUE_WORDS = ("true", "1", "yes", "on")  # a bool's spellings, in a config value and in our environment variables
+FALSE_WORDS = ("false", "0", "no", "off")
+
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested dicts as flat dotted keys: {"optim": {"lr": 0.01}} -> {"optim.lr": 0.01}."""
@@ -37,9 +40,9 @@ def coerce(key: str, value: Any, typ: Any) -> Any:
             if isinstance(value, bool):
                 return value
             text = str(value).strip().lower()
-            if text in ("true", "1", "yes", "on"):
+            if text in TRUE_WORDS:
                 return True
-            if text in ("false", "0", "no", "off"):
+            if text in FALSE_WORDS:
                 return False
             raise ValueError
         if origin is int:
