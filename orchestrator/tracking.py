@@ -30,6 +30,10 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 SWEEP_KEY, TRIAL_KEY, KIND_KEY = "orchestrator.sweep_path", "orchestrator.trial_id", "orchestrator.kind"
 RETRIES_KEY = "retries"
 EXPERIMENT_KIND_KEY, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+# On a tracking server, MLflow prints "View run NAME at: URL" and "View experiment at: URL" for every run it ends
+# (and fetches that run again to do so): for the preflight's deleted scratch run, and for every run `sync` ends.
+# A command prints its own link to the sweep's runs once, on its last line.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def _quoted(value: str) -> str:
