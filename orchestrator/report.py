@@ -70,6 +70,9 @@ def _unreadable_checkpoint(tracking: Tracking, run_id: str, checkpoint_path: str
         pass
 
 
+IMAGES_PER_SEC = "img/s"  # the table's name for train/images_per_sec
+
+
 def results_table(results: tune.ResultGrid, metric: str, mode: str, describe, extra: list[str] = (),
                   columns: tuple[str, ...] = (), status_of=None, earlier: list = ()) -> pd.DataFrame:
     """One row per trial, best first, with the sweep's metric and the other headline numbers it reported.
@@ -100,7 +103,13 @@ def results_table(results: tune.ResultGrid, metric: str, mode: str, describe, ex
         return table
     table = table.sort_values(metric, ascending=(mode == "min"), na_position="last").reset_index(drop=True)
     table.insert(0, "best", ["*" if i == 0 and pd.notna(table.loc[0, metric]) else "" for i in range(len(table))])
-    return table.rename(columns={"train/images_per_sec": "img/s"})
+    return table.rename(columns={"train/images_per_sec": IMAGES_PER_SEC})
+
+
+def printed(table: pd.DataFrame) -> str:
+    """The table as the console shows it: metrics to 4 decimals, a speed (img/s) to 1."""
+    speed = {IMAGES_PER_SEC: lambda v: "" if pd.isna(v) else f"{v:.1f}"} if IMAGES_PER_SEC in table else {}
+    return table.to_string(index=False, float_format=lambda v: f"{v:.4f}", formatters=speed)
 
 
 def trial_statuses(results: tune.ResultGrid) -> list[tuple[str, str]]:
@@ -143,7 +152,7 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
         table = front["table"]
     ours = table[table[FROM] != EARLIER] if earlier and not table.empty else table
     failed = int((ours["status"] == "failed").sum()) if not ours.empty else 0
-    print("\n" + (table.to_string(index=False, float_format=lambda v: f"{v:.4f}") if not table.empty else "no trials ran"))
+    print("\n" + (printed(table) if not table.empty else "no trials ran"))
     summary: dict = {"trials": len(ours), "failed": failed, "baseline": baseline, "earlier": len(earlier)}
     if interrupted:
         return interrupted_sweep(tracking, parent_id, ours, started, child_run, summary, total, why)
@@ -235,9 +244,11 @@ def tag_front(tracking: Tracking, table: pd.DataFrame, child_run) -> None:
 
 def close_sweep(tracking: Tracking, parent_id: str, summary: dict) -> None:
     """The last records of a finished sweep: `best/*` with the best trial's tags in one batch, then the
-    parent FINISHED (FAILED when every trial failed)."""
+    parent FINISHED (FAILED when every trial failed). `best/<key>` is the best trial's last `<key>`; the
+    trial's own `best/*` (its best evaluation) stays on its run, not doubled here as `best/best/*`."""
     if summary.get("best_metrics") is not None:
-        best_metrics = {f"best/{k}": v for k, v in summary["best_metrics"].items() if is_metric(k, v)}
+        best_metrics = {f"best/{k}": v for k, v in summary["best_metrics"].items()
+                        if is_metric(k, v) and not k.startswith("best/")}
         tracking.log(parent_id, metrics=best_metrics, tags=summary.get("best_tags"))
     failed, trials = summary.get("failed", 0), summary.get("trials", 0)
     tracking.set_terminated(parent_id, status="FAILED" if failed == trials else "FINISHED")

@@ -230,6 +230,32 @@ def test_every_trial_reports_its_best_evaluations_numbers_and_step():
     assert "best/val/acc" not in reports[2]  # only an improvement reports them
 
 
+def test_the_parent_run_takes_the_best_trials_metrics_once_without_its_own_best_summary():
+    """The parent's best/<key> is the winner's last value; the winner's best/* stays on its own run
+    (copied, it showed in MLflow as best/best/val/mean_accuracy and 30 more)."""
+    from types import SimpleNamespace
+
+    from orchestrator.report import close_sweep
+
+    logged = {}
+    tracking = SimpleNamespace(log=lambda run, metrics=None, tags=None: logged.update(metrics or {}),
+                               set_terminated=lambda run, status: logged.update(status=status))
+    winner = {"val/acc": 0.7, "epoch": 3, "best/val/acc": 0.8, "best/step": 2.0, "trial_id": "a"}
+    close_sweep(tracking, "parent", {"best_metrics": winner, "trials": 1, "failed": 0})
+    assert logged == {"best/val/acc": 0.7, "best/epoch": 3, "status": "FINISHED"}
+
+
+def test_the_printed_table_shows_metrics_to_four_decimals_and_speed_to_one():
+    from types import SimpleNamespace
+
+    from orchestrator.report import printed, results_table
+
+    grid = [SimpleNamespace(metrics={"trial_id": "a", "epoch": 2, "m": 0.912345, "train/images_per_sec": 48.0558},
+                            config={}, error=None)]
+    lines = printed(results_table(grid, "m", "max", describe=lambda c: "x", status_of=lambda t: "done")).splitlines()
+    assert lines[0].split()[-1] == "img/s" and lines[1].split()[-2:] == ["0.9123", "48.1"], lines
+
+
 def test_the_recipe_keys_are_listed_with_their_help_and_default_to_doing_nothing(capsys):
     from argparse import Namespace
 

@@ -40,6 +40,9 @@ def test_smoke_sweep_records_parent_and_child_runs(smoke_sweep):
     parent = parents[0]
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert parent.data.params["data.root"] and "val/majority_accuracy" in parent.data.metrics
+    # The parent's best/* is the best trial's metrics once: its own best/* is not copied as best/best/*.
+    assert "best/val/mean_accuracy" in parent.data.metrics
+    assert not [k for k in parent.data.metrics if k.startswith("best/best/")], sorted(parent.data.metrics)
     assert all(c.info.status == "FINISHED" for c in children)
     assert {c.data.params["model.name"] for c in children} == {"resnet18", "legacy_seresnet18"}
     for child in children:
