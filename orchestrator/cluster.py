@@ -69,7 +69,8 @@ class TrialResources:
     def describe(self) -> str:
         unit = f"{self.gpus_per_worker:g} GPU + {self.cpus_per_worker:g} CPU" if self.use_gpu else f"{self.cpus_per_worker:g} CPU"
         workers = f"{self.num_workers} DDP workers" if self.num_workers > 1 else "1 worker"
-        text = f"{workers} x ({unit}) per trial, up to {self.max_concurrent} trials at once"
+        at_once = "one trial at a time" if self.max_concurrent == 1 else f"up to {self.max_concurrent} trials at once"
+        text = f"{workers} x ({unit}) per trial, {at_once}"
         if self.nodes_per_trial > 1:
             text += f"; each trial's workers span {self.nodes_per_trial} nodes"
         if 0 < self.gpus_per_worker < 1:

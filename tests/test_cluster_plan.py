@@ -138,7 +138,7 @@ def test_four_workers_on_two_two_cpu_nodes_span_both():
     plan = plan_resources(nodes, num_workers=4)
     assert (plan.num_workers, plan.max_concurrent, plan.nodes_per_trial) == (4, 1, 2)
     assert plan.cpus_per_worker == 0.995 and _placeable(plan, nodes)
-    assert "span 2 nodes" in plan.describe()
+    assert plan.describe() == "4 DDP workers x (0.995 CPU) per trial, one trial at a time; each trial's workers span 2 nodes"
 
 
 @pytest.mark.parametrize("nodes,workers", [
