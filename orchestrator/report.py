@@ -150,6 +150,8 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
     if len(objectives) > 1 and not interrupted and not table.empty:
         front = pareto_front(entries, table, objectives, getattr(sweep, "max_gap", None), full_epochs)
         table = front["table"]
+    if interrupted and not table.empty:
+        table["best"] = ""  # a partial sweep names no winner (no best/*): nor does its table
     ours = table[table[FROM] != EARLIER] if earlier and not table.empty else table
     failed = int((ours["status"] == "failed").sum()) if not ours.empty else 0
     print("\n" + (printed(table) if not table.empty else "no trials ran"))

@@ -2,6 +2,7 @@
 early), the rule that picks one member, and what the report writes (table column, tags, pareto.csv and
 pareto.png). In process, no Ray, no MLflow server."""
 
+import io
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -132,6 +133,23 @@ def test_a_single_objective_sweep_is_reported_as_before(capsys):
                                   tracking, "parent", {}, lambda c: c["model.name"], 0.0, child_run=lambda t: "r1")
     assert summary["best_run_id"] == "r1" and "pareto" not in tracking.tags.get("r1", {})
     assert set(tracking.files["parent"]) == {"trials.csv"} and "Pareto" not in capsys.readouterr().out
+
+
+def test_an_interrupted_sweep_marks_no_best_trial_in_its_table_or_its_trials_csv(capsys):
+    """Its best/* are not logged: the leading row of a table of unfinished trials is no winner either."""
+    results = PolicyResults([SimpleNamespace(config={"model.name": m}, error=None,
+                                             metrics={"trial_id": t, "epoch": 1, "val/mean_accuracy": v})
+                             for t, m, v in (("t1", "a", 0.7), ("t2", "b", 0.5))])
+    tracking = FakeTracking()
+    report.finish_sweep(results, Sweep("one", "q", {}, task="attributes", metric="val/mean_accuracy"),
+                        SimpleNamespace(report_columns=(), leaderboard=None), tracking, "parent", {},
+                        lambda c: c["model.name"], 0.0, child_run=lambda t: f"run-{t}", interrupted=True,
+                        status_of=lambda t: {"t1": "unfinished", "t2": "done"}[t])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip().startswith(("t1", "t2"))]
+    assert [row[0] for row in rows] == ["t1", "t2"], rows  # no "*" before the leading trial
+    written = pd.read_csv(io.BytesIO(tracking.files["parent"]["trials.csv"]), keep_default_na=False)
+    assert list(written["best"]) == ["", ""] and list(written["trial"]) == ["t1", "t2"]
+    assert tracking.tags["parent"]["status"] == "KILLED" and "best/val/mean_accuracy" not in tracking.metrics["parent"]
 
 
 @pytest.mark.parametrize("metric, mode, message", [
