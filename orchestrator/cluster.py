@@ -44,12 +44,15 @@ PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 # learns that training ended and collects each epoch's report for Tune, so on a local Ray a trial waited up to
 # 2 s to end and an ASHA stop came up to 2 s late; a poll of two workers costs a few milliseconds.
 POLL_ENV, LOCAL_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
+# "1" in every process of a Ray this project starts: its trials send no autoscaler requests (local_scaling.py).
+LOCAL_RAY_ENV = "FACE_ORCHESTRATOR_LOCAL_RAY"
 
 
 def local_ray_env() -> None:
     """Settings a local Ray's processes inherit: set before it starts (the user's own values win)."""
     os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
     os.environ.setdefault(POLL_ENV, LOCAL_POLL_S)
+    os.environ.setdefault(LOCAL_RAY_ENV, "1")
 
 
 @dataclass(frozen=True)

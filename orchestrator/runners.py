@@ -19,7 +19,7 @@ from ray import tune
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from orchestrator import cluster, placement, state
+from orchestrator import cluster, local_scaling, placement, state
 from orchestrator.store_outage import store_error
 from trainables import storage_fs
 from trainables.artifacts import DIVERGED_MARKER, OBJECTIVE, TRAIN_RUNS
@@ -55,7 +55,7 @@ RUNNERS: dict[str, Runner] = {
 
 
 class TrialTrainer(DataParallelTrainer):
-    """Ray Train's trainer (a `TorchTrainer` is one, given a torch config), less two actors that Train 2.60
+    """Ray Train's trainer (a `TorchTrainer` is one, given a torch config), less three actors that Train 2.60
     starts for every run and a trial of ours does not need, each one more process that imports Ray as the
     workers start:
     - Ray Data's `DatasetManager`, started given datasets or not: our workers read their own shards, so a run
@@ -63,7 +63,8 @@ class TrialTrainer(DataParallelTrainer):
     - a detached `PlacementGroupCleaner`, which asks Ray's state API every second whether the controller is
       alive, to remove the worker group's placement group if it died. The sweep's driver does that for every
       ended trial (`placement.PlacementGroupCleanup`, which also removes the groups Ray left behind with its
-      cleaner running), and Ray itself removes a group once both its creator actor and its job are gone."""
+      cleaner running), and Ray itself removes a group once both its creator actor and its job are gone;
+    and on a local Ray, Ray Data's detached `AutoscalingCoordinator`, which only an autoscaler needs."""
 
     def _create_default_callbacks(self):
         from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
@@ -71,6 +72,13 @@ class TrialTrainer(DataParallelTrainer):
 
         unneeded = (PlacementGroupCleanerCallback,) + (() if self.datasets else (DatasetsCallback,))
         return [c for c in super()._create_default_callbacks() if not isinstance(c, unneeded)]
+
+    def _initialize_and_run_controller(self, **controller_init_kwargs):
+        """On a local Ray, the controller's scaling policy sends no autoscaler requests (local_scaling.py)."""
+        policy = controller_init_kwargs.get("scaling_policy")
+        if policy is not None:
+            controller_init_kwargs["scaling_policy"] = local_scaling.for_this_ray(policy)
+        return super()._initialize_and_run_controller(**controller_init_kwargs)
 
 
 def worker_group(resources: cluster.TrialResources) -> dict:

@@ -216,12 +216,38 @@ def test_a_local_rays_environment_asks_train_for_a_half_second_poll_unless_the_u
 
     monkeypatch.delenv(cluster.POLL_ENV, raising=False)
     monkeypatch.delenv(cluster.PREEMPTION_WATCHER_ENV, raising=False)
+    monkeypatch.delenv(cluster.LOCAL_RAY_ENV, raising=False)
     cluster.local_ray_env()
-    assert os.environ[cluster.POLL_ENV] == "0.5"
+    assert os.environ[cluster.POLL_ENV] == "0.5" and os.environ[cluster.LOCAL_RAY_ENV] == "1"
     assert os.environ[cluster.PREEMPTION_WATCHER_ENV] == "0"
     monkeypatch.setenv(cluster.POLL_ENV, "3")
     cluster.local_ray_env()
     assert os.environ[cluster.POLL_ENV] == "3"
+
+
+def test_a_local_rays_trials_keep_trains_fixed_policy_but_send_no_autoscaler_requests(monkeypatch):
+    """On a local Ray (cluster.local_ray_env) the first trial's controller waited 2.6 s for Ray Data's
+    AutoscalingCoordinator to start, with no autoscaler to tell; a cluster's trials keep asking."""
+    import ray.train
+    from ray.train.v2._internal.execution.scaling_policy import ResizeDecision
+    from ray.train.v2._internal.execution.scaling_policy.fixed import FixedScalingPolicy
+
+    from orchestrator import cluster, local_scaling
+
+    stock = FixedScalingPolicy(ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.99}))
+    monkeypatch.delenv(cluster.LOCAL_RAY_ENV, raising=False)
+    assert local_scaling.for_this_ray(stock) is stock  # attached to a cluster: Ray's own policy
+    cluster.local_ray_env()
+    local = local_scaling.for_this_ray(stock)
+    assert type(local) is local_scaling.NoAutoscalerPolicy and local.scaling_config is stock.scaling_config
+    # What the controller calls, in its order: none reaches for a coordinator (the stock policy would assert).
+    local.after_controller_start(train_run_context=None)
+    decision = local.make_decision_for_non_running_worker_group()
+    assert isinstance(decision, ResizeDecision) and decision.num_workers == 2
+    local.make_decision_for_running_worker_group(None, None)
+    local.before_controller_abort()
+    with pytest.raises(AssertionError):  # the stock policy, never started, needs the coordinator's client
+        stock.make_decision_for_non_running_worker_group()
 
 
 @pytest.mark.parametrize("value, started", [(None, False), ("0", False), ("off", False), ("1", True), ("true", True)])
@@ -237,7 +263,7 @@ def test_a_local_ray_starts_its_dashboard_only_when_asked(monkeypatch, value, st
     monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(kwargs))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
-    for name in (cluster.POLL_ENV, cluster.PREEMPTION_WATCHER_ENV):
+    for name in (cluster.POLL_ENV, cluster.PREEMPTION_WATCHER_ENV, cluster.LOCAL_RAY_ENV):
         monkeypatch.setenv(name, os.environ.get(name, ""))  # local_ray_env sets them: undone after the test
     if value is None:
         monkeypatch.delenv("FACE_ORCHESTRATOR_RAY_DASHBOARD", raising=False)
