@@ -24,7 +24,9 @@ class ProgressPrinter(tune.Callback):
         self.describe, self.stream = describe, stream  # None: sys.stdout at print time (picklable)
         self.order: dict[str, int] = {}
         self.started: dict[str, float] = {}
-        self.best: tuple[float, str] | None = None
+        # Each trial's latest value of the metric: the best of them is the trial the sweep would pick now
+        # (by each trial's last evaluation, as its final `best:` line does), not a peak a trial has left.
+        self.latest: dict[str, tuple[float, str]] = {}
 
     def _say(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.stream or sys.stdout, flush=True)
@@ -37,19 +39,20 @@ class ProgressPrinter(tune.Callback):
             self.order[trial.trial_id] = ids.index(trial.trial_id) + 1 if trial.trial_id in ids else len(self.order) + 1
         return f"trial {self.order[trial.trial_id]}/{self.total} {self.describe(trial.config)}"
 
-    def _better(self, value: float) -> bool:
-        if self.best is None:
-            return True
-        return value > self.best[0] if self.mode == "max" else value < self.best[0]
+    @property
+    def best(self) -> tuple[float, str] | None:
+        """(value, trial) with the best latest value; the first of equals."""
+        pick = max if self.mode == "max" else min
+        return pick(self.latest.values(), key=lambda entry: entry[0]) if self.latest else None
 
     def _recall_best(self, trials) -> None:
-        """On a resumed sweep's first event: the best of the trials that ended in earlier invocations."""
-        if self.best is not None or self.order:
+        """On a resumed sweep's first event: the trials that ended in earlier invocations."""
+        if self.latest or self.order:
             return
         for other in trials:
             value = (other.last_result or {}).get(self.metric) if other.status == "TERMINATED" else None
-            if value is not None and self._better(value):
-                self.best = (value, self.describe(other.config))
+            if value is not None:
+                self.latest[other.trial_id] = (value, self.describe(other.config))
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._recall_best(trials)
@@ -62,9 +65,8 @@ class ProgressPrinter(tune.Callback):
             return
         self._recall_best(trials)
         label = self._label(trial, trials)
-        if self._better(value):
-            self.best = (value, label.split(" ", 2)[2])
-        best = f"best {self.best[0]:.4f} ({self.best[1]})" if self.best else ""
+        self.latest[trial.trial_id] = (value, label.split(" ", 2)[2])
+        best = f"best {self.best[0]:.4f} ({self.best[1]})"
         if result.get(RESUMED):
             self._say(f"       {label}  resumed from its epoch {result.get('epoch', '?')} checkpoint  | {best}")
             return
