@@ -256,6 +256,27 @@ def list_checkpoints(fs: pafs.FileSystem, train_run: str) -> list[Checkpoint]:
     return sorted(found, key=lambda c: c.step)
 
 
+def training_data(cfg) -> str:
+    """The card's line on what the model trained on. A sweep on the demo trains on the demo's prepared shards,
+    so the shards' metadata.json (which records a demo set) says whether the data was synthetic; a root not
+    readable from here (another machine's disk, a store that does not answer) is named as it is."""
+    from trainables.data.shards import load_metadata
+
+    found: dict = {}
+    if cfg.data.root:
+        try:
+            found = load_metadata(cfg.data.root)
+        except Exception:  # unreadable from here: the card still names the root
+            found = {}
+    fmt = cfg.data.format or found.get("format", "")
+    demo = found.get("demo") if cfg.data.root else {"num_images": cfg.data.demo_images}
+    if demo:
+        where = f", prepared at `{cfg.data.root}`" if cfg.data.root else "; data.root was empty"
+        return (f"**synthetic demo data** ({demo.get('num_images', '?')} generated {fmt}-format images{where}). "
+                "The numbers below say nothing about real faces.")
+    return f"`{cfg.data.root}`" + (f" (format {fmt})" if fmt else "")
+
+
 def model_card(*, cfg, title: str, card_lines: list[str], model, run, tracking_uri: str, chosen: dict,
                metrics: dict[str, float], decision: str, num_outputs: int, timm_load=None,
                logged_to: str | None = None) -> str:
@@ -269,11 +290,7 @@ def model_card(*, cfg, title: str, card_lines: list[str], model, run, tracking_u
     out = SWEEP_MODEL if logged_to else chosen["out"]  # a sweep's copy is read after downloading it
     mean, std = input_normalization(model)
     size = cfg.data.image_size
-    if cfg.data.root:
-        data = f"`{cfg.data.root}` (format {cfg.data.format})"
-    else:
-        data = (f"**synthetic demo data** ({cfg.data.demo_images} generated {cfg.data.format}-format images; "
-                "data.root was empty). The numbers below say nothing about real faces.")
+    data = training_data(cfg)
     params = sum(p.numel() for p in model.parameters())
     attention = f" (attn_layer {cfg.model.attn_layer})" if cfg.model.attn_layer else ""
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items())

@@ -71,6 +71,28 @@ def test_model_card_says_when_the_data_was_synthetic():
     assert "secret" not in card and "maximised F1" in card
 
 
+def test_the_card_of_a_model_trained_on_the_demos_prepared_shards_says_they_were_synthetic(tmp_path):
+    """A sweep on the demo hands its trials the demo's prepared shards, never an empty data.root: the card
+    said only "`/root/.cache/.../celeba-celeba_demo-...` (format )"."""
+    from orchestrator.export import training_data
+
+    def shards(name: str, **more) -> str:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metadata.json").write_text(json.dumps({"format": "celeba", "splits": {}, **more}))
+        return str(tmp_path / name)
+
+    def line(root: str, fmt: str = "") -> str:
+        return training_data(TrainConfig.from_dict({"task": "attributes", "data.root": root, "data.format": fmt}))
+
+    demo = line(shards("demo", demo={"num_images": 4000, "seed": 0, "version": "v1"}))
+    assert demo.startswith("**synthetic demo data** (4000 generated celeba-format images, prepared at")
+    assert "say nothing about real faces" in demo
+    real = line(shards("real", demo=None))
+    assert real == f"`{tmp_path / 'real'}` (format celeba)" and "synthetic" not in real
+    assert line(str(tmp_path / "elsewhere")) == f"`{tmp_path / 'elsewhere'}`"  # not readable here: named as it is
+    assert line(str(tmp_path / "elsewhere"), "celeba") == f"`{tmp_path / 'elsewhere'}` (format celeba)"
+
+
 def test_export_follows_metric_and_mode_and_resolves_a_sweep_run(celeba_trial, tmp_path):
     from orchestrator.export import export_run
 
