@@ -261,18 +261,20 @@ def training_data(cfg) -> str:
     so the shards' metadata.json (which records a demo set) says whether the data was synthetic; a root not
     readable from here (another machine's disk, a store that does not answer) is named as it is."""
     from trainables.data.shards import load_metadata
+    from trainables.errors import UserError
 
     found: dict = {}
     if cfg.data.root:
         try:
             found = load_metadata(cfg.data.root)
-        except Exception:  # unreadable from here: the card still names the root
+        except (UserError, OSError, ValueError):  # unreadable from here: the card still names the root
             found = {}
     fmt = cfg.data.format or found.get("format", "")
     demo = found.get("demo") if cfg.data.root else {"num_images": cfg.data.demo_images}
     if demo:
         where = f", prepared at `{cfg.data.root}`" if cfg.data.root else "; data.root was empty"
-        return (f"**synthetic demo data** ({demo.get('num_images', '?')} generated {fmt}-format images{where}). "
+        kind = f"{fmt}-format " if fmt else ""
+        return (f"**synthetic demo data** ({demo.get('num_images', '?')} generated {kind}images{where}). "
                 "The numbers below say nothing about real faces.")
     return f"`{cfg.data.root}`" + (f" (format {fmt})" if fmt else "")
 

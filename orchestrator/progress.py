@@ -66,7 +66,8 @@ class ProgressPrinter(tune.Callback):
         self._recall_best(trials)
         label = self._label(trial, trials)
         self.latest[trial.trial_id] = (value, label.split(" ", 2)[2])
-        best = f"best {self.best[0]:.4f} ({self.best[1]})"
+        best_value, best_trial = self.best
+        best = f"best {best_value:.4f} ({best_trial})"
         if result.get(RESUMED):
             self._say(f"       {label}  resumed from its epoch {result.get('epoch', '?')} checkpoint  | {best}")
             return

@@ -108,7 +108,7 @@ def results_table(results: tune.ResultGrid, metric: str, mode: str, describe, ex
 
 def printed(table: pd.DataFrame) -> str:
     """The table as the console shows it: metrics to 4 decimals, a speed (img/s) to 1."""
-    speed = {IMAGES_PER_SEC: lambda v: "" if pd.isna(v) else f"{v:.1f}"} if IMAGES_PER_SEC in table else {}
+    speed = {IMAGES_PER_SEC: lambda v: f"{v:.1f}"} if IMAGES_PER_SEC in table else {}  # NaN stays NaN
     return table.to_string(index=False, float_format=lambda v: f"{v:.4f}", formatters=speed)
 
 

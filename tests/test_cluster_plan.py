@@ -235,6 +235,8 @@ def test_a_local_rays_trials_keep_trains_fixed_policy_but_send_no_autoscaler_req
     from orchestrator import cluster, local_scaling
 
     stock = FixedScalingPolicy(ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.99}))
+    for name in (cluster.POLL_ENV, cluster.PREEMPTION_WATCHER_ENV):
+        monkeypatch.setenv(name, os.environ.get(name, ""))  # local_ray_env sets them: undone after the test
     monkeypatch.delenv(cluster.LOCAL_RAY_ENV, raising=False)
     assert local_scaling.for_this_ray(stock) is stock  # attached to a cluster: Ray's own policy
     cluster.local_ray_env()

@@ -66,8 +66,9 @@ def smoke_sweep(local_ray, tmp_path_factory):
     before = _actors()
     import ray
 
-    if _coordinator() is not None:  # a stock TorchTrainer of another test in this Ray made it: start without it
-        ray.kill(_coordinator(), no_restart=True)
+    found = _coordinator()
+    if found is not None:  # a stock TorchTrainer of another test in this Ray made it: start without it
+        ray.kill(found, no_restart=True)
     try:
         # One worker per trial, both trials at once: the two Ray Train start-ups overlap (the CelebA smoke
         # sweep covers two-worker DDP). The demo's settings, not those for real data.
