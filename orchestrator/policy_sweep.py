@@ -55,14 +55,7 @@ class PolicyDraws:
 
 class PolicyResults(list):
     """The policies' results as the sweep's report reads a Tune result grid: each with `config`, `metrics`
-    and `error`, and the best by a metric."""
-
-    def get_best_result(self, metric: str, mode: str, scope: str = "last"):
-        scored = [r for r in self if metric in r.metrics]
-        if not scored:
-            raise RuntimeError(f"no policy reported {metric}")
-        pick = max if mode == "max" else min
-        return pick(scored, key=lambda r: r.metrics[metric])
+    and `error` (the report picks the best, as for trials: orchestrator/ranking.py)."""
 
 
 def run_policy_sweep(opts, sweep) -> dict:

@@ -6,12 +6,14 @@ metric, and the best so far, and read the same in a terminal and in `ray job log
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Callable
 
 from ray import tune
 
+from orchestrator import ranking
 from orchestrator.trial_runs import error_line
 from trainables.artifacts import RESUMED, STOPPED
 
@@ -41,18 +43,21 @@ class ProgressPrinter(tune.Callback):
 
     @property
     def best(self) -> tuple[float, str] | None:
-        """(value, trial) with the best latest value; the first of equals."""
-        pick = max if self.mode == "max" else min
-        return pick(self.latest.values(), key=lambda entry: entry[0]) if self.latest else None
+        """(value, trial) with the best latest value, the trial created first of equals, as the sweep's own
+        pick (ranking.py); None while no trial has a finite value."""
+        ids = sorted(self.latest, key=lambda trial_id: self.order.get(trial_id, math.inf))
+        index = ranking.best_index([self.latest[trial_id][0] for trial_id in ids], self.mode)
+        return self.latest[ids[index]] if index is not None else None
 
     def _recall_best(self, trials) -> None:
         """On a resumed sweep's first event: the trials that ended in earlier invocations."""
         if self.latest or self.order:
             return
-        for other in trials:
+        for place, other in enumerate(trials, start=1):
             value = (other.last_result or {}).get(self.metric) if other.status == "TERMINATED" else None
             if value is not None:
                 self.latest[other.trial_id] = (value, self.describe(other.config))
+                self.order.setdefault(other.trial_id, place)  # as _label numbers it
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._recall_best(trials)
@@ -66,8 +71,7 @@ class ProgressPrinter(tune.Callback):
         self._recall_best(trials)
         label = self._label(trial, trials)
         self.latest[trial.trial_id] = (value, label.split(" ", 2)[2])
-        best_value, best_trial = self.best
-        best = f"best {best_value:.4f} ({best_trial})"
+        best = "best {:.4f} ({})".format(*self.best) if self.best else "best -"
         if result.get(RESUMED):
             self._say(f"       {label}  resumed from its epoch {result.get('epoch', '?')} checkpoint  | {best}")
             return

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from ray import tune
 
-from orchestrator import pareto
+from orchestrator import pareto, ranking
 from orchestrator.extend import EARLIER, FROM, EarlierTrial
 from orchestrator.tracking import Tracking, redact
 from orchestrator.trial_runs import is_metric
@@ -101,7 +101,10 @@ def results_table(results: tune.ResultGrid, metric: str, mode: str, describe, ex
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    table = table.sort_values(metric, ascending=(mode == "min"), na_position="last").reset_index(drop=True)
+    # Stable, on values as ranking compares them: tied trials keep their creation order, so the `*` (row 0) is
+    # the trial the sweep picks (ranking.best_index), whatever the last bits of their values.
+    table = table.sort_values(metric, ascending=(mode == "min"), na_position="last", kind="stable",
+                              key=lambda column: column.map(ranking.comparable).astype(float)).reset_index(drop=True)
     table.insert(0, "best", ["*" if i == 0 and pd.notna(table.loc[0, metric]) else "" for i in range(len(table))])
     return table.rename(columns={"train/images_per_sec": IMAGES_PER_SEC})
 
@@ -164,11 +167,7 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
         print(f"\nPareto front of {', '.join(f'{m} ({d})' for m, d in objectives)}: {front['members']} of "
               f"{front['candidates']} trials that ran all their epochs (column {pareto.FRONT}); best: {front['rule']}")
     else:
-        try:
-            best = results.get_best_result(metric=sweep.metric, mode=sweep.mode, scope="last")
-        except RuntimeError:
-            best = None
-        best = best_of([best, *earlier], sweep.metric, sweep.mode)
+        best = best_of(entries, sweep.metric, sweep.mode)
     if best is not None and best.metrics and sweep.metric in best.metrics:
         tags = {"best_trial": describe(best.config)}
         if front is not None:
@@ -182,6 +181,14 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
                        best_metrics=best.metrics, best_tags=tags)
         against = "".join(f"  ({k} {v:.4f})" for k, v in (baseline or {}).items())
         print(f"\nbest: {summary['best']}  {sweep.metric} {summary['best_value']:.4f}{against}")
+        if front is None:
+            tied = ties(entries, best, sweep.metric, describe)
+            if tied:
+                tags["best_tied_with"] = "; ".join(tied)
+                summary["tied"] = tied
+                others = f"{len(tied)} other trial{'s' if len(tied) > 1 else ''}"
+                print(f"      tied with {others} at {summary['best_value']:.4f}: {'; '.join(tied)} (a tie goes to the "
+                      f"trial created first; compare their other metrics in MLflow)")
     leaderboard = None
     if task.leaderboard is not None:
         rows = [(describe(r.config or {}) + (f" ({EARLIER})" if isinstance(r, EarlierTrial) else ""),
@@ -203,20 +210,23 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
     return summary
 
 
-def best_of(results: list, metric: str, mode: str):
-    """The result with the best finite `metric` (None when none has one); the first of equals."""
-    def value(result):
-        try:
-            number = float((result.metrics or {}).get(metric))
-        except (TypeError, ValueError):
-            return None
-        return number if np.isfinite(number) else None
+def _value(result, metric: str):
+    return ((result.metrics or {}) if result is not None else {}).get(metric)
 
-    scored = [(value(r), i, r) for i, r in enumerate(results) if r is not None and value(r) is not None]
-    if not scored:
-        return None
-    return (max if mode == "max" else min)(scored, key=lambda item: (item[0], -item[1]) if mode == "max"
-                                           else (item[0], item[1]))[2]
+
+def best_of(results: list, metric: str, mode: str):
+    """The result with the best finite `metric` (None when none has one); the first of equals (ranking.py)."""
+    index = ranking.best_index([_value(r, metric) for r in results], mode)
+    return results[index] if index is not None else None
+
+
+def ties(results: list, best, metric: str, describe) -> list[str]:
+    """How the other results whose `metric` ties with `best`'s are described (ranking.py), in creation order."""
+    results = list(results)
+    values = [_value(r, metric) for r in results]
+    index = next(i for i, r in enumerate(results) if r is best)
+    return [describe(results[i].config or {}) + (f" ({EARLIER})" if isinstance(results[i], EarlierTrial) else "")
+            for i in ranking.tied_with(values, index)]
 
 
 def pareto_front(results, table: pd.DataFrame, objectives: list[tuple[str, str]], max_gap: float | None,
