@@ -26,6 +26,8 @@ from trainables.artifacts import STOPPED, TRIALS_TABLE, WEIGHTS_REPORT
 from trainables.models.weights import report_tags
 from trainables.tasks import Task
 
+STOPPED_EARLY = "stopped early"  # a table's status for a trial ASHA stopped at a rung
+
 COLUMNS = ["train/images_per_sec"]  # shown for every task, after the task's own
 
 
@@ -74,11 +76,14 @@ IMAGES_PER_SEC = "img/s"  # the table's name for train/images_per_sec
 
 
 def results_table(results: tune.ResultGrid, metric: str, mode: str, describe, extra: list[str] = (),
-                  columns: tuple[str, ...] = (), status_of=None, earlier: list = ()) -> pd.DataFrame:
+                  columns: tuple[str, ...] = (), status_of=None, earlier: list = (),
+                  full_epochs: int | None = None) -> pd.DataFrame:
     """One row per trial, best first, with the sweep's metric and the other headline numbers it reported.
     `status_of(trial_id)` says each trial's status (done, failed, unfinished) from the sweep's own records
-    (accounting.TrialLedger.status); without it the grid's status is shown. `earlier`: an extended sweep's
-    earlier trials (extend.EarlierTrial), listed too, each marked `earlier` in a `from` column."""
+    (accounting.TrialLedger.status); without it the grid's status is shown. A done trial that ran fewer
+    epochs than its config's (else `full_epochs`) is `stopped early` (by ASHA), one that optim.patience
+    ended is `patience`. `earlier`: an extended sweep's earlier trials (extend.EarlierTrial), listed too,
+    each marked `earlier` in a `from` column."""
     rows = []
     statuses = trial_statuses(results)
     entries = [(index, result, False) for index, result in enumerate(results)]
@@ -91,8 +96,11 @@ def results_table(results: tune.ResultGrid, metric: str, mode: str, describe, ex
             shown = status_of(trial_id)
         else:
             shown = "failed" if result.error or status == "ERROR" else "done" if status in ("TERMINATED", "") else "unfinished"
+        planned = (result.config or {}).get("optim.epochs", full_epochs)
         if shown == "done" and metrics.get(STOPPED) == "patience":
             shown = "patience"  # optim.patience ended it: its metric stopped improving
+        elif shown == "done" and planned and metrics.get("epoch", 0) < planned:
+            shown = STOPPED_EARLY  # the scheduler (ASHA) stopped it at a rung
         row = {"trial": trial_id or metrics.get("trial_id", ""), "config": describe(result.config or {}),
                **({FROM: EARLIER if old else "this sweep"} if earlier else {}),
                "status": shown, "epochs": metrics.get("epoch", 0), metric: metrics.get(metric, np.nan)}
@@ -145,7 +153,7 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
     objectives = getattr(sweep, "objectives", [(sweep.metric, sweep.mode)])
     extra = [m for m, _ in objectives[1:] if m not in sweep.report] + list(sweep.report)
     table = results_table(results, sweep.metric, sweep.mode, describe, extra, task.report_columns, status_of,
-                          earlier)
+                          earlier, full_epochs)
     earlier_runs = {t.trial_id: t.run_id for t in earlier}
     run_of = lambda trial_id: earlier_runs.get(trial_id) or child_run(trial_id)  # noqa: E731
     entries = [*results, *earlier]

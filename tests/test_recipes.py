@@ -216,6 +216,22 @@ def test_a_trial_stopped_by_patience_is_shown_so():
     assert dict(zip(table["trial"], table["status"])) == {"a": "patience", "b": "done"}
 
 
+def test_a_trial_asha_stopped_is_shown_stopped_early_not_done():
+    """The recognition demo's table said `done` for its two trials ASHA stopped after 2 of 4 epochs."""
+    from types import SimpleNamespace
+
+    from orchestrator.report import STOPPED_EARLY, results_table
+
+    grid = [SimpleNamespace(metrics={"trial_id": "a", "epoch": 4, "m": 0.97}, config={"optim.epochs": 4}, error=None),
+            SimpleNamespace(metrics={"trial_id": "b", "epoch": 2, "m": 0.95}, config={"optim.epochs": 4}, error=None),
+            SimpleNamespace(metrics={"trial_id": "c", "epoch": 2, "m": 0.94}, config={}, error=None),
+            SimpleNamespace(metrics={"trial_id": "d", "epoch": 1, "m": 0.90}, config={}, error=None)]
+    status = {"a": "done", "b": "done", "c": "done", "d": "unfinished"}
+    table = results_table(grid, "m", "max", describe=lambda c: "", status_of=status.get, full_epochs=2)
+    assert dict(zip(table["trial"], table["status"])) == {"a": "done", "b": STOPPED_EARLY, "c": "done",
+                                                          "d": "unfinished"}
+
+
 def test_every_trial_reports_its_best_evaluations_numbers_and_step():
     from trainables.patience import Patience
 
