@@ -52,6 +52,10 @@ COMMANDS = {"list": cmd_list, "sweep": cmd_sweep, "doctor": cmd_doctor, "prepare
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `orchestrator list | head` ends quietly
+    # MLflow draws a tqdm bar for each artifact download (a policy sweep's stored scores, export --run, serve
+    # --run): a line of `Downloading artifacts: 100%|...` in the console and in `ray job logs`. The user's own
+    # setting wins.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     install_on_std_streams(sys.argv[1:] if argv is None else argv)  # every line printed here is redacted
     args = build_parser().parse_args(argv)
     try:

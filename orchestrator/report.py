@@ -210,7 +210,8 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
                                      **({"pareto/members": front["members"]} if front is not None else {})})
     experiment = tracking.experiment_of(parent_id)
     kept = f" ({len(earlier)} of them from the sweep it extends)" if earlier else ""
-    summary["closing"] = (f"{len(table)} trials{kept} in {(time.time() - started) / 60:.1f} min; compare them in MLflow: "
+    noun = "policies" if getattr(sweep, "runner", "train") == "policies" else "trials"  # as its progress lines say
+    summary["closing"] = (f"{len(table)} {noun}{kept} in {(time.time() - started) / 60:.1f} min; compare them in MLflow: "
                           f"{tracking.runs_url(experiment)}")
     if not closing_later:
         close_sweep(tracking, parent_id, summary)
