@@ -136,7 +136,7 @@ def run_sweep(opts: SweepOptions) -> dict:
                     f"ranks by the first, {sweep.metric}\n  " + stopping
                     + (f", by {sweep.metric} alone; a trial it stops is never on the front" if asha else ""))
     print(f"Sweep {sweep.name}: {sweep.question}" + (f"\n  from {sweep.source}" if sweep.source else "")
-          + f"\n  {total} trial{'s' if total != 1 else ''}, {epochs} epochs each" + (f", evaluated every {every} steps" if every else "")
+          + f"\n  {total} trial{'s' if total != 1 else ''}, {epochs} epoch{'s' if epochs != 1 else ''} each" + (f", evaluated every {every} steps" if every else "")
           + f"; {resources.describe()}\n  {stopping}"
           + (f"\n  {note}" if note else "") + "".join(f"\n  {line}" for line in pre.notes)
           + f"\n  seed {sweep.seed}: the same seed draws the same configs"

@@ -165,6 +165,7 @@ def test_the_fair_frontier_smoke_sweep_tags_exactly_its_non_dominated_trials(loc
     out = capsys.readouterr().out
     assert status == 0, out
     assert "objectives val/race/accuracy (max), val/race/group_gap (min): a Pareto front" in out
+    assert "  2 trials, 1 epoch each;" in out, out  # it said "1 epochs"
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("fairface_fair_frontier").experiment_id])
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
