@@ -3,8 +3,9 @@ model), the order and the `*` of its table, and the progress lines' best so far.
 
 Values that agree to 9 decimal places are a tie: a mean of fold accuracies can differ in its last bit
 between two trials that got the same pairs right, and 600 demo pairs give accuracies in steps of 1/600,
-so two trials at 0.9767 are common. A tie goes to the trial created first, as Tune's own pick has it; the
-sweep says which trials tied, so a user never takes a coin toss for a lead.
+so two trials at 0.9767 are common. A tie goes to the trial created first, as Tune's own pick has it (an
+extended sweep lists its own trials before the earlier sweep's, and so prefers them); the sweep says which
+trials tied, so a user never takes a coin toss for a lead.
 """
 
 from __future__ import annotations
