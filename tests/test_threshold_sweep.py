@@ -93,19 +93,21 @@ def test_a_grid_of_policies_is_drawn_once_per_sample(source_trial, tmp_path):
     assert sorted(c.data.params["policy.strategy"] for c in children) == ["f1_opt", "f1_opt", "fixed", "fixed"]
 
 
-def test_the_command_shows_each_policys_test_numbers_and_no_download_bars(source_trial, tmp_path):
+def test_the_command_shows_each_policys_test_numbers_and_no_download_bars(source_trial, tmp_path, capsys,
+                                                                          monkeypatch):
     """`sweep celeba_thresholds --from-run` as a user runs it: the policy is chosen on validation and reported on
     test, so the table has the test columns; MLflow's `Downloading artifacts: 100%|...` bars (one per download of
     the stored scores) no longer reach the console."""
-    import subprocess
-    import sys
+    from orchestrator.__main__ import main
 
-    env = {k: v for k, v in __import__("os").environ.items() if k != "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"}
-    done = subprocess.run([sys.executable, "-m", "orchestrator", "sweep", "celeba_thresholds", "--smoke", "--from-run",
-                           source_trial.run, "--tracking-uri", source_trial.uri, "--storage", str(tmp_path / "runs")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "Downloading artifacts" not in done.stdout + done.stderr, done.stderr
-    header = next(line for line in done.stdout.splitlines() if line.lstrip().startswith("best ") and "trial" in line)
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")  # as in a user's shell; undone after the test
+    monkeypatch.chdir(tmp_path)
+    status = main(["sweep", "celeba_thresholds", "--smoke", "--from-run", source_trial.run, "--tracking-uri",
+                   source_trial.uri, "--storage", str(tmp_path / "runs")])
+    out, err = capsys.readouterr()
+    assert status == 0, out + err
+    assert "Downloading artifacts" not in out + err, err
+    header = next(line for line in out.splitlines() if line.lstrip().startswith("best ") and "trial" in line)
     assert header.split()[-4:] == ["val/macro_f1", "test/macro_f1", "val/mean_accuracy", "test/mean_accuracy"], header
-    assert done.stdout.splitlines()[-1].startswith("8 policies in "), done.stdout
+    assert out.splitlines()[-1].startswith("8 policies in "), out
