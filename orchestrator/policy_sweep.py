@@ -10,7 +10,6 @@ a new run nested under the source trial's sweep, so the UI shows them together.
 from __future__ import annotations
 
 import functools
-import logging
 import tempfile
 import time
 import uuid
@@ -34,7 +33,6 @@ class PolicyDraws:
     def __init__(self, sweep):
         self.searcher = search_algorithm(sweep.search, sweep.seed, sweep.objectives) if sweep.search else None
         if self.searcher is not None:
-            logging.getLogger("optuna").setLevel(logging.WARNING)  # no "A new study created" line
             self.searcher.set_search_properties(sweep.metric, sweep.mode, sweep.param_space)
             self._drawn = iter(())
         else:  # Tune's basic generator: the whole grid once per sample, its random values drawn anew each time

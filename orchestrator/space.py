@@ -244,8 +244,13 @@ def search_algorithm(name: str, seed: int, objectives: list[tuple[str, str]] | N
         return BasicVariantGenerator(max_concurrent=max_concurrent or 0, random_state=seed,
                                      points_to_evaluate=points)
     if name == "optuna":
+        import logging
+
         from orchestrator.optuna_objectives import ObjectivesOptunaSearch
 
+        # Optuna logs "[I ...] A new study created in memory with name: optuna" when the study is made: a log
+        # line among the sweep's own console lines that says nothing the plan line does not.
+        logging.getLogger("optuna").setLevel(logging.WARNING)
         several = bool(objectives and len(objectives) > 1)
         given, values = evaluated or (None, None)
         return ObjectivesOptunaSearch(metric=[m for m, _ in objectives] if several else None,

@@ -16,7 +16,6 @@ TWO = [("val/macro_f1", "max"), ("val/loss", "min")]
 
 
 def optuna_draws(seed: int, objectives=None, n: int = 4) -> list[dict]:
-    logging.getLogger("optuna").setLevel(logging.WARNING)
     search = search_algorithm("optuna", seed, objectives)
     assert search.set_search_properties("val/macro_f1", "max", SPACE)  # what Tune calls, with its one metric
     configs = []
@@ -83,3 +82,21 @@ def test_the_seed_comes_from_the_sweep_file_or_the_command_line(tmp_path):
     file.write_text("question: q?\ntask: attributes\nseed: -1\nspace:\n  optim.epochs: 1\n")
     with pytest.raises(search_spaces.UserError, match="seed: expects a whole number"):
         loader.load(str(file))
+
+
+def test_an_optuna_sweep_prints_no_study_created_line():
+    """Optuna logged `[I ...] A new study created in memory with name: optuna` among a sweep's console lines
+    (seen on the celeba_losses demo): the search is made quiet where it is made, for sweeps and policy sweeps."""
+    records: list[logging.LogRecord] = []
+    seen = logging.Handler()
+    seen.emit = records.append
+    optuna_logger = logging.getLogger("optuna")  # Optuna's own handler writes these to stderr
+    optuna_logger.setLevel(logging.INFO)  # as in a fresh process
+    optuna_logger.addHandler(seen)
+    try:
+        search = search_algorithm("optuna", 0)
+        assert search.set_search_properties("val/macro_f1", "max", SPACE)
+        assert search.suggest("t0")
+    finally:
+        optuna_logger.removeHandler(seen)
+    assert not [r.getMessage() for r in records if r.levelno >= optuna_logger.getEffectiveLevel()]
