@@ -80,7 +80,7 @@ def run_policy_sweep(opts, sweep) -> dict:
         stored = policy.load(Path(tmp))
 
     total = count_trials(sweep.param_space, sweep.num_samples)
-    name_of = functools.partial(describe, keys=varying_keys(sweep.param_space))
+    name_of = functools.partial(describe, keys=varying_keys(sweep.param_space), task=task.name)
     experiment_id = source.info.experiment_id
     sweep_parent = source.data.tags.get("mlflow.parentRunId")
     # Each run of a policy sweep is its own parent run, even two started within one second.

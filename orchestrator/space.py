@@ -20,7 +20,7 @@ from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUnifo
 
 from search_spaces.distributions import build, parse_call, show_call
 from trainables.config import TrainConfig
-from trainables.config_keys import key_help, key_range, key_type, path_keys
+from trainables.config_keys import key_acts, key_help, key_range, key_type, path_keys
 from trainables.config_values import absolute, coerce, range_problem, with_help
 from trainables.data.transforms import build_augment
 from trainables.errors import UserError
@@ -217,10 +217,13 @@ def count_trials(space: dict[str, Any], num_samples: int) -> int:
     return grid * num_samples
 
 
-def describe(config: dict[str, Any], keys: list[str]) -> str:
-    """A trial's short name: the values of the keys that vary (`seresnet18`, `focal lr=3e-3`)."""
+def describe(config: dict[str, Any], keys: list[str], task: str = "") -> str:
+    """A trial's short name: the values of the keys that vary (`seresnet18`, `focal gamma=2 lr=3e-3`), less those
+    that do not act on this trial (`asl lr=3e-3`: only focal reads loss.gamma; config_keys.key_acts)."""
     parts = []
     for key in keys:
+        if task and not key_acts(key, task, config):
+            continue
         value = config.get(key)
         text = f"{value:.3g}" if isinstance(value, float) else str(value)
         parts.append(text if key.endswith(".name") else f"{key.split('.')[-1]}={text}")

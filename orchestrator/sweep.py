@@ -98,7 +98,7 @@ def run_sweep(opts: SweepOptions) -> dict:
     task = get_task(pre.base.task)
     space.update(data.settings)  # trials read the prepared shards, never the raw files
     epochs = max_epochs(space)
-    name_of = functools.partial(describe, keys=varying_keys(space))
+    name_of = functools.partial(describe, keys=varying_keys(space), task=task.name)
     total = pre.trial_count()
 
     experiment_id = tracking.experiment_id(sweep.name)

@@ -39,6 +39,18 @@ def test_overrides_replace_values_and_comma_lists_become_grids():
     assert max_epochs({"optim.epochs": tune.grid_search([2, 5])}) == 5
 
 
+def test_a_trial_is_named_without_the_keys_that_do_not_act_on_it():
+    """celeba_losses draws loss.gamma for every trial, but only focal reads it: its demo's table said
+    `asl gamma=2 lr=0.00192` (and bce trials differed only by a gamma they ignore)."""
+    keys = ["loss.name", "loss.gamma", "optim.lr"]
+    assert describe({"loss.name": "focal", "loss.gamma": 2.0, "optim.lr": 0.00192}, keys, "attributes") == \
+        "focal gamma=2 lr=0.00192"
+    assert describe({"loss.name": "asl", "loss.gamma": 2.0, "optim.lr": 0.00192}, keys, "attributes") == "asl lr=0.00192"
+    assert describe({"loss.gamma": 1.0, "optim.lr": 0.01}, keys[1:], "attributes") == "lr=0.01"  # bce by default
+    assert describe({"loss.name": "asl", "loss.clip": 0.1}, ["loss.name", "loss.clip"], "attributes") == "asl clip=0.1"
+    assert describe({"loss.name": "asl", "loss.gamma": 2.0}, keys[:2]) == "asl gamma=2"  # no task: every key
+
+
 @pytest.mark.parametrize("override,fragment", [
     ("model.name=resnet1999", "unknown backbone 'resnet1999'"),
     ("loss.name=hinge", "unknown loss 'hinge'"),

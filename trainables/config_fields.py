@@ -21,9 +21,10 @@ def path(default: Any = "", help: str = "", **kwargs):
     return field(default=default, metadata=metadata, **kwargs)
 
 
-def helped(default: Any, help: str, **metadata):
-    """A dataclass field with its one-line help, shown by `list --keys`."""
-    return field(default=default, metadata={"help": help, **metadata})
+def helped(default: Any, help: str, *, only_with: dict | None = None, **metadata):
+    """A dataclass field with its one-line help, shown by `list --keys`. `only_with`: see `bounded`."""
+    return field(default=default, metadata={"help": help, **({"only_with": only_with} if only_with else {}),
+                                            **metadata})
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,12 @@ class Range:
 
 
 def bounded(default: float, *, at_least: float | None = None, above: float | None = None,
-            at_most: float | None = None, below: float | None = None, note: str = "", help: str = ""):
-    """A numeric dataclass field with its valid range, e.g. `bounded(0.9, at_least=0, below=1)` for [0, 1)."""
+            at_most: float | None = None, below: float | None = None, note: str = "", help: str = "",
+            only_with: dict | None = None):
+    """A numeric dataclass field with its valid range, e.g. `bounded(0.9, at_least=0, below=1)` for [0, 1).
+    `only_with={"name": ("focal",)}`: the field acts only when its section's `name` is one of those (a trial's
+    name leaves it out otherwise: config_keys.key_acts)."""
     low, high = (above if at_least is None else at_least), (below if at_most is None else at_most)
     valid = Range(low, high, low_open=above is not None, high_open=below is not None, note=note)
-    return field(default=default, metadata={"range": valid, **({"help": help} if help else {})})
+    return field(default=default, metadata={"range": valid, **({"help": help} if help else {}),
+                                            **({"only_with": only_with} if only_with else {})})

@@ -75,6 +75,20 @@ def key_range(key: str, task: str) -> Range | None:
     return found.metadata.get("range") if found else None
 
 
+def key_acts(key: str, task: str, config: dict) -> bool:
+    """Whether a dotted key acts on a trial of `config` (dotted keys): not when its field is declared
+    `only_with` a sibling's values (config_fields.bounded) and the sibling, as set in `config` or by its
+    default, holds none of them; e.g. `loss.gamma`, which only the focal loss reads."""
+    found = _field(key, task)
+    wanted = found.metadata.get("only_with") if found else None
+    section = key.partition(".")[0]
+    for sibling, values in (wanted or {}).items():
+        other = _field(f"{section}.{sibling}", task)
+        if config.get(f"{section}.{sibling}", other.default if other else None) not in values:
+            return False
+    return True
+
+
 def _field(key: str, task: str) -> dataclasses.Field | None:
     section, _, name = key.partition(".")
     cls = task_sections(task).get(section)
