@@ -230,9 +230,27 @@ def describe(config: dict[str, Any], keys: list[str], task: str = "") -> str:
     return " ".join(parts) or str(config.get("model.name", "default"))  # nothing varies: name the backbone
 
 
+def starting_points(space: dict[str, Any], points: list[dict]) -> list[dict]:
+    """A sweep's `first_points` that this space can search: each reduced to the searched keys, and left out when
+    it lacks one of them or holds a value outside its domain (a `--set` may fix a key, add one or narrow a
+    choice)."""
+    domains = {k: v for k, v in space.items() if isinstance(v, Domain)}
+
+    def within(domain: Domain, value: Any) -> bool:
+        if isinstance(domain, Categorical):
+            return value in domain.categories
+        if isinstance(domain, (Float, Integer)) and isinstance(value, (int, float)):
+            return domain.lower <= value and (value < domain.upper if isinstance(domain, Integer)
+                                              else value <= domain.upper)
+        return False
+
+    return [{k: point[k] for k in domains} for point in points
+            if domains and all(k in point and within(d, point[k]) for k, d in domains.items())]
+
+
 def search_algorithm(name: str, seed: int, objectives: list[tuple[str, str]] | None = None,
                      max_concurrent: int | None = None, points: list[dict] | None = None,
-                     evaluated: tuple[list[dict], list] | None = None):
+                     evaluated: tuple[list[dict], list] | None = None, first: list[dict] | None = None):
     """The Tune search algorithm a sweep declares, seeded, so that the same sweep draws the same configs:
     "" is Tune's grid and random variant generator (its `random_state`), "optuna" Optuna's TPE sampler
     (`seed`). With several `objectives` Optuna searches them all (a multi-objective study); Tune itself
@@ -240,7 +258,8 @@ def search_algorithm(name: str, seed: int, objectives: list[tuple[str, str]] | N
     only wraps a `Searcher`: the caller passes it there for Optuna).
 
     An extended sweep (extend.py) passes the grid `points` still to run (the variant generator runs those
-    alone, given as many samples), or the `evaluated` (points, values) its Optuna study starts from."""
+    alone, given as many samples), or the `evaluated` (points, values) its Optuna study starts from. Else
+    Optuna tries the sweep's `first` points (starting_points) before its own draws."""
     if not name:
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -255,7 +274,7 @@ def search_algorithm(name: str, seed: int, objectives: list[tuple[str, str]] | N
         # line among the sweep's own console lines that says nothing the plan line does not.
         logging.getLogger("optuna").setLevel(logging.WARNING)
         several = bool(objectives and len(objectives) > 1)
-        given, values = evaluated or (None, None)
+        given, values = evaluated or (first, None)
         return ObjectivesOptunaSearch(metric=[m for m, _ in objectives] if several else None,
                                       mode=[d for _, d in objectives] if several else None, seed=seed,
                                       points_to_evaluate=given or None, evaluated_rewards=values or None)

@@ -18,7 +18,7 @@ from orchestrator import (accounting, budget, cluster, extend, logged_model, ord
                           state, store_outage)
 from orchestrator.runners import RUNNERS, TRAIN, train_driver_fn
 from orchestrator.preflight import Preflight
-from orchestrator.space import (describe, evaluation_interval, grid_note, max_epochs, search_algorithm,
+from orchestrator.space import (describe, evaluation_interval, grid_note, max_epochs, search_algorithm, starting_points,
                                 varying_keys)
 from orchestrator.tracking import KIND_KEY, SWEEP_KEY, DatasetRecord, redact
 from orchestrator.trial_runs import MlflowTrialCallback, OneLineUserErrors
@@ -124,6 +124,11 @@ def run_sweep(opts: SweepOptions) -> dict:
         **{f"override.{o.split('=')[0]}": o.split("=", 1)[-1] for o in opts.overrides},
     })
     note = grid_note(space)
+    # Optuna's set first points (a new sweep's: an extended one starts from its earlier trials instead).
+    first = starting_points(space, sweep.first_points)[:total] if sweep.search == "optuna" and not pre.evaluated else []
+    if first:
+        note = "; ".join(filter(None, [note, f"the first {len(first)} trial{'s are' if len(first) > 1 else ' is'} set: "
+                                            f"{', '.join(name_of(p) for p in first)}; Optuna draws the rest"]))
     asha = sweep.grace_period and opts.early_stopping
     every = evaluation_interval(space, bool(asha))
     unit = (f"evaluation {sweep.grace_period} (one every {every} optimizer steps)" if every
@@ -206,7 +211,7 @@ def run_sweep(opts: SweepOptions) -> dict:
                 metric=sweep.metric, mode=sweep.mode, scheduler=scheduler,
                 num_samples=len(pre.points) if pre.points is not None else sweep.num_samples,
                 search_alg=search_algorithm(sweep.search, sweep.seed, sweep.objectives, resources.max_concurrent,
-                                            points=pre.points, evaluated=pre.evaluated),
+                                            points=pre.points, evaluated=pre.evaluated, first=first),
                 max_concurrent_trials=resources.max_concurrent if sweep.search else None,
             ),
             run_config=tune.RunConfig(

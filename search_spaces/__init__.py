@@ -40,6 +40,10 @@ class Sweep:
     search: str = ""                     # "" (Tune's basic variant generator) or "optuna"
     workers_per_trial: int = 2           # DDP workers of one trial, unless --num-workers says otherwise
     report: list[str] = field(default_factory=list)  # extra metrics shown in the final table
+    # Optuna: full points of the searched keys tried first, in order, before Optuna's own draws (a question
+    # such as "BCE, focal or ASL?" then sees each once; orchestrator.space.starting_points keeps those that fit
+    # the space after --set).
+    first_points: list[dict] = field(default_factory=list)
     runner: str = "train"                # "train": trials train models; "policies": the task's decision policies
     #                                      (`Task.policy`) scored on a finished trial's stored predictions
     tags: dict[str, str] = field(default_factory=dict)

@@ -177,3 +177,32 @@ def test_an_unknown_search_is_a_user_error():
 
     with pytest.raises(UserError, match="unknown search 'hyperopt'"):
         search_algorithm("hyperopt", 0)
+
+
+def test_the_losses_sweep_trains_each_loss_first_then_optuna_draws():
+    """The celeba_losses demo asked "BCE, focal or ASL?" and never trained BCE: seed 0's six Optuna draws were four
+    focal and two ASL. Its set first points (one per loss) come first; Optuna draws after them."""
+    from orchestrator.space import grids_as_choices, search_algorithm, starting_points
+
+    sweep = search_spaces.get("celeba_losses")(real_data=False, smoke=False)
+    first = starting_points(sweep.param_space, sweep.first_points)
+    assert [p["loss.name"] for p in first] == ["bce", "focal", "asl"]
+    search = search_algorithm(sweep.search, sweep.seed, first=first)
+    assert search.set_search_properties(sweep.metric, sweep.mode, sweep.param_space)
+    drawn = []
+    for i in range(sweep.num_samples):
+        config = search.suggest(f"t{i}")
+        drawn.append(config)
+        search.on_trial_complete(f"t{i}", {sweep.metric: 0.5 + i / 100, "training_iteration": 1})
+    assert [c["loss.name"] for c in drawn[:3]] == ["bce", "focal", "asl"] and drawn[0]["optim.lr"] == 3e-3
+    assert len({c["optim.lr"] for c in drawn[3:]} - {3e-3}) == 3  # then Optuna's own draws
+
+    # After --set: a narrowed choice drops the point it no longer holds, a fixed key leaves the points' other
+    # keys, and a key the points do not set drops them all (Optuna would refuse a point without it).
+    narrowed = grids_as_choices(apply_overrides(sweep.param_space, ["loss.name=bce,focal"]), "optuna")
+    assert [p["loss.name"] for p in starting_points(narrowed, sweep.first_points)] == ["bce", "focal"]
+    fixed = apply_overrides(sweep.param_space, ["optim.lr=0.01"])
+    assert starting_points(fixed, sweep.first_points)[0] == {"loss.name": "bce", "loss.gamma": 2.0}
+    added = apply_overrides(sweep.param_space, ["optim.weight_decay=loguniform(1e-5,1e-2)"])
+    assert starting_points(added, sweep.first_points) == []
+    assert starting_points({"optim.lr": tune.loguniform(1e-4, 1e-3)}, [{"optim.lr": 3e-3}]) == []  # out of range
