@@ -248,6 +248,15 @@ def starting_points(space: dict[str, Any], points: list[dict]) -> list[dict]:
             if domains and all(k in point and within(d, point[k]) for k, d in domains.items())]
 
 
+def first_points_note(first: list[dict], total: int, name_of) -> str:
+    """The plan line's words for the set first points ("" when none)."""
+    if not first:
+        return ""
+    rest = "; Optuna draws the rest" if total > len(first) else ""
+    return (f"the first {len(first)} trial{'s are' if len(first) > 1 else ' is'} set: "
+            f"{', '.join(name_of(p) for p in first)}{rest}")
+
+
 def search_algorithm(name: str, seed: int, objectives: list[tuple[str, str]] | None = None,
                      max_concurrent: int | None = None, points: list[dict] | None = None,
                      evaluated: tuple[list[dict], list] | None = None, first: list[dict] | None = None):

@@ -18,8 +18,8 @@ from orchestrator import (accounting, budget, cluster, extend, logged_model, ord
                           state, store_outage)
 from orchestrator.runners import RUNNERS, TRAIN, train_driver_fn
 from orchestrator.preflight import Preflight
-from orchestrator.space import (describe, evaluation_interval, grid_note, max_epochs, search_algorithm, starting_points,
-                                varying_keys)
+from orchestrator.space import (describe, evaluation_interval, first_points_note, grid_note, max_epochs,
+                                search_algorithm, starting_points, varying_keys)
 from orchestrator.tracking import KIND_KEY, SWEEP_KEY, DatasetRecord, redact
 from orchestrator.trial_runs import MlflowTrialCallback, OneLineUserErrors
 from orchestrator.progress import ProgressPrinter
@@ -126,9 +126,7 @@ def run_sweep(opts: SweepOptions) -> dict:
     note = grid_note(space)
     # Optuna's set first points (a new sweep's: an extended one starts from its earlier trials instead).
     first = starting_points(space, sweep.first_points)[:total] if sweep.search == "optuna" and not pre.evaluated else []
-    if first:
-        note = "; ".join(filter(None, [note, f"the first {len(first)} trial{'s are' if len(first) > 1 else ' is'} set: "
-                                            f"{', '.join(name_of(p) for p in first)}; Optuna draws the rest"]))
+    note = "; ".join(filter(None, [note, first_points_note(first, total, name_of)]))
     asha = sweep.grace_period and opts.early_stopping
     every = evaluation_interval(space, bool(asha))
     unit = (f"evaluation {sweep.grace_period} (one every {every} optimizer steps)" if every

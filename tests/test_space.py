@@ -182,7 +182,7 @@ def test_an_unknown_search_is_a_user_error():
 def test_the_losses_sweep_trains_each_loss_first_then_optuna_draws():
     """The celeba_losses demo asked "BCE, focal or ASL?" and never trained BCE: seed 0's six Optuna draws were four
     focal and two ASL. Its set first points (one per loss) come first; Optuna draws after them."""
-    from orchestrator.space import grids_as_choices, search_algorithm, starting_points
+    from orchestrator.space import first_points_note, grids_as_choices, search_algorithm, starting_points
 
     sweep = search_spaces.get("celeba_losses")(real_data=False, smoke=False)
     first = starting_points(sweep.param_space, sweep.first_points)
@@ -206,3 +206,9 @@ def test_the_losses_sweep_trains_each_loss_first_then_optuna_draws():
     added = apply_overrides(sweep.param_space, ["optim.weight_decay=loguniform(1e-5,1e-2)"])
     assert starting_points(added, sweep.first_points) == []
     assert starting_points({"optim.lr": tune.loguniform(1e-4, 1e-3)}, [{"optim.lr": 3e-3}]) == []  # out of range
+
+    name = lambda point: describe(point, ["loss.name", "loss.gamma", "optim.lr"], "attributes")  # noqa: E731
+    assert first_points_note(first, 6, name) == ("the first 3 trials are set: bce lr=0.003, focal gamma=2 lr=0.003, "
+                                                 "asl lr=0.003; Optuna draws the rest")
+    assert first_points_note(first[:2], 2, name).endswith("focal gamma=2 lr=0.003")  # --smoke: nothing left to draw
+    assert first_points_note([], 6, name) == ""
