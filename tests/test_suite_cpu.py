@@ -47,13 +47,17 @@ def test_a_childs_cpu_is_counted_and_an_older_process_counts_only_what_it_spends
     thread.start()
     go.touch()
     # A new child titled as a driver spends 1.0 s, then idles long enough for a sample to see all of it.
-    subprocess.run([sys.executable, "-c", BURN.format(s=1.0, after="time.sleep(1.5)"),
-                    "-m orchestrator"], check=True)
+    child = subprocess.Popen([sys.executable, "-c", BURN.format(s=1.0, after="time.sleep(1.5)"), "-m orchestrator"])
+    assert child.wait() == 0
     older.wait()  # reaped only now: until then its /proc entry kept what it spent, for the sampler to read
     sampler.stopped.set()
     thread.join()
     spent = {key[0]: sampler.last[key] - sampler.first[key] for key in sampler.last}
     assert 0.3 <= spent[str(older.pid)] <= 0.55, spent[str(older.pid)]  # not the 0.6 s from before
+    # The sampler reads every process of the machine: another test's command may be a driver too, so the child is
+    # found by its pid, and its kind by the title the sampler kept.
+    (key,) = [key for key in sampler.last if key[0] == str(child.pid)]
+    assert 0.9 <= spent[str(child.pid)] <= 1.3 and bench.kind_of(sampler.title[key]) == "drivers", spent
     kinds = sampler.by_kind()
-    assert 0.9 <= kinds["drivers"][0] <= 1.3 and kinds["drivers"][1] == 1, kinds
+    assert kinds["drivers"][0] >= 0.9 and kinds["drivers"][1] >= 1, kinds
 
