@@ -71,7 +71,8 @@ class ProgressPrinter(tune.Callback):
         self._recall_best(trials)
         label = self._label(trial, trials)
         self.latest[trial.trial_id] = (value, label.split(" ", 2)[2])
-        best = "best {:.4f} ({})".format(*self.best) if self.best else "best -"
+        leader = self.best
+        best = "best {:.4f} ({})".format(*leader) if leader else "best -"
         if result.get(RESUMED):
             self._say(f"       {label}  resumed from its epoch {result.get('epoch', '?')} checkpoint  | {best}")
             return
