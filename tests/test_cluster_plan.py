@@ -192,22 +192,6 @@ def test_the_pre_run_resource_check_refuses_64_workers_on_two_cpus(monkeypatch):
     assert "2 DDP workers x (0.995 CPU)" in pre.check_resources()
 
 
-def test_a_local_ray_that_times_out_starting_is_one_line(monkeypatch):
-    import ray
-
-    from orchestrator import cluster
-
-    def timed_out(**kwargs):  # what Ray 2.60 raises when the raylet or GCS of a local node is too slow to start
-        raise Exception("The current node timed out during startup. This could happen because some of the raylet "
-                        "failed to startup or the GCS has become overloaded.")
-
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", timed_out)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    with pytest.raises(UserError, match=r"^a local Ray could not start: The current node timed out .*--address$"):
-        cluster.connect(None)
-
-
 def test_a_local_rays_environment_asks_train_for_a_half_second_poll_unless_the_user_set_one(monkeypatch):
     """Ray Train's controller learns that training ended, and collects each epoch's report for ASHA, only when
     it polls; its default of 2 s made every trial of a local sweep wait up to 2 s to end. (Ray Train passes
