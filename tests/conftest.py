@@ -48,8 +48,9 @@ def local_ray(demo_cache):
     # Workers' output stays in Ray's log folder, as a command's does by default: printed here, it arrived
     # whenever Ray forwarded it, in whichever test was then capturing this process's output.
     # No dashboard either, as a command's local Ray has none by default: tests read Ray's tables from the GCS.
-    ray.init(address="local", num_cpus=2, include_dashboard=cluster.dashboard_wanted(), logging_level="ERROR",
-             log_to_driver=cluster.worker_logs_shown())
+    # A start that times out on the busy machine gets the command's second try.
+    cluster.start_local_ray(dict(address="local", num_cpus=2, include_dashboard=cluster.dashboard_wanted(),
+                                 logging_level="ERROR", log_to_driver=cluster.worker_logs_shown()))
     assert ray.is_initialized()
     cluster.connect(None)  # a no-op now: run_sweep finds this Ray
     yield ray
