@@ -161,7 +161,7 @@ def main() -> None:
                                       f"{results[n][step]['peak_rss_mb']:.0f} MiB" for n in sizes)
               + f"; cost ratio {ratios[step]:.3f}, RSS ratio {ratios[f'{step}_rss']:.3f}", flush=True)
     if args.sweep_start and all("sweep_start_s" in r for r in results.values()):
-        print(f"sweep start: " + ", ".join(f"{n} images {results[n]['sweep_start_s']:.1f} s" for n in sizes)
+        print("sweep start: " + ", ".join(f"{n} images {results[n]['sweep_start_s']:.1f} s" for n in sizes)
               + f"; sweep_start_ratio={large['sweep_start_s'] / small['sweep_start_s']:.3f}", flush=True)
     print(f"prepare_cost_ratio={ratios['prepare']:.3f} epoch_cost_ratio={ratios['epoch']:.3f} "
           f"rss_ratio={max(ratios['prepare_rss'], ratios['epoch_rss']):.3f}")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 from ray import tune
 
 from orchestrator import extend, report

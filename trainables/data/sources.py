@@ -9,7 +9,6 @@ hands the prepared root to the trials, so workers only ever read shards.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import time
 from pathlib import Path
