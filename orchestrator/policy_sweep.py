@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 from mlflow.artifacts import download_artifacts
 
-from orchestrator import report
+from orchestrator import ranking, report
 from orchestrator.space import count_trials, describe, search_algorithm, varying_keys
 from orchestrator.tracking import KIND_KEY, SWEEP_KEY, TRIAL_KEY, Tracking
 from orchestrator.trial_runs import is_metric
@@ -110,7 +110,8 @@ def run_policy_sweep(opts, sweep) -> dict:
                      metrics={k: v for k, v in metrics.items() if is_metric(k, v)})
         tracking.set_terminated(run_ids[trial_id], status="FINISHED")
         value = metrics.get(sweep.metric)
-        if value is not None and (best is None or (value > best[0] if sweep.mode == "max" else value < best[0])):
+        counted = ranking.comparable(value)  # the rule the table and the final pick use: the first of equals
+        if counted is not None and (best is None or ranking.better(counted, ranking.comparable(best[0]), sweep.mode)):
             best = (value, name)
         shown = f"{sweep.metric} {value:.4f}" if value is not None else "no result"
         print(f"[{time.strftime('%H:%M:%S')}] policy {index + 1}/{total} {name}: {shown}"

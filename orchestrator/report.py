@@ -165,7 +165,11 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
         table["best"] = ""  # a partial sweep names no winner (no best/*): nor does its table
     ours = table[table[FROM] != EARLIER] if earlier and not table.empty else table
     failed = int((ours["status"] == "failed").sum()) if not ours.empty else 0
-    print("\n" + (printed(table) if not table.empty else "no trials ran"))
+    policies = getattr(sweep, "runner", "train") == "policies"
+    noun = "policies" if policies else "trials"  # as its progress lines say
+    if policies and not table.empty:  # a policy is scored once, never trained: no status, no epochs
+        table = table.drop(columns=["status", "epochs"]).rename(columns={"trial": "policy"})
+    print("\n" + (printed(table) if not table.empty else f"no {noun} ran"))
     summary: dict = {"trials": len(ours), "failed": failed, "baseline": baseline, "earlier": len(earlier)}
     if interrupted:
         return interrupted_sweep(tracking, parent_id, ours, started, child_run, summary, total, why)
@@ -194,9 +198,10 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
             if tied:
                 tags["best_tied_with"] = "; ".join(tied)
                 summary["tied"] = tied
-                others = f"{len(tied)} other trial{'s' if len(tied) > 1 else ''}"
+                one = "policy" if policies else "trial"
+                others = f"{len(tied)} other {noun if len(tied) > 1 else one}"
                 print(f"      tied with {others} at {summary['best_value']:.4f}: {'; '.join(tied)} (a tie goes to the "
-                      f"trial created first; compare their other metrics in MLflow)")
+                      f"{one} created first; compare their other metrics in MLflow)")
     leaderboard = None
     if task.leaderboard is not None:
         rows = [(describe(r.config or {}) + (f" ({EARLIER})" if isinstance(r, EarlierTrial) else ""),
@@ -210,7 +215,6 @@ def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking
                                      **({"pareto/members": front["members"]} if front is not None else {})})
     experiment = tracking.experiment_of(parent_id)
     kept = f" ({len(earlier)} of them from the sweep it extends)" if earlier else ""
-    noun = "policies" if getattr(sweep, "runner", "train") == "policies" else "trials"  # as its progress lines say
     summary["closing"] = (f"{len(table)} {noun}{kept} in {(time.time() - started) / 60:.1f} min; compare them in MLflow: "
                           f"{tracking.runs_url(experiment)}")
     if not closing_later:
