@@ -18,7 +18,7 @@ from typing import Any
 from ray import tune
 from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform
 
-from search_spaces.distributions import build, parse_call, show_call
+from search_spaces.distributions import build, parse_call, show_call, within
 from trainables.config import TrainConfig
 from trainables.config_keys import key_acts, key_help, key_range, key_type, path_keys
 from trainables.config_values import absolute, coerce, range_problem, with_help
@@ -235,26 +235,25 @@ def starting_points(space: dict[str, Any], points: list[dict]) -> list[dict]:
     it lacks one of them or holds a value outside its domain (a `--set` may fix a key, add one or narrow a
     choice)."""
     domains = {k: v for k, v in space.items() if isinstance(v, Domain)}
-
-    def within(domain: Domain, value: Any) -> bool:
-        if isinstance(domain, Categorical):
-            return value in domain.categories
-        if isinstance(domain, (Float, Integer)) and isinstance(value, (int, float)):
-            return domain.lower <= value and (value < domain.upper if isinstance(domain, Integer)
-                                              else value <= domain.upper)
-        return False
-
     return [{k: point[k] for k in domains} for point in points
             if domains and all(k in point and within(d, point[k]) for k, d in domains.items())]
 
 
-def first_points_note(first: list[dict], total: int, name_of) -> str:
-    """The plan line's words for the set first points ("" when none)."""
-    if not first:
+def first_points_note(first: list[dict], total: int, name_of, left_out: int = 0) -> str:
+    """The plan line's words for the set first points ("" when none), and for the `left_out` ones that fall
+    outside the space as --set, --data or --smoke leave it."""
+    if not first and not left_out:
         return ""
-    rest = "; Optuna draws the rest" if total > len(first) else ""
-    return (f"the first {len(first)} trial{'s are' if len(first) > 1 else ' is'} set: "
-            f"{', '.join(name_of(p) for p in first)}{rest}")
+    words = []
+    if first:
+        rest = "; Optuna draws the rest" if total > len(first) else ""
+        which = f"first {len(first)} trials are" if len(first) > 1 else "first trial is"
+        words.append(f"the {which} set: {', '.join(name_of(p) for p in first)}{rest}")
+    if left_out:
+        some = f"{left_out} of the sweep's set first points" if first else "the sweep's set first points"
+        words.append(f"{some} {'are' if left_out > 1 or not first else 'is'} left out, outside this space "
+                     f"(changed by --set, --data or --smoke)")
+    return "; ".join(words)
 
 
 def search_algorithm(name: str, seed: int, objectives: list[tuple[str, str]] | None = None,

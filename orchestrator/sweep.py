@@ -125,8 +125,10 @@ def run_sweep(opts: SweepOptions) -> dict:
     })
     note = grid_note(space)
     # Optuna's set first points (a new sweep's: an extended one starts from its earlier trials instead).
-    first = starting_points(space, sweep.first_points)[:total] if sweep.search == "optuna" and not pre.evaluated else []
-    note = "; ".join(filter(None, [note, first_points_note(first, total, name_of)]))
+    offered = sweep.first_points if sweep.search == "optuna" and not pre.evaluated else []
+    fitting = starting_points(space, offered)
+    first, left_out = fitting[:total], len(offered) - len(fitting)
+    note = "; ".join(filter(None, [note, first_points_note(first, total, name_of, left_out)]))
     asha = sweep.grace_period and opts.early_stopping
     every = evaluation_interval(space, bool(asha))
     unit = (f"evaluation {sweep.grace_period} (one every {every} optimizer steps)" if every

@@ -21,6 +21,7 @@ import typing
 from typing import Any, Callable
 
 from ray import tune
+from ray.tune.search.sample import Categorical, Float, Integer
 
 from trainables.config_values import coerce
 from trainables.errors import UserError
@@ -148,3 +149,16 @@ def render(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(render(v) for v in value) + "]"
     return str(value)
+
+
+def within(domain: Any, value: Any) -> bool:
+    """Whether a search could draw `value` from `domain`: a grid (`{"grid_search": [...]}`) or a choice holds it,
+    or a range covers it (randint's upper excluded, as Tune draws)."""
+    if isinstance(domain, dict) and set(domain) == {"grid_search"}:
+        return value in domain["grid_search"]
+    if isinstance(domain, Categorical):
+        return value in domain.categories
+    if isinstance(domain, (Float, Integer)) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return domain.lower <= value and (value < domain.upper if isinstance(domain, Integer) else value <= domain.upper)
+    return False
+

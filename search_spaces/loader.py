@@ -20,6 +20,8 @@
     smoke:                        # with --smoke, applied last
       samples: 2
       optim.epochs: 1
+    first:                        # optuna: points tried first, in order, before Optuna's own draws; each
+      - {model.name: resnet18, optim.lr: 1.0e-3}   # sets every key that space: searches
 
 Every field and value of every block is checked when the file is read, whichever blocks apply, so an
 error is one line naming the file, the field or key, and the fix, before any trial starts. Relative
@@ -40,7 +42,7 @@ import yaml
 from ray.tune.search.sample import Domain
 
 from search_spaces import DEFAULT_SEED, SWEEPS, Sweep, objectives_of
-from search_spaces.distributions import KINDS, build, parse_call, render, show_yaml, type_name
+from search_spaces.distributions import KINDS, build, parse_call, render, show_yaml, type_name, within
 from trainables.config import TrainConfig
 from trainables.config_keys import key_help, key_type, path_keys
 from trainables.config_values import coerce, with_help
@@ -49,7 +51,7 @@ from trainables.tasks import TASKS, get_task
 
 SWEEP_FIELDS = ("samples", "scheduler", "grace_period", "reduction_factor", "workers_per_trial")  # what real_data and smoke may change
 FIELDS = ("name", "question", "task", "metric", "mode", "max_gap", "seed", "search", "report", *SWEEP_FIELDS,
-          "space", "real_data", "smoke")
+          "space", "real_data", "smoke", "first")
 BLOCKS = ("space", "real_data", "smoke")
 SEARCHES = {"basic": "", "optuna": "optuna"}
 SCHEDULERS = ("asha", "none")
@@ -88,6 +90,7 @@ def load(path: str, real_data: bool = False, smoke: bool = False) -> Sweep:
         raise UserError(f"{path}: name: {name!r} cannot name an MLflow experiment and a storage folder: "
                         f"use letters, digits, '_', '-' or '.' (default: the file's name)")
     metric, mode = _objectives(path, doc, task)
+    first = _first_points(path, doc.get("first"), search, blocks["space"][1], task, folder)
     seed, max_gap = doc.get("seed", DEFAULT_SEED), doc.get("max_gap")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UserError(f"{path}: seed: expects a whole number of at least 0, got {seed!r}")
@@ -104,7 +107,61 @@ def load(path: str, real_data: bool = False, smoke: bool = False) -> Sweep:
         grace_period=fields["grace_period"] if fields["scheduler"] == "asha" else 0,
         reduction_factor=fields["reduction_factor"],
         workers_per_trial=fields["workers_per_trial"], report=report, source=str(Path(path).expanduser().resolve()),
+        first_points=first,
     )
+
+
+def _first_points(path: str, raw: Any, search: str, space: dict, task: str, folder: Path) -> list[dict]:
+    """`first:`, Optuna's first points: a list of mappings, each setting every key that the `space:` block
+    searches (Ray's OptunaSearch takes whole points only) to one value it can draw. A `real_data` or `smoke`
+    block, or a --set, that changes the space leaves out the points that no longer fit (the plan line names
+    those that are tried)."""
+    if raw is None:
+        return []
+    if search != "optuna":
+        raise UserError(f"{path}: first: sets the first points of an Optuna search, and this sweep's search is "
+                        f"{search}: write search: optuna, or remove first")
+    searched = [k for k, v in space.items() if _varies(v)]
+    example = "{" + ", ".join(f"{k}: ..." for k in searched) + "}"
+    if not isinstance(raw, list) or not raw:
+        raise UserError(f"{path}: first: expects a list of points, one `- {example}` line each")
+    defaults = TrainConfig(task).to_flat_dict()
+    paths = set(path_keys(task))
+    points = []
+    for number, point in enumerate(raw, 1):
+        where = f"{path}: first: point {number}"
+        if not isinstance(point, dict):
+            raise UserError(f"{where}: expects a mapping of the searched keys, e.g. - {example}; got {point!r}")
+        for key in point:
+            if key not in searched:
+                what = "is fixed in space:" if key in space else "is not a key of space:"
+                raise UserError(f"{where}: {key} {what} a point sets only the keys that space: searches "
+                                f"({', '.join(searched)})")
+        missing = [k for k in searched if k not in point]
+        if missing:
+            raise UserError(f"{where}: {', '.join(missing)} missing: a point sets every key that space: searches "
+                            f"(Optuna takes whole points): add {' and '.join(f'{k}: ...' for k in missing)}")
+        values = {}
+        for key in searched:
+            if isinstance(point[key], dict):
+                raise UserError(f"{where}: {key}: a point holds one value, not a distribution")
+            value = _value(f"{where}: {key}", key, point[key], key_type(key, task), folder if key in paths else None,
+                           defaults.get(key))
+            if not within(space[key], value):
+                raise UserError(f"{where}: {key}: {render(value)} is not one that space: can draw "
+                                f"({_shown(space[key])}): change the point or the space")
+            values[key] = value
+        points.append(values)
+    return points
+
+
+def _shown(domain: Any) -> str:
+    """A searched key's domain as a person reads it: its grid or choices, or its range."""
+    if isinstance(domain, dict):
+        return "grid " + ", ".join(map(render, domain["grid_search"]))
+    if hasattr(domain, "categories"):
+        return "choice " + ", ".join(map(render, domain.categories))
+    return f"{render(domain.lower)} to {render(domain.upper)}"
 
 
 def _objectives(path: str, doc: dict, task: str) -> tuple[list[str], list[str]]:

@@ -212,3 +212,9 @@ def test_the_losses_sweep_trains_each_loss_first_then_optuna_draws():
                                                  "asl lr=0.003; Optuna draws the rest")
     assert first_points_note(first[:2], 2, name).endswith("focal gamma=2 lr=0.003")  # --smoke: nothing left to draw
     assert first_points_note([], 6, name) == ""
+    # Points that a --set, --data or --smoke put outside the space are said to be left out.
+    assert first_points_note(first[:2], 6, name, left_out=1).endswith(
+        "Optuna draws the rest; 1 of the sweep's set first points is left out, outside this space (changed by --set, "
+        "--data or --smoke)")
+    assert first_points_note([], 6, name, left_out=3) == ("the sweep's set first points are left out, outside this "
+                                                          "space (changed by --set, --data or --smoke)")

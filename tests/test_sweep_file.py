@@ -84,6 +84,29 @@ def test_a_minimal_sweep_file_takes_the_defaults(tmp_path):
     assert sweep.metric == "val/mean_verification_accuracy"  # the task's usual objective
 
 
+FIRST = "first:\n  - {model.name: resnet18, optim.lr: 1e-3, loss.name: focal, loss.gamma: 2.0, optim.warmup_epochs: 0}\n"
+
+
+def test_a_sweep_files_first_points_are_the_first_trials_optuna_runs(tmp_path):
+    """`first:` sets Optuna's first points, as a built-in sweep's `first_points` (celeba_losses): read to the keys'
+    types, kept in order, and each a whole point of the searched keys, so they reach Optuna as they are."""
+    from orchestrator.space import grids_as_choices, search_algorithm, starting_points
+
+    second = "  - {model.name: seresnet18, optim.lr: 0.003, loss.name: bce, loss.gamma: 1.0, optim.warmup_epochs: 1}\n"
+    path = write(tmp_path, SWEEP + FIRST + second)
+    sweep = search_spaces.get(path)(real_data=False, smoke=True)
+    assert sweep.first_points == [
+        {"model.name": "resnet18", "optim.lr": 1e-3, "loss.name": "focal", "loss.gamma": 2.0, "optim.warmup_epochs": 0},
+        {"model.name": "seresnet18", "optim.lr": 3e-3, "loss.name": "bce", "loss.gamma": 1.0, "optim.warmup_epochs": 1}]
+    space = grids_as_choices(sweep.param_space, "optuna")
+    first = starting_points(space, sweep.first_points)
+    assert first == sweep.first_points
+    search = search_algorithm(sweep.search, sweep.seed, first=first)
+    assert search.set_search_properties(sweep.metric, sweep.mode, space)
+    drawn = [search.suggest(f"t{i}") for i in range(2)]
+    assert [{k: c[k] for k in first[0]} for c in drawn] == first
+
+
 def _edit(old: str, new: str):
     def edit(text: str) -> str:
         assert old in text, old
@@ -125,6 +148,17 @@ BAD = [
     ("no task", _edit("task: attributes\n", ""), ["`task:` missing", "task: attributes", "attributes, fairface, recognition"]),
     ("optuna with nothing to search", lambda t: "question: q?\ntask: attributes\nsearch: optuna\nspace:\n  optim.lr: 0.1\n", ["search: optuna", "nothing to search"]),
     ("not a mapping", lambda t: "- question: q?\n", ["a mapping of fields", "got a list"]),
+    ("first points without optuna", lambda t: t.replace("search: optuna", "search: basic") + FIRST,
+     ["first:", "Optuna search", "search is basic", "write search: optuna, or remove first"]),
+    ("first points not a list", lambda t: t + "first: {optim.lr: 1e-3}\n", ["first: expects a list of points"]),
+    ("a first point missing a key", lambda t: t + FIRST.replace(", optim.warmup_epochs: 0", ""),
+     ["first: point 1: optim.warmup_epochs missing", "every key that space: searches", "add optim.warmup_epochs: ..."]),
+    ("a first point setting a fixed key", lambda t: t + FIRST.replace("}", ", optim.epochs: 2}"),
+     ["first: point 1: optim.epochs is fixed in space:", "only the keys that space: searches"]),
+    ("a first point outside the space", lambda t: t + FIRST.replace("optim.lr: 1e-3", "optim.lr: 0.5"),
+     ["first: point 1: optim.lr: 0.5 is not one that space: can draw (0.0001 to 0.01)"]),
+    ("a first point's value of a wrong type", lambda t: t + FIRST.replace("optim.warmup_epochs: 0", "optim.warmup_epochs: x"),
+     ["first: point 1: optim.warmup_epochs", "expects a whole number"]),
 ]
 
 

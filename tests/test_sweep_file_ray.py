@@ -1,5 +1,6 @@
 """`sweep my_sweep.yaml --smoke --set loss.name=bce,focal` on a local Ray: a sweep file outside the
-package runs through Optuna, whose comma grid becomes a categorical choice, announced as such."""
+package runs through Optuna, whose comma grid becomes a categorical choice, announced as such, and whose
+`first:` points that still fit the space are its first trials."""
 
 import math
 
@@ -30,6 +31,9 @@ smoke:
   samples: 2
   optim.epochs: 1
   data.max_train_images: 256
+first:
+  - {loss.name: asl, optim.lr: 0.002}
+  - {loss.name: bce, optim.lr: 0.005}
 """
 
 
@@ -42,11 +46,16 @@ def test_a_sweep_file_runs_with_an_optuna_grid_as_a_choice(local_ray, tmp_path, 
     out = capsys.readouterr().out
     assert "Sweep my_sweep: Does a focal loss beat BCE on my attributes?" in out
     assert "each trial draws loss.name from bce, focal (a categorical choice)" in out
+    # The file's first points: the asl one lies outside the space this --set leaves, the bce one is trial 1.
+    assert ("the first trial is set: bce lr=0.005; Optuna draws the rest; 1 of the sweep's set first points is left "
+            "out, outside this space (changed by --set, --data or --smoke)") in out, out
     assert summary["trials"] == 2 and summary["failed"] == 0, out
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("my_sweep").experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    first = min(children, key=lambda r: r.info.start_time).data.params
+    assert (first["loss.name"], float(first["optim.lr"])) == ("bce", 0.005)
     for child in children:
         params = child.data.params
         assert params["loss.name"] in ("bce", "focal") and params["optim.epochs"] == "1"
