@@ -80,6 +80,16 @@ def trial_params(config: dict) -> dict:
     return {**cfg.to_flat_dict(), "weights.source": weights_source(cfg.model)}
 
 
+def asha_words(grace_period: int, reduction_factor: int, every: int, epochs: int) -> str:
+    """The plan line's words for ASHA. A first rung at or after a trial's last epoch (`--set optim.epochs=1`
+    on a sweep whose grace period is 2) stops nothing: the line says so rather than promise a stop."""
+    if not every and grace_period >= epochs:
+        return (f"every trial runs all its epochs: ASHA's first rung, epoch {grace_period}, is not before the "
+                f"last ({epochs})")
+    unit = f"evaluation {grace_period} (one every {every} optimizer steps)" if every else f"epoch {grace_period}"
+    return f"ASHA stops a trial at {unit} (and at each later rung) unless it is in the best 1/{reduction_factor} so far"
+
+
 def run_sweep(opts: SweepOptions) -> dict:
     started = time.time()
     signals.install()  # from the start: a Ctrl-C or SIGTERM in the start-up is an interrupt too (see accounting.abort)
@@ -131,10 +141,8 @@ def run_sweep(opts: SweepOptions) -> dict:
     note = "; ".join(filter(None, [note, first_points_note(first, total, name_of, left_out)]))
     asha = sweep.grace_period and opts.early_stopping
     every = evaluation_interval(space, bool(asha))
-    unit = (f"evaluation {sweep.grace_period} (one every {every} optimizer steps)" if every
-            else f"epoch {sweep.grace_period}")
-    stopping = (f"ASHA stops a trial at {unit} (and at each later rung) unless it is in the "
-                f"best 1/{sweep.reduction_factor} so far" if asha else "every trial runs all its epochs")
+    stopping = asha_words(sweep.grace_period, sweep.reduction_factor, every, epochs) if asha else \
+        "every trial runs all its epochs"
     several = len(sweep.objectives) > 1
     if several:
         stopping = (f"objectives {', '.join(f'{m} ({d})' for m, d in sweep.objectives)}: a Pareto front; Tune "

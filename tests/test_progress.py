@@ -1,6 +1,6 @@
-"""The console's progress lines (orchestrator/progress.py): a trial keeps its number in the sweep, and the
-best so far includes the trials that ended before a `--resume` and is the best by each trial's latest value,
-as the sweep's final pick is."""
+"""The console's progress lines (orchestrator/progress.py), and the plan line's words for ASHA: a trial keeps
+its number in the sweep, and the best so far includes the trials that ended before a `--resume` and is the best
+by each trial's latest value, as the sweep's final pick is."""
 
 from __future__ import annotations
 
@@ -56,3 +56,16 @@ def test_the_best_so_far_is_by_each_trials_latest_value_as_the_final_pick_is():
     for trial, value in ((a, 0.5), (b, 0.5), (a, 0.6)):
         minimizing.on_trial_result(0, [a, b], trial, {"val/loss": value, "epoch": 1})
     assert minimizing.best == (0.5, "resnet18")
+
+
+def test_the_plan_line_promises_no_asha_stop_when_the_first_rung_is_not_before_the_last_epoch():
+    """`sweep face_recognition_losses --set optim.epochs=1` (grace period 2) said 'ASHA stops a trial at epoch 2'
+    of a one-epoch trial."""
+    from orchestrator.sweep import asha_words
+
+    assert asha_words(2, 2, 0, 1) == ("every trial runs all its epochs: ASHA's first rung, epoch 2, is not before "
+                                      "the last (1)")
+    assert asha_words(2, 2, 0, 2).startswith("every trial runs all its epochs")  # a rung at the last epoch stops nothing
+    assert asha_words(2, 3, 0, 8) == ("ASHA stops a trial at epoch 2 (and at each later rung) unless it is in the "
+                                      "best 1/3 so far")
+    assert asha_words(1, 2, 50, 1).startswith("ASHA stops a trial at evaluation 1 (one every 50 optimizer steps)")
