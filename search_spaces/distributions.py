@@ -161,4 +161,3 @@ def within(domain: Any, value: Any) -> bool:
     if isinstance(domain, (Float, Integer)) and isinstance(value, (int, float)) and not isinstance(value, bool):
         return domain.lower <= value and (value < domain.upper if isinstance(domain, Integer) else value <= domain.upper)
     return False
-
