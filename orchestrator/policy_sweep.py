@@ -9,7 +9,6 @@ a new run nested under the source trial's sweep, so the UI shows them together.
 
 from __future__ import annotations
 
-import functools
 import tempfile
 import time
 import uuid
@@ -80,7 +79,13 @@ def run_policy_sweep(opts, sweep) -> dict:
         stored = policy.load(Path(tmp))
 
     total = count_trials(sweep.param_space, sweep.num_samples)
-    name_of = functools.partial(describe, keys=varying_keys(sweep.param_space), task=task.name)
+    keys = varying_keys(sweep.param_space)
+
+    def name_of(config: dict) -> str:
+        """A policy's short name, less the keys that do not act on it (`strategy=fixed offset=0.05`)."""
+        inert = policy.inert(config)
+        return describe(config, [k for k in keys if k not in inert], task.name)
+
     experiment_id = source.info.experiment_id
     sweep_parent = source.data.tags.get("mlflow.parentRunId")
     # Each run of a policy sweep is its own parent run, even two started within one second.

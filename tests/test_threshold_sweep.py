@@ -96,7 +96,8 @@ def test_a_grid_of_policies_is_drawn_once_per_sample(source_trial, tmp_path):
 def test_the_command_shows_each_policys_test_numbers_and_no_download_bars(source_trial, tmp_path, capsys,
                                                                           monkeypatch):
     """`sweep celeba_thresholds --from-run` as a user runs it: the policy is chosen on validation and reported on
-    test, so the table has the test columns (and none of a trained trial's); MLflow's `Downloading artifacts: 100%|...` bars (one per download of
+    test, so the table has the test columns (and none of a trained trial's), and a policy's name leaves out the
+    smoothing that a fixed threshold ignores; MLflow's `Downloading artifacts: 100%|...` bars (one per download of
     the stored scores) no longer reach the console."""
     from orchestrator.__main__ import main
 
@@ -113,3 +114,23 @@ def test_the_command_shows_each_policys_test_numbers_and_no_download_bars(source
     assert header.split() == ["best", "policy", "config", "val/macro_f1", "test/macro_f1", "val/mean_accuracy",
                               "test/mean_accuracy"], header
     assert out.splitlines()[-1].startswith("8 policies in "), out
+    # A fixed 0.5 threshold has nothing to smooth toward 0.5: its policies are named without smoothing.
+    fixed = [line.split("| best")[0] for line in out.splitlines() if "strategy=fixed" in line.split("| best")[0]]
+    assert fixed and not [line for line in fixed if "smoothing=" in line], "\n".join(fixed)
+    assert any("strategy=prior smoothing=" in line for line in out.splitlines()), out
+
+
+def test_smoothing_changes_no_fixed_policy_and_every_other_one():
+    """What leaves `smoothing` out of a fixed policy's name (policy_keys_inert) holds: with thresholds at 0.5,
+    smoothing toward 0.5 changes no metric; with calibrated thresholds it does."""
+    import numpy as np
+
+    from trainables.tasks.attributes.thresholds import StoredPredictions, policy_keys_inert
+
+    rng = np.random.default_rng(0)
+    split = lambda: (rng.random((200, 4)), (rng.random((200, 4)) < [0.1, 0.3, 0.5, 0.8]).astype(int))  # noqa: E731
+    stored = StoredPredictions(["a", "b", "c", "d"], split(), split(), np.array([0.1, 0.3, 0.5, 0.8]))
+    for strategy in ("fixed", "prior", "f1_opt", "acc_opt"):
+        same = evaluate_policy(stored, strategy, 0.0, 0.02) == evaluate_policy(stored, strategy, 0.7, 0.02)
+        inert = "policy.smoothing" in policy_keys_inert({"policy.strategy": strategy})
+        assert same == inert, strategy

@@ -148,6 +148,8 @@ class PolicySearch:
     files: tuple[str, ...]                         # what the trial's MLflow run must hold
     load: Callable[[Path], object]                 # those files, downloaded into a folder -> the stored data
     evaluate: Callable[[object, dict], dict]       # (stored data, a trial's config) -> its metrics
+    inert: Callable[[dict], tuple[str, ...]] = lambda config: ()  # a policy's keys that do not act on it (left
+    #                                              out of its name, as config_keys.key_acts does for a trial's)
 
 
 def _no_check(cfg: "TrainConfig") -> None:

@@ -44,7 +44,7 @@ from trainables.tasks.attributes.metrics import (THRESHOLD_STRATEGIES, attribute
 from trainables.tasks.attributes.names import attribute_names
 from trainables.tasks.attributes.outputs import ATTRIBUTE_OUTPUTS
 from trainables.tasks.attributes.plots import render_trial_plots
-from trainables.tasks.attributes.thresholds import evaluate_policy, load_predictions
+from trainables.tasks.attributes.thresholds import evaluate_policy, load_predictions, policy_keys_inert
 
 DEMO_SEED = 0
 FORMATS = ("celeba", "attributes_csv")  # the first is the demo set's
@@ -178,5 +178,6 @@ register_task(Task(
     policy=PolicySearch(
         files=(artifacts.PREDICTIONS, artifacts.PER_ATTRIBUTE), load=load_predictions,
         evaluate=lambda stored, c: evaluate_policy(stored, c["policy.strategy"], c["policy.smoothing"],
-                                                   c["policy.offset"])),
+                                                   c["policy.offset"]),
+        inert=policy_keys_inert),
 ))

@@ -47,6 +47,12 @@ def policy_thresholds(stored: StoredPredictions, strategy: str, smoothing: float
     return apply_policy(base, smoothing, offset)
 
 
+def policy_keys_inert(config: dict) -> tuple[str, ...]:
+    """The keys of a policy's config that do not change its thresholds: smoothing shrinks thresholds toward 0.5,
+    where `fixed` puts them already."""
+    return ("policy.smoothing",) if config.get("policy.strategy") == "fixed" else ()
+
+
 def evaluate_policy(stored: StoredPredictions, strategy: str, smoothing: float, offset: float) -> dict[str, float]:
     """`val/*` (where the policy is chosen) and `test/*` (where it is reported) metrics."""
     thresholds = policy_thresholds(stored, strategy, smoothing, offset)
