@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 from mlflow.artifacts import download_artifacts
 
-from orchestrator import ranking, report
+from orchestrator import report
 from orchestrator.space import count_trials, describe, search_algorithm, varying_keys
 from orchestrator.tracking import KIND_KEY, SWEEP_KEY, TRIAL_KEY, Tracking
 from orchestrator.trial_runs import is_metric
@@ -100,7 +100,6 @@ def run_policy_sweep(opts, sweep) -> dict:
           flush=True)
 
     draws, results, run_ids = PolicyDraws(sweep), PolicyResults(), {}
-    best: tuple[float, str] | None = None
     for index in range(total):
         trial_id = f"policy_{index + 1:03d}"
         config = draws.next(trial_id)
@@ -115,11 +114,10 @@ def run_policy_sweep(opts, sweep) -> dict:
                      metrics={k: v for k, v in metrics.items() if is_metric(k, v)})
         tracking.set_terminated(run_ids[trial_id], status="FINISHED")
         value = metrics.get(sweep.metric)
-        counted = ranking.comparable(value)  # the rule the table and the final pick use: the first of equals
-        if counted is not None and (best is None or ranking.better(counted, ranking.comparable(best[0]), sweep.mode)):
-            best = (value, name)
+        leader = report.best_of(results, sweep.metric, sweep.mode)  # the final pick's rule, on the policies so far
         shown = f"{sweep.metric} {value:.4f}" if value is not None else "no result"
         print(f"[{time.strftime('%H:%M:%S')}] policy {index + 1}/{total} {name}: {shown}"
-              + (f"  | best {best[0]:.4f} ({best[1]})" if best else ""), flush=True)
+              + (f"  | best {leader.metrics[sweep.metric]:.4f} ({name_of(leader.config)})" if leader else ""),
+              flush=True)
     return report.finish_sweep(results, sweep, task, tracking, parent_id, {}, name_of, started,
                                child_run=run_ids.get)

@@ -118,6 +118,10 @@ def test_the_command_shows_each_policys_test_numbers_and_no_download_bars(source
     fixed = [line.split("| best")[0] for line in out.splitlines() if "strategy=fixed" in line.split("| best")[0]]
     assert fixed and not [line for line in fixed if "smoothing=" in line], "\n".join(fixed)
     assert any("strategy=prior smoothing=" in line for line in out.splitlines()), out
+    # The last progress line's best so far is the policy the sweep picks.
+    last = next(line for line in out.splitlines() if "policy 8/8" in line)
+    picked = next(line for line in out.splitlines() if line.startswith("best: "))
+    assert last.split("| best ", 1)[1].split(" (", 1)[1].rstrip(")") == picked[6:].split("  ")[0], (last, picked)
 
 
 def test_smoothing_changes_no_fixed_policy_and_every_other_one():
