@@ -89,19 +89,21 @@ def results_table(results: tune.ResultGrid, metric: str, mode: str, describe, ex
     entries = [(index, result, False) for index, result in enumerate(results)]
     for index, result, old in entries + [(0, trial, True) for trial in earlier]:
         metrics = result.metrics or {}
-        trial_id, status = statuses[index] if index < len(statuses) and not old else (metrics.get("trial_id", ""), "")
+        trial_id, status, trial_config = (statuses[index] if index < len(statuses) and not old
+                                          else (metrics.get("trial_id", ""), "", {}))
+        config = result.config or trial_config  # a trial stopped before its first report has no result config
         if old:
             shown = "done"  # only finished trials are taken from an earlier sweep
         elif status_of is not None:
             shown = status_of(trial_id)
         else:
             shown = "failed" if result.error or status == "ERROR" else "done" if status in ("TERMINATED", "") else "unfinished"
-        planned = (result.config or {}).get("optim.epochs", full_epochs)
+        planned = config.get("optim.epochs", full_epochs)
         if shown == "done" and metrics.get(STOPPED) == "patience":
             shown = "patience"  # optim.patience ended it: its metric stopped improving
         elif shown == "done" and planned and metrics.get("epoch", 0) < planned:
             shown = STOPPED_EARLY  # the scheduler (ASHA) stopped it at a rung
-        row = {"trial": trial_id or metrics.get("trial_id", ""), "config": describe(result.config or {}),
+        row = {"trial": trial_id or metrics.get("trial_id", ""), "config": describe(config),
                **({FROM: EARLIER if old else "this sweep"} if earlier else {}),
                "status": shown, "epochs": metrics.get("epoch", 0), metric: metrics.get(metric, np.nan)}
         row.update({c: metrics[c] for c in [*extra, *columns, *COLUMNS] if c != metric and c in metrics})
@@ -123,11 +125,11 @@ def printed(table: pd.DataFrame) -> str:
     return table.to_string(index=False, float_format=lambda v: f"{v:.4f}", formatters=speed)
 
 
-def trial_statuses(results: tune.ResultGrid) -> list[tuple[str, str]]:
-    """(trial id, status) of each result, in the grid's order, as the grid has it (an interrupted trial is
-    TERMINATED there too). Ray 2.60 keeps the trials on the grid's experiment analysis."""
+def trial_statuses(results: tune.ResultGrid) -> list[tuple[str, str, dict]]:
+    """(trial id, status, config) of each result, in the grid's order, as the grid has it (an interrupted trial
+    is TERMINATED there too). Ray 2.60 keeps the trials on the grid's experiment analysis."""
     analysis = getattr(results, "_experiment_analysis", None)
-    return [(t.trial_id, str(t.status)) for t in getattr(analysis, "trials", [])]
+    return [(t.trial_id, str(t.status), t.config or {}) for t in getattr(analysis, "trials", [])]
 
 
 def finish_sweep(results: tune.ResultGrid, sweep, task: Task, tracking: Tracking, parent_id: str,

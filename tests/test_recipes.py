@@ -232,6 +232,28 @@ def test_a_trial_asha_stopped_is_shown_stopped_early_not_done():
                                                           "d": "unfinished"}
 
 
+def test_a_trial_interrupted_before_its_first_report_is_named_by_its_config():
+    """Ctrl-C during a smoke sweep's second trial: its table row read `None` where the backbone's name belongs
+    (the grid keeps no config for a trial without a result; Tune's trial keeps it)."""
+    from types import SimpleNamespace
+
+    from orchestrator.report import results_table
+    from orchestrator.space import describe
+
+    class Grid(list):
+        pass
+
+    grid = Grid([SimpleNamespace(metrics={"trial_id": "a", "epoch": 2, "m": 0.9}, config={"model.name": "resnet18"},
+                                 error=None),
+                 SimpleNamespace(metrics={}, config={}, error=None)])
+    grid._experiment_analysis = SimpleNamespace(trials=[
+        SimpleNamespace(trial_id="a", status="TERMINATED", config={"model.name": "resnet18"}),
+        SimpleNamespace(trial_id="b", status="TERMINATED", config={"model.name": "legacy_seresnet18"})])
+    status = {"a": "done", "b": "unfinished"}
+    table = results_table(grid, "m", "max", lambda c: describe(c, ["model.name"]), status_of=status.get)
+    assert dict(zip(table["trial"], table["config"])) == {"a": "resnet18", "b": "legacy_seresnet18"}
+
+
 def test_every_trial_reports_its_best_evaluations_numbers_and_step():
     from trainables.patience import Patience
 
