@@ -159,8 +159,10 @@ class Preflight:
         needs_sweep = ("sweep and settings",)
         if self.sweep is not None and self.sweep.runner != "train":
             return [("MLflow", self.check_tracking, needs_sweep), ("Ray", self.check_ray, ())]
-        return [("MLflow", self.check_tracking, needs_sweep), ("storage", self.check_storage, needs_sweep),
-                ("data", self.check_data, needs_sweep),
+        # The data first: a mistyped --data is the commonest mistake, and found before MLflow and the storage
+        # are opened it leaves no mlflow.db or runs/ behind (a real dataset packed here stays in the cache).
+        return [("data", self.check_data, needs_sweep),
+                ("MLflow", self.check_tracking, needs_sweep), ("storage", self.check_storage, needs_sweep),
                 *([("extended sweep", self.check_extend, needs_sweep + ("MLflow", "data"))]
                   if getattr(self.opts, "extend", None) else []),
                 ("Ray", self.check_ray, ()),

@@ -109,6 +109,9 @@ def test_bad_input_is_one_line_and_exit_2(argv, fragment, broken, tmp_path, caps
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and fragment in lines[0], err
+    if argv[0] == "sweep" and "--data" in argv:  # a --data mistake is found before MLflow or the storage are
+        # opened: it leaves neither behind
+        assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
 
 
 def test_the_table_has_at_least_fifteen_kinds():
