@@ -44,14 +44,16 @@ local shards. The last line is
 
 E, F, G: the first epoch's images per CPU second with 2 loader workers; H: the smallest later/first
 ratio of images per CPU second over the cases with loader workers (target: at least 5); S: `s3_vs_local`
-of later epochs. The line before the last is `s3_vs_local_first=… s3_vs_local_later=…` (target for later
-epochs: at least 0.8).
+of later epochs. Before it, `s3_vs_local_first=… s3_vs_local_later=…` (target for later epochs: at least 0.8),
+and `eval_later_vs_first=…`: the smallest later/first ratio per CPU second of the evaluation loaders (val
+and test at 128 px, 0 and 2 loader workers; decoded once, into the evaluation splits' caches).
 
 Run it from the repository root (about 5 minutes of CPU time on 2 cores, of which the ceiling takes about
 half a minute; `--ceiling-only` took 77 s wall under other users' load):
 
     python benchmarks/data_loader.py [--images 2400] [--batch 64] [--workers 0] [--passes 5] [--steps 8]
-                                     [--ceiling-images 720] [--ceiling-later 2] [--s3-later 3] [--ceiling-only]
+                                     [--ceiling-images 720] [--ceiling-later 2] [--s3-later 3] [--eval-images 2400]
+                                     [--ceiling-only]
 
 (the trials load in the training process unless data.loader_workers is set, which is the
 default `--workers 0`).
@@ -78,7 +80,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from data_loader_baseline import SEED, RawFileDataset, benches, raw_decode, raw_file_loader  # noqa: E402
-from data_loader_ceiling import loader_ceiling, s3_vs_local  # noqa: E402
+from data_loader_ceiling import evaluation_epochs, loader_ceiling, s3_vs_local  # noqa: E402
 from data_loader_timing import images_per_second, per_image_us  # noqa: E402
 
 
@@ -145,6 +147,8 @@ def main() -> None:
     parser.add_argument("--ceiling-images", type=int, default=720,
                         help="demo images of the loader-ceiling case's CelebA set (about 5/6 are train)")
     parser.add_argument("--ceiling-later", type=int, default=2, help="later epochs per loader-ceiling case")
+    parser.add_argument("--eval-images", type=int, default=2400,
+                        help="demo images of the evaluation case's CelebA set (val and test are 1/5 of them)")
     parser.add_argument("--ceiling-only", action="store_true", help="only the loader-ceiling and S3 cases")
     parser.add_argument("--s3-later", type=int, default=3, help="later epochs of the S3 case (the best counts)")
     args = parser.parse_args()
@@ -200,6 +204,7 @@ def main() -> None:
                   + f" loader_vs_train={loader_vs_train:.3f}", flush=True)
         _, s3_later = s3_vs_local(cache, args.ceiling_images, args.batch, args.s3_later)
         ceiling, later_vs_first = loader_ceiling(cache, args.ceiling_images, args.batch, args.ceiling_later)
+        evaluation_epochs(cache, args.eval_images, args.batch, args.ceiling_later)
     print("ceiling_img_s_per_core=" + "/".join(f"{size}px:{rate:.0f}" for size, rate in ceiling.items())
           + f" later_vs_first_with_workers={later_vs_first:.1f} s3_vs_local={s3_later:.3f}")
 

@@ -14,6 +14,11 @@ shards and from the same set prepared into an S3 bucket (moto's server on loopba
 process, as tests/s3_server.py does), alternating within each epoch. Each row group is one request (and
 the next one is fetched while this one is decoded); once the decoded cache holds a row group's images,
 its labels are kept too, so later epochs make no request.
+
+**Evaluation** (`evaluation_epochs`): the attributes task's evaluation loaders (its val and test splits, as
+each epoch's evaluation reads them) at 128 px with 0 and 2 loader workers: the first epoch decodes every
+image; later ones take them from the evaluation splits' decoded caches, through the same loaders and their
+persistent workers (loaders.EvalCaches).
 """
 
 from __future__ import annotations
@@ -113,3 +118,44 @@ def s3_vs_local(cache: Path, images: int, batch: int, later: int) -> tuple[float
           f"{max(rates['local'][1:]):.0f} img/s, s3 {max(rates['s3'][1:]):.0f} img/s", flush=True)
     print(f"s3_vs_local_first={first:.3f} s3_vs_local_later={best:.3f}", flush=True)
     return first, best
+
+
+def evaluation_epochs(cache: Path, images: int, batch: int, later: int, size: int = 128) -> float:
+    """The attributes evaluation loaders (val, then test, the whole split as one rank's share, no augmentation)
+    of a demo set of `images`, as each epoch's evaluation gets them, with 0 and 2 loader workers and the
+    caches of one trial (fresh per case): images/s and per CPU second of the first epoch and of the best of
+    `later` epochs. Returns the smallest later/first ratio per CPU second."""
+    from trainables.config import TrainConfig
+    from trainables.data.loaders import EvalCaches, eval_loader, open_split
+    from trainables.tasks import get_task
+
+    cfg = TrainConfig.from_dict({"task": "attributes", "seed": SEED, "data.cache_dir": str(cache),
+                                 "data.image_size": size, "data.augment": ["hflip"], "data.demo_images": images,
+                                 "model.name": "resnet18"})
+    setup = get_task("attributes").build(cfg)  # prepares the shards, as a trial does
+    root = setup.train_loader.split.root
+    splits = [open_split(root, name) for name in ("val", "test")]
+    columns = splits[0].label_columns
+    print(f"evaluation: the attributes val and test loaders at {size} px ({sum(s.num_rows for s in splits)} images), "
+          f"batch {batch}, first epoch and the best of {later} later ones", flush=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ratios = []
+    for workers in (0, 2):
+        caches = EvalCaches(setup.train_loader.cache_left)
+
+        def epoch() -> np.ndarray:
+            rates = [np.asarray(images_per_second(eval_loader(split, size, columns, 0, 1, batch, workers,
+                                                              caches=caches))) for split in splits]
+            rows = [split.num_rows for split in splits]  # both splits' images over both splits' seconds
+            return np.array([sum(rows) / sum(n / r[0] for n, r in zip(rows, rates)),
+                             sum(rows) / sum(n / r[1] for n, r in zip(rows, rates))])
+
+        first = epoch()
+        best = np.max([epoch() for _ in range(later)], axis=0)
+        ratios.append(best[1] / first[1])
+        print(f"  {workers} loader workers: first epoch {first[0]:6.0f} img/s, {first[1]:6.0f} per core; later "
+              f"{best[0]:6.0f} img/s, {best[1]:6.0f} per core; later/first per core {ratios[-1]:5.1f}", flush=True)
+    torch.set_num_threads(threads)
+    print(f"eval_later_vs_first={min(ratios):.1f}", flush=True)
+    return min(ratios)

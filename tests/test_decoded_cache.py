@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, get_worker_info
 
 from trainables.data import shards
 from trainables.data.decoded_cache import DecodedCache
-from trainables.data.loaders import TrainStream
+from trainables.data.loaders import EvalCaches, TrainStream, eval_loader
 from trainables.data.shards import ShardDataset
 from trainables.data.transforms import build_augment
 
@@ -135,3 +135,59 @@ def test_the_persistent_loader_gives_the_batches_of_one_loader_per_epoch(train_s
         for (a, la), (b, lb) in zip(epoch_before, epoch_now):
             assert torch.equal(a, b) and torch.equal(la, lb)
     assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(before[0], before[1]))  # epochs differ
+
+
+# ---- evaluation: the same rows, unaugmented, every epoch -------------------------------------------------
+
+def _evaluations(split, caches, workers, passes, rank=0, world=1):
+    return [[(images, labels) for images, labels in eval_loader(split, 32, ["Smiling"], rank, world, 8, workers,
+                                                                  caches=caches)] for _ in range(passes)]
+
+
+def _same(a, b):
+    return len(a) == len(b) > 0 and all(torch.equal(x, y) and torch.equal(lx, ly) for (x, lx), (y, ly) in zip(a, b))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_evaluation_after_the_first_decodes_no_image_and_gives_the_same_batches(train_split, monkeypatch, workers):
+    """With loader workers, the evaluation's loader keeps its worker processes across epochs too."""
+    torch.manual_seed(0)
+    uncached = _evaluations(train_split, None, workers, 3)[0]  # the workers' batches interleave
+    after_uncached = torch.rand(4)  # each new loader drew once from it
+    counts = _count_decodes_per_worker(monkeypatch, 2) if workers else None
+    calls = []
+    if not workers:
+        real = shards.decode_shard_image
+        monkeypatch.setattr(shards, "decode_shard_image", lambda *a, **k: calls.append(1) or real(*a, **k))
+    decoded = (lambda: int(counts.sum())) if workers else (lambda: len(calls))
+    caches = EvalCaches(64 << 20)
+    torch.manual_seed(0)
+    first = _evaluations(train_split, caches, workers, 1)[0]
+    assert decoded() == train_split.num_rows == len(caches(train_split, 32, 0, 1))
+    loader = eval_loader(train_split, 32, ["Smiling"], 0, 1, 8, workers, caches=caches)
+    pids = sorted(w.pid for w in loader._iterator._workers) if workers else []
+    later = _evaluations(train_split, caches, workers, 2)
+    after = torch.rand(4)  # the training process's random stream after three evaluations
+    assert decoded() == train_split.num_rows  # none decoded again
+    assert _same(first, uncached) and _same(later[0], uncached) and _same(later[1], uncached)
+    assert torch.equal(after, after_uncached)  # the same draws: training after an evaluation is unchanged
+    if workers:  # the same loader, with the same processes
+        assert eval_loader(train_split, 32, ["Smiling"], 0, 1, 8, workers, caches=caches) is loader
+        assert sorted(w.pid for w in loader._iterator._workers) == pids
+
+
+def test_each_rank_caches_its_own_share_within_what_training_leaves_of_the_budget(train_split):
+    one_image = 3 * 32 * 32
+    stream = TrainStream(train_split, 32, ["Smiling"], None, seed=0, cache_mb=1)
+    assert stream.cache_left == (1 << 20) - train_split.num_rows * one_image  # every training row has a slot
+    caches = EvalCaches(stream.cache_left)
+    ranks = [caches(train_split, 32, rank, 2) for rank in (0, 1)]
+    assert [len(_evaluations(train_split, caches, 0, 1, rank, 2)[0]) for rank in (0, 1)] == [6, 6]  # 48 rows each
+    assert all(len(c) == train_split.num_rows // 2 for c in ranks)
+    assert [c.slots for c in ranks] == [48, 48]  # its share's three row groups of 16, not the split's 96 rows
+    assert caches.left == stream.cache_left - sum(c.slots for c in ranks) * one_image >= 0
+
+    full = TrainStream(train_split, 32, ["Smiling"], None, seed=0, cache_mb=0)
+    assert full.cache_left == 0 and EvalCaches(full.cache_left)(train_split, 32, 0, 1) is None
+    spent = EvalCaches(2 * one_image)
+    assert spent(train_split, 32, 0, 1).slots == 2 and spent(train_split, 48, 0, 1) is None  # nothing left

@@ -51,12 +51,14 @@ UNTIMED = ("train/images_per_sec", "train/threads_per_worker")
 def test_a_run_resumed_at_an_epochs_end_reports_exactly_what_the_run_never_stopped_did(
         monkeypatch, config, tmp_path, loader_workers):
     """With no loader workers the main process flips the images; with one, the flips are drawn in a loader
-    process seeded from the main process's stream at each epoch. Either way epoch 2 of the resumed run draws
-    what epoch 2 of the whole run drew: same loss, same metrics, same weights."""
-    config = {**config, "data.loader_workers": loader_workers}
+    process seeded from the main process's stream at each epoch, and the evaluation's loader, kept from epoch 1
+    on in the whole run and made anew in the resumed one, draws from that stream once per evaluation in both.
+    Either way epochs 2 and 3 of the resumed run draw what those of the whole run drew: same loss, same
+    metrics, same weights."""
+    config = {**config, "data.loader_workers": loader_workers, "optim.epochs": 3}
     whole = _run(monkeypatch, config, tmp_path / "whole")
     resumed = _run(monkeypatch, config, tmp_path / "resumed", checkpoint=whole.reports[0][1])
-    (expected, whole_last), (got, resumed_last) = whole.reports[1], resumed.reports[1]
+    (expected, whole_last), (got, resumed_last) = whole.reports[2], resumed.reports[2]
     numbers = {k: v for k, v in expected.items()
                if isinstance(v, float) and not k.startswith("timing/") and k not in UNTIMED}
     assert "train/loss" in numbers and "val/mean_accuracy" in numbers

@@ -98,8 +98,9 @@ class DataConfig:
     max_train_images: int = bounded(0, at_least=0, note="0: all", help="training images an epoch reads at most "
                                                                        "(a cap for smoke runs)")
     # One cache per DDP worker, which its loader processes share.
-    decoded_cache_mb: int = bounded(512, at_least=0, note="0: none", help="MiB of decoded training images kept "
-                                                                          "across epochs, per DDP worker")
+    decoded_cache_mb: int = bounded(512, at_least=0, note="0: none", help="MiB of decoded images kept across "
+                                                                          "epochs, per DDP worker: the training "
+                                                                          "images', then the evaluation splits'")
     # -1 (auto): on a GPU, the worker's CPU threads less one, so JPEG decoding keeps up with the GPU; on CPU, 0
     # (the training process decodes, into the decoded cache).
     loader_workers: int = bounded(-1, at_least=-1, note="-1: auto", help="DataLoader processes per DDP worker "

@@ -1,4 +1,5 @@
-"""Decoded training images kept across epochs, shared by the training process and its loader workers.
+"""Decoded images kept across epochs, shared by the training process and its loader workers: a training
+stream's, and each evaluation split's in what that leaves of the budget (loaders.EvalCaches).
 
 Decoding a JPEG is nearly all of a shard loader's cost, so an epoch after the first reads each cached
 image's labels and skips its bytes. What is cached is the image before augmentation, which still runs

@@ -5,7 +5,8 @@ groups (equal shares, so no rank waits in an all-reduce the others never reach),
 `data.max_train_images`. Evaluation: contiguous, disjoint shares with no padding, so that results
 gathered over the ranks count every row exactly once. Decoding is nearly all of the cost, so a
 training stream keeps decoded images across epochs up to `data.decoded_cache_mb`, in a cache that its
-loader worker processes share (trainables/data/decoded_cache.py).
+loader worker processes share (trainables/data/decoded_cache.py); the evaluation splits keep theirs in what
+it leaves of that budget (EvalCaches).
 
 A training stream builds one DataLoader per (rank, world, batch, workers) and reuses it every epoch, with
 `persistent_workers`, so loader processes start once and keep the cache. Its dataset reads the epoch
@@ -14,7 +15,8 @@ loader worker is seeded from the training process's torch generator at every epo
 DataLoader's would be (`base seed + worker id`, one draw per epoch), so batches, augmentation and the
 training process's own random stream are what they were with one DataLoader per epoch. Its workers hand
 batches on through a few slots of memory shared once (trainables/data/batch_pool.py), not a new block
-per batch.
+per batch. An evaluation given a trial's EvalCaches keeps its loader too, with its workers and its split's
+cache, and draws from the training process's stream once per pass as a new loader did (EvalLoader).
 """
 
 from __future__ import annotations
@@ -103,6 +105,12 @@ class TrainStream:
                                     len(self.split.image_columns)) if self.cache_mb > 0 else None)
         self._loader, self._made_for = None, None
 
+    @property
+    def cache_left(self) -> int:
+        """Bytes of the budget its own cache cannot take (it holds at most one slot per training row): the
+        evaluation splits' caches take them (EvalCaches)."""
+        return (self.cache_mb << 20) - (self._cache.slots * self._cache.slot_bytes if self._cache is not None else 0)
+
     def rows(self, world: int) -> int:
         """Rows each rank trains on per epoch."""
         return min(self.split.num_rows, self.max_rows or self.split.num_rows) // world
@@ -122,10 +130,58 @@ class TrainStream:
         return self._loader
 
 
+class EvalLoader(DataLoader):
+    """An evaluation's DataLoader kept across epochs with its workers: each pass draws once from the training
+    process's torch generator, as the new DataLoader each evaluation made before did (its iterator's own draw
+    comes from a private generator, and a persistent one draws only once), so the training's random stream
+    after an evaluation is what it was, and a run resumed from a checkpoint draws what the whole run drew."""
+
+    def __iter__(self):
+        torch.empty((), dtype=torch.int64).random_()
+        return super().__iter__()
+
+
+class EvalCaches:
+    """What a trial's evaluations keep across epochs: an evaluation reads the same rows, unaugmented, every
+    epoch, so after the first it decodes none (on real CelebA, val and test are 40,000 JPEGs an epoch), and its
+    loader workers start once. Per (split, size, rank, world): a DecodedCache over the row groups of that
+    rank's share, all of them within `budget` bytes, what the training cache leaves of `data.decoded_cache_mb`
+    (TrainStream.cache_left); and per loader settings besides, the DataLoader itself, with
+    `persistent_workers`."""
+
+    def __init__(self, budget: int):
+        self.left = budget
+        self._caches: dict[tuple, DecodedCache | None] = {}
+        self.loaders: dict[tuple, DataLoader] = {}
+
+    def __call__(self, split: ShardSplit, size: int, rank: int, world: int) -> DecodedCache | None:
+        key = (split.root, split.split, size, rank, world)
+        if key not in self._caches:
+            share = {(s.path, s.group) for s in split.eval_row_groups(rank, world)}
+            groups = [g for g in split.row_groups if (g[0], g[1]) in share]
+            cache = DecodedCache(self.left, groups, size, len(split.image_columns)) if groups and self.left > 0 else None
+            if cache is not None and cache.slots == 0:  # less left than one image
+                cache = None
+            self.left -= cache.slots * cache.slot_bytes if cache is not None else 0
+            self._caches[key] = cache
+        return self._caches[key]
+
+
 def eval_loader(split: ShardSplit, size: int, label_columns: Sequence[str], rank: int, world: int, batch: int,
                 workers: int, targets: Callable | None = None, square: bool = False,
-                label_dtype: torch.dtype | None = None) -> DataLoader:
-    """This rank's contiguous share of `split`, in file order."""
+                label_dtype: torch.dtype | None = None, caches: EvalCaches | None = None) -> DataLoader:
+    """This rank's contiguous share of `split`, in file order; with `caches`, the same loader every epoch, its
+    images decoded once."""
+    key = (split.root, split.split, size, rank, world, batch, workers)
+    if caches is not None and key in caches.loaders:
+        return caches.loaders[key]
     dataset = ShardDataset(split, split.eval_row_groups(rank, world), size, label_columns,
-                           label_dtype=label_dtype, targets=targets, square=square)
-    return DataLoader(dataset, batch_size=batch, num_workers=workers, pin_memory=torch.cuda.is_available())
+                           label_dtype=label_dtype, targets=targets, square=square,
+                           cache=caches(split, size, rank, world) if caches is not None else None)
+    persistent = workers > 0 and caches is not None
+    loader = (EvalLoader if persistent else DataLoader)(
+        dataset, batch_size=batch, num_workers=workers, pin_memory=torch.cuda.is_available(),
+        persistent_workers=persistent, generator=torch.Generator() if persistent else None)
+    if caches is not None:
+        caches.loaders[key] = loader
+    return loader

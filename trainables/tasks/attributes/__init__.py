@@ -28,7 +28,7 @@ from trainables import artifacts
 from trainables.config import TrainConfig
 from trainables.data.demo.celeba import ensure_demo_celeba
 from trainables.data.formats.celeba import is_celeba_attribute_set
-from trainables.data.loaders import TrainStream, eval_loader, open_split
+from trainables.data.loaders import EvalCaches, TrainStream, eval_loader, open_split
 from trainables.data.shards import load_metadata
 from trainables.data.sources import prepared_root
 from trainables.data.transforms import build_augment
@@ -92,6 +92,7 @@ def build(cfg: TrainConfig) -> TaskSetup:
     stream = TrainStream(splits["train"], size, names, build_augment(cfg.data.augment, size), cfg.seed,
                          cfg.data.max_train_images, label_dtype=torch.float32,
                          cache_mb=cfg.data.decoded_cache_mb)
+    caches = EvalCaches(stream.cache_left)
     criterion = build_loss(cfg.loss.name, train_prior=prior,
                            **{arg: getattr(cfg.loss, arg) for arg in loss_arguments(cfg.loss.name)})
 
@@ -99,7 +100,7 @@ def build(cfg: TrainConfig) -> TaskSetup:
         scored = {}
         for name in ("val", "test"):
             loader = eval_loader(splits[name], size, names, ctx.rank, ctx.world, ctx.batch_size,
-                                 ctx.loader_workers, label_dtype=torch.float32)
+                                 ctx.loader_workers, label_dtype=torch.float32, caches=caches)
             scored[name] = all_gather_rows(*predict(model, loader, ctx.pipe))
         val_logits, val_labels = scored["val"]
         with torch.no_grad():

@@ -32,7 +32,7 @@ from trainables import artifacts
 from trainables.config import TrainConfig
 from trainables.data.demo.fairface import ensure_demo_fairface
 from trainables.data.formats.fairface import GENDERS, LABEL_FILES, RACES, YEARS_LABEL_FILES
-from trainables.data.loaders import TrainStream, eval_loader, open_split
+from trainables.data.loaders import EvalCaches, TrainStream, eval_loader, open_split
 from trainables.data.shards import ShardSplit, load_metadata
 from trainables.data.sources import prepared_root
 from trainables.data.transforms import build_augment
@@ -120,11 +120,13 @@ def build(cfg: TrainConfig) -> TaskSetup:
     stream = TrainStream(splits["train"], size, columns, build_augment(cfg.data.augment, size), cfg.seed,
                          cfg.data.max_train_images, targets=FairFaceTargets(), label_dtype=torch.float32,
                          cache_mb=cfg.data.decoded_cache_mb)
+    caches = EvalCaches(stream.cache_left)
     val_files = splits["val"].columns(["file"])["file"].astype(str).tolist()
 
     def evaluate(model: torch.nn.Module, ctx: EvalContext) -> EvalResult:
         loader = eval_loader(splits["val"], size, columns, ctx.rank, ctx.world, ctx.batch_size,
-                             ctx.loader_workers, targets=FairFaceTargets(), label_dtype=torch.float32)
+                             ctx.loader_workers, targets=FairFaceTargets(), label_dtype=torch.float32,
+                             caches=caches)
         outputs, labels = all_gather_rows(*predict(model, loader, ctx.pipe))
         metrics, decoded, table = score(criterion, outputs, labels)
         return EvalResult(metrics, lambda out: write_fairface_files(out, val_files, labels, decoded, table))
