@@ -79,18 +79,55 @@ class PairSplit:
             yield found[u]
 
 
+class KeptImages:
+    """Decoded distinct images of the verification sets, kept across evaluations within `budget` bytes (what
+    the training cache leaves of `data.decoded_cache_mb`): the images are unaugmented and the same every
+    evaluation, so one after the first reads and decodes only those past the budget. Seed 004 verifies on
+    LFW, CFP-FP and AgeDB-30 every 5,000 iterations: about 27,000 distinct faces each time."""
+
+    def __init__(self, budget: int):
+        self.left = budget
+        self._images: dict[tuple, torch.Tensor] = {}
+
+    def get(self, key: tuple) -> torch.Tensor | None:
+        return self._images.get(key)
+
+    def put(self, key: tuple, image: torch.Tensor) -> None:
+        if key not in self._images and image.numel() <= self.left:  # uint8: one byte an element
+            self._images[key] = image
+            self.left -= image.numel()
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+
 def pair_split_names(root: str) -> list[str]:
     return list(load_metadata(root).get("pair_splits", []))
 
 
-def distances(model: torch.nn.Module, pairs: PairSplit, size: int, ctx: EvalContext) -> np.ndarray:
-    """Every pair's flip-summed squared L2 distance; each distinct image is embedded once, by one rank."""
+def distances(model: torch.nn.Module, pairs: PairSplit, size: int, ctx: EvalContext,
+              kept: KeptImages | None = None) -> np.ndarray:
+    """Every pair's flip-summed squared L2 distance; each distinct image is embedded once, by one rank (and
+    with `kept`, decoded once over the evaluations)."""
     share = np.array_split(np.arange(pairs.num_images), ctx.world)[ctx.rank]
+    key = lambda u: (pairs.split.root, pairs.name, size, u)  # noqa: E731
+
+    def decoded() -> Iterator[torch.Tensor]:
+        missing = share if kept is None else np.array([u for u in share.tolist() if kept.get(key(u)) is None],
+                                                       dtype=np.int64)
+        read = pairs.images(missing)  # in share order, as the loop below asks for them
+        for u in share.tolist():
+            image = kept.get(key(u)) if kept is not None else None
+            if image is None:
+                image = decode_shard_image(next(read), size, f"an image of verification set {pairs.name}", square=True)
+                if kept is not None:
+                    kept.put(key(u), image)
+            yield image
 
     def batches() -> Iterator[torch.Tensor]:
         batch = []
-        for data in pairs.images(share):
-            batch.append(decode_shard_image(data, size, f"an image of verification set {pairs.name}", square=True))
+        for image in decoded():
+            batch.append(image)
             if len(batch) == ctx.batch_size:
                 yield torch.stack(batch)
                 batch = []
