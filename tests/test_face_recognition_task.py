@@ -170,6 +170,7 @@ def test_chance_accuracy_is_the_more_common_answer_of_each_sets_own_pairs():
 def test_a_verification_after_the_first_decodes_no_image_and_gives_the_same_distances(tiny_faces, monkeypatch):
     """Its distinct images are kept decoded within what the training cache leaves of the budget; past it,
     they are read and decoded each time."""
+    from trainables.data.loaders import EvalCaches
     from trainables.tasks.recognition import pairs as pairs_module
     from trainables.tasks.recognition import read_targets, target_roots, training_root
 
@@ -181,14 +182,14 @@ def test_a_verification_after_the_first_decodes_no_image_and_gives_the_same_dist
     real = pairs_module.decode_shard_image
     monkeypatch.setattr(pairs_module, "decode_shard_image", lambda *a, **k: calls.append(1) or real(*a, **k))
     plain = pairs_module.distances(task.model, pairs, 112, ctx)
-    kept = pairs_module.KeptImages(1 << 30)
-    runs = [pairs_module.distances(task.model, pairs, 112, ctx, kept) for _ in range(3)]
-    assert len(calls) == 2 * pairs.num_images and len(kept) == pairs.num_images  # plain once, then kept once
+    caches = EvalCaches(1 << 30)
+    runs = [pairs_module.distances(task.model, pairs, 112, ctx, caches) for _ in range(3)]
+    assert len(calls) == 2 * pairs.num_images  # plain once, then kept once
     assert all(np.array_equal(run, plain) for run in runs)
     calls.clear()
-    some = pairs_module.KeptImages(5 * 3 * 112 * 112)  # room for five faces
+    some = EvalCaches(5 * 3 * 112 * 112)  # room for five faces
     runs = [pairs_module.distances(task.model, pairs, 112, ctx, some) for _ in range(2)]
-    assert len(some) == 5 and len(calls) == 2 * pairs.num_images - 5
+    assert some.left == 0 and len(calls) == 2 * pairs.num_images - 5
     assert all(np.array_equal(run, plain) for run in runs)
     calls.clear()  # the task's own evaluation keeps its faces, in what the training cache leaves of the budget
     first = evaluate(task, batch=16).metrics

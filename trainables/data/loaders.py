@@ -155,11 +155,16 @@ class EvalCaches:
         self.loaders: dict[tuple, DataLoader] = {}
 
     def __call__(self, split: ShardSplit, size: int, rank: int, world: int) -> DecodedCache | None:
-        key = (split.root, split.split, size, rank, world)
+        share = {(s.path, s.group) for s in split.eval_row_groups(rank, world)}
+        return self.cache((split.root, split.split, size, rank, world),
+                          [g for g in split.row_groups if (g[0], g[1]) in share], size, len(split.image_columns))
+
+    def cache(self, key: tuple, row_groups: Sequence[tuple[str, int, int]], size: int,
+              columns: int = 1) -> DecodedCache | None:
+        """The cache named `key` (made at its first call) of `row_groups` ((path, group, rows)): as many of their
+        images as the budget has left room for; None when it has none."""
         if key not in self._caches:
-            share = {(s.path, s.group) for s in split.eval_row_groups(rank, world)}
-            groups = [g for g in split.row_groups if (g[0], g[1]) in share]
-            cache = DecodedCache(self.left, groups, size, len(split.image_columns)) if groups and self.left > 0 else None
+            cache = DecodedCache(self.left, row_groups, size, columns) if row_groups and self.left > 0 else None
             if cache is not None and cache.slots == 0:  # less left than one image
                 cache = None
             self.left -= cache.slots * cache.slot_bytes if cache is not None else 0

@@ -31,7 +31,7 @@ from torch import nn
 from trainables import artifacts
 from trainables.config import TrainConfig
 from trainables.data.demo.faces import ensure_demo_faces
-from trainables.data.loaders import TrainStream, open_split
+from trainables.data.loaders import EvalCaches, TrainStream, open_split
 from trainables.data.shards import load_metadata
 from trainables.data.sources import prepared_root
 from trainables.data.transforms import build_augment
@@ -42,7 +42,7 @@ from trainables.tasks import DataSummary, EvalContext, EvalResult, Say, Task, Ta
 from trainables.tasks.recognition.config import EvalConfig, HeadConfig
 from trainables.tasks.recognition.margin_losses import (RecognitionCriterion, build_recognition_criterion,
                                                         center_param_group, margin_head_arguments)
-from trainables.tasks.recognition.pairs import KeptImages, PairSplit, distances, pair_split_names
+from trainables.tasks.recognition.pairs import PairSplit, distances, pair_split_names
 from trainables.tasks.recognition.outputs import RECOGNITION_OUTPUTS
 from trainables.tasks.recognition.verification import (decision_threshold, plot_roc, tar_at_far, ten_fold_accuracy,
                                                        verification_table)
@@ -189,12 +189,12 @@ def build(cfg: TrainConfig) -> TaskSetup:
                          cache_mb=cfg.data.decoded_cache_mb)
     criterion, groups = build_criterion(cfg, len(identities.classes))
     targets = read_targets(target_roots(cfg, root))
-    kept = KeptImages(stream.cache_left)
+    caches = EvalCaches(stream.cache_left)
 
     def evaluate(model: nn.Module, ctx: EvalContext) -> EvalResult:
         metrics, tables = {}, {}
         for name, pairs in targets.items():
-            dist = distances(model, pairs, size, ctx, kept)
+            dist = distances(model, pairs, size, ctx, caches)
             scored = ten_fold_accuracy(dist, pairs.issame)
             metrics[f"val/{name}/accuracy"] = scored["accuracy"]
             metrics[f"val/{name}/accuracy_std"] = scored["accuracy_std"]

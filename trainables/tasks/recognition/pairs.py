@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from trainables.data.decode import decode_shard_image
+from trainables.data.loaders import EvalCaches
 from trainables.data.shards import ShardSplit, load_metadata
 from trainables.distributed import all_gather_rows
 from trainables.errors import UserError
@@ -79,49 +80,31 @@ class PairSplit:
             yield found[u]
 
 
-class KeptImages:
-    """Decoded distinct images of the verification sets, kept across evaluations within `budget` bytes (what
-    the training cache leaves of `data.decoded_cache_mb`): the images are unaugmented and the same every
-    evaluation, so one after the first reads and decodes only those past the budget. Seed 004 verifies on
-    LFW, CFP-FP and AgeDB-30 every 5,000 iterations: about 27,000 distinct faces each time."""
-
-    def __init__(self, budget: int):
-        self.left = budget
-        self._images: dict[tuple, torch.Tensor] = {}
-
-    def get(self, key: tuple) -> torch.Tensor | None:
-        return self._images.get(key)
-
-    def put(self, key: tuple, image: torch.Tensor) -> None:
-        if key not in self._images and image.numel() <= self.left:  # uint8: one byte an element
-            self._images[key] = image
-            self.left -= image.numel()
-
-    def __len__(self) -> int:
-        return len(self._images)
-
-
 def pair_split_names(root: str) -> list[str]:
     return list(load_metadata(root).get("pair_splits", []))
 
 
 def distances(model: torch.nn.Module, pairs: PairSplit, size: int, ctx: EvalContext,
-              kept: KeptImages | None = None) -> np.ndarray:
+              caches: EvalCaches | None = None) -> np.ndarray:
     """Every pair's flip-summed squared L2 distance; each distinct image is embedded once, by one rank (and
-    with `kept`, decoded once over the evaluations)."""
+    with `caches`, decoded once over the evaluations, as far as the budget holds them: the images are
+    unaugmented and the same each time; seed 004 verifies about 27,000 every 5,000 iterations)."""
     share = np.array_split(np.arange(pairs.num_images), ctx.world)[ctx.rank]
-    key = lambda u: (pairs.split.root, pairs.name, size, u)  # noqa: E731
+    # One cache per set and rank, its slots this rank's distinct images in share order.
+    cache = (caches.cache((pairs.split.root, pairs.name, size, ctx.rank, ctx.world), [(pairs.name, 0, len(share))],
+                          size) if caches is not None else None)
+    key = lambda i: (pairs.name, 0, i, 0)  # noqa: E731
 
     def decoded() -> Iterator[torch.Tensor]:
-        missing = share if kept is None else np.array([u for u in share.tolist() if kept.get(key(u)) is None],
-                                                       dtype=np.int64)
-        read = pairs.images(missing)  # in share order, as the loop below asks for them
-        for u in share.tolist():
-            image = kept.get(key(u)) if kept is not None else None
-            if image is None:
-                image = decode_shard_image(next(read), size, f"an image of verification set {pairs.name}", square=True)
-                if kept is not None:
-                    kept.put(key(u), image)
+        held = [cache is not None and cache.holds([key(i)]) for i in range(len(share))]
+        read = pairs.images(share[~np.array(held, dtype=bool)])  # in share order, as the loop below asks for them
+        for i in range(len(share)):
+            if held[i]:
+                yield cache.get(key(i))
+                continue
+            image = decode_shard_image(next(read), size, f"an image of verification set {pairs.name}", square=True)
+            if cache is not None:
+                cache.put(key(i), image)
             yield image
 
     def batches() -> Iterator[torch.Tensor]:
