@@ -224,8 +224,7 @@ def filesystem(checkpoint: str, sweep_path: str) -> tuple[pafs.FileSystem, str]:
 
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes | None:
     try:
-        with fs.open_input_stream(path) as handle:
-            return handle.read()
+        return storage_fs.read_all(fs, path)
     except (FileNotFoundError, IsADirectoryError):
         return None
     except OSError as err:

@@ -49,8 +49,7 @@ def read_text(location: str) -> str:
     """A small file's text, or "" when it does not exist."""
     fs, path = _fs(location)
     try:
-        with fs.open_input_stream(path) as handle:
-            return handle.read().decode()
+        return storage_fs.read_all(fs, path).decode()
     except (FileNotFoundError, OSError):
         return ""
 

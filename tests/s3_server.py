@@ -15,6 +15,8 @@ import time
 
 import pyarrow.fs as pafs
 
+from trainables.storage_fs import read_all
+
 ACCESS_KEY = "testing-access-key"
 SECRET_KEY = "s3-secret-never-recorded-7f3a"  # tests look for this value in every file and MLflow record
 
@@ -73,8 +75,7 @@ class S3Server:
         return [i.path for i in infos if i.type == pafs.FileType.File]
 
     def read(self, path: str) -> bytes:
-        with self.filesystem().open_input_stream(path) as f:
-            return f.read()
+        return read_all(self.filesystem(), path)
 
 
 def _port_free(port: int) -> bool:

@@ -4,6 +4,7 @@ survive pickling, one-line errors after them, and no credential in a URI or a pi
 
 from __future__ import annotations
 
+import logging
 import pickle
 import threading
 
@@ -143,3 +144,34 @@ def test_rays_failed_state_saves_become_one_line(capsys):
     other = log.makeRecord(log.name, logging.ERROR, __file__, 1, "something else", (), None)
     assert line.filter(other) is True  # what is not the store's failure keeps Ray's own record
     assert all(any(f is line for f in logging.getLogger(n).filters) for n in store_outage.RAY_STORAGE_LOGGERS)
+
+
+class _Requests(logging.Handler):
+    """The S3 server's access log (werkzeug's, one record per request), kept while the test reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_a_whole_file_is_one_request_to_s3(s3_server, bucket):
+    """A checkpoint the driver reads whole (export, the sweep's model) is one GET, not one per 256 KiB chunk
+    of pyarrow's stream reads: 360 for a 90 MB checkpoint, each a round trip to the store."""
+    data = bytes(range(256)) * (12 * 1024 + 7)  # a little over 3 MiB
+    fs, path = storage_fs.resolve(f"s3://{bucket}/ckpt/model.pt")
+    with fs.open_output_stream(path) as out:
+        out.write(data)
+    log, requests = logging.getLogger("werkzeug"), _Requests()
+    level = log.level
+    log.addHandler(requests)
+    log.setLevel(logging.INFO)
+    try:
+        assert storage_fs.read_all(fs, path) == data
+    finally:
+        log.removeHandler(requests)
+        log.setLevel(level)
+    gets = [line for line in requests.lines if "GET /" in line and "model.pt" in line]  # colored by werkzeug
+    assert len(gets) == 1, requests.lines

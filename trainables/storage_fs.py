@@ -1,6 +1,6 @@
 """The one place a storage location (a local path or a URI such as s3://bucket/x) becomes a pyarrow
 filesystem: shard reads, the sweep's state file, Tune's and Train's checkpoints and the driver's
-reads of them all come through `resolve`.
+reads of them all come through `resolve`, and a whole file is read through `read_all`.
 
 An S3 location gets its endpoint and credentials from the usual AWS environment (`AWS_ENDPOINT_URL`,
 `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`, ... : pyarrow's `from_uri` reads
@@ -108,6 +108,14 @@ def check_answers(fs: pafs.FileSystem, path: str, location: str) -> None:
     except OSError as err:
         raise UserError(f"the store at {without_userinfo(location)} does not answer ({one_line(err)}); the trial is "
                         "retried from its last checkpoint (or continue with --resume once the store answers)") from None
+
+
+def read_all(fs: pafs.FileSystem, path: str) -> bytes:
+    """A whole file, in one request to an object store. A random-access file knows its size and reads it with
+    one ranged GET; an input stream's read() takes 256 KiB at a time, each its own GET (a 90 MB checkpoint:
+    360 requests, 27 s from an S3 server on loopback against 0.3 s)."""
+    with fs.open_input_file(path) as handle:
+        return handle.read()
 
 
 def one_line(err: BaseException) -> str:

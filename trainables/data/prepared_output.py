@@ -24,6 +24,7 @@ import uuid
 import pyarrow.fs as pafs
 
 from trainables.data.shards import METADATA_FILE, resolve
+from trainables.storage_fs import read_all
 from trainables.errors import UserError
 
 MARKER_PREFIX = ".prepare-"
@@ -132,8 +133,7 @@ class PreparedOutput:
 
     def _metadata(self) -> dict:
         try:
-            with self.fs.open_input_stream(posixpath.join(self.root, METADATA_FILE)) as f:
-                found = json.loads(f.read())
+            found = json.loads(read_all(self.fs, posixpath.join(self.root, METADATA_FILE)))
             return found if isinstance(found, dict) else {}
         except (OSError, ValueError):
             return {}
@@ -141,8 +141,7 @@ class PreparedOutput:
     def _is_stale(self, marker: str) -> bool:
         """Whether the prepare that wrote `marker` is gone: it ran on this host and its process is not alive."""
         try:
-            with self.fs.open_input_stream(posixpath.join(self.root, marker)) as f:
-                owner = json.loads(f.read())
+            owner = json.loads(read_all(self.fs, posixpath.join(self.root, marker)))
             if owner.get("host") != socket.gethostname():
                 return False
             os.kill(int(owner["pid"]), 0)

@@ -107,8 +107,7 @@ class SplitWriter:
 def load_metadata(root: str) -> dict:
     fs, path = resolve(root)
     try:
-        with fs.open_input_stream(posixpath.join(path, METADATA_FILE)) as f:
-            found = json.loads(f.read())
+        found = json.loads(storage_fs.read_all(fs, posixpath.join(path, METADATA_FILE)))
     except FileNotFoundError:
         raise UserError(f"{root} is not a prepared dataset (no {METADATA_FILE}); make one with "
                         f"`python -m orchestrator prepare FORMAT --src DIR --out {root}`") from None
