@@ -112,7 +112,7 @@ def check_answers(fs: pafs.FileSystem, path: str, location: str) -> None:
 
 def read_all(fs: pafs.FileSystem, path: str) -> bytes:
     """A whole file, in one request to an object store. A random-access file knows its size and reads it with
-    one ranged GET; an input stream's read() takes 256 KiB at a time, each its own GET (a 90 MB checkpoint:
+    one ranged GET; an input stream's read() takes 256 KiB at a time, each its own GET (a 90 MB file:
     360 requests, 27 s from an S3 server on loopback against 0.3 s)."""
     with fs.open_input_file(path) as handle:
         return handle.read()
