@@ -24,8 +24,8 @@ import uuid
 import pyarrow.fs as pafs
 
 from trainables.data.shards import METADATA_FILE, resolve
-from trainables.storage_fs import read_all
 from trainables.errors import UserError
+from trainables.storage_fs import read_all
 
 MARKER_PREFIX = ".prepare-"
 LEGACY_MARKER = ".prepare-in-progress"  # written at OUT by earlier prepares on object stores
