@@ -21,24 +21,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import logging
 import statistics
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class Gets(logging.Handler):
-    """The S3 server's GET requests (werkzeug's access log, one record per request)."""
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def emit(self, record):
-        self.count += "GET /" in record.getMessage()
 
 
 def checkpoint_bytes() -> bytes:
@@ -56,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from s3_server import S3Server, apply_env, restore_env
+    from s3_server import S3Server, access_log, apply_env, restore_env
 
     from trainables import storage_fs
 
@@ -64,9 +52,6 @@ def main() -> None:
     server = S3Server()
     server.start()
     saved = apply_env(server)
-    log = logging.getLogger("werkzeug")
-    gets = Gets()
-    log.addHandler(gets)
     try:
         bucket = server.create_bucket("bench-read")
         fs, path = storage_fs.resolve(f"s3://{bucket}/train_runs/checkpoint_000001/model.pt")
@@ -79,17 +64,15 @@ def main() -> None:
 
         times: dict[str, list[float]] = {"stream": [], "read_all": []}
         requests: dict[str, int] = {}
-        log.setLevel(logging.INFO)
         for _ in range(args.repeat):
             for name, read in (("stream", stream), ("read_all", lambda: storage_fs.read_all(fs, path))):
-                gets.count = 0
-                start = time.perf_counter()
-                got = read()
-                times[name].append(time.perf_counter() - start)
-                requests[name] = gets.count
+                with access_log() as lines:
+                    start = time.perf_counter()
+                    got = read()
+                    times[name].append(time.perf_counter() - start)
+                requests[name] = sum("GET /" in line for line in lines)
                 assert got == data, f"{name} returned other bytes"
     finally:
-        log.removeHandler(gets)
         restore_env(saved)
         server.stop()
     stream_s, read_all_s = statistics.median(times["stream"]), statistics.median(times["read_all"])

@@ -12,6 +12,8 @@ import logging
 import os
 import socket
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import pyarrow.fs as pafs
 
@@ -76,6 +78,30 @@ class S3Server:
 
     def read(self, path: str) -> bytes:
         return read_all(self.filesystem(), path)
+
+
+class _AccessLog(logging.Handler):
+    def __init__(self, lines: list[str]):
+        super().__init__()
+        self.lines = lines
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+@contextmanager
+def access_log() -> Iterator[list[str]]:
+    """The requests the server answers while the block runs, one line each (werkzeug's access log, which
+    `start` otherwise silences; the method is colored, so look for "GET /" without the quote)."""
+    log, lines = logging.getLogger("werkzeug"), []
+    handler, level = _AccessLog(lines), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 def _port_free(port: int) -> bool:

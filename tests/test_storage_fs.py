@@ -4,14 +4,13 @@ survive pickling, one-line errors after them, and no credential in a URI or a pi
 
 from __future__ import annotations
 
-import logging
 import pickle
 import threading
 
 import pyarrow.fs as pafs
 import pytest
 
-from s3_server import SECRET_KEY
+from s3_server import SECRET_KEY, access_log
 from trainables import storage_fs
 from trainables.errors import UserError
 
@@ -146,17 +145,6 @@ def test_rays_failed_state_saves_become_one_line(capsys):
     assert all(any(f is line for f in logging.getLogger(n).filters) for n in store_outage.RAY_STORAGE_LOGGERS)
 
 
-class _Requests(logging.Handler):
-    """The S3 server's access log (werkzeug's, one record per request), kept while the test reads."""
-
-    def __init__(self):
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
 def test_a_whole_file_is_one_request_to_s3(s3_server, bucket):
     """A checkpoint the driver reads whole (export, the sweep's model) is one GET, not one per 256 KiB chunk
     of pyarrow's stream reads: 180 for a checkpoint's 45 MB of ResNet-18 weights, each a round trip to the store."""
@@ -164,14 +152,7 @@ def test_a_whole_file_is_one_request_to_s3(s3_server, bucket):
     fs, path = storage_fs.resolve(f"s3://{bucket}/ckpt/model.pt")
     with fs.open_output_stream(path) as out:
         out.write(data)
-    log, requests = logging.getLogger("werkzeug"), _Requests()
-    level = log.level
-    log.addHandler(requests)
-    log.setLevel(logging.INFO)
-    try:
+    with access_log() as requests:
         assert storage_fs.read_all(fs, path) == data
-    finally:
-        log.removeHandler(requests)
-        log.setLevel(level)
-    gets = [line for line in requests.lines if "GET /" in line and "model.pt" in line]  # colored by werkzeug
-    assert len(gets) == 1, requests.lines
+    gets = [line for line in requests if "GET /" in line and "model.pt" in line]
+    assert len(gets) == 1, requests
