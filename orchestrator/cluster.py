@@ -261,13 +261,22 @@ def check_reachable(address: str, timeout: float = 3.0) -> None:
                         "`ray start --head`, or fix --address / RAY_ADDRESS") from None
 
 
+def address_to_dial(address: str | None) -> str | None:
+    """The cluster a command will attach to (--address, else RAY_ADDRESS), or None where it starts a local
+    Ray, or where this process is attached already (as a test session may be) and dials nothing."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return None
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
 def connect(address: str | None) -> None:
     """Start a local Ray (address None) or attach to a running cluster, with a one-line error."""
     import ray
 
     if ray.is_initialized():
         return
-    target = address or os.environ.get("RAY_ADDRESS")
+    target = address_to_dial(address)
     if target:
         check_reachable(target)
     kwargs = dict(logging_level="ERROR", log_to_driver=worker_logs_shown(), configure_logging=True)

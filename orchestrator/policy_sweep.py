@@ -61,7 +61,7 @@ def run_policy_sweep(opts, sweep) -> dict:
         raise UserError(f"sweep {sweep.name} scores a finished trial's predictions: pass --from-run RUN_ID")
     if opts.overrides:
         raise UserError(f"sweep {sweep.name} takes no --set overrides; its policy space is fixed in the sweep file")
-    tracking = Tracking(opts.tracking_uri)
+    tracking = Tracking.holding(opts.tracking_uri, f"MLflow run '{opts.from_run}'")
     source = tracking.trial_run(opts.from_run)
     task = get_task(source.data.params.get("task", ""))
     policy = task.policy

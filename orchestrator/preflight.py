@@ -1,9 +1,10 @@
 """The checks that run before any trial spends compute: `sweep` stops at the first failure,
 `doctor` runs them all and prints each with ✓ or ✗ and the fix.
 
-Cheap checks come first (names and values, then MLflow, storage and data), Ray last, so a typo
-never waits for a cluster. Each check records what later steps need (the sweep, the tracking
-store, the run folder, the data summary, the trial resources).
+Cheap checks come first (names and values, a TCP probe of a cluster's address, then the data,
+MLflow and storage), Ray last, so a typo never waits for a cluster, and a mistake found before MLflow
+and the storage are opened leaves neither behind. Each check records what later steps need (the
+sweep, the tracking store, the run folder, the data summary, the trial resources).
 """
 
 from __future__ import annotations
@@ -87,6 +88,13 @@ class Preflight:
         sizes = ", ".join(f"{name} {rows}" for name, rows in self.data.splits.items())
         return f"data at {redact(self.data.root)} is present and readable ({sizes})"
 
+    def check_ray_address(self) -> str:
+        """A TCP probe of the cluster named by --address or RAY_ADDRESS, before the data, MLflow or the storage
+        are opened: a mistyped address leaves no mlflow.db or run folder behind, and never waits for the data."""
+        target = cluster.address_to_dial(self.opts.address)
+        cluster.check_reachable(target)
+        return f"a Ray cluster answers at {target}"
+
     def check_ray(self) -> str:
         cluster.connect(self.opts.address)
         nodes = cluster.node_count()
@@ -157,15 +165,18 @@ class Preflight:
     def checks(self) -> list[tuple[str, Callable[[], str], tuple[str, ...]]]:
         """(name, check, the checks it needs) in the order they run."""
         needs_sweep = ("sweep and settings",)
+        # A cluster's address is dialled first (a TCP connect, seconds at most), and Ray's own check waits for it.
+        probe = [("Ray address", self.check_ray_address, ())] if cluster.address_to_dial(self.opts.address) else []
+        ray = ("Ray", self.check_ray, tuple(name for name, _, _ in probe))
         if self.sweep is not None and self.sweep.runner != "train":
-            return [("MLflow", self.check_tracking, needs_sweep), ("Ray", self.check_ray, ())]
-        # The data first: a mistyped --data is the commonest mistake, and found before MLflow and the storage
+            return [*probe, ("MLflow", self.check_tracking, needs_sweep), ray]
+        # The data next: a mistyped --data is the commonest mistake, and found before MLflow and the storage
         # are opened it leaves no mlflow.db or runs/ behind (a real dataset packed here stays in the cache).
-        return [("data", self.check_data, needs_sweep),
+        return [*probe, ("data", self.check_data, needs_sweep),
                 ("MLflow", self.check_tracking, needs_sweep), ("storage", self.check_storage, needs_sweep),
                 *([("extended sweep", self.check_extend, needs_sweep + ("MLflow", "data"))]
                   if getattr(self.opts, "extend", None) else []),
-                ("Ray", self.check_ray, ()),
+                ray,
                 ("resources", self.check_resources, needs_sweep + ("Ray", "data")),
                 *([("comparable results", self.check_comparable, ("extended sweep", "resources"))]
                   if getattr(self.opts, "extend", None) else [])]

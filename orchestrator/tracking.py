@@ -22,7 +22,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
-from orchestrator.mlflow_sqlite import seed_new_store
+from orchestrator.mlflow_sqlite import seed_new_store, sqlite_path
 from orchestrator.redaction import error_text, redact  # redact: callers import it from here too
 from trainables.errors import UserError
 
@@ -73,6 +73,17 @@ class Tracking:
             raise UserError(
                 f"MLflow tracking URI {redact(self.uri)} is not reachable ({first}): start the server or fix --tracking-uri"
             ) from None
+
+    @classmethod
+    def holding(cls, uri: str | None, wanted: str) -> "Tracking":
+        """The store that must already hold `wanted` (a run to export, score or serve): a sqlite file that is not
+        there is one line naming it, and is not made, so a mistyped path leaves no empty mlflow.db behind."""
+        uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+        path = sqlite_path(uri)
+        if path is not None and not path.exists():
+            raise UserError(f"no {wanted} at {redact(uri)}: no MLflow store is there ({path.resolve()} does not "
+                            "exist); pass the --tracking-uri of the sweep that recorded it")
+        return cls(uri)
 
     def __getstate__(self):
         # Tune pickles callbacks into tuner.pkl (a client holds a DB engine), and a resume replaces them with

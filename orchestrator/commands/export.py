@@ -45,7 +45,7 @@ def cmd_export(args) -> int:
     from orchestrator.tracking import Tracking
 
     wanted = logged_model.registration(args.register, args.register_if)  # a bad condition fails before any work
-    tracking = Tracking(args.tracking_uri)
+    tracking = Tracking.holding(args.tracking_uri, f"MLflow run '{args.run}'")
     summary = export_run(args.run, args.out, metric=args.metric, mode=args.mode, tracking=tracking)
     print(f"exported run {summary['run_id']} epoch {summary['epoch']} ({summary['metric']} "
           f"{summary['value']:.4f}, best of epochs {summary['epochs']}) to {summary['out']}\n"

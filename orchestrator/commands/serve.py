@@ -105,7 +105,7 @@ def resolve_model(model: str | None, run: str | None, tracking_uri: str | None, 
     from orchestrator.export import export_run
     from orchestrator.tracking import Tracking
 
-    tracking = Tracking(tracking_uri)
+    tracking = Tracking.holding(tracking_uri, f"MLflow run '{run}'" if run is not None else f"MLflow model '{model}'")
     if run is not None:
         export_run(run, tmp / "model", tracking=tracking)
         return tmp / "model", run
