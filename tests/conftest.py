@@ -28,6 +28,17 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def work_in_a_temporary_folder(tmp_path_factory):
+    """MLflow puts a sqlite store's artifacts under the working folder (./mlruns) when an experiment is
+    created: the in-process tests that record into a temporary sqlite store would leave theirs in the
+    checkout. The session works in a temporary folder instead (the CLI stories run in their own)."""
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(here)
+
+
 @pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory):
     """One demo-data cache for the whole session (the demo set is deterministic)."""
