@@ -76,7 +76,13 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
 def cmd_sweep(args) -> int:
     import search_spaces
 
-    search_spaces.get(args.name)  # a mistyped name is its one line in a second, before torch, Tune and MLflow load
+    factory = search_spaces.get(args.name)  # a mistyped name is its one line in a second, before torch, Tune and MLflow load
+    if args.data and "://" not in args.data:  # so is a --data folder that is not there (2 s, not 9, on 2 cores)
+        from trainables.data.hints import DATA_HINTS, existing_folder
+
+        sweep = factory(real_data=True, smoke=args.smoke)
+        if sweep.runner == "train" and sweep.task in DATA_HINTS:
+            existing_folder(args.data, DATA_HINTS[sweep.task])
     from orchestrator.budget import EXIT_BUDGET_SPENT
     from orchestrator.sweep import SweepOptions, run_sweep
 

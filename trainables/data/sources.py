@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from trainables.data import cache_dir
+from trainables.data.hints import existing_folder
 from trainables.data.prepare import StderrProgress, demo_params, detect_format, is_prepared, prepare
 from trainables.data.shards import load_metadata
 from trainables.errors import UserError
@@ -52,9 +53,7 @@ def prepared_root(source: str, formats: Sequence[str], *, what: str, cache: str 
         if "://" in source:
             raise UserError(f"{source} is not a prepared dataset: run `python -m orchestrator prepare FORMAT "
                             f"--src LOCAL_FOLDER --out {source}` first")
-        raw = Path(source).expanduser()
-        if not raw.exists():
-            raise UserError(f"data folder not found: {raw}: pass {what}")
+        raw = existing_folder(source, what)
     raw = raw.resolve()
     if not fmt and len(formats) == 1:
         fmt = formats[0]  # its reader names the file that is missing or malformed

@@ -28,6 +28,7 @@ from trainables import artifacts
 from trainables.config import TrainConfig
 from trainables.data.demo.celeba import ensure_demo_celeba
 from trainables.data.formats.celeba import is_celeba_attribute_set
+from trainables.data.hints import DATA_HINTS
 from trainables.data.loaders import EvalCaches, TrainStream, eval_loader, open_split
 from trainables.data.shards import load_metadata
 from trainables.data.sources import prepared_root
@@ -48,9 +49,7 @@ from trainables.tasks.attributes.thresholds import evaluate_policy, load_predict
 
 DEMO_SEED = 0
 FORMATS = ("celeba", "attributes_csv")  # the first is the demo set's
-WHAT = ("--data /path/to/celeba (the folder holding list_attr_celeba.txt, with any attribute names on its line 2), "
-        "an image folder holding one label CSV (a `file` column, then one 0/1 column per attribute), "
-        "or their prepared shards")
+WHAT = DATA_HINTS["attributes"]
 SPLIT_FILES = {"celeba": "list_eval_partition.txt", "attributes_csv": "the label CSV's split column"}
 SPLITS = ("train", "val", "test")
 

@@ -31,7 +31,8 @@ from sklearn.metrics import mean_absolute_error
 from trainables import artifacts
 from trainables.config import TrainConfig
 from trainables.data.demo.fairface import ensure_demo_fairface
-from trainables.data.formats.fairface import GENDERS, LABEL_FILES, RACES, YEARS_LABEL_FILES
+from trainables.data.formats.fairface import GENDERS, RACES
+from trainables.data.hints import DATA_HINTS
 from trainables.data.loaders import EvalCaches, TrainStream, eval_loader, open_split
 from trainables.data.shards import ShardSplit, load_metadata
 from trainables.data.sources import prepared_root
@@ -49,8 +50,7 @@ from trainables.tasks.fairface.outputs import FAIRFACE_OUTPUTS
 
 DEMO_SEED = 0
 FORMATS = ("fairface",)
-WHAT = (f"--data /path/to/fairface (the image folder with {LABEL_FILES['train']}, or seed 001's "
-        f"{YEARS_LABEL_FILES['train']}, in it or beside it), or its prepared shards")
+WHAT = DATA_HINTS["fairface"]
 GROUP_NAMES = {"race": RACES, "gender": GENDERS}
 LABEL_COLUMNS = list(TASKS)  # the shards' class-index columns, in the order the targets start with
 YEARS_COLUMN = "age_years"   # float32 years, in shards prepared from seed 001's labels only

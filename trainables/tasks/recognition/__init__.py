@@ -31,6 +31,7 @@ from torch import nn
 from trainables import artifacts
 from trainables.config import TrainConfig
 from trainables.data.demo.faces import ensure_demo_faces
+from trainables.data.hints import DATA_HINTS
 from trainables.data.loaders import EvalCaches, TrainStream, open_split
 from trainables.data.shards import load_metadata
 from trainables.data.sources import prepared_root
@@ -51,8 +52,7 @@ DEMO_SEED = 0
 FAR = 1e-3
 TRAIN_FORMATS = ("faces", "insightface_rec", "celeba")
 PAIR_FORMATS = ("lfw_pairs", "insightface_bin")
-TRAIN_WHAT = ("--data /path/to/identity_folders (one folder per person), an InsightFace train.rec folder, "
-              "or CelebA with identity_CelebA.txt")
+TRAIN_WHAT = DATA_HINTS["recognition"]
 PAIRS_WHAT = "--set eval.targets=/path/lfw,/path/cfp_fp.bin (LFW folders with pairs.txt, or InsightFace .bin files)"
 
 
