@@ -8,6 +8,11 @@ wanted. The template holds no experiment: MLflow, opening the copy, finds its sc
 its Default experiment itself, with this store's own artifact root and the time it was opened, exactly
 as it would in a store it had migrated.
 
+An experiment made in a sqlite store keeps its artifacts beside the database (`mlruns/` in the database's
+folder), where MLflow would put them under the working folder of whichever command made it: a sweep run
+from one folder into `--tracking-uri sqlite:////data/mlflow.db` would otherwise leave its checkpoints,
+plots and models in that folder, apart from the database that lists them.
+
 Seeding is only ever a shortcut. Whenever it cannot be taken (not a local sqlite file, the file already
 there, its folder missing, a cache that cannot be written), nothing is done and MLflow makes the store as
 it always has. A copy never replaces a file: it is linked into place, which fails if another process made
@@ -99,3 +104,17 @@ def seed_new_store(uri: str) -> bool:
     except Exception:  # any failure leaves the making of the store to MLflow
         return False
     return True
+
+
+def create_experiment_beside(database: Path, uri: str, name: str, tags: dict[str, str]) -> str:
+    """Make experiment `name` in the sqlite store at `uri` (the file `database`) with its artifacts under
+    `mlruns/<experiment id>` beside the database, as MLflow lays them out under the working folder; returns
+    its id. A store object of its own gives the root: MlflowClient offers no way to name one."""
+    from mlflow.entities import ExperimentTag
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore(uri, str(database.resolve().parent / "mlruns"))
+    try:
+        return store.create_experiment(name, tags=[ExperimentTag(key, value) for key, value in tags.items()])
+    finally:
+        store.engine.dispose()

@@ -22,7 +22,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
-from orchestrator.mlflow_sqlite import seed_new_store, sqlite_path
+from orchestrator.mlflow_sqlite import create_experiment_beside, seed_new_store, sqlite_path
 from orchestrator.redaction import error_text, redact  # redact: callers import it from here too
 from trainables.errors import UserError
 
@@ -115,7 +115,10 @@ class Tracking:
         otherwise opens a fresh browser on the GenAI overview, an empty traces page."""
         found = self.client.get_experiment_by_name(name)
         if found is None:
-            return self.client.create_experiment(name, tags={EXPERIMENT_KIND_KEY: MODEL_TRAINING})
+            tags, database = {EXPERIMENT_KIND_KEY: MODEL_TRAINING}, sqlite_path(self.uri)
+            if database is not None:  # its artifacts beside the database, not in this folder
+                return create_experiment_beside(database, self.uri, name, tags)
+            return self.client.create_experiment(name, tags=tags)
         if found.lifecycle_stage == "deleted":
             self.client.restore_experiment(found.experiment_id)
         if found.tags.get(EXPERIMENT_KIND_KEY) != MODEL_TRAINING:

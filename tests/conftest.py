@@ -30,9 +30,10 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session", autouse=True)
 def work_in_a_temporary_folder(tmp_path_factory):
-    """MLflow puts a sqlite store's artifacts under the working folder (./mlruns) when an experiment is
-    created: the in-process tests that record into a temporary sqlite store would leave theirs in the
-    checkout. The session works in a temporary folder instead (the CLI stories run in their own)."""
+    """MLflow's own client puts a sqlite store's artifacts under the working folder (./mlruns) when it makes
+    an experiment (the product's Tracking puts them beside the database): the tests that make theirs with
+    MLflow's client (tests/trial_fixtures.py) would leave them in the checkout. The session works in a
+    temporary folder instead (the CLI stories run in their own)."""
     here = os.getcwd()
     os.chdir(tmp_path_factory.mktemp("cwd"))
     yield

@@ -98,3 +98,27 @@ def test_building_the_template_prints_nothing(cache, tmp_path, capfd):
     assert "database tables" not in out + err, out + err
     MlflowClient(f"sqlite:///{tmp_path}/by-mlflow.db").search_experiments()  # MLflow's own store still says so
     assert "Creating initial MLflow database tables" in "".join(capfd.readouterr())
+
+
+def test_an_experiments_artifacts_sit_beside_its_database_whatever_the_working_folder(cache, tmp_path, monkeypatch):
+    """MLflow puts a sqlite store's artifacts under the working folder; a sweep's go beside its database, so
+    `--tracking-uri sqlite:////data/mlflow.db` keeps the checkpoints and models with the store that lists them."""
+    (tmp_path / "store").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    tracking = Tracking(f"sqlite:///{tmp_path}/store/mlflow.db")
+    experiment = tracking.experiment_id("celeba_backbones")
+    assert tracking.experiment_id("celeba_backbones") == experiment  # found again, not made twice
+    found = tracking.client.get_experiment(experiment)
+    assert found.tags["mlflow.experimentKind"] == "custom_model_development"
+    run = tracking.client.create_run(experiment).info.run_id
+    (tmp_path / "card.md").write_text("a model card")
+    tracking.client.log_artifact(run, str(tmp_path / "card.md"))
+    assert (tmp_path / "store" / "mlruns" / experiment / run / "artifacts" / "card.md").read_text() == "a model card"
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+    # The default URI, relative, names the working folder's mlflow.db: its artifacts are in ./mlruns, as MLflow's.
+    monkeypatch.chdir(tmp_path / "store")
+    relative = Tracking("sqlite:///mlflow.db")
+    assert relative.client.get_experiment(relative.experiment_id("other")).artifact_location == \
+        str(tmp_path / "store" / "mlruns" / relative.experiment_id("other"))
