@@ -77,7 +77,7 @@ def cmd_sweep(args) -> int:
     import search_spaces
 
     factory = search_spaces.get(args.name)  # a mistyped name is its one line in a second, before torch, Tune and MLflow load
-    if args.data and "://" not in args.data:  # so is a --data folder that is not there (2 s, not 9, on 2 cores)
+    if args.data and "://" not in args.data:  # so is a --data folder that is not there (3 s, not 9, on 2 cores)
         from trainables.data.hints import DATA_HINTS, existing_folder
 
         sweep = factory(real_data=True, smoke=args.smoke)

@@ -1,7 +1,7 @@
 """What each task's `--data` takes, as its one-line errors say it, and the check that the folder is there.
 
 Free of torch and of the tasks' code: `sweep` refuses a `--data` folder that does not exist before its
-heavy imports (about 2 s on 2 cores instead of 9), and the tasks' own data checks say the same words."""
+heavy imports (about 3 s on 2 cores instead of 9), and the tasks' own data checks say the same words."""
 
 from __future__ import annotations
 
