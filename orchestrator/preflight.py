@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import search_spaces
-from orchestrator import budget, cluster, extend, state
+from orchestrator import budget, cluster, extend, shared_data, state
 from orchestrator.space import (apply_overrides, batch_sizes, check_space, count_trials, grid_note, grids_as_choices,
                                 is_domain)
 from orchestrator.tracking import DatasetRecord, Tracking, redact
@@ -38,6 +38,8 @@ class Preflight:
     extension: extend.Extension | None = None  # --extend: the earlier sweep whose trials count as run
     points: list | None = None      # ... for a grid: the points still to run (None: the whole space)
     evaluated: tuple | None = None  # ... for Optuna: the (points, values) its study starts from
+    storage: str | None = None      # the absolute --storage location (check_storage)
+    copy_data: bool = False         # a sweep copies data its cluster's nodes cannot read (doctor only says so)
 
     def check_sweep(self) -> str:
         opts = self.opts
@@ -75,7 +77,7 @@ class Preflight:
         return f"MLflow at {redact(self.tracking.uri)} is reachable and writable"
 
     def check_storage(self) -> str:
-        root = state.check_writable(self.opts.storage)
+        root = self.storage = state.check_writable(self.opts.storage)
         self.run = state.locate(root, self.sweep.name, self.opts.run_name, self.opts.resume)
         if self.tracking is not None:
             self.run.check_tracking(self.tracking.uri, redact(self.tracking.uri))
@@ -102,6 +104,22 @@ class Preflight:
             raise UserError(f"a {nodes}-node cluster needs shared storage, but --storage is the local path "
                             f"{redact(self.run.path)}: pass s3://…, gs://…, or file:///path on a filesystem every node mounts")
         return f"Ray is reachable ({nodes} node{'s' if nodes > 1 else ''})"
+
+    def check_data_on_nodes(self) -> str:
+        """On several nodes, data prepared into this node's cache is copied into the shared storage, which
+        check_ray has made sure of, and the trials read the copy (orchestrator/shared_data.py)."""
+        nodes = cluster.node_count()
+        local = shared_data.local_roots(self.data.settings)
+        if nodes == 1:
+            return "one node: the trials read the data where it was prepared"
+        if not local:
+            return f"the data is in shared storage, which all {nodes} nodes read"
+        if not self.copy_data:
+            return (f"the prepared data at {', '.join(map(redact, local))} is on this node only: the sweep copies it "
+                    f"into {redact(self.storage)}/{shared_data.PREPARED_FOLDER}/ for the cluster's {nodes} nodes")
+        self.data.settings = shared_data.share(self.data.settings, self.storage, lambda text: print(redact(text), flush=True))
+        self.data.root = self.data.settings.get("data.root", self.data.root)
+        return f"the trials read the data from {redact(self.storage)}/{shared_data.PREPARED_FOLDER}/ on all {nodes} nodes"
 
     def check_resources(self) -> str:
         # Never more trials at once than the sweep has: a one-trial sweep gets the whole cluster.
@@ -177,12 +195,14 @@ class Preflight:
                 *([("extended sweep", self.check_extend, needs_sweep + ("MLflow", "data"))]
                   if getattr(self.opts, "extend", None) else []),
                 ray,
+                ("data on every node", self.check_data_on_nodes, ("data", "storage", "Ray")),
                 ("resources", self.check_resources, needs_sweep + ("Ray", "data")),
                 *([("comparable results", self.check_comparable, ("extended sweep", "resources"))]
                   if getattr(self.opts, "extend", None) else [])]
 
     def run_all(self) -> None:
         """For `sweep`: every check, raising the first failure."""
+        self.copy_data = True
         self.check_sweep()
         for _, check, _ in self.checks():
             check()
