@@ -39,6 +39,7 @@ class Preflight:
     points: list | None = None      # ... for a grid: the points still to run (None: the whole space)
     evaluated: tuple | None = None  # ... for Optuna: the (points, values) its study starts from
     storage: str | None = None      # the absolute --storage location (check_storage)
+    nodes: int = 1                  # the cluster's alive nodes (check_ray)
     copy_data: bool = False         # a sweep copies data its cluster's nodes cannot read (doctor only says so)
 
     def check_sweep(self) -> str:
@@ -99,7 +100,7 @@ class Preflight:
 
     def check_ray(self) -> str:
         cluster.connect(self.opts.address)
-        nodes = cluster.node_count()
+        nodes = self.nodes = cluster.node_count()
         if nodes > 1 and self.run is not None and not state.is_uri(self.run.path):
             raise UserError(f"a {nodes}-node cluster needs shared storage, but --storage is the local path "
                             f"{redact(self.run.path)}: pass s3://…, gs://…, or file:///path on a filesystem every node mounts")
@@ -108,7 +109,7 @@ class Preflight:
     def check_data_on_nodes(self) -> str:
         """On several nodes, data prepared into this node's cache is copied into the shared storage, which
         check_ray has made sure of, and the trials read the copy (orchestrator/shared_data.py)."""
-        nodes = cluster.node_count()
+        nodes = self.nodes
         local = shared_data.local_roots(self.data.settings)
         if nodes == 1:
             return "one node: the trials read the data where it was prepared"

@@ -53,7 +53,7 @@ def local_ray(demo_cache):
     """A local Ray of 2 CPUs shared by every `ray` test; never attaches to a running cluster."""
     import ray
 
-    from orchestrator import cluster
+    from orchestrator import cluster, local_ray
 
     os.environ.pop("RAY_ADDRESS", None)
     cluster.local_ray_env()
@@ -61,7 +61,7 @@ def local_ray(demo_cache):
     # whenever Ray forwarded it, in whichever test was then capturing this process's output.
     # No dashboard either, as a command's local Ray has none by default: tests read Ray's tables from the GCS.
     # A start that times out on the busy machine gets the command's second try.
-    cluster.start_local_ray(dict(address="local", num_cpus=2, include_dashboard=cluster.dashboard_wanted(),
+    local_ray.start_local_ray(dict(address="local", num_cpus=2, include_dashboard=cluster.dashboard_wanted(),
                                  logging_level="ERROR", log_to_driver=cluster.worker_logs_shown()))
     assert ray.is_initialized()
     cluster.connect(None)  # a no-op now: run_sweep finds this Ray

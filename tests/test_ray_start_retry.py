@@ -18,7 +18,7 @@ pytestmark = pytest.mark.ray
 SCRIPT = r"""
 import os, sys, time
 import ray, ray._private.node as node, ray._private.services as services
-from orchestrator import cluster
+from orchestrator import cluster, local_ray
 from trainables.errors import UserError
 
 SLOW = {"tries": int(sys.argv[1])}  # how many starts time out
@@ -38,7 +38,7 @@ def get_node(*args, **kwargs):
     return real_get_node(*args, **kwargs)
 
 def init(**kwargs):
-    left = cluster.child_pids()
+    left = local_ray.child_pids()
     assert not [p for p in left if open(f"/proc/{p}/comm").read().strip() in ("gcs_server", "raylet")], left
     try:
         return real_init(**kwargs)
@@ -51,7 +51,7 @@ try:
 except UserError as err:
     print("USER ERROR", err)
 print("INITIALIZED", ray.is_initialized())
-print("CHILDREN", sorted(open(f"/proc/{p}/comm").read().strip() for p in cluster.child_pids()))
+print("CHILDREN", sorted(open(f"/proc/{p}/comm").read().strip() for p in local_ray.child_pids()))
 """
 
 
