@@ -27,6 +27,11 @@ from orchestrator.redaction import error_text, redact  # redact: callers import 
 from trainables.errors import UserError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri(uri: str | None) -> str:
+    """The store a command records to: --tracking-uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 SWEEP_KEY, TRIAL_KEY, KIND_KEY = "orchestrator.sweep_path", "orchestrator.trial_id", "orchestrator.kind"
 RETRIES_KEY = "retries"
 EXPERIMENT_KIND_KEY, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
@@ -61,7 +66,7 @@ class Tracking:
     """A connected, writable MLflow store."""
 
     def __init__(self, uri: str | None = None):
-        self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+        self.uri = tracking_uri(uri)
         seed_new_store(self.uri)  # a new sqlite store is copied in, not migrated (orchestrator/mlflow_sqlite.py)
         self.client = MlflowClient(self.uri)
         self.outbox = None  # set by outbox.keep_records: writes then survive the server going away
@@ -78,7 +83,7 @@ class Tracking:
     def holding(cls, uri: str | None, wanted: str) -> "Tracking":
         """The store that must already hold `wanted` (a run to export, score or serve): a sqlite file that is not
         there is one line naming it, and is not made, so a mistyped path leaves no empty mlflow.db behind."""
-        uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+        uri = tracking_uri(uri)
         path = sqlite_path(uri)
         if path is not None and not path.exists():
             raise UserError(f"no {wanted} at {redact(uri)}: no MLflow store is there ({path.resolve()} does not "

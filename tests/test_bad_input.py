@@ -3,11 +3,15 @@ traceback. Each row runs the real command line (`orchestrator.__main__.main`).""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from orchestrator.__main__ import main
+from orchestrator.tracking import Tracking
 from trainables.data.demo.celeba import write_demo_celeba
 
 
@@ -114,6 +118,42 @@ def test_bad_input_is_one_line_and_exit_2(argv, fragment, broken, tmp_path, caps
     # up in a store that is not there) leaves neither behind; only these two are found after they are opened.
     if request.node.callspec.id not in ("unwritable storage", "--resume with nothing to resume"):
         assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists(), sorted(tmp_path.iterdir())
+
+
+def test_doctor_leaves_no_store_or_run_folder_it_made(tmp_path):
+    """doctor opens MLflow and the storage as a sweep would (making ./mlflow.db, mlruns/ and runs/ when they are
+    not there), but runs nothing: a mistyped --data and --address are reported, and the folder is as it was.
+    Its own process, as a user runs it: MLflow keeps one store per URI in a process, and this is the default
+    relative URI."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run([sys.executable, "-m", "orchestrator", "doctor", "celeba_backbones", "--data", "nowhere/celeba",
+                           "--address", "127.0.0.1:1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "✗ data" in done.stdout and "✗ Ray address" in done.stdout, done.stdout
+    assert "✓ MLflow at sqlite:///mlflow.db" in done.stdout and "✓ storage" in done.stdout, done.stdout  # made, checked
+    assert sorted(tmp_path.iterdir()) == [], sorted(tmp_path.iterdir())
+
+
+def test_doctor_removes_the_outermost_folder_it_made(tmp_path, capsys):
+    deeper = tmp_path / "deeper"
+    code = main(["doctor", "celeba_backbones", "--data", str(tmp_path / "nowhere"), "--address", "127.0.0.1:1",
+                 "--storage", str(deeper / "still" / "runs"), "--tracking-uri", f"sqlite:///{deeper}/db/mlflow.db"])
+    out = capsys.readouterr().out
+    assert code == 2 and "✓ MLflow" in out and "✓ storage" in out, out
+    assert not deeper.exists(), sorted(deeper.rglob("*"))
+
+
+def test_doctor_keeps_the_store_and_run_folder_that_were_there(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "celeba_backbones").mkdir(parents=True)
+    (tmp_path / "runs" / "celeba_backbones" / "sweep_state.json").write_text("{}")
+    uri = f"sqlite:///{tmp_path}/kept.db"
+    Tracking(uri).check_writable("earlier")
+    assert main(["doctor", "celeba_backbones", "--data", "nowhere/celeba", "--address", "127.0.0.1:1",
+                 "--storage", "runs", "--tracking-uri", uri]) == 2
+    assert "✓ MLflow" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "celeba_backbones" / "sweep_state.json").read_text() == "{}"
+    assert [e.name for e in Tracking(uri).client.search_experiments()].count("earlier") == 1
 
 
 def test_the_table_has_at_least_fifteen_kinds():

@@ -1,5 +1,6 @@
 """`orchestrator doctor NAME|FILE.yaml [options]`: the checks `sweep` runs before any trial, each printed with
-its fix, and nothing run. It takes `sweep`'s options."""
+its fix, and nothing run. It takes `sweep`'s options, and leaves no new store or run folder behind
+(orchestrator/leftovers.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ def add_doctor_parser(commands) -> None:
 
 
 def cmd_doctor(args) -> int:
+    from orchestrator.leftovers import doctor_paths, removed_if_new
     from orchestrator.preflight import Preflight
     from orchestrator.sweep import SweepOptions
 
@@ -23,6 +25,7 @@ def cmd_doctor(args) -> int:
 
     options = SweepOptions(**{k: v for k, v in vars(args).items() if k != "command"})
     registration(options.register, options.register_if)  # a bad --register-if is a one-line error here too
-    ok = Preflight(options).report()
+    with removed_if_new(doctor_paths(options.tracking_uri, options.storage)):
+        ok = Preflight(options).report()
     print("all checks passed: `sweep` would start" if ok else "fix the ✗ lines above, then run the sweep")
     return 0 if ok else EXIT_USER_ERROR
