@@ -25,7 +25,7 @@ def celeba_losses(real_data: bool, smoke: bool) -> Sweep:
             "optim.epochs": 2 if smoke else 12 if real_data else 4,
             "optim.batch_size": 64 if real_data else 32,
             "data.image_size": 128 if real_data else 64,
-            "data.max_train_images": 1200 if smoke else 0,
+            "data.max_train_images": 480 if smoke else 0,
         },
         metric="val/macro_f1",
         num_samples=2 if smoke else 16 if real_data else 6,

@@ -32,7 +32,7 @@ def _settings(real_data: bool, smoke: bool, smoke_epochs: int) -> dict:
         "optim.batch_size": 64 if real_data else 32,
         "data.image_size": 160 if real_data else 48 if smoke else 64,
         "data.demo_images": 3600,                        # demo: 3000 train / 600 val
-        "data.max_train_images": 1500 if smoke else 0,   # smoke: a slice of the same data
+        "data.max_train_images": 600 if smoke else 0,    # smoke: a slice of the same data
     }
 
 
