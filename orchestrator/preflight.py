@@ -107,20 +107,29 @@ class Preflight:
         return f"Ray is reachable ({nodes} node{'s' if nodes > 1 else ''})"
 
     def check_data_on_nodes(self) -> str:
-        """On several nodes, data prepared into this node's cache is copied into the shared storage, which
-        check_ray has made sure of, and the trials read the copy (orchestrator/shared_data.py)."""
+        """On several nodes, data prepared into this node's cache is read in place where every node sees it (a
+        shared mount), and otherwise copied into the shared storage, which check_ray has made sure of, for the
+        trials to read (orchestrator/shared_data.py)."""
         nodes = self.nodes
         local = shared_data.local_roots(self.data.settings)
         if nodes == 1:
             return "one node: the trials read the data where it was prepared"
         if not local:
             return f"the data is in shared storage, which all {nodes} nodes read"
+        everywhere = shared_data.read_in_place(local)
+        copied = [root for root in local if root not in everywhere]
+        in_place = (f"all {nodes} nodes read the prepared data at {', '.join(map(redact, sorted(everywhere)))} where "
+                    "it is") if everywhere else ""
         if not self.copy_data:
-            return (f"the prepared data at {', '.join(map(redact, local))} is on this node only: the sweep copies it "
-                    f"into {redact(self.storage)}/{shared_data.PREPARED_FOLDER}/ for the cluster's {nodes} nodes")
-        self.data.settings = shared_data.share(self.data.settings, self.storage, lambda text: print(redact(text), flush=True))
+            copy = (f"the prepared data at {', '.join(map(redact, copied))} is on this node only: the sweep copies it "
+                    f"into {redact(self.storage)}/{shared_data.PREPARED_FOLDER}/ for the cluster's {nodes} nodes"
+                    ) if copied else ""
+            return "; ".join(part for part in (in_place, copy) if part)
+        self.data.settings = shared_data.share(self.data.settings, self.storage, lambda text: print(redact(text), flush=True),
+                                               in_place=lambda roots: everywhere)
         self.data.root = self.data.settings.get("data.root", self.data.root)
-        return f"the trials read the data from {redact(self.storage)}/{shared_data.PREPARED_FOLDER}/ on all {nodes} nodes"
+        copy = f"the trials read the data from {redact(self.storage)}/{shared_data.PREPARED_FOLDER}/ on all {nodes} nodes"
+        return "; ".join(part for part in (in_place, copy if copied else "") if part)
 
     def check_resources(self) -> str:
         # Never more trials at once than the sweep has: a one-trial sweep gets the whole cluster.

@@ -6,6 +6,12 @@ Before any trial starts, each such prepared dataset is copied once into the swee
 `<--storage>/prepared/<its folder name>-<a digest of its metadata.json>`, and the trials read the copy. A
 dataset already given as a URI (`--data s3://…` or `file:///…`) is read where it is.
 
+Where every node already reads the prepared folder at the same path (a cache on a filesystem they all
+mount, such as an NFS home), nothing is copied: one zero-CPU task pinned to each alive node reads the
+digest of metadata.json there, and a folder whose digest every node sees as this one does is read in
+place. A node that cannot answer (no such file, another version, a task that fails or takes too long)
+gets the copy.
+
 The shard files are copied first and metadata.json, which lists them and is all a reader opens first,
 last, in one write: a copy cut short is never taken for a dataset, and the next sweep copies it again.
 The digest names the content, so a dataset prepared anew gets a folder of its own, and a copy already
@@ -27,6 +33,7 @@ from trainables.errors import UserError
 from trainables.storage_fs import one_line, resolve
 
 PREPARED_FOLDER = "prepared"
+PROBE_TIMEOUT_S = 60.0  # for every node's answer (a worker process to start on each); past it, the data is copied
 
 
 def local_roots(settings: dict) -> list[str]:
@@ -35,9 +42,51 @@ def local_roots(settings: dict) -> list[str]:
     return [v for v in values if isinstance(v, str) and v and "://" not in v]
 
 
-def share(settings: dict, storage_root: str, say: Callable[[str], None]) -> dict:
-    """`settings` with each local prepared root replaced by its copy in the shared storage at `storage_root`."""
-    copies = {root: shared_copy(root, storage_root, say) for root in local_roots(settings)}
+def metadata_digest(root: str) -> str | None:
+    """A digest of the prepared dataset at the local path `root` (of its metadata.json); None when it has none."""
+    try:
+        return hashlib.sha256(Path(root, METADATA_FILE).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _digests_here(roots: list[str]) -> dict[str, str | None]:
+    """What one node sees at each path (run there as a Ray task)."""
+    return {root: metadata_digest(root) for root in roots}
+
+
+def read_in_place(roots: list[str], timeout_s: float = PROBE_TIMEOUT_S) -> set[str]:
+    """The local prepared roots that every alive node of the connected Ray cluster sees with this node's
+    metadata.json: a zero-CPU task pinned to each node (it runs beside busy workers) reads it there."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    mine = _digests_here(roots)
+    probe = ray.remote(num_cpus=0, max_retries=0)(_digests_here)
+    nodes = [node["NodeID"] for node in ray.nodes() if node.get("Alive")]
+    if not nodes:
+        return set()
+    calls = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(roots)
+             for node in nodes]
+    done, waiting = ray.wait(calls, num_returns=len(calls), timeout=timeout_s)
+    try:
+        for call in waiting:
+            ray.cancel(call, force=True)
+        seen = ray.get(done) if not waiting else []
+    except Exception:  # a node that cannot run the probe (our package missing there, a node lost): copy
+        seen = []
+    return {root for root in roots if seen and mine[root] and all(view.get(root) == mine[root] for view in seen)}
+
+
+def share(settings: dict, storage_root: str, say: Callable[[str], None],
+          in_place: Callable[[list[str]], set[str]] = read_in_place) -> dict:
+    """`settings` with each local prepared root that some node of the cluster cannot read (`in_place` says which
+    every node reads) replaced by its copy in the shared storage at `storage_root`."""
+    roots = local_roots(settings)
+    everywhere = in_place(roots) if roots else set()
+    for root in sorted(everywhere):
+        say(f"The prepared data at {root} is read in place: every node of the cluster sees it there")
+    copies = {root: shared_copy(root, storage_root, say) for root in roots if root not in everywhere}
 
     def swap(value):
         if isinstance(value, (list, tuple)):
@@ -49,7 +98,7 @@ def share(settings: dict, storage_root: str, say: Callable[[str], None]) -> dict
 
 def destination(root: str, storage_root: str) -> str:
     """Where the shared copy of the local prepared dataset at `root` goes."""
-    digest = hashlib.sha256(Path(root, METADATA_FILE).read_bytes()).hexdigest()[:12]
+    digest = (metadata_digest(root) or "")[:12]
     return f"{storage_root.rstrip('/')}/{PREPARED_FOLDER}/{Path(root).name}-{digest}"
 
 

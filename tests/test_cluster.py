@@ -11,8 +11,8 @@ MLflow server over HTTP. In order:
    proxy on its node) exactly as in-process inference does; Ctrl-C removes Serve from the cluster, and
    both nodes stay up;
 3. a trial of 4 DDP workers (more than one 2-CPU node holds) runs across both nodes, judged from the
-   node of each rank that the trial recorded, and reads the demo set from the copy the sweep made in the
-   shared storage (the head's cache is not on a real second node);
+   node of each rank that the trial recorded, and reads the demo set in the head's cache in place, as
+   each node's probe finds it there (a real second node without it gets a copy in the shared storage);
 4. the second node is killed in the middle of a trial: that trial is retried from its checkpoint on
    the head, and MLflow holds each run and each epoch once.
 
@@ -285,7 +285,7 @@ def test_serve_on_the_cluster_answers_from_replicas_on_both_nodes(two_nodes, exp
 
 def test_four_workers_of_one_trial_span_both_nodes(two_nodes):
     """4 DDP workers on two 2-CPU nodes: planned per node (0.995 CPU each, rounded down), placed on both, reading
-    the demo set from its copy in the shared storage."""
+    the demo set where it was prepared, which both nodes see (they share this machine's disk)."""
     logs = two_nodes.submit("celeba_backbones", f"file://{two_nodes.base}/shared", "--smoke", "--num-workers", "4",
                             "--set", "model.name=resnet18", "--set", "optim.epochs=1",
                             "--set", "data.max_train_images=320", "--set", "optim.batch_size=16")
@@ -300,11 +300,12 @@ def test_four_workers_of_one_trial_span_both_nodes(two_nodes):
     placement = children[0].data.tags["worker_nodes"].split(",")
     assert len(placement) == 4 and set(placement) == {two_nodes.head_id, two_nodes.node_id}, placement
     assert children[0].data.metrics["workers/nodes"] == 2
-    # The demo set was prepared into the head's cache, which a real second node would not have: the workers
-    # read the copy the sweep made in the shared storage (orchestrator/shared_data.py).
-    shared = f"file://{two_nodes.base}/shared/prepared/celeba-celeba_demo"
-    assert "Copied the prepared data at" in logs, logs[-3000:]
-    assert children[0].data.params["data.root"].startswith(shared), children[0].data.params["data.root"]
+    # The demo set was prepared into the head's cache. A real second node would not have it (and would get a copy
+    # in the shared storage, tests/test_shared_data.py); here each node's probe finds it, so it is read in place.
+    root = children[0].data.params["data.root"]
+    assert "is read in place: every node of the cluster sees it there" in logs and root in logs, logs[-3000:]
+    assert "Copied the prepared data at" not in logs and "/prepared/celeba-celeba_demo" in root, root
+    assert not (two_nodes.base / "shared" / "prepared").exists()
     for run in runs:  # no credential leaks into what is recorded
         assert token not in " ".join(map(str, {**run.data.params, **run.data.tags}.values()))
 
