@@ -27,11 +27,6 @@ from orchestrator.redaction import error_text, redact  # redact: callers import 
 from trainables.errors import UserError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-
-
-def tracking_uri(uri: str | None) -> str:
-    """The store a command records to: --tracking-uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 SWEEP_KEY, TRIAL_KEY, KIND_KEY = "orchestrator.sweep_path", "orchestrator.trial_id", "orchestrator.kind"
 RETRIES_KEY = "retries"
 EXPERIMENT_KIND_KEY, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
@@ -39,6 +34,11 @@ EXPERIMENT_KIND_KEY, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_dev
 # (and fetches that run again to do so): for the preflight's deleted scratch run, and for every run `sync` ends.
 # A command prints its own link to the sweep's runs once, on its last line.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
+def tracking_uri(uri: str | None) -> str:
+    """The store a command records to: --tracking-uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def _quoted(value: str) -> str:
