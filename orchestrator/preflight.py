@@ -118,18 +118,18 @@ class Preflight:
             return f"the data is in shared storage, which all {nodes} nodes read"
         everywhere = shared_data.read_in_place(local)
         copied = [root for root in local if root not in everywhere]
-        in_place = (f"all {nodes} nodes read the prepared data at {', '.join(map(redact, sorted(everywhere)))} where "
-                    "it is") if everywhere else ""
-        if not self.copy_data:
-            copy = (f"the prepared data at {', '.join(map(redact, copied))} is on this node only: the sweep copies it "
-                    f"into {redact(self.storage)}/{shared_data.PREPARED_FOLDER}/ for the cluster's {nodes} nodes"
-                    ) if copied else ""
-            return "; ".join(part for part in (in_place, copy) if part)
-        self.data.settings = shared_data.share(self.data.settings, self.storage, lambda text: print(redact(text), flush=True),
-                                               in_place=lambda roots: everywhere)
-        self.data.root = self.data.settings.get("data.root", self.data.root)
-        copy = f"the trials read the data from {redact(self.storage)}/{shared_data.PREPARED_FOLDER}/ on all {nodes} nodes"
-        return "; ".join(part for part in (in_place, copy if copied else "") if part)
+        said = [f"all {nodes} nodes read the prepared data at {', '.join(map(redact, sorted(everywhere)))} where it "
+                "is"] if everywhere else []
+        if self.copy_data:
+            self.data.settings = shared_data.share(self.data.settings, self.storage,
+                                                   lambda text: print(redact(text), flush=True), in_place=everywhere)
+            self.data.root = self.data.settings.get("data.root", self.data.root)
+        if copied:
+            where = f"{redact(self.storage)}/{shared_data.PREPARED_FOLDER}/"
+            said.append(f"the trials read the data from {where} on all {nodes} nodes" if self.copy_data else
+                        f"the prepared data at {', '.join(map(redact, copied))} is on this node only: the sweep "
+                        f"copies it into {where} for the cluster's {nodes} nodes")
+        return "; ".join(said)
 
     def check_resources(self) -> str:
         # Never more trials at once than the sweep has: a one-trial sweep gets the whole cluster.

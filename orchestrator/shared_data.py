@@ -24,7 +24,7 @@ import hashlib
 import posixpath
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import pyarrow.fs as pafs
 
@@ -78,15 +78,13 @@ def read_in_place(roots: list[str], timeout_s: float = PROBE_TIMEOUT_S) -> set[s
     return {root for root in roots if seen and mine[root] and all(view.get(root) == mine[root] for view in seen)}
 
 
-def share(settings: dict, storage_root: str, say: Callable[[str], None],
-          in_place: Callable[[list[str]], set[str]] = read_in_place) -> dict:
-    """`settings` with each local prepared root that some node of the cluster cannot read (`in_place` says which
-    every node reads) replaced by its copy in the shared storage at `storage_root`."""
+def share(settings: dict, storage_root: str, say: Callable[[str], None], in_place: Collection[str] = ()) -> dict:
+    """`settings` with each local prepared root replaced by its copy in the shared storage at `storage_root`,
+    except those in `in_place`, which every node of the cluster reads where they are (read_in_place)."""
     roots = local_roots(settings)
-    everywhere = in_place(roots) if roots else set()
-    for root in sorted(everywhere):
+    for root in sorted(set(roots) & set(in_place)):
         say(f"The prepared data at {root} is read in place: every node of the cluster sees it there")
-    copies = {root: shared_copy(root, storage_root, say) for root in roots if root not in everywhere}
+    copies = {root: shared_copy(root, storage_root, say) for root in roots if root not in in_place}
 
     def swap(value):
         if isinstance(value, (list, tuple)):

@@ -27,11 +27,6 @@ def prepared(tmp_path_factory):
     return roots
 
 
-def NOWHERE(roots: list[str]) -> set[str]:
-    """No node but this one reads any of them: every local root is copied."""
-    return set()
-
-
 def _rows(root: str) -> list:
     split = ShardSplit(root, "train")
     return split.labels().to_numpy().tolist()
@@ -41,7 +36,7 @@ def test_local_roots_are_replaced_by_copies_in_the_shared_storage_with_the_same_
     storage = f"file://{tmp_path}/shared"
     said = []
     settings = {"data.root": prepared[0], "eval.targets": [prepared[1], "s3://bucket/lfw"], "data.format": ""}
-    shared = shared_data.share(settings, storage, said.append, in_place=NOWHERE)
+    shared = shared_data.share(settings, storage, said.append)
 
     assert shared["data.root"].startswith(f"{storage}/prepared/celeba-1-") and shared["data.format"] == ""
     assert shared["eval.targets"][0].startswith(f"{storage}/prepared/celeba-2-")
@@ -50,14 +45,14 @@ def test_local_roots_are_replaced_by_copies_in_the_shared_storage_with_the_same_
     assert len(said) == 2 and all("Copied the prepared data at" in line for line in said), said
 
     said.clear()  # made once: the next sweep finds the copies and copies nothing
-    assert shared_data.share(settings, storage, said.append, in_place=NOWHERE) == shared and said == []
+    assert shared_data.share(settings, storage, said.append) == shared and said == []
 
 
 def test_a_folder_every_node_reads_is_read_in_place_and_the_others_are_copied(prepared, tmp_path):
     storage = f"file://{tmp_path}/shared"
     said = []
     settings = {"data.root": prepared[0], "eval.targets": [prepared[1]]}
-    shared = shared_data.share(settings, storage, said.append, in_place=lambda roots: {prepared[0]})
+    shared = shared_data.share(settings, storage, said.append, in_place={prepared[0]})
     assert shared["data.root"] == prepared[0] and shared["eval.targets"][0].startswith(f"{storage}/prepared/celeba-2-")
     assert said[0] == f"The prepared data at {prepared[0]} is read in place: every node of the cluster sees it there"
     assert "Copied the prepared data at" in said[1] and len(said) == 2, said
