@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import search_spaces
-from orchestrator import budget, cluster, extend, shared_data, state
+from orchestrator import budget, cluster, driver_lease, extend, shared_data, state
 from orchestrator.space import (apply_overrides, batch_sizes, check_space, count_trials, grid_note, grids_as_choices,
                                 is_domain)
 from orchestrator.tracking import DatasetRecord, Tracking, redact
@@ -79,6 +79,8 @@ class Preflight:
 
     def check_storage(self) -> str:
         root = self.storage = state.check_writable(self.opts.storage)
+        named = f"{root}/{self.opts.run_name or self.sweep.name}"  # its driver may still run it: a second is refused
+        driver_lease.check_free(named, driver_lease.then_words(self.opts.resume))
         self.run = state.locate(root, self.sweep.name, self.opts.run_name, self.opts.resume)
         if self.tracking is not None:
             self.run.check_tracking(self.tracking.uri, redact(self.tracking.uri))

@@ -75,6 +75,15 @@ def write_text(location: str, text: str) -> None:
         raise
 
 
+def delete(location: str) -> None:
+    """Delete a file; one that is already gone is fine."""
+    fs, path = _fs(location)
+    try:
+        fs.delete_file(path)
+    except FileNotFoundError:
+        pass
+
+
 def check_writable(storage: str) -> str:
     """Create the storage folder and write-then-delete a probe file; returns the absolute location."""
     root = storage_root(storage)

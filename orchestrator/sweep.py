@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from orchestrator import (accounting, budget, cluster, extend, logged_model, ordered_asha, outbox, report, rungs, signals,
-                          state, store_outage)
+from orchestrator import (accounting, budget, cluster, driver_lease, extend, logged_model, ordered_asha, outbox, report,
+                          rungs, signals, state, store_outage)
 from orchestrator.runners import RUNNERS, TRAIN, train_driver_fn
 from orchestrator.preflight import Preflight
 from orchestrator.space import (describe, evaluation_interval, first_points_note, grid_note, max_epochs,
@@ -104,6 +104,12 @@ def run_sweep(opts: SweepOptions) -> dict:
     if pre.sweep.runner != TRAIN:
         return runner.run(opts, pre.sweep)
     pre.run_all()
+    with driver_lease.held(pre.run.path, opts.resume):  # one driver per sweep: a second is refused while this runs
+        return _train(opts, pre, wanted, started)
+
+
+def _train(opts: SweepOptions, pre: Preflight, wanted, started: float) -> dict:
+    """The checked sweep's trials, from its MLflow parent run to its final report."""
     sweep, space, tracking, run, data, resources = pre.sweep, pre.space, pre.tracking, pre.run, pre.data, pre.resources
     task = get_task(pre.base.task)
     space.update(data.settings)  # trials read the prepared shards, never the raw files

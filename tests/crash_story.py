@@ -2,8 +2,9 @@
 
 `sweep celeba_backbones --smoke` runs in its own process group (its own local Ray). A DDP worker is
 SIGKILLed in the first trial's second epoch, once its epoch-1 checkpoint is reported (Tune retries the
-trial from it); the driver is SIGKILLed once that trial has finished; the same command is run again
-(it must refuse), then with `--resume` (and `--register`). What each step left behind is kept for the tests to judge.
+trial from it); while the retried trial runs, a `--resume` of the same sweep is tried (it must refuse: the
+driver is alive); the driver is SIGKILLed once that trial has finished; the same command is run again
+(it must refuse), then with `--resume` (and `--register`), which goes ahead: the driver that held the sweep is dead. What each step left behind is kept for the tests to judge.
 
 On a fast machine trial 1 may end before the kill lands: the story sees its `done` line before any
 `RETRY`, and starts over in a fresh folder with four times the images per epoch. `story.args` are the
@@ -122,6 +123,8 @@ class CrashStory:
     args: list = field(default_factory=list)     # the sweep command's arguments, without --storage/--tracking-uri
     before: list = field(default_factory=list)  # the child runs (mlflow Run) right after the driver died
     refused: tuple[int, list[str]] = (0, [])    # exit code and output of the plain re-run
+    rival: tuple[int, list[str]] = (0, [])      # exit code and output of the --resume tried while the driver ran
+    driver_pid: int = 0                         # the first run's driver, which held the sweep
     resumed: tuple[int, list[str]] = (0, [])    # exit code and output of the --resume run
 
     @property
@@ -166,6 +169,8 @@ def _crash_and_resume(tmp: Path, args: list[str]) -> CrashStory | None:
         seen, _ = first.wait_for_any(["RETRY  trial 1/2", "done   trial 1/2"], timeout=900)
         if seen.startswith("done"):  # trial 1 had ended: the kill hit nothing of it, or trial 2's start
             return None
+        rival = CliRun(args + ["--resume"], tmp)
+        story.rival, story.driver_pid = (rival.finish(timeout=300), rival.seen), first.proc.pid
         first.wait_for("done   trial 1/2", timeout=900)
     finally:
         first.kill()

@@ -47,6 +47,17 @@ def test_a_plain_rerun_refuses_to_start_over_an_unfinished_sweep(crashed_smoke_s
     assert code == 2 and any("--resume" in line for line in output), output[-10:]
 
 
+def test_a_resume_while_the_driver_runs_is_refused_in_one_line_naming_it(crashed_smoke_sweep):
+    """A second driver on the same sweep trained its unfinished trials again beside the first and logged their
+    epochs twice. The sweep itself went on: its trials' epochs are each recorded once (the test below)."""
+    story = crashed_smoke_sweep
+    code, output = story.rival
+    last = [line for line in output if line.strip()][-1]
+    assert code == 2 and not any("Traceback" in line for line in output), output[-10:]
+    assert last.startswith("error: ") and "is still running" in last, last
+    assert f"its driver is pid {story.driver_pid} on this machine" in last and "run this command again" in last, last
+
+
 def test_killed_driver_resumes_without_rerunning_or_duplicating(crashed_smoke_sweep):
     story = crashed_smoke_sweep
     code, output = story.resumed

@@ -33,7 +33,7 @@ def add_sync_parser(commands) -> None:
 
 
 def cmd_sync(args) -> int:
-    from orchestrator import report, state
+    from orchestrator import driver_lease, report, state
     from orchestrator.preflight import Preflight
     from orchestrator.sweep import SweepOptions
     from orchestrator.outbox import keep_records
@@ -51,6 +51,8 @@ def cmd_sync(args) -> int:
         record = {}
     if not record.get("parent_run_id"):
         raise UserError(f"no sweep at {redact(path)}: pass the --storage and --name the sweep ran with")
+    # Its own driver writes what it kept once MLflow answers: a second writer would record it twice.
+    driver_lease.check_free(path, "run this command again if it ended with records still kept")
     spool = Spool(path)
     if not spool.ops():
         print(f"nothing to sync: every record of the sweep at {redact(path)} is in MLflow")
