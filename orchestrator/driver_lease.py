@@ -72,10 +72,10 @@ class Holder:
         except (ValueError, TypeError, KeyError):  # none, or not ours to trust: no driver holds the sweep
             return None
 
-    def alive(self, now: float | None = None) -> bool:
+    def alive(self) -> bool:
         if self.host == socket.gethostname():
             return _alive_here(self.pid, self.started)
-        return (now or time.time()) - self.beat_at < STALE_S
+        return time.time() - self.beat_at < STALE_S
 
     def refusal(self, run_path: str, then: str) -> str:
         where = "this machine" if self.host == socket.gethostname() else f"host {self.host}"

@@ -8,6 +8,9 @@ import re
 
 import pytest
 
+from crash_story import SWEEP
+from orchestrator.driver_lease import LEASE_FILE
+
 pytestmark = pytest.mark.ray
 
 
@@ -76,3 +79,5 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(crashed_smoke_sw
             reported = _epochs_printed(output, child.info.run_name.split(" ", 1)[1])
             assert all(epoch >= finished[child.info.run_id] for epoch in reported), (reported, output[-30:])
     assert "best/val/mean_accuracy" in story.client.get_run(parents[0].info.run_id).data.metrics
+    # The resumed driver took over the killed one's record of holding the sweep, and removed it as it ended.
+    assert not (story.storage / SWEEP / LEASE_FILE).exists()
