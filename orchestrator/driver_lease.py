@@ -80,7 +80,8 @@ class Holder:
     def refusal(self, run_path: str, then: str) -> str:
         where = "this machine" if self.host == socket.gethostname() else f"host {self.host}"
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
-        seen = "" if self.host == socket.gethostname() else f", last heard from {time.time() - self.beat_at:.0f} s ago"
+        seen = "" if self.host == socket.gethostname() else (
+            f", last heard from {time.time() - self.beat_at:.0f} s ago; one unheard for {STALE_S:.0f} s counts as ended")
         return (f"the sweep at {redact(run_path)} is still running: its driver is pid {self.pid} on {where} "
                 f"(since {since}{seen}); wait for it to end, or stop it (Ctrl-C in its terminal, or "
                 f"`ray job stop`) and {then}")
