@@ -289,6 +289,15 @@ def test_an_unknown_decision_is_one_line_naming_the_valid_ones(exported, celeba_
     assert "cannot read thresholds.json" in one_line_error(run_predict, broken, tmp_path / "nothing", tmp_path / "p")
 
 
+def test_predict_says_how_many_images_it_labelled_in_words_that_fit_the_count(exported, celeba_trial, tmp_path, capsys):
+    from orchestrator.__main__ import main
+
+    out, _ = exported
+    code = main(["predict", "--model", str(out), "--images", f"{celeba_trial['root']}/img_align_celeba/000001.jpg",
+                 "--out", str(tmp_path / "p")])
+    assert code == 0 and capsys.readouterr().out.strip().splitlines()[-1].startswith("1 image -> ")
+
+
 @pytest.mark.parametrize("formulation, age_mode", [("multihead", "regression"), ("onehot18", "bins")])
 def test_fairface_export_and_predict_match_the_trial(tmp_path, mlflow_uri, formulation, age_mode):
     pytest.importorskip("trainables.tasks.fairface")

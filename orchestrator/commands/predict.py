@@ -32,6 +32,7 @@ def cmd_predict(args) -> int:
     summary = run_predict(args.model, args.images, args.out, decision=args.decision,
                           explain=args.explain, limit=args.limit, device=args.device)
     skipped = f"; skipped {len(summary['skipped'])} undecodable" if summary["skipped"] else ""
-    print(f"{summary['images']} images -> {summary['out']}/predictions.csv and grid.png{skipped}"
+    count = summary["images"]
+    print(f"{count} image{'s' if count != 1 else ''} -> {summary['out']}/predictions.csv and grid.png{skipped}"
           + (f"; Grad-CAM of {summary['explained']} in {summary['explain_dir']}" if args.explain else ""))
     return 0
