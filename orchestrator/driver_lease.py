@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 import uuid
@@ -24,33 +23,12 @@ from dataclasses import dataclass
 
 from orchestrator import state
 from orchestrator.redaction import redact
+from trainables import process_owner
 from trainables.errors import UserError
 
 LEASE_FILE = "driver.json"
 BEAT_S = 10.0
 STALE_S = 60.0  # six missed beats: a driver that busy is still alive
-
-
-def _started(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), or None off Linux."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _alive_here(pid: int, started: str | None) -> bool:
-    if pid == os.getpid():  # this process's own leftover (an earlier sweep in the same process): not a rival
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        pass
-    now = _started(pid)
-    return started is None or now is None or now == started
 
 
 @dataclass
@@ -72,15 +50,20 @@ class Holder:
         except (ValueError, TypeError, KeyError):  # none, or not ours to trust: no driver holds the sweep
             return None
 
+    @property
+    def here(self) -> bool:
+        return process_owner.on_this_host({"host": self.host})
+
     def alive(self) -> bool:
-        if self.host == socket.gethostname():
-            return _alive_here(self.pid, self.started)
-        return time.time() - self.beat_at < STALE_S
+        if not self.here:
+            return time.time() - self.beat_at < STALE_S
+        # This process's own leftover (an earlier sweep in the same process) is no rival.
+        return self.pid != os.getpid() and process_owner.alive_here({"pid": self.pid, "started": self.started})
 
     def refusal(self, run_path: str, then: str) -> str:
-        where = "this machine" if self.host == socket.gethostname() else f"host {self.host}"
+        where = "this machine" if self.here else f"host {self.host}"
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
-        seen = "" if self.host == socket.gethostname() else (
+        seen = "" if self.here else (
             f", last heard from {time.time() - self.beat_at:.0f} s ago; one unheard for {STALE_S:.0f} s counts as ended")
         return (f"the sweep at {redact(run_path)} is still running: its driver is pid {self.pid} on {where} "
                 f"(since {since}{seen}); wait for it to end, or stop it (Ctrl-C in its terminal, or "
@@ -111,9 +94,8 @@ class Lease:
         self._thread: threading.Thread | None = None
 
     def _write(self) -> None:
-        state.write_text(self.path, json.dumps({
-            "host": socket.gethostname(), "pid": os.getpid(), "started": _started(os.getpid()),
-            "since": self.since, "beat_at": time.time(), "token": self.token}))
+        state.write_text(self.path, json.dumps({**process_owner.owner(), "since": self.since, "beat_at": time.time(),
+                                                "token": self.token}))
 
     def _ours(self) -> bool:
         holder = Holder.read(self.run_path)

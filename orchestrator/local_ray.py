@@ -9,6 +9,8 @@ import signal
 import time
 from pathlib import Path
 
+from trainables import process_owner
+
 
 # What ray.init raises when the raylet has not registered with the GCS within Ray's fixed 30 s
 # (ray._private.node): on 2 busy cores that happens to a start that would have finished a little later.
@@ -39,11 +41,8 @@ def child_pids() -> set[int]:
     """The processes this process started and that are still running (Linux's /proc; empty elsewhere)."""
     me, found = os.getpid(), set()
     for entry in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = entry.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # the process ended while we looked
-        if int(fields[1]) == me and fields[0] != "Z":
+        fields = process_owner.stat_fields(int(entry.parent.name))
+        if fields and int(fields[1]) == me and fields[0] != "Z":  # None: the process ended while we looked
             found.add(int(entry.parent.name))
     return found
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,13 +17,14 @@ import pytest
 
 from orchestrator import driver_lease, state
 from orchestrator.__main__ import main
+from trainables import process_owner
 from trainables.errors import UserError
 
 SWEEP = "celeba_backbones"
 
 
 def _record(run_path, **fields) -> None:
-    record = {"host": driver_lease.socket.gethostname(), "pid": os.getpid(), "started": None, "since": time.time(),
+    record = {"host": socket.gethostname(), "pid": os.getpid(), "started": None, "since": time.time(),
               "beat_at": time.time(), "token": "theirs", **fields}
     state.write_text(f"{run_path}/{driver_lease.LEASE_FILE}", json.dumps(record))
 
@@ -37,7 +39,7 @@ def other_process():
 
 
 def test_a_live_driver_on_this_machine_refuses_a_second_in_one_line(tmp_path, other_process):
-    _record(tmp_path, pid=other_process.pid, started=driver_lease._started(other_process.pid))
+    _record(tmp_path, pid=other_process.pid, started=process_owner.start_time(other_process.pid))
     with pytest.raises(UserError) as err:
         driver_lease.check_free(str(tmp_path), driver_lease.then_words(resume=True))
     text = str(err.value)
@@ -48,7 +50,7 @@ def test_a_live_driver_on_this_machine_refuses_a_second_in_one_line(tmp_path, ot
 
 
 def test_a_killed_drivers_record_and_a_reused_pid_leave_the_sweep_free(tmp_path, other_process):
-    started = driver_lease._started(other_process.pid)
+    started = process_owner.start_time(other_process.pid)
     _record(tmp_path, pid=other_process.pid, started=str(int(started) - 1))  # the pid now names another process
     driver_lease.check_free(str(tmp_path), "again")
     _record(tmp_path, pid=other_process.pid, started=started)
@@ -78,7 +80,7 @@ def test_a_held_lease_beats_while_held_and_is_gone_after(tmp_path, monkeypatch):
     where = f"file://{tmp_path}/runs/{SWEEP}"  # a URI, as --storage may be
     with driver_lease.held(where, resume=False) as lease:
         first = driver_lease.Holder.read(where)
-        assert (first.pid, first.token, first.host) == (os.getpid(), lease.token, driver_lease.socket.gethostname())
+        assert (first.pid, first.token, first.host) == (os.getpid(), lease.token, socket.gethostname())
         deadline = time.time() + 10
         while driver_lease.Holder.read(where).beat_at == first.beat_at and time.time() < deadline:
             time.sleep(0.05)
@@ -99,7 +101,7 @@ def test_sync_refuses_while_the_sweeps_driver_runs(tmp_path, other_process, caps
     """Its driver writes its kept records itself once MLflow answers: a second writer would record them twice."""
     run_path = tmp_path / SWEEP
     state.write_text(f"{run_path}/{state.STATE_FILE}", json.dumps({"parent_run_id": "abc", "status": "running"}))
-    _record(run_path, pid=other_process.pid, started=driver_lease._started(other_process.pid))
+    _record(run_path, pid=other_process.pid, started=process_owner.start_time(other_process.pid))
     assert main(["sync", SWEEP, "--storage", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is still running" in err[0] and f"pid {other_process.pid}" in err[0], err

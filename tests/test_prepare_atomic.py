@@ -237,6 +237,31 @@ def test_a_killed_prepare_leaves_the_old_dataset_and_its_leftovers_are_cleaned(p
     assert readable(out) == 6 and set(snapshot(out)) != set(before)
 
 
+def test_a_killed_prepares_marker_whose_pid_another_process_now_has_is_cleaned(prepared):
+    """The kernel reuses pids: a marker's process counts as alive only if the process now at that pid started
+    when the marker says (trainables/process_owner.py)."""
+    import socket
+
+    from trainables import process_owner
+
+    src, out = prepared
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        started = process_owner.start_time(other.pid)
+        for generation, when in (("0badc0de", str(int(started) - 1)), ("0000cafe", started)):
+            with open(os.path.join(out, f".prepare-{generation}"), "w") as f:
+                json.dump({"host": socket.gethostname(), "pid": other.pid, "started": when}, f)
+            with open(os.path.join(out, "train", f"part-{generation}-00000.parquet"), "wb") as f:
+                f.write(b"half a shard")
+        prepare("faces", src, out, row_group_rows=5)
+    finally:
+        other.kill()
+        other.wait()
+    assert not os.path.exists(os.path.join(out, "train", "part-0badc0de-00000.parquet"))  # pid reused: gone
+    assert os.path.exists(os.path.join(out, "train", "part-0000cafe-00000.parquet"))  # its writer still runs
+    assert readable(out) == 6
+
+
 def test_a_first_prepare_killed_midway_does_not_block_the_next(tmp_path):
     src = dataset_writers.faces(tmp_path / "faces")
     out = tmp_path / "out"

@@ -18,12 +18,12 @@ import json
 import os
 import posixpath
 import re
-import socket
 import uuid
 
 import pyarrow.fs as pafs
 
 from trainables.data.shards import METADATA_FILE, resolve
+from trainables import process_owner
 from trainables.errors import UserError
 from trainables.storage_fs import read_all
 
@@ -90,7 +90,7 @@ class PreparedOutput:
             if name.startswith(MARKER_PREFIX) and name != LEGACY_MARKER and self._is_stale(name):
                 self._delete_generation(name[len(MARKER_PREFIX):], keep=live)
         with self.fs.open_output_stream(self._marker(self.generation)) as f:
-            f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode())
+            f.write(json.dumps(process_owner.owner()).encode())
 
     def commit(self, meta: dict) -> None:
         """Switch metadata.json to this generation, then delete the files the replaced one listed."""
@@ -142,14 +142,9 @@ class PreparedOutput:
         """Whether the prepare that wrote `marker` is gone: it ran on this host and its process is not alive."""
         try:
             owner = json.loads(read_all(self.fs, posixpath.join(self.root, marker)))
-            if owner.get("host") != socket.gethostname():
-                return False
-            os.kill(int(owner["pid"]), 0)
-        except ProcessLookupError:
-            return True
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError):
+        except (OSError, ValueError):
             return False
-        return False
+        return isinstance(owner, dict) and process_owner.on_this_host(owner) and not process_owner.alive_here(owner)
 
     def _delete_generation(self, generation: str, keep: set[str] = frozenset()) -> None:
         """Delete the shard files of `generation` in OUT's split folders (but those in `keep`), then
