@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import search_spaces
-from orchestrator import budget, cluster, driver_lease, extend, shared_data, state
+from orchestrator import budget, cluster, driver_lease, extend, shared_data, state, sweep_settings
 from orchestrator.space import (apply_overrides, batch_sizes, check_space, count_trials, grid_note, grids_as_choices,
                                 is_domain)
 from orchestrator.tracking import DatasetRecord, Tracking, redact
@@ -41,6 +41,7 @@ class Preflight:
     storage: str | None = None      # the absolute --storage location (check_storage)
     nodes: int = 1                  # the cluster's alive nodes (check_ray)
     copy_data: bool = False         # a sweep copies data its cluster's nodes cannot read (doctor only says so)
+    asked: dict = field(default_factory=dict)  # the space as the command asks for it (sweep_settings.py)
 
     def check_sweep(self) -> str:
         opts = self.opts
@@ -67,6 +68,7 @@ class Preflight:
         self.space = apply_overrides(space, opts.overrides)  # paths made absolute here, once
         check_space(self.space)
         self.space = grids_as_choices(self.space, self.sweep.search)
+        self.asked = dict(self.space)  # before --smoke fits the batch to the workers, which a resume may change
         self.base = TrainConfig.from_dict({k: v for k, v in self.space.items() if not is_domain(v)})
         note = grid_note(self.space)
         known = f"sweep {self.sweep.name}: every backbone, loss, optimizer and key is known"
@@ -170,6 +172,19 @@ class Preflight:
                                 DatasetRecord.of(self.data).digest, locations=tuple(self.data.settings))
         return f"sweep {self.opts.extend} trained this task on the same data with the same fixed settings"
 
+    def settings(self) -> dict[str, str]:
+        """What this sweep runs with, as its state file keeps it for a resume to match (sweep_settings.py)."""
+        sweep = self.sweep
+        return sweep_settings.settings_of(self.asked, ("data.root", *self.data.settings),
+                                          DatasetRecord.of(self.data).digest, self.opts.smoke, sweep.objectives,
+                                          sweep.seed, sweep.num_samples, self.opts.early_stopping)
+
+    def check_resumed_settings(self) -> str:
+        """--resume: the same settings the sweep started with (Tune would go on with those whatever is given)."""
+        sweep_settings.check_same(self.run.settings, self.settings(), redact(self.run.path), self.run.command)
+        return ("the same settings the sweep started with" if self.run.settings else
+                "the sweep records no settings (it started before they were kept): resumed as it is")
+
     def trial_count(self) -> int:
         """The trials this invocation's search produces: an extended grid runs only its new points."""
         if self.points is not None:
@@ -204,6 +219,7 @@ class Preflight:
         # are opened it leaves no mlflow.db or runs/ behind (a real dataset packed here stays in the cache).
         return [*probe, ("data", self.check_data, needs_sweep),
                 ("MLflow", self.check_tracking, needs_sweep), ("storage", self.check_storage, needs_sweep),
+                *([("resumed settings", self.check_resumed_settings, ("data", "storage"))] if self.opts.resume else []),
                 *([("extended sweep", self.check_extend, needs_sweep + ("MLflow", "data"))]
                   if getattr(self.opts, "extend", None) else []),
                 ray,

@@ -113,13 +113,15 @@ class SweepRun:
     budget_s: float | None = None  # --budget, in trial-seconds (the last one given)
     spent_s: float = 0.0         # trial-seconds its trials ran, across invocations
     spent_by_trial: dict = field(default_factory=dict)  # trial id -> its share of spent_s
+    settings: dict = field(default_factory=dict)  # what it started with, which a resume must keep (sweep_settings.py)
+    command: str = ""            # the command that resumes it as it started, credentials redacted
 
     def save(self, **changes) -> None:
         for key, value in changes.items():
             setattr(self, key, value)
         record = {"name": self.name, "parent_run_id": self.parent_run_id, "status": self.status,
                   "tracking": self.tracking, "budget_s": self.budget_s, "spent_s": self.spent_s,
-                  "spent_by_trial": self.spent_by_trial}
+                  "spent_by_trial": self.spent_by_trial, "settings": self.settings, "command": self.command}
         write_text(f"{self.path}/{STATE_FILE}", json.dumps(record, indent=1))
 
     def check_tracking(self, uri: str, shown: str) -> None:
@@ -162,7 +164,8 @@ def locate(storage: str, sweep_name: str, run_name: str | None, resume: bool) ->
                             "(or pass the same --storage and --name as the interrupted run)")
         return SweepRun(name, path, record.get("parent_run_id"), record.get("status", "running"),
                         record.get("tracking", ""), record.get("budget_s"), float(record.get("spent_s") or 0.0),
-                        dict(record.get("spent_by_trial") or {}))
+                        dict(record.get("spent_by_trial") or {}), dict(record.get("settings") or {}),
+                        str(record.get("command") or ""))
     if _exists(path) and (record.get("status") == FAILED_START or not can_restore(path)):
         return SweepRun(name, path)  # a start that failed before any trial: nothing to keep or resume
     if _exists(path):

@@ -126,7 +126,8 @@ def _train(opts: SweepOptions, pre: Preflight, wanted, started: float) -> dict:
     extension = pre.extension or (extend.resumed_extension(tracking, parent_id) if opts.resume else None)  # a
     # resumed extension keeps its earlier trials (its parent's tag); a new sweep pays no MLflow call for it
     run.budget_s = pre.budget_s
-    run.save(parent_run_id=parent_id, status="running")
+    run.save(parent_run_id=parent_id, status="running",  # a new sweep keeps what a resume must match
+             **({} if opts.resume else {"settings": pre.settings(), "command": accounting.resume_command()}))
     accounting.opened(tracking, run, parent_id)
     dataset = DatasetRecord.of(data)
     if not opts.resume:  # an input is logged once per run

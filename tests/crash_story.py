@@ -4,7 +4,7 @@
 SIGKILLed in the first trial's second epoch, once its epoch-1 checkpoint is reported (Tune retries the
 trial from it); while the retried trial runs, a `--resume` of the same sweep is tried (it must refuse: the
 driver is alive); the driver is SIGKILLed once that trial has finished; the same command is run again
-(it must refuse), then with `--resume` (and `--register`), which goes ahead: the driver that held the sweep is dead. What each step left behind is kept for the tests to judge.
+(it must refuse), then with `--resume --set optim.epochs=3` (it must refuse: a resume keeps the sweep's settings), then with `--resume` (and `--register`), which goes ahead: the driver that held the sweep is dead. What each step left behind is kept for the tests to judge.
 
 On a fast machine trial 1 may end before the kill lands: the story sees its `done` line before any
 `RETRY`, and starts over in a fresh folder with four times the images per epoch. `story.args` are the
@@ -125,6 +125,7 @@ class CrashStory:
     refused: tuple[int, list[str]] = (0, [])    # exit code and output of the plain re-run
     rival: tuple[int, list[str]] = (0, [])      # exit code and output of the --resume tried while the driver ran
     driver_pid: int = 0                         # the first run's driver, which held the sweep
+    changed: tuple[int, list[str]] = (0, [])    # ... of a --resume that changes the epochs (refused)
     resumed: tuple[int, list[str]] = (0, [])    # exit code and output of the --resume run
 
     @property
@@ -177,6 +178,8 @@ def _crash_and_resume(tmp: Path, args: list[str]) -> CrashStory | None:
     story.before = story.runs()[1]
     again = CliRun(args, tmp)
     story.refused = (again.finish(timeout=900), again.seen)
+    changed = CliRun(args + ["--resume", "--set", "optim.epochs=3"], tmp)
+    story.changed = (changed.finish(timeout=900), changed.seen)
     resumed = CliRun(args + ["--resume", "--register", REGISTERED, "--register-if", "val/mean_accuracy>=0"], tmp)
     story.resumed = (resumed.finish(timeout=1800), resumed.seen)
     return story

@@ -50,6 +50,19 @@ def test_a_plain_rerun_refuses_to_start_over_an_unfinished_sweep(crashed_smoke_s
     assert code == 2 and any("--resume" in line for line in output), output[-10:]
 
 
+def test_a_resume_with_other_settings_is_refused_naming_the_change_and_the_command_that_resumes_it(crashed_smoke_sweep):
+    """Tune goes on with the trials it saved whatever a resume is given: the trials trained 2 epochs while the
+    header, the progress lines and the parent run's params said 3. The resume after it goes ahead unharmed."""
+    story = crashed_smoke_sweep
+    code, output = story.changed
+    last = [line for line in output if line.strip()][-1]
+    assert code == 2 and not any("Traceback" in line for line in output), output[-10:]
+    assert last.startswith("error: --resume: ") and "(optim.epochs 2 -> 3)" in last, last
+    resume = " ".join(story.args)
+    assert f"resume it as it started: python -m orchestrator {resume} --storage" in last, last
+    assert not any("start  trial" in line for line in output), output[-10:]
+
+
 def test_a_resume_while_the_driver_runs_is_refused_in_one_line_naming_it(crashed_smoke_sweep):
     """A second driver on the same sweep trained its unfinished trials again beside the first and logged their
     epochs twice. The sweep itself went on: its trials' epochs are each recorded once (the test below)."""
