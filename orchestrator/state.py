@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,13 +116,20 @@ class SweepRun:
     spent_by_trial: dict = field(default_factory=dict)  # trial id -> its share of spent_s
     settings: dict = field(default_factory=dict)  # what it started with, which a resume must keep (sweep_settings.py)
     command: str = ""            # the command that resumes it as it started, credentials redacted
+    minutes: float = 0.0         # wall-clock minutes of its earlier invocations, each up to its last save
+    began: float | None = None   # when this invocation began (time.time()); its own minutes are added on each save
+
+    def clock(self) -> float:
+        """When the sweep would have begun had its invocations run back to back: the start its minutes count from."""
+        return (self.began or time.time()) - self.minutes * 60
 
     def save(self, **changes) -> None:
         for key, value in changes.items():
             setattr(self, key, value)
         record = {"name": self.name, "parent_run_id": self.parent_run_id, "status": self.status,
                   "tracking": self.tracking, "budget_s": self.budget_s, "spent_s": self.spent_s,
-                  "spent_by_trial": self.spent_by_trial, "settings": self.settings, "command": self.command}
+                  "spent_by_trial": self.spent_by_trial, "settings": self.settings, "command": self.command,
+                  "minutes": (time.time() - self.clock()) / 60}
         write_text(f"{self.path}/{STATE_FILE}", json.dumps(record, indent=1))
 
     def check_tracking(self, uri: str, shown: str) -> None:
@@ -165,7 +173,7 @@ def locate(storage: str, sweep_name: str, run_name: str | None, resume: bool) ->
         return SweepRun(name, path, record.get("parent_run_id"), record.get("status", "running"),
                         record.get("tracking", ""), record.get("budget_s"), float(record.get("spent_s") or 0.0),
                         dict(record.get("spent_by_trial") or {}), dict(record.get("settings") or {}),
-                        str(record.get("command") or ""))
+                        str(record.get("command") or ""), float(record.get("minutes") or 0.0))
     if _exists(path) and (record.get("status") == FAILED_START or not can_restore(path)):
         return SweepRun(name, path)  # a start that failed before any trial: nothing to keep or resume
     if _exists(path):

@@ -125,7 +125,7 @@ def _train(opts: SweepOptions, pre: Preflight, wanted, started: float) -> dict:
     )[0]
     extension = pre.extension or (extend.resumed_extension(tracking, parent_id) if opts.resume else None)  # a
     # resumed extension keeps its earlier trials (its parent's tag); a new sweep pays no MLflow call for it
-    run.budget_s = pre.budget_s
+    run.budget_s, run.began = pre.budget_s, started  # its minutes go on from its earlier invocations'
     run.save(parent_run_id=parent_id, status="running",  # a new sweep keeps what a resume must match
              **({} if opts.resume else {"settings": pre.settings(), "command": accounting.resume_command()}))
     accounting.opened(tracking, run, parent_id)
@@ -256,7 +256,7 @@ def _train(opts: SweepOptions, pre: Preflight, wanted, started: float) -> dict:
     try:
         tracking.log(parent_id, metrics=budget.parent_records(keeper), tags={  # a resume that finishes overwrites it
             "status": budget.BUDGET_SPENT if spent else "interrupted" if interrupted else "finished"})
-        summary = report.finish_sweep(results, sweep, task, tracking, parent_id, data.baseline, name_of, started,
+        summary = report.finish_sweep(results, sweep, task, tracking, parent_id, data.baseline, name_of, run.clock(),
                                       child_run=child_run, interrupted=interrupted, status_of=ledger.status,
                                       total=total, closing_later=True, full_epochs=epochs,
                                       why="its budget was spent" if spent else "the sweep was interrupted",

@@ -171,3 +171,7 @@ def test_ctrl_c_at_any_moment_is_recorded_as_interrupted_and_resume_finishes_it(
     # the two differed by a decision or two of the 8,000 (0.830375 against 0.83025).
     assert parent.data.metrics["best/val/mean_accuracy"] == reference_parent.data.metrics["best/val/mean_accuracy"]
     assert parent.data.metrics["best/epoch"] == reference_parent.data.metrics["best/epoch"]
+    # Its minutes are those of all its invocations, as each interrupted one said them: not the last one's alone.
+    said = [float(m) for m in re.findall(r"trials ended in ([\d.]+) min before", "\n".join(everything))]
+    assert len(said) == 3 and said == sorted(said), said
+    assert parent.data.metrics["sweep/minutes"] >= said[-1], (parent.data.metrics["sweep/minutes"], said)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -34,6 +35,20 @@ def test_the_state_records_no_secret(tmp_path):
     tracking = Tracking.__new__(Tracking)  # as Tune pickles it into tuner.pkl
     tracking.uri = "https://user:SECRET@mlflow:5000"
     assert b"SECRET" not in pickle.dumps(tracking.__getstate__())
+
+
+def test_a_resumed_sweep_counts_the_minutes_of_its_earlier_invocations(tmp_path):
+    """The parent's sweep/minutes and the closing line count from run.clock(): before, a resumed sweep's were
+    its last invocation's alone (0.1 min for one that only wrote its report)."""
+    first = SweepRun("s", str(tmp_path / "s"), began=time.time() - 120)  # ran 2 minutes, then was interrupted
+    first.save(status="interrupted")
+    (tmp_path / "s" / "tuner.pkl").write_bytes(b"")  # what Tune looks for before it restores a sweep
+    second = locate(str(tmp_path), "s", None, resume=True)
+    assert second.minutes == pytest.approx(2, abs=0.01)
+    second.began = time.time() - 60  # one more minute
+    assert (time.time() - second.clock()) / 60 == pytest.approx(3, abs=0.01)
+    second.save(status="finished")
+    assert locate(str(tmp_path), "s", None, resume=True).minutes == pytest.approx(3, abs=0.01)
 
 
 def test_max_failures_of_this_invocation_apply_to_restored_trials():
