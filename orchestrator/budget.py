@@ -65,11 +65,16 @@ def flag_value(seconds: float) -> str:
 
 def continue_command(spent_s: float, budget_s: float, argv: list[str] | None = None) -> str:
     """The last line of a sweep whose budget is spent: this command with --resume and twice the budget."""
-    argv = list(sys.argv if argv is None else argv)
-    kept = [a for i, a in enumerate(argv) if not a.startswith("--budget=") and a != "--budget"
-            and not (i and argv[i - 1] == "--budget")]
     return (f"budget spent: {hours(spent_s)} of {hours(budget_s)}; continue this sweep with: "
-            f"{resume_command(kept)} --budget {flag_value(2 * max(budget_s, spent_s))}")
+            f"{resume_command(without_budget(argv))} --budget {flag_value(2 * max(budget_s, spent_s))}")
+
+
+def without_budget(argv: list[str] | None = None) -> list[str]:
+    """The command line (this one's by default) less its --budget and value: a resume without one keeps the
+    last budget given."""
+    argv = list(sys.argv if argv is None else argv)
+    return [a for i, a in enumerate(argv) if not a.startswith("--budget=") and a != "--budget"
+            and not (i and argv[i - 1] == "--budget")]
 
 
 def trial_weight(resources) -> float:

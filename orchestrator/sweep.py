@@ -126,8 +126,10 @@ def _train(opts: SweepOptions, pre: Preflight, wanted, started: float) -> dict:
     extension = pre.extension or (extend.resumed_extension(tracking, parent_id) if opts.resume else None)  # a
     # resumed extension keeps its earlier trials (its parent's tag); a new sweep pays no MLflow call for it
     run.budget_s, run.began = pre.budget_s, started  # its minutes go on from its earlier invocations'
-    run.save(parent_run_id=parent_id, status="running",  # a new sweep keeps what a resume must match
-             **({} if opts.resume else {"settings": pre.settings(), "command": accounting.resume_command()}))
+    if not opts.resume:  # a new sweep keeps what a resume must match, and the command that resumes it (a resume
+        # without --budget keeps the last one given)
+        run.settings, run.command = pre.settings(), accounting.resume_command(budget.without_budget())
+    run.save(parent_run_id=parent_id, status="running")
     accounting.opened(tracking, run, parent_id)
     dataset = DatasetRecord.of(data)
     if not opts.resume:  # an input is logged once per run

@@ -162,6 +162,12 @@ def test_the_last_line_is_the_resume_command_with_a_larger_budget():
     assert budget.flag_value(7200) == "2h" and budget.flag_value(5400) == "90m"
 
 
+def test_the_command_a_sweep_keeps_for_its_resume_has_no_budget():
+    """A resume without --budget keeps the last one given, and a spent one would stop it again at once."""
+    argv = ["x/__main__.py", "sweep", "celeba_backbones", "--budget", "1h", "--smoke", "--budget=2h"]
+    assert budget.without_budget(argv) == ["x/__main__.py", "sweep", "celeba_backbones", "--smoke"]
+
+
 def test_stopping_fit_calls_tunes_own_handler_and_is_no_signal():
     import signal
 
