@@ -185,6 +185,26 @@ class Preflight:
         return ("the same settings the sweep started with" if self.run.settings else
                 "the sweep records no settings (it started before they were kept): resumed as it is")
 
+    def check_resumed_runs(self) -> str:
+        """--resume: the sweep's MLflow runs are there to record into. A parent run deleted in the UI refuses every
+        write (MLflow's traceback, before), and a deleted trial's run would be found no more and started anew,
+        without its earlier epochs."""
+        parent, uri = self.run.parent_run_id, redact(self.tracking.uri)
+        if not parent:
+            return "the sweep made no MLflow run before it stopped: its runs start now"
+        deleted = self.tracking.deleted_of_sweep(parent)
+        if deleted is None:
+            raise UserError(f"--resume: the sweep's parent run {parent} is no longer in MLflow at {uri} (deleted for "
+                            "good), so its records cannot go on: start a new sweep with --name NEW_NAME")
+        if deleted:
+            shown = ", ".join(deleted[:3]) + (f" and {len(deleted) - 3} more" if len(deleted) > 3 else "")
+            runs, were, them = ("runs", "were", "them") if len(deleted) > 1 else ("run", "was", "it")
+            raise UserError(f"--resume: {len(deleted)} MLflow {runs} of this sweep {were} deleted ({shown}), and a "
+                            f"resumed sweep records into {them}: restore {them} (MLFLOW_TRACKING_URI={uri} mlflow runs "
+                            f"restore --run-id ID, or the UI's deleted runs) and resume again, or start a new sweep "
+                            "with --name NEW_NAME")
+        return f"the sweep's MLflow runs are there to go on with (parent run {parent})"
+
     def trial_count(self) -> int:
         """The trials this invocation's search produces: an extended grid runs only its new points."""
         if self.points is not None:
@@ -219,7 +239,8 @@ class Preflight:
         # are opened it leaves no mlflow.db or runs/ behind (a real dataset packed here stays in the cache).
         return [*probe, ("data", self.check_data, needs_sweep),
                 ("MLflow", self.check_tracking, needs_sweep), ("storage", self.check_storage, needs_sweep),
-                *([("resumed settings", self.check_resumed_settings, ("data", "storage"))] if self.opts.resume else []),
+                *([("resumed settings", self.check_resumed_settings, ("data", "storage")),
+                   ("resumed runs", self.check_resumed_runs, ("MLflow", "storage"))] if self.opts.resume else []),
                 *([("extended sweep", self.check_extend, needs_sweep + ("MLflow", "data"))]
                   if getattr(self.opts, "extend", None) else []),
                 ray,

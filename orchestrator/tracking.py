@@ -174,6 +174,20 @@ class Tracking:
             run = self.client.get_run(best)
         return run
 
+    def deleted_of_sweep(self, parent_id: str) -> list[str] | None:
+        """The sweep's runs (its parent run and its trials') that were deleted, as from the UI; None when its
+        parent run is not in this store at all (deleted for good by `mlflow gc`)."""
+        from mlflow.entities import ViewType
+
+        try:
+            parent = self.client.get_run(parent_id)
+        except Exception:  # MLflow's own exception types for an id it does not hold
+            return None
+        deleted = [parent_id] if parent.info.lifecycle_stage == "deleted" else []
+        children = self.client.search_runs([parent.info.experiment_id], run_view_type=ViewType.DELETED_ONLY,
+                                           filter_string=f"tags.mlflow.parentRunId = {_quoted(parent_id)}")
+        return deleted + [run.info.run_id for run in children]
+
     def find_run(self, experiment_id: str, tags: dict[str, str]) -> str | None:
         """The run with these identity tags. Tags are stored redacted, so they are searched redacted: a
         run's identity never depends on a secret."""
