@@ -178,11 +178,15 @@ class Tracking:
         """The sweep's runs (its parent run and its trials') that were deleted, as from the UI; None when its
         parent run is not in this store at all (deleted for good by `mlflow gc`)."""
         from mlflow.entities import ViewType
+        from mlflow.exceptions import MlflowException
 
         try:
             parent = self.client.get_run(parent_id)
-        except Exception:  # MLflow's own exception types for an id it does not hold
-            return None
+        except MlflowException as err:  # the REST client's RestException too
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise UserError(f"MLflow at {redact(self.uri)} could not be asked for run {parent_id} "
+                            f"({error_text(err)}): run the command again") from None
         deleted = [parent_id] if parent.info.lifecycle_stage == "deleted" else []
         children = self.client.search_runs([parent.info.experiment_id], run_view_type=ViewType.DELETED_ONLY,
                                            filter_string=f"tags.mlflow.parentRunId = {_quoted(parent_id)}")
