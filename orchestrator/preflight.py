@@ -181,7 +181,8 @@ class Preflight:
 
     def check_resumed_settings(self) -> str:
         """--resume: the same settings the sweep started with (Tune would go on with those whatever is given)."""
-        sweep_settings.check_same(self.run.settings, self.settings(), redact(self.run.path), self.run.command)
+        sweep_settings.check_same(self.run.settings, self.settings(), redact(self.run.path), self.run.command,
+                                  sweep_settings.command_that_resumes())
         return ("the same settings the sweep started with" if self.run.settings else
                 "the sweep records no settings (it started before they were kept): resumed as it is")
 

@@ -15,7 +15,7 @@ from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from orchestrator import (accounting, budget, cluster, driver_lease, extend, logged_model, ordered_asha, outbox, report,
-                          rungs, signals, state, store_outage)
+                          rungs, signals, state, store_outage, sweep_settings)
 from orchestrator.runners import RUNNERS, TRAIN, train_driver_fn
 from orchestrator.preflight import Preflight
 from orchestrator.space import (describe, evaluation_interval, first_points_note, grid_note, max_epochs,
@@ -126,9 +126,8 @@ def _train(opts: SweepOptions, pre: Preflight, wanted, started: float) -> dict:
     extension = pre.extension or (extend.resumed_extension(tracking, parent_id) if opts.resume else None)  # a
     # resumed extension keeps its earlier trials (its parent's tag); a new sweep pays no MLflow call for it
     run.budget_s, run.began = pre.budget_s, started  # its minutes go on from its earlier invocations'
-    if not opts.resume:  # a new sweep keeps what a resume must match, and the command that resumes it (a resume
-        # without --budget keeps the last one given)
-        run.settings, run.command = pre.settings(), accounting.resume_command(budget.without_budget())
+    if not opts.resume:  # a new sweep keeps what a resume must match, and the command that resumes it
+        run.settings, run.command = pre.settings(), sweep_settings.command_that_resumes()
     run.save(parent_run_id=parent_id, status="running")
     accounting.opened(tracking, run, parent_id)
     dataset = DatasetRecord.of(data)

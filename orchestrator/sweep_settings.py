@@ -19,6 +19,7 @@ from typing import Any
 
 from ray.tune.search.sample import Categorical, Float, Integer, LogUniform
 
+from orchestrator import accounting, budget
 from orchestrator.space import is_grid
 from search_spaces.distributions import render
 from trainables.errors import UserError
@@ -55,14 +56,28 @@ def settings_of(space: dict, locations: tuple[str, ...], data_digest: str, smoke
             "samples": str(samples), "early stopping": "on" if early_stopping else "off"}
 
 
-def check_same(started: dict[str, str], now: dict[str, str], path: str, command: str) -> None:
-    """Refuse a resume whose settings (`now`) differ from those the sweep at `path` started with."""
+def command_that_resumes() -> str:
+    """This command as the resume of its sweep: `--resume` added, credentials redacted, and `--budget` left out (a
+    resume without one keeps the last budget given; a spent one would stop it again at once)."""
+    return accounting.resume_command(budget.without_budget())
+
+
+def check_same(started: dict[str, str], now: dict[str, str], path: str, command: str, this_command: str) -> None:
+    """Refuse a resume whose settings (`now`) differ from those the sweep at `path` started with. `command`: the
+    one that resumes it as it started; `this_command`: this one's, said the same way. When the two are the same,
+    what changed is not the command but what it reads: a sweep file, the data, or this code."""
     if not started:
         return
     changed = [f"{key} {started.get(key, '(not set)')} -> {now.get(key, '(not set)')}"
                for key in sorted(set(started) | set(now)) if started.get(key) != now.get(key)]
-    if changed:
-        how = f"resume it as it started: {command}" if command else "resume it with the settings it started with"
-        raise UserError(f"--resume: this command changes the settings the sweep at {path} started with "
-                        f"({'; '.join(changed)}), and a resumed sweep goes on with the trials it set up: {how} "
-                        f"(or start a new sweep with --name NEW_NAME)")
+    if not changed:
+        return
+    if command and command == this_command:
+        raise UserError(f"--resume: the sweep at {path} started with other settings than this same command gives now "
+                        f"({'; '.join(changed)}): its sweep file, its data or this code changed since, and a resumed "
+                        "sweep goes on with the trials it set up; put them back to finish it, or start a new sweep "
+                        "with --name NEW_NAME")
+    how = f"resume it as it started: {command}" if command else "resume it with the settings it started with"
+    raise UserError(f"--resume: this command changes the settings the sweep at {path} started with "
+                    f"({'; '.join(changed)}), and a resumed sweep goes on with the trials it set up: {how} "
+                    f"(or start a new sweep with --name NEW_NAME)")

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from ray import tune
 
 from orchestrator import state
-from orchestrator.sweep_settings import check_same, settings_of, spec
+from orchestrator.sweep_settings import check_same, command_that_resumes, settings_of, spec
 from trainables.errors import UserError
 
 COMMAND = "python -m orchestrator sweep celeba_backbones --smoke --resume"
@@ -45,11 +47,11 @@ def test_where_the_data_is_is_left_out_and_its_fingerprint_kept():
 
 
 def test_a_resume_with_the_same_settings_goes_on():
-    check_same(_settings(SPACE), _settings(SPACE), "/runs/celeba_backbones", COMMAND)
+    check_same(_settings(SPACE), _settings(SPACE), "/runs/celeba_backbones", COMMAND, COMMAND)
 
 
 def test_a_sweep_that_recorded_no_settings_resumes_unchecked():
-    check_same({}, _settings(SPACE), "/runs/celeba_backbones", COMMAND)
+    check_same({}, _settings(SPACE), "/runs/celeba_backbones", COMMAND, COMMAND)
 
 
 @pytest.mark.parametrize("changed, said", [
@@ -60,7 +62,7 @@ def test_a_sweep_that_recorded_no_settings_resumes_unchecked():
 ])
 def test_a_resume_that_changes_a_key_is_refused_naming_the_change_and_the_command(changed, said):
     with pytest.raises(UserError) as refused:
-        check_same(_settings(SPACE), _settings(changed), "/runs/celeba_backbones", COMMAND)
+        check_same(_settings(SPACE), _settings(changed), "/runs/celeba_backbones", COMMAND, COMMAND + " --set x")
     text = str(refused.value)
     assert f"({said})" in text, text
     assert "/runs/celeba_backbones" in text and f"resume it as it started: {COMMAND}" in text, text
@@ -76,8 +78,24 @@ def test_a_resume_that_changes_a_key_is_refused_naming_the_change_and_the_comman
 ])
 def test_a_resume_on_other_data_or_with_other_options_is_refused(changes, said):
     with pytest.raises(UserError) as refused:
-        check_same(_settings(SPACE), _settings(SPACE, **changes), "/runs/celeba_backbones", COMMAND)
+        check_same(_settings(SPACE), _settings(SPACE, **changes), "/runs/celeba_backbones", COMMAND, "another")
     assert f"({said})" in str(refused.value), refused.value
+
+
+def test_the_same_command_with_other_settings_says_what_it_reads_changed():
+    """Resumed as it started, yet other settings: a sweep file edited, the data re-prepared or this code's sweep
+    changed. Telling its user to run the command they just ran would go round in a circle."""
+    with pytest.raises(UserError) as refused:
+        check_same(_settings(SPACE), _settings({**SPACE, "optim.epochs": 8}), "/runs/celeba_backbones", COMMAND, COMMAND)
+    text = str(refused.value)
+    assert "(optim.epochs 2 -> 8)" in text and "its sweep file, its data or this code changed since" in text, text
+    assert "resume it as it started" not in text and "--name NEW_NAME" in text, text
+
+
+def test_the_command_kept_for_a_resume_is_this_one_with_resume_and_without_budget(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/x/orchestrator/__main__.py", "sweep", "celeba_backbones", "--budget", "2h",
+                                      "--smoke"])
+    assert command_that_resumes() == COMMAND
 
 
 def test_the_state_file_keeps_the_settings_and_the_command_for_a_resume(tmp_path):
