@@ -92,11 +92,21 @@ def worker_group(resources: cluster.TrialResources) -> dict:
                                                       resources_per_worker=worker)}
 
 
-def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: str, mode: str, storage: str) -> None:
+def loop_config(config: dict, data: dict, metric: str, mode: str) -> dict:
+    """What a trial's workers are given: its config, with the data's prepared roots where this invocation has
+    them. A resumed trial's saved config names them where they were when it started (another machine's cache, a
+    cache since moved, a cluster's copy made anew); the resume's settings check made sure they hold the same data
+    (orchestrator/sweep_settings.py)."""
+    return {**config, **data, OBJECTIVE: {"metric": metric, "mode": mode}}
+
+
+def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: str, mode: str, storage: str,
+                    data: dict | None = None) -> None:
     """One Tune trial: fit one trainer whose workers run `train_fn_per_worker(config)`.
 
     The Train run lives in the sweep's storage (not Tune's local staging folder), under a name fixed
-    by the trial id, so a retried or resumed trial finds its checkpoints on any node.
+    by the trial id, so a retried or resumed trial finds its checkpoints on any node. `data`: this
+    invocation's prepared roots (`loop_config`).
     """
     name = f"train-{tune.get_context().get_trial_id()}"
     runs = f"{storage}/{TRAIN_RUNS}"
@@ -113,7 +123,7 @@ def train_driver_fn(config: dict, *, resources: cluster.TrialResources, metric: 
         storage_fs.check_answers(runs_fs, runs_path, runs)
     trainer = TrialTrainer(
         train_fn_per_worker,
-        train_loop_config={**config, OBJECTIVE: {"metric": metric, "mode": mode}},
+        train_loop_config=loop_config(config, data or {}, metric, mode),
         **group,
         run_config=ray.train.RunConfig(
             # Same name and storage on a restart: Train resumes from the trial's last checkpoint.

@@ -170,7 +170,7 @@ def _train(opts: SweepOptions, pre: Preflight, wanted, started: float) -> dict:
 
     trainable = tune.with_resources(
         tune.with_parameters(train_driver_fn, resources=resources, metric=sweep.metric, mode=sweep.mode,
-                             storage=run.path),
+                             storage=run.path, data=data.settings if run.settings else {}),  # a resume: checked data
         {"CPU": cluster.DRIVER_CPUS},
     )
     store_outage.install(redact(run.path))  # Ray's tracebacks of failed state saves become one line

@@ -105,3 +105,16 @@ def test_the_state_file_keeps_the_settings_and_the_command_for_a_resume(tmp_path
     (path / "tuner.pkl").write_bytes(b"")  # what Tune looks for before it restores a sweep
     resumed = state.locate(str(tmp_path), "celeba_backbones", None, resume=True)
     assert resumed.settings == _settings(SPACE) and resumed.command == COMMAND
+
+
+def test_a_resumed_trial_reads_the_data_where_this_invocation_has_it():
+    """Tune restores a trial with the config it started with, whose prepared roots may be gone (another machine's
+    cache, a cache moved): its workers get the roots this invocation prepared, the same data by its fingerprint."""
+    from orchestrator.runners import OBJECTIVE, loop_config
+
+    saved = {"model.name": "resnet18", "data.root": "/old-machine/.cache/prepared/celeba", "optim.epochs": 2}
+    given = loop_config(saved, {"data.root": "/home/me/.cache/prepared/celeba"}, "val/mean_accuracy", "max")
+    assert given["data.root"] == "/home/me/.cache/prepared/celeba"
+    assert given["model.name"] == "resnet18" and given["optim.epochs"] == 2
+    assert given[OBJECTIVE] == {"metric": "val/mean_accuracy", "mode": "max"}
+    assert loop_config(saved, {}, "val/mean_accuracy", "max")["data.root"] == saved["data.root"]  # unchecked: as saved
