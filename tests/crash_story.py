@@ -4,7 +4,7 @@
 SIGKILLed in the first trial's second epoch, once its epoch-1 checkpoint is reported (Tune retries the
 trial from it); while the retried trial runs, a `--resume` of the same sweep is tried (it must refuse: the
 driver is alive); the driver is SIGKILLed once that trial has finished; the same command is run again
-(it must refuse), then with `--resume --set optim.epochs=3` (it must refuse: a resume keeps the sweep's settings), then with `--resume` (and `--register`), which goes ahead: the driver that held the sweep is dead. What each step left behind is kept for the tests to judge.
+(it must refuse), then with `--resume --set optim.epochs=3` (it must refuse: a resume keeps the sweep's settings), then with `--resume --data` naming a copy of the prepared demo set (as on another machine) (and `--register`), which goes ahead: the driver that held the sweep is dead. What each step left behind is kept for the tests to judge.
 
 On a fast machine trial 1 may end before the kill lands: the story sees its `done` line before any
 `RETRY`, and starts over in a fresh folder with four times the images per epoch. `story.args` are the
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,6 +128,7 @@ class CrashStory:
     driver_pid: int = 0                         # the first run's driver, which held the sweep
     changed: tuple[int, list[str]] = (0, [])    # ... of a --resume that changes the epochs (refused)
     resumed: tuple[int, list[str]] = (0, [])    # exit code and output of the --resume run
+    data_elsewhere: Path | None = None          # the copy of the prepared demo set the --resume names by --data
 
     @property
     def client(self) -> MlflowClient:
@@ -180,6 +182,11 @@ def _crash_and_resume(tmp: Path, args: list[str]) -> CrashStory | None:
     story.refused = (again.finish(timeout=900), again.seen)
     changed = CliRun(args + ["--resume", "--set", "optim.epochs=3"], tmp)
     story.changed = (changed.finish(timeout=900), changed.seen)
-    resumed = CliRun(args + ["--resume", "--register", REGISTERED, "--register-if", "val/mean_accuracy>=0"], tmp)
+    # As on another machine sharing the storage: the same prepared demo set in another folder, named by --data.
+    cache = Path(os.environ["FACE_ORCHESTRATOR_CACHE"]) / "prepared"
+    story.data_elsewhere = tmp / "elsewhere" / next(cache.glob("celeba-*")).name
+    shutil.copytree(next(cache.glob("celeba-*")), story.data_elsewhere)
+    resumed = CliRun(args + ["--resume", "--data", str(story.data_elsewhere), "--register", REGISTERED,
+                             "--register-if", "val/mean_accuracy>=0"], tmp)
     story.resumed = (resumed.finish(timeout=1800), resumed.seen)
     return story

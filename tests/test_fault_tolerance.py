@@ -4,12 +4,15 @@ the session's `crashed_smoke_sweep` (tests/crash_story.py); these tests judge wh
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 
 from crash_story import SWEEP
 from orchestrator.driver_lease import LEASE_FILE
+from orchestrator.tracking import TRIAL_KEY
+from trainables.artifacts import TRAIN_RUNS
 
 pytestmark = pytest.mark.ray
 
@@ -61,6 +64,21 @@ def test_a_resume_with_other_settings_is_refused_naming_the_change_and_the_comma
     resume = " ".join(story.args)
     assert f"resume it as it started: python -m orchestrator {resume} --storage" in last, last
     assert not any("start  trial" in line for line in output), output[-10:]
+
+
+def test_the_trials_after_a_resume_read_the_data_where_the_resume_has_it(crashed_smoke_sweep):
+    """The resume names the same prepared set in another folder (as another machine's cache would hold it). Tune
+    restores the unfinished trial with the config it was created with, naming the first run's cache: its workers
+    must read the resume's copy (each checkpoint's meta.json keeps the config they were given)."""
+    story = crashed_smoke_sweep
+    finished = _finished_before(story)
+    after = [c for c in story.runs()[1] if c.info.run_id not in finished]
+    assert len(after) == 1, after
+    runs = story.storage / SWEEP / TRAIN_RUNS / f"train-{after[0].data.tags[TRIAL_KEY]}"
+    metas = sorted(runs.glob("checkpoint_*/meta.json"))
+    assert metas, sorted(p.name for p in runs.iterdir())
+    for meta in metas:
+        assert json.loads(meta.read_text())["config"]["data.root"] == str(story.data_elsewhere), meta
 
 
 def test_a_resume_while_the_driver_runs_is_refused_in_one_line_naming_it(crashed_smoke_sweep):
