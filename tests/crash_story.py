@@ -182,10 +182,12 @@ def _crash_and_resume(tmp: Path, args: list[str]) -> CrashStory | None:
     story.refused = (again.finish(timeout=900), again.seen)
     changed = CliRun(args + ["--resume", "--set", "optim.epochs=3"], tmp)
     story.changed = (changed.finish(timeout=900), changed.seen)
-    # As on another machine sharing the storage: the same prepared demo set in another folder, named by --data.
-    cache = Path(os.environ["FACE_ORCHESTRATOR_CACHE"]) / "prepared"
-    story.data_elsewhere = tmp / "elsewhere" / next(cache.glob("celeba-*")).name
-    shutil.copytree(next(cache.glob("celeba-*")), story.data_elsewhere)
+    # As on another machine sharing the storage: the prepared set the sweep trained on (its parent run's data.root;
+    # the session's cache holds other prepared sets too) in another folder, named by --data.
+    (parent,), _ = story.runs()
+    prepared = Path(parent.data.params["data.root"])
+    story.data_elsewhere = tmp / "elsewhere" / prepared.name
+    shutil.copytree(prepared, story.data_elsewhere)
     resumed = CliRun(args + ["--resume", "--data", str(story.data_elsewhere), "--register", REGISTERED,
                              "--register-if", "val/mean_accuracy>=0"], tmp)
     story.resumed = (resumed.finish(timeout=1800), resumed.seen)
